@@ -1,0 +1,28 @@
+"""Smoke test: the default audit cut to seconds (used by the tests).
+
+  python launch.py --config=configs/smoke.py --workdir=/tmp/privjax-smoke
+
+Expect a finished report in well under a minute; the numbers are not meaningful
+(the decoder trains for a few dozen steps).
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = default.get_config()
+  c.data.image_size = 8
+  c.model.train_steps = 150
+  c.train.batch_size = 32
+  c.train.num_steps = 40
+  c.train.warmup_steps = 5
+  c.train.eval_every = 10
+  c.train.checkpoint_every = 20
+  c.decoder.width = 16
+  c.decoder.hidden = 64
+  c.ssim.filter_size = 5
+  c.ssim.filter_sigma = 0.8
+  c.bootstrap_samples = 200
+  return c

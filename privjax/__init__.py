@@ -1,0 +1,26 @@
+"""privjax: measure how much an image recognition model's feature vectors leak its images."""
+
+from privjax.audit import assess, run
+from privjax.config import audit_config
+from privjax.errors import (
+  ConfigError,
+  DataError,
+  ModelError,
+  PrivjaxError,
+  TrainingError,
+  WorkdirError,
+)
+from privjax.report import Report
+
+__all__ = [
+  "ConfigError",
+  "DataError",
+  "ModelError",
+  "PrivjaxError",
+  "Report",
+  "TrainingError",
+  "WorkdirError",
+  "assess",
+  "audit_config",
+  "run",
+]

@@ -1,0 +1,184 @@
+"""The audit's configuration: defaults, defaults adapted to an image shape, checks.
+
+One flat-ish `ml_collections.ConfigDict` drives every stage. `audit_config()` holds
+the defaults (also the base of configs/default.py); `for_images()` adapts the few
+fields that depend on the image size (the SSIM window); `validate()` checks every
+field a stage reads and raises `ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from privjax.errors import ConfigError
+
+# The Gaussian SSIM of Wang et al. 2004 (and skimage's `gaussian_weights=True`):
+# an 11x11 window with sigma 1.5, constants K1=0.01, K2=0.03.
+DEFAULT_SSIM_FILTER_SIZE = 11
+DEFAULT_SSIM_FILTER_SIGMA = 1.5
+
+
+def audit_config() -> ml_collections.ConfigDict:
+  """Returns the default audit config (decoder, training, scoring, verdict)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Root of every random choice: splits, init, batches, bootstrap.
+
+  # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
+  c.decoder = ml_collections.ConfigDict()
+  c.decoder.width = 64  # Channels at the decoder's lowest resolution.
+  c.decoder.start_size = 4  # Spatial size after the dense layer (upsampled by 2 per stage).
+  c.decoder.hidden = 512  # Width of the hidden dense layer on the features.
+
+  # Decoder training (optax Adam, warmup + cosine decay, early stopping on a
+  # held-out part of the auxiliary set).
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128  # Global batch; rounded up to a multiple of the device count.
+  c.train.num_steps = 4000  # Upper bound on steps; early stopping usually ends sooner.
+  c.train.learning_rate = 2e-3
+  c.train.warmup_steps = 100
+  c.train.weight_decay = 1e-4
+  c.train.loss = "mse"  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim".
+  c.train.val_fraction = 0.1  # Part of the auxiliary set held out for early stopping.
+  c.train.eval_every = 100  # Steps between validation evaluations (and progress logs).
+  c.train.patience = 5  # Stop after this many evaluations without improvement.
+  c.train.min_delta = 1e-5  # Smallest validation-loss decrease that counts as improvement.
+  c.train.checkpoint_every = 500  # Steps between orbax checkpoints (and one at the end).
+
+  c.eval_batch_size = 256  # Batch for extraction, reconstruction and scoring.
+
+  # Scoring.
+  c.ssim = ml_collections.ConfigDict()
+  c.ssim.filter_size = DEFAULT_SSIM_FILTER_SIZE  # Odd; shrunk for images smaller than it.
+  c.ssim.filter_sigma = DEFAULT_SSIM_FILTER_SIGMA
+  c.bootstrap_samples = 2000  # Resamples for the 95% confidence interval of the gain.
+  c.min_targets = 10  # Fewer targets make the rates and intervals meaningless.
+
+  # Verdict thresholds (see privjax/risk.py and the README).
+  c.risk = ml_collections.ConfigDict()
+  c.risk.high_ssim_gain = 0.3  # High if the gain's CI lower bound reaches this ...
+  c.risk.high_image_reid = 0.5  # ... or image-space rank-1 re-identification reaches this.
+  c.risk.medium_ssim_gain = 0.05  # Medium if the gain's CI lower bound reaches this ...
+  c.risk.medium_image_reid = 0.05  # ... or image re-id reaches this and
+  c.risk.medium_reid_over_chance = 5.0  # ... is at least this many times chance.
+
+  c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
+  return c
+
+
+def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
+  """Returns the SSIM (filter_size, filter_sigma) to use for images of this size.
+
+  Images smaller than the configured window get the largest odd window that fits,
+  with sigma scaled by the same factor (so the window still spans the same number of
+  standard deviations). This is documented in the report; it is never an error.
+  """
+  smallest = min(height, width)
+  if filter_size <= smallest:
+    return filter_size, filter_sigma
+  size = smallest if smallest % 2 == 1 else smallest - 1
+  if size < 3:
+    raise ConfigError(f"images must be at least 3x3 pixels for SSIM, got {height}x{width}")
+  return size, filter_sigma * size / filter_size
+
+
+def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
+  for key, value in overrides.items():
+    if key not in base:
+      raise ConfigError(f"unknown config key {prefix}{key!r}; known keys: {sorted(base)}")
+    if isinstance(base[key], dict):
+      if not isinstance(value, dict):
+        raise ConfigError(f"config.{prefix}{key} must be a group of settings, got {value!r}")
+      _merge(base[key], value, f"{prefix}{key}.")
+    else:
+      base[key] = value
+  return base
+
+
+def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
+  """Returns the defaults, overridden by `config`'s fields, fitted to an image shape.
+
+  `config` may set any subset of `audit_config()`'s fields; unknown fields are a
+  ConfigError. The SSIM window is shrunk for images smaller than it.
+  """
+  merged = audit_config().to_dict()
+  if config is not None:
+    overrides = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    _merge(merged, overrides)
+  c = ml_collections.ConfigDict(merged)
+  h, w = int(image_shape[0]), int(image_shape[1])
+  c.ssim.filter_size, c.ssim.filter_sigma = ssim_window(
+    h, w, int(c.ssim.filter_size), float(c.ssim.filter_sigma)
+  )
+  return c
+
+
+def _require(cond: bool, message: str):
+  if not cond:
+    raise ConfigError(message)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks every field the audit reads; raises ConfigError naming the first bad one."""
+
+  def positive_int(name, value):
+    _require(
+      isinstance(value, int) and not isinstance(value, bool) and value > 0,
+      f"config.{name} must be a positive integer, got {value!r}",
+    )
+
+  def number(name, value, low=None, high=None):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and low is not None:
+      ok = value >= low
+    if ok and high is not None:
+      ok = value <= high
+    bounds = f" in [{low}, {high}]" if low is not None or high is not None else ""
+    _require(ok, f"config.{name} must be a number{bounds}, got {value!r}")
+
+  positive_int("decoder.width", c.decoder.width)
+  positive_int("decoder.start_size", c.decoder.start_size)
+  positive_int("decoder.hidden", c.decoder.hidden)
+  t = c.train
+  for name in ("batch_size", "num_steps", "eval_every", "patience", "checkpoint_every"):
+    positive_int(f"train.{name}", t[name])
+  _require(
+    isinstance(t.warmup_steps, int) and 0 <= t.warmup_steps < t.num_steps,
+    f"config.train.warmup_steps must be an integer in [0, train.num_steps), got {t.warmup_steps!r}",
+  )
+  number("train.learning_rate", t.learning_rate, 0.0)
+  _require(t.learning_rate > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate}")
+  number("train.weight_decay", t.weight_decay, 0.0)
+  number("train.min_delta", t.min_delta, 0.0)
+  number("train.val_fraction", t.val_fraction, 0.0, 0.5)
+  _require(
+    t.val_fraction > 0, f"config.train.val_fraction must be in (0, 0.5], got {t.val_fraction}"
+  )
+  _require(
+    t.loss in ("mse", "ssim", "mse+ssim"),
+    f"config.train.loss must be one of 'mse', 'ssim', 'mse+ssim', got {t.loss!r}",
+  )
+  positive_int("eval_batch_size", c.eval_batch_size)
+  positive_int("ssim.filter_size", c.ssim.filter_size)
+  _require(
+    c.ssim.filter_size % 2 == 1,
+    f"config.ssim.filter_size must be odd, got {c.ssim.filter_size}",
+  )
+  number("ssim.filter_sigma", c.ssim.filter_sigma, 0.0)
+  _require(c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}")
+  positive_int("bootstrap_samples", c.bootstrap_samples)
+  positive_int("min_targets", c.min_targets)
+  positive_int("grid_examples", c.grid_examples)
+  _require(
+    isinstance(c.seed, int) and not isinstance(c.seed, bool),
+    f"config.seed must be an integer, got {c.seed!r}",
+  )
+  for name in ("high_ssim_gain", "high_image_reid", "medium_ssim_gain", "medium_image_reid"):
+    number(f"risk.{name}", c.risk[name], 0.0, 1.0)
+  number("risk.medium_reid_over_chance", c.risk.medium_reid_over_chance, 1.0)
+  _require(
+    c.risk.medium_ssim_gain <= c.risk.high_ssim_gain
+    and c.risk.medium_image_reid <= c.risk.high_image_reid,
+    "config.risk medium thresholds must not exceed the high ones, got "
+    f"ssim_gain {c.risk.medium_ssim_gain} > {c.risk.high_ssim_gain} or image_reid "
+    f"{c.risk.medium_image_reid} > {c.risk.high_image_reid}",
+  )

@@ -1,0 +1,31 @@
+"""Errors privjax raises for bad input.
+
+Every error a user can cause (a wrong config value, malformed data, a model that
+returns the wrong thing) is a `PrivjaxError` whose message is one line saying what
+was expected and what came. launch.py turns these into a one-line message and exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class PrivjaxError(ValueError):
+  """Base class of the errors a user's input can cause."""
+
+
+class ConfigError(PrivjaxError):
+  """A config value is missing, of the wrong type or out of range."""
+
+
+class DataError(PrivjaxError):
+  """Images, labels or features are malformed (shape, range, count, finiteness)."""
+
+
+class ModelError(PrivjaxError):
+  """The embedding function or its params misbehave (shape, finiteness)."""
+
+
+class TrainingError(PrivjaxError):
+  """Training diverged (non-finite loss); the last good checkpoint is kept."""
+
+
+class WorkdirError(PrivjaxError):
+  """The workdir cannot be used (not a directory, not writable)."""

@@ -1,0 +1,51 @@
+"""The verdict: a privacy-risk level from the audit's numbers and documented thresholds.
+
+The verdict rests on the two model-independent measures: the SSIM gain over the
+no-information baseline (its 95% CI lower bound, so noise never raises the level)
+and image-space rank-1 re-identification. The type-I rate (re-identification by the
+audited model itself) is reported but never decides: a decoder can reproduce a
+low-dimensional embedding without reproducing the image.
+
+  high    gain CI low >= risk.high_ssim_gain, or image re-id >= risk.high_image_reid
+  medium  gain CI low >= risk.medium_ssim_gain, or image re-id >= risk.medium_image_reid
+          and >= risk.medium_reid_over_chance x chance
+  low     otherwise
+"""
+
+from __future__ import annotations
+
+
+def verdict(*, ssim_gain_ci_low: float, image_reid_rate: float, reid_chance: float, thresholds):
+  """Returns (level, reasons): level in {"low", "medium", "high"}, reasons a list of strings."""
+  t = thresholds
+  gain = f"SSIM gain over baseline, 95% CI lower bound {ssim_gain_ci_low:.3f}"
+  reid = (
+    f"image-space rank-1 re-identification {image_reid_rate:.3f} "
+    f"({image_reid_rate / reid_chance:.1f}x chance {reid_chance:.4f})"
+  )
+  if ssim_gain_ci_low >= t.high_ssim_gain or image_reid_rate >= t.high_image_reid:
+    reasons = []
+    if ssim_gain_ci_low >= t.high_ssim_gain:
+      reasons.append(f"{gain} >= high threshold {t.high_ssim_gain}")
+    if image_reid_rate >= t.high_image_reid:
+      reasons.append(f"{reid} >= high threshold {t.high_image_reid}")
+    return "high", reasons
+  reid_medium = (
+    image_reid_rate >= t.medium_image_reid
+    and image_reid_rate >= t.medium_reid_over_chance * reid_chance
+  )
+  if ssim_gain_ci_low >= t.medium_ssim_gain or reid_medium:
+    reasons = []
+    if ssim_gain_ci_low >= t.medium_ssim_gain:
+      reasons.append(f"{gain} >= medium threshold {t.medium_ssim_gain} (< high {t.high_ssim_gain})")
+    if reid_medium:
+      reasons.append(
+        f"{reid} >= medium threshold {t.medium_image_reid} and >= "
+        f"{t.medium_reid_over_chance}x chance (< high {t.high_image_reid})"
+      )
+    return "medium", reasons
+  return "low", [
+    f"{gain} < medium threshold {t.medium_ssim_gain}",
+    f"{reid} below medium threshold {t.medium_image_reid} or "
+    f"{t.medium_reid_over_chance}x chance",
+  ]

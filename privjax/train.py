@@ -1,0 +1,213 @@
+"""Training the inverse model: an optax-trained Flax decoder, data-parallel, checkpointed.
+
+The train step is a pure `(state, batch) -> (state, metrics)` function jitted once
+with the state donated; params and optimizer state are replicated over the mesh
+and batches sharded along "data". Training runs until the loss on a held-out part
+of the auxiliary set stops improving (early stopping with patience), bounded by
+`train.num_steps`; the best params by validation loss are returned, and how the run
+converged goes into the report.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from privjax import checkpoint, metrics, parallel
+from privjax.data import batch_indices
+from privjax.errors import TrainingError
+from privjax.models import Decoder
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def make_decoder(config, image_shape) -> Decoder:
+  d = config.decoder
+  return Decoder(
+    image_shape=tuple(int(s) for s in image_shape),
+    width=d.width,
+    start_size=d.start_size,
+    hidden=d.hidden,
+  )
+
+
+def make_optimizer(tc) -> optax.GradientTransformation:
+  """AdamW with linear warmup and cosine decay to 1% over `num_steps`."""
+  schedule = optax.warmup_cosine_decay_schedule(
+    init_value=0.0,
+    peak_value=tc.learning_rate,
+    warmup_steps=tc.warmup_steps,
+    decay_steps=tc.num_steps,
+    end_value=tc.learning_rate * 0.01,
+  )
+  return optax.adamw(schedule, weight_decay=tc.weight_decay)
+
+
+def per_example_loss(predictions, images, *, kind: str, filter_size: int, filter_sigma: float):
+  """[B] reconstruction loss: "mse", "ssim" (1 - SSIM) or "mse+ssim"."""
+  mse = jnp.mean((predictions - images) ** 2, axis=(1, 2, 3))
+  if kind == "mse":
+    return mse
+  dssim = 1.0 - metrics.ssim(predictions, images, filter_size=filter_size, filter_sigma=filter_sigma)
+  return dssim if kind == "ssim" else mse + dssim
+
+
+def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn):
+  """One optimizer step on a batch {"features": [B, D], "images": [B, H, W, C]}."""
+
+  def objective(params):
+    return jnp.mean(loss_fn(decoder.apply(params, batch["features"]), batch["images"]))
+
+  loss, grads = jax.value_and_grad(objective)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def _split_validation(n: int, fraction: float, seed: int):
+  perm = np.random.default_rng((seed, 7)).permutation(n)
+  n_val = max(1, int(round(fraction * n)))
+  return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None = None):
+  """Trains the decoder on auxiliary (features, images); returns (decoder, params, convergence).
+
+  Args:
+    features: [N, D] float32 auxiliary features.
+    images: [N, H, W, C] float32 auxiliary images in [0, 1].
+    config: the audit config (decoder, train, ssim, seed).
+    mesh: the data mesh.
+    checkpoint_dir: where the orbax CheckpointManager keeps its steps; None keeps
+      none. A directory with checkpoints resumes from the latest.
+
+  Returns:
+    The decoder module, its best params (by validation loss, replicated), and a
+    JSON-ready dict describing convergence.
+  """
+  tc = config.train
+  decoder = make_decoder(config, images.shape[1:])
+  tx = make_optimizer(tc)
+  loss_fn = functools.partial(
+    per_example_loss,
+    kind=tc.loss,
+    filter_size=config.ssim.filter_size,
+    filter_sigma=config.ssim.filter_sigma,
+  )
+  train_idx, val_idx = _split_validation(features.shape[0], tc.val_fraction, config.seed)
+  x_train, y_train = features[train_idx], images[train_idx]
+  x_val, y_val = features[val_idx], images[val_idx]
+  batch_size = parallel.fit_batch_size(tc.batch_size, mesh, what="decoder training")
+  repl = parallel.replicated(mesh)
+
+  def init(key):
+    params = decoder.init(key, jnp.zeros((1, features.shape[1]), jnp.float32))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  key = jax.random.key(config.seed)
+  abstract = jax.eval_shape(init, key)
+  state = jax.jit(init, out_shardings=jax.tree.map(lambda _: repl, abstract))(key)
+  step_fn = jax.jit(
+    functools.partial(train_step, decoder=decoder, tx=tx, loss_fn=loss_fn),
+    donate_argnums=(0,),
+    out_shardings=(jax.tree.map(lambda _: repl, abstract), repl),
+  )
+  val_fn = jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x))
+
+  meta = {"history": [], "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
+  best_params = state.params
+  mngr = None
+  if checkpoint_dir is not None:
+    mngr = checkpoint.manager(checkpoint_dir)
+    abstract_ckpt = {"train": abstract, "best_params": abstract.params}
+    abstract_ckpt = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), abstract_ckpt
+    )
+    restored = checkpoint.restore_latest(mngr, abstract_ckpt)
+    if restored is not None:
+      ckpt_step, tree, meta = restored
+      state, best_params = tree["train"], tree["best_params"]
+      logging.info("decoder: resumed from checkpoint at step %d (%s)", ckpt_step, checkpoint_dir)
+
+  def save(step):
+    if mngr is not None:
+      checkpoint.save(mngr, step, {"train": state, "best_params": best_params}, meta)
+
+  step = int(state.step)
+  if step == 0:
+    logging.info(
+      "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
+      "up to %d steps", len(train_idx), len(val_idx), batch_size, tc.num_steps
+    )
+  t_last, step_last = time.perf_counter(), step
+  while not meta["stopped"]:
+    idx = batch_indices(len(train_idx), batch_size, step, config.seed)
+    batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
+    state, step_metrics = step_fn(state, batch)
+    step += 1
+    at_eval = step % tc.eval_every == 0 or step == tc.num_steps
+    at_checkpoint = step % tc.checkpoint_every == 0
+    if at_eval or at_checkpoint:
+      # The only host syncs: at evaluations and before a checkpoint, so a diverged
+      # state is never saved over the last good one.
+      loss = float(step_metrics["loss"])
+      if not math.isfinite(loss):
+        raise TrainingError(
+          f"decoder training diverged: non-finite loss {loss} at step {step}; the last good "
+          "checkpoint is kept (try a lower config.train.learning_rate)"
+        )
+    if at_eval:
+      val_losses = parallel.batched_map(
+        functools.partial(val_fn, state.params), [x_val, y_val],
+        batch_size=config.eval_batch_size, mesh=mesh,
+      )
+      val = float(np.mean(val_losses))
+      meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
+      if val < meta["best_val_loss"] - tc.min_delta:
+        meta.update(best_val_loss=val, best_step=step, bad_evals=0)
+        best_params = jax.tree.map(jnp.copy, state.params)
+      else:
+        meta["bad_evals"] += 1
+      now = time.perf_counter()
+      rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
+      eta = (tc.num_steps - step) * batch_size / max(rate, 1e-9)
+      logging.info(
+        "decoder step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
+        step, tc.num_steps, loss, val, meta["best_val_loss"], meta["best_step"], rate, eta,
+      )
+      t_last, step_last = now, step
+      if meta["bad_evals"] >= tc.patience:
+        meta["stopped"] = f"early stop: no improvement in {tc.patience} evaluations"
+      elif step >= tc.num_steps:
+        meta["stopped"] = "reached train.num_steps (still improving: raise it for a stronger attack)"
+    if meta["stopped"] or at_checkpoint:
+      save(step)
+  if mngr is not None:
+    mngr.wait_until_finished()
+    mngr.close()
+  convergence = {
+    "steps": step,
+    "best_step": meta["best_step"],
+    "best_val_loss": meta["best_val_loss"],
+    "stopped": meta["stopped"],
+    "batch_size": batch_size,
+    "train_examples": int(len(train_idx)),
+    "val_examples": int(len(val_idx)),
+    "history": meta["history"],
+  }
+  return decoder, best_params, convergence
