@@ -94,5 +94,7 @@ def batched_map(
   for start in range(0, n, b):
     chunk = [pad_rows(np.asarray(a[start : start + b]), b) for a in arrays]
     outputs.append(fn(*shard_batch(chunk, mesh)))
+    if len(outputs) > 1:  # At most two batches in flight (see train.py).
+      jax.block_until_ready(outputs[-2])
   host = jax.device_get(outputs)
   return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *host)

@@ -92,7 +92,9 @@ def train_or_restore(train: Split, test: Split, config, *, mesh, checkpoint_dir:
     for step in range(mc.train_steps):
       idx = batch_indices(train.images.shape[0], batch_size, step, config.seed + 1)
       batch = parallel.shard_batch({"images": train.images[idx], "labels": train.labels[idx]}, mesh)
+      previous = loss if step else None
       carry, loss = step_fn(carry, batch)
+      jax.block_until_ready(previous)  # At most two steps in flight (see train.py).
     final_loss = float(loss)
     if not np.isfinite(final_loss):
       raise TrainingError(f"recognition model training diverged: loss {final_loss}")

@@ -155,10 +155,17 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
       "up to %d steps", len(train_idx), len(val_idx), batch_size, tc.num_steps
     )
   t_last, step_last = time.perf_counter(), step
+  step_metrics = None
   while not meta["stopped"]:
     idx = batch_indices(len(train_idx), batch_size, step, config.seed)
     batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
+    previous = step_metrics
     state, step_metrics = step_fn(state, batch)
+    # Keep at most two steps in flight: waiting on the previous step costs nothing
+    # while this one runs, and a deep queue of steps with collectives can starve
+    # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
+    # CPU devices on 2 cores).
+    jax.block_until_ready(previous)
     step += 1
     at_eval = step % tc.eval_every == 0 or step == tc.num_steps
     at_checkpoint = step % tc.checkpoint_every == 0
