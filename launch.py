@@ -7,6 +7,7 @@ This is the only file that defines flags; the work is in privjax.audit.run.
 Errors caused by the input (config, data, model, workdir) print one line and exit 2.
 """
 
+import logging as py_logging
 import sys
 
 import jax
@@ -22,11 +23,23 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints and the report."
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietDependencies(py_logging.Filter):
+  """Drops orbax's per-save INFO chatter so privjax's progress lines stay readable."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.info("process %d of %d; local devices: %s", jax.process_index(), jax.process_count(),
-               jax.local_devices())
+  logging.get_absl_handler().addFilter(_QuietDependencies())
+  logging.info(
+    "process %d of %d; local devices: %s",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_devices(),
+  )
   try:
     report = audit.run(FLAGS.config, FLAGS.workdir)
   except PrivjaxError as e:

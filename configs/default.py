@@ -11,10 +11,11 @@ reconstructions.png beside it. Re-running with the same workdir reuses the train
 recognition model and the decoder checkpoint.
 
 Resolution: the 8x8 digits are upsampled (antialiased bilinear) to 16x16, so the
-SSIM window (7x7, sigma 1.0: about 3.5 original pixels, the width of a stroke)
-leaves a 10x10 grid of positions per image. At 8x8 any useful window would leave
-almost no positions; the standard 11x11 window at 16x16 would leave 6x6 and blur
-over half a digit.
+SSIM window (7x7, sigma 0.955: the standard 11x11/1.5 Gaussian window scaled by
+7/11, which skimage reproduces from sigma alone; it spans about 3.5 original pixels,
+the width of a stroke) leaves a 10x10 grid of positions per image. At 8x8 any
+useful window would leave almost no positions; the standard 11x11 window at 16x16
+would leave 6x6 and blur over half a digit.
 """
 
 import ml_collections
@@ -40,5 +41,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.learning_rate = 2e-3
 
   c.ssim.filter_size = 7
-  c.ssim.filter_sigma = 1.0
+  c.ssim.filter_sigma = 0.955  # 1.5 * 7/11: the standard window, scaled to 7 pixels.
   return c

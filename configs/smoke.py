@@ -23,6 +23,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.decoder.width = 16
   c.decoder.hidden = 64
   c.ssim.filter_size = 5
-  c.ssim.filter_sigma = 0.8
+  c.ssim.filter_sigma = 0.68
   c.bootstrap_samples = 200
   return c

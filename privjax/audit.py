@@ -31,8 +31,17 @@ from privjax.train import train_decoder
 # Largest [queries, gallery, positions] float32 block of the all-pairs SSIM (~128 MiB).
 _PAIRWISE_BLOCK_ELEMENTS = 2**25
 _PSNR_CAP_DB = 100.0  # PSNR of an exact reconstruction is infinite; we report this cap.
-_VERSIONED = ("privjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "dm-pix",
-              "ml-collections", "numpy")
+_VERSIONED = (
+  "privjax",
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "orbax-checkpoint",
+  "dm-pix",
+  "ml-collections",
+  "numpy",
+)
 
 
 class _Timer:
@@ -83,7 +92,9 @@ def pairwise_ssim(queries, gallery, *, mesh, filter_size: int, filter_sigma: flo
     g = parallel.pad_rows(gallery[start : start + g_block], g_block)
     g_dev = parallel.replicate(jnp.asarray(g), mesh)
     fn = functools.partial(
-      metrics.pairwise_ssim_block, gallery=g_dev, filter_size=filter_size,
+      metrics.pairwise_ssim_block,
+      gallery=g_dev,
+      filter_size=filter_size,
       filter_sigma=filter_sigma,
     )
     block = parallel.batched_map(fn, [queries], batch_size=side, mesh=mesh)
@@ -109,8 +120,10 @@ def _check_inputs(aux_images, target_images, target_labels, config):
     )
   n_val = max(1, int(round(cfg.train.val_fraction * aux.shape[0])))
   if aux.shape[0] - n_val < 2:
-    raise DataError(f"need at least {n_val + 2} auxiliary images to train and validate the "
-                    f"decoder, got {aux.shape[0]}")
+    raise DataError(
+      f"need at least {n_val + 2} auxiliary images to train and validate the "
+      f"decoder, got {aux.shape[0]}"
+    )
   return aux, targets, labels, cfg
 
 
@@ -169,11 +182,14 @@ def assess(
 
   with timer.stage("extraction"):
     f_aux = extract_features(embed_jit, params, aux, mesh=mesh, batch_size=eb, name="aux_images")
-    f_tgt = extract_features(embed_jit, params, targets, mesh=mesh, batch_size=eb,
-                             name="target_images")
+    f_tgt = extract_features(
+      embed_jit, params, targets, mesh=mesh, batch_size=eb, name="target_images"
+    )
     if f_aux.shape[1] != f_tgt.shape[1]:
-      raise ModelError(f"embed_fn returned {f_aux.shape[1]}-d features for aux_images but "
-                       f"{f_tgt.shape[1]}-d for target_images")
+      raise ModelError(
+        f"embed_fn returned {f_aux.shape[1]}-d features for aux_images but "
+        f"{f_tgt.shape[1]}-d for target_images"
+      )
 
   with timer.stage("decoder_training"):
     ckpt = os.path.join(workdir, "checkpoints", "decoder") if workdir else None
@@ -192,7 +208,9 @@ def assess(
     mean_aux = np.broadcast_to(aux.mean(axis=0, keepdims=True), targets.shape)
     mean_image_ssim = parallel.batched_map(
       jax.jit(functools.partial(metrics.ssim, filter_size=fs, filter_sigma=sigma)),
-      [targets, mean_aux], batch_size=eb, mesh=mesh,
+      [targets, mean_aux],
+      batch_size=eb,
+      mesh=mesh,
     )
     # S[j, i] = SSIM(original i, reconstruction j): rows are queries (reconstructions).
     s = pairwise_ssim(recon, targets, mesh=mesh, filter_size=fs, filter_sigma=sigma)
@@ -203,14 +221,17 @@ def assess(
     image_hits = metrics.rank1_hits(s)
 
   with timer.stage("reidentification"):
-    f_rec = extract_features(embed_jit, params, recon, mesh=mesh, batch_size=eb,
-                             name="reconstructions")
+    f_rec = extract_features(
+      embed_jit, params, recon, mesh=mesh, batch_size=eb, name="reconstructions"
+    )
     cos = np.asarray(metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(f_tgt)))
     model_hits = metrics.rank1_hits(cos)
 
   chance = 1.0 / n
   level, reasons = risk.verdict(
-    ssim_gain_ci_low=gain_ci[0], image_reid_rate=float(image_hits.mean()), reid_chance=chance,
+    ssim_gain_ci_low=gain_ci[0],
+    image_reid_rate=float(image_hits.mean()),
+    reid_chance=chance,
     thresholds=cfg.risk,
   )
   psnr = np.minimum(scores["psnr"], _PSNR_CAP_DB)
@@ -285,29 +306,41 @@ def assess(
 def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
   """The CLI's audit: load the configured data and model, then `assess` (same code path)."""
   t = time.perf_counter()
-  workdir = _prepare_workdir(workdir)
   data = data_lib.load(config)
+  audit_cfg = ml_collections.ConfigDict(config.to_dict())
+  for key in ("data", "model"):
+    del audit_cfg[key]
+  # Check the whole config before any work, so a bad value costs nothing and writes nothing.
+  config_lib.validate(config_lib.for_images(data.targets.images.shape[1:], audit_cfg))
+  recognition.validate(config.model)
+  workdir = _prepare_workdir(workdir)
   mesh = parallel.data_mesh()
-  model_cfg = config.model
-  if model_cfg.kind != "builtin":
-    raise config_lib.ConfigError(f"config.model.kind must be 'builtin', got {model_cfg.kind!r}")
   test = data_lib.Split(
     np.concatenate([data.aux.images, data.targets.images]),
     np.concatenate([data.aux.labels, data.targets.labels]),
   )
   embed_fn, params, model_info = recognition.train_or_restore(
-    data.model_train, test, config, mesh=mesh,
+    data.model_train,
+    test,
+    config,
+    mesh=mesh,
     checkpoint_dir=os.path.join(workdir, "checkpoints", "recognition"),
   )
   model_seconds = round(time.perf_counter() - t, 3)
-  audit_cfg = ml_collections.ConfigDict(config.to_dict())
-  for key in ("data", "model"):
-    del audit_cfg[key]
   report = assess(
-    embed_fn, params, data.aux.images, data.targets.images, config=audit_cfg, workdir=workdir,
+    embed_fn,
+    params,
+    data.aux.images,
+    data.targets.images,
+    config=audit_cfg,
+    workdir=workdir,
     target_labels=data.targets.labels,
-    metadata={"data": data.description, "recognition_model": model_info,
-              "data_config": config.data.to_dict(), "model_config": config.model.to_dict(),
-              "seconds_data_and_model": model_seconds},
+    metadata={
+      "data": data.description,
+      "recognition_model": model_info,
+      "data_config": config.data.to_dict(),
+      "model_config": config.model.to_dict(),
+      "seconds_data_and_model": model_seconds,
+    },
   )
   return report

@@ -164,7 +164,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     f"config.ssim.filter_size must be odd, got {c.ssim.filter_size}",
   )
   number("ssim.filter_sigma", c.ssim.filter_sigma, 0.0)
-  _require(c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}")
+  _require(
+    c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}"
+  )
   positive_int("bootstrap_samples", c.bootstrap_samples)
   positive_int("min_targets", c.min_targets)
   positive_int("grid_examples", c.grid_examples)

@@ -36,7 +36,9 @@ def check_images(images, *, name: str) -> np.ndarray:
   try:
     x = np.asarray(images, dtype=np.float32)
   except (TypeError, ValueError) as e:
-    raise DataError(f"{name} must be a numeric array [N, H, W, C], got {type(images).__name__}") from e
+    raise DataError(
+      f"{name} must be a numeric array [N, H, W, C], got {type(images).__name__}"
+    ) from e
   if x.ndim != 4:
     raise DataError(f"{name} must have rank 4 [N, H, W, C], got shape {x.shape}")
   if x.shape[0] == 0:
@@ -83,9 +85,7 @@ def split_three(n: int, fractions: tuple[float, float], seed: int):
   """Shuffles range(n) into three disjoint index sets of the given first two fractions."""
   a, b = fractions
   if not (0 < a and 0 < b and a + b < 1):
-    raise ConfigError(
-      f"split fractions must be positive and sum to less than 1, got {a} and {b}"
-    )
+    raise ConfigError(f"split fractions must be positive and sum to less than 1, got {a} and {b}")
   perm = np.random.default_rng(seed).permutation(n)
   n_a, n_b = int(round(a * n)), int(round(b * n))
   return perm[:n_a], perm[n_a : n_a + n_b], perm[n_a + n_b :]

@@ -55,8 +55,9 @@ def fit_batch_size(batch_size: int, mesh, *, what: str) -> int:
   n = mesh.size
   fitted = math.ceil(batch_size / n) * n
   if fitted != batch_size:
-    logging.info("%s batch size %d rounded up to %d (a multiple of %d devices)", what, batch_size,
-                 fitted, n)
+    logging.info(
+      "%s batch size %d rounded up to %d (a multiple of %d devices)", what, batch_size, fitted, n
+    )
   return fitted
 
 

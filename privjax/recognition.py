@@ -45,6 +45,20 @@ def embed_fn_for(model: RecognitionCNN):
   return functools.partial(model.apply, method=RecognitionCNN.embed)
 
 
+def validate(model_config) -> None:
+  """Checks config.model for the builtin model; raises ConfigError naming the bad field."""
+  m = model_config
+  if m.kind != "builtin":
+    raise ConfigError(f"config.model.kind must be 'builtin', got {m.kind!r}")
+  for name in ("embed_dim", "train_steps", "batch_size"):
+    v = m[name]
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+      raise ConfigError(f"config.model.{name} must be a positive integer, got {v!r}")
+  lr = m.learning_rate
+  if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+    raise ConfigError(f"config.model.learning_rate must be a number > 0, got {lr!r}")
+
+
 def train_or_restore(train: Split, test: Split, config, *, mesh, checkpoint_dir: str | None):
   """Returns (embed_fn, params, info) of the reference CNN, training it only if needed.
 
@@ -83,16 +97,20 @@ def train_or_restore(train: Split, test: Split, config, *, mesh, checkpoint_dir:
   if restored is not None:
     _, params, info = restored
     info = dict(info, restored=True)
-    logging.info("recognition model restored from %s (test accuracy %.4f)", checkpoint_dir,
-                 info["test_accuracy"])
+    logging.info(
+      "recognition model restored from %s (test accuracy %.4f)",
+      checkpoint_dir,
+      info["test_accuracy"],
+    )
   else:
     carry = jax.jit(init, out_shardings=jax.tree.map(lambda _: repl, abstract))(key)
     step_fn = jax.jit(functools.partial(_classify_step, model=model, tx=tx), donate_argnums=(0,))
     batch_size = parallel.fit_batch_size(mc.batch_size, mesh, what="recognition training")
+    loss = None
     for step in range(mc.train_steps):
       idx = batch_indices(train.images.shape[0], batch_size, step, config.seed + 1)
       batch = parallel.shard_batch({"images": train.images[idx], "labels": train.labels[idx]}, mesh)
-      previous = loss if step else None
+      previous = loss
       carry, loss = step_fn(carry, batch)
       jax.block_until_ready(previous)  # At most two steps in flight (see train.py).
     final_loss = float(loss)
@@ -108,8 +126,11 @@ def train_or_restore(train: Split, test: Split, config, *, mesh, checkpoint_dir:
       "test_examples": int(test.images.shape[0]),
       "test_accuracy": accuracy(model, params, test, mesh=mesh, batch_size=config.eval_batch_size),
     }
-    logging.info("recognition model trained: test accuracy %.4f on %d held-out images",
-                 info["test_accuracy"], info["test_examples"])
+    logging.info(
+      "recognition model trained: test accuracy %.4f on %d held-out images",
+      info["test_accuracy"],
+      info["test_examples"],
+    )
     if mngr is not None:
       checkpoint.save(mngr, mc.train_steps, params, info)
       mngr.wait_until_finished()

@@ -46,6 +46,5 @@ def verdict(*, ssim_gain_ci_low: float, image_reid_rate: float, reid_chance: flo
     return "medium", reasons
   return "low", [
     f"{gain} < medium threshold {t.medium_ssim_gain}",
-    f"{reid} below medium threshold {t.medium_image_reid} or "
-    f"{t.medium_reid_over_chance}x chance",
+    f"{reid} below medium threshold {t.medium_image_reid} or {t.medium_reid_over_chance}x chance",
   ]

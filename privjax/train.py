@@ -62,7 +62,9 @@ def per_example_loss(predictions, images, *, kind: str, filter_size: int, filter
   mse = jnp.mean((predictions - images) ** 2, axis=(1, 2, 3))
   if kind == "mse":
     return mse
-  dssim = 1.0 - metrics.ssim(predictions, images, filter_size=filter_size, filter_sigma=filter_sigma)
+  dssim = 1.0 - metrics.ssim(
+    predictions, images, filter_size=filter_size, filter_sigma=filter_sigma
+  )
   return dssim if kind == "ssim" else mse + dssim
 
 
@@ -76,7 +78,7 @@ def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn):
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
 def _split_validation(n: int, fraction: float, seed: int):
@@ -152,7 +154,11 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   if step == 0:
     logging.info(
       "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
-      "up to %d steps", len(train_idx), len(val_idx), batch_size, tc.num_steps
+      "up to %d steps",
+      len(train_idx),
+      len(val_idx),
+      batch_size,
+      tc.num_steps,
     )
   t_last, step_last = time.perf_counter(), step
   step_metrics = None
@@ -180,8 +186,10 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
         )
     if at_eval:
       val_losses = parallel.batched_map(
-        functools.partial(val_fn, state.params), [x_val, y_val],
-        batch_size=config.eval_batch_size, mesh=mesh,
+        functools.partial(val_fn, state.params),
+        [x_val, y_val],
+        batch_size=config.eval_batch_size,
+        mesh=mesh,
       )
       val = float(np.mean(val_losses))
       meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
@@ -195,13 +203,22 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
       eta = (tc.num_steps - step) * batch_size / max(rate, 1e-9)
       logging.info(
         "decoder step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
-        step, tc.num_steps, loss, val, meta["best_val_loss"], meta["best_step"], rate, eta,
+        step,
+        tc.num_steps,
+        loss,
+        val,
+        meta["best_val_loss"],
+        meta["best_step"],
+        rate,
+        eta,
       )
       t_last, step_last = now, step
       if meta["bad_evals"] >= tc.patience:
         meta["stopped"] = f"early stop: no improvement in {tc.patience} evaluations"
       elif step >= tc.num_steps:
-        meta["stopped"] = "reached train.num_steps (still improving: raise it for a stronger attack)"
+        meta["stopped"] = (
+          "reached train.num_steps (still improving: raise it for a stronger attack)"
+        )
     if meta["stopped"] or at_checkpoint:
       save(step)
   if mngr is not None:

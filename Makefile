@@ -1,0 +1,35 @@
+# The two set-up commands of the README:
+#   make audit   install privjax into .venv and run the default audit (no network needed
+#                beyond the package index)
+#   make test    install privjax with its test tools into .venv, lint and run the tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/default
+
+.PHONY: audit test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+audit: $(VENV)/.installed
+	$(PY) launch.py --config=configs/default.py --workdir=$(WORKDIR)
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+format: $(VENV)/.installed-test
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""End to end through launch.py on the smoke config: files, resume, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def _launch(workdir, *overrides, timeout=300):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  cmd = [
+    sys.executable,
+    "launch.py",
+    "--config=configs/smoke.py",
+    f"--workdir={workdir}",
+    *overrides,
+  ]
+  return subprocess.run(
+    cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+  )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("smoke")
+  first = _launch(workdir)
+  assert first.returncode == 0, first.stderr[-3000:]
+  return workdir, first
+
+
+def test_smoke_audit_writes_report_csv_png_and_checkpoints(smoke_run):
+  workdir, first = smoke_run
+  for name in ("report.json", "per_image.csv", "reconstructions.png"):
+    assert (workdir / name).stat().st_size > 0
+  report = json.loads((workdir / "report.json").read_text())
+  assert report["risk_level"] in ("low", "medium", "high")
+  assert report["devices"]["count"] == 4
+  assert report["metadata"]["recognition_model"]["test_accuracy"] > 0.5
+  assert set(report["seconds"]) >= {"extraction", "decoder_training", "scoring", "total"}
+  with open(workdir / "per_image.csv") as f:
+    assert len(f.readlines()) == report["num_targets"] + 1
+  assert (workdir / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  steps = os.listdir(workdir / "checkpoints" / "decoder")
+  assert "40" in steps, steps
+  assert os.listdir(workdir / "checkpoints" / "recognition")
+  assert "privjax: " in first.stdout and "risk" in first.stdout
+
+
+def test_second_run_resumes_instead_of_retraining(smoke_run):
+  workdir, _ = smoke_run
+  before = json.loads((workdir / "report.json").read_text())
+  second = _launch(workdir)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "resumed from checkpoint at step 40" in second.stderr
+  assert "recognition model restored" in second.stderr
+  assert "decoder step" not in second.stderr  # no training step ran
+  after = json.loads((workdir / "report.json").read_text())
+  assert after["metadata"]["recognition_model"]["restored"] is True
+  assert after["ssim_per_image"] == before["ssim_per_image"]
+
+
+@pytest.mark.parametrize(
+  "overrides,match",
+  [
+    (["--config.train.batch_size=0"], "config.train.batch_size must be a positive integer"),
+    (["--config.ssim.filter_size=4"], "config.ssim.filter_size must be odd"),
+    (["--config.data.source=cifar"], "config.data.source must be 'digits'"),
+  ],
+)
+def test_bad_config_exits_2_with_one_line(smoke_run, overrides, match):
+  workdir, _ = smoke_run
+  report_before = (workdir / "report.json").read_bytes()
+  result = _launch(workdir, *overrides)
+  assert result.returncode == 2
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("privjax: error: ") and match in last
+  assert "Traceback" not in result.stderr
+  assert (workdir / "report.json").read_bytes() == report_before
+
+
+def test_workdir_that_is_a_file_exits_2(tmp_path):
+  f = tmp_path / "not_a_dir"
+  f.write_text("keep me")
+  result = _launch(f)
+  assert result.returncode == 2
+  assert "workdir must be a directory" in result.stderr.strip().splitlines()[-1]
+  assert f.read_text() == "keep me"
