@@ -49,7 +49,8 @@ def main(argv):
   print(
     f"privjax: {s['risk_level']} risk | SSIM {s['ssim']:.3f} vs baseline {s['baseline_ssim']:.3f} "
     f"(gain {s['ssim_gain']:.3f}, 95% CI [{s['ssim_gain_ci'][0]:.3f}, {s['ssim_gain_ci'][1]:.3f}])"
-    f" | image re-id {s['image_reid_rate']:.3f}, model re-id {s['reid_rate']:.3f}, chance "
+    f" | image re-id {s['image_reid_rate']:.3f}, model re-id "
+    f"{'n/a' if s['reid_rate'] is None else format(s['reid_rate'], '.3f')}, chance "
     f"{s['reid_chance']:.4f} | report: {FLAGS.workdir}/report.json"
   )
 

@@ -27,18 +27,42 @@ def get_config() -> ml_collections.ConfigDict:
   c = audit_config()
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "digits"  # sklearn load_digits: 1,797 real handwritten 8x8 digits.
-  c.data.image_size = 16  # Resolution of the model's input, the decoder output and SSIM.
-  c.data.model_train_fraction = 0.35  # Share that trains the recognition model.
-  c.data.aux_fraction = 0.4  # The attacker's auxiliary set; the rest are the targets.
+  c.data.source = "digits"  # "digits" (sklearn, embedded), "tfds", "folder" or "npz".
+  c.data.name = ""  # TFDS dataset name (source "tfds").
+  c.data.data_dir = ""  # TFDS data_dir; "" is TFDS's default (~/tensorflow_datasets).
+  c.data.download = False  # Let TFDS download and prepare a missing dataset.
+  c.data.path = ""  # Directory (source "folder") or .npz file (source "npz").
+  c.data.image_key = "image"  # TFDS feature holding the image ("a/b" for nested).
+  c.data.label_key = "label"  # TFDS feature holding the label/identity; "" for none.
+  # The roles, as "split" or "split[a:b]" (counts or percentages). Each split is
+  # shuffled with split_seed before slicing; roles slicing one split must not overlap.
+  # The digits, folder and npz sources have one split, "all".
+  c.data.model_train_split = "all[:35%]"  # Trains the builtin model ("" otherwise).
+  c.data.aux_split = "all[35%:75%]"  # The attacker's auxiliary set.
+  c.data.target_split = "all[75%:]"  # The targets whose features are attacked.
   c.data.split_seed = 0  # Fixed apart from `seed`, so the targets stay the same.
+  # Preprocessing: channels (1, 3; 0 keeps), centre crop, resize to image_size x image_size
+  # (0 keeps the size). The decoder reconstructs, and SSIM is computed, at this resolution.
+  c.data.image_size = 16
+  c.data.channels = 0
+  c.data.center_crop = False
+  c.data.crop_fraction = 1.0  # Side of the centre crop as a fraction of the shorter side.
 
   c.model = ml_collections.ConfigDict()
-  c.model.kind = "builtin"  # privjax's RecognitionCNN, trained on the model-train split.
+  # "builtin": privjax's RecognitionCNN, trained on the model-train split;
+  # "flax": a Flax module by import path with params from an orbax checkpoint;
+  # "function": a factory `make(config) -> (embed_fn, params)` by import path;
+  # "precomputed": the npz source holds the features (no model to run).
+  c.model.kind = "builtin"
   c.model.embed_dim = 64  # Embedding (penultimate layer) size.
   c.model.train_steps = 600
   c.model.batch_size = 64
   c.model.learning_rate = 2e-3
+  c.model.module = ""  # "flax": "package.module:ClassName".
+  c.model.kwargs = ml_collections.ConfigDict()  # "flax": constructor keyword arguments.
+  c.model.checkpoint = ""  # "flax": orbax checkpoint directory of the params.
+  c.model.method = ""  # "flax": method giving the embedding ("" = __call__).
+  c.model.factory = ""  # "function": "package.module:make".
 
   c.ssim.filter_size = 7
   c.ssim.filter_sigma = 0.955  # 1.5 * 7/11: the standard window, scaled to 7 pixels.

@@ -23,9 +23,9 @@ from absl import logging
 
 from privjax import config as config_lib
 from privjax import data as data_lib
-from privjax import metrics, parallel, recognition, risk
+from privjax import embedding, metrics, parallel, recognition, risk, sources
 from privjax import report as report_lib
-from privjax.errors import DataError, ModelError, WorkdirError
+from privjax.errors import ConfigError, DataError, ModelError, WorkdirError
 from privjax.train import train_decoder
 
 # Largest [queries, gallery, positions] float32 block of the all-pairs SSIM (~128 MiB).
@@ -41,6 +41,17 @@ _VERSIONED = (
   "dm-pix",
   "ml-collections",
   "numpy",
+)
+
+
+_TYPE_I_REID = (
+  "type I: reconstructions re-embedded with the audited model and ranked against the targets' "
+  "features by cosine; can overstate leakage (a decoder can reproduce a low-dimensional "
+  "embedding without reproducing the image), so the verdict does not use it"
+)
+_NO_MODEL_REID = (
+  "not measured: the audit ran on stored features with no model to re-embed the "
+  "reconstructions with; image-space re-identification (image_reid_rate) still applies"
 )
 
 
@@ -79,6 +90,33 @@ def extract_features(embed_jit, params, images, *, mesh, batch_size: int, name: 
     bad = int(np.sum(~np.all(np.isfinite(out), axis=1)))
     raise ModelError(f"embed_fn returned non-finite features for {bad} of {len(out)} {name}")
   return out.astype(np.float32)
+
+
+def _check_features(features, n: int, *, name: str) -> np.ndarray:
+  try:
+    f = np.asarray(features, np.float32)
+  except (TypeError, ValueError) as e:
+    raise DataError(f"{name} must be a numeric array [N, D], got {type(features).__name__}") from e
+  if f.ndim != 2 or f.shape[0] != n:
+    raise DataError(f"{name} must have shape [{n}, D] (one row per image), got {f.shape}")
+  if not np.all(np.isfinite(f)):
+    raise DataError(f"{name} contains non-finite values (NaN or inf)")
+  return f
+
+
+def _guarded(embed_jit, image_shape):
+  """Turns the model's own rejection of the input shape into a one-line ModelError."""
+
+  def call(params, images):
+    try:
+      return embed_jit(params, images)
+    except (TypeError, ValueError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise ModelError(
+        f"embed_fn rejected images of shape [N, {', '.join(map(str, image_shape))}]: {first}"
+      ) from e
+
+  return call
 
 
 def pairwise_ssim(queries, gallery, *, mesh, filter_size: int, filter_sigma: float):
@@ -151,6 +189,8 @@ def assess(
   config: ml_collections.ConfigDict | None = None,
   workdir: str | None = None,
   target_labels=None,
+  aux_features=None,
+  target_features=None,
   metadata: dict | None = None,
 ) -> report_lib.Report:
   """Audits how much `embed_fn`'s features leak the images they came from.
@@ -166,6 +206,10 @@ def assess(
       defaults, with the SSIM window fitted to the image size.
     workdir: where checkpoints and report files go; None writes no files.
     target_labels: optional [N] labels of the targets (identities or classes).
+    aux_features, target_features: stored features [N_aux, D] and [N, D] for a
+      black-box audit (a leaked database): pass them with `embed_fn=None`; nothing
+      is embedded, and type-I re-identification is not measured (no model to
+      re-embed the reconstructions with), which the report says.
     metadata: optional JSON-ready dict stored under "metadata" in the report.
 
   Returns:
@@ -177,14 +221,24 @@ def assess(
   workdir = _prepare_workdir(workdir)
   mesh = parallel.data_mesh()
   eb = cfg.eval_batch_size
-  embed_jit = jax.jit(embed_fn)
-  params = parallel.replicate(params, mesh)
+  precomputed = embed_fn is None
+  if precomputed and (aux_features is None or target_features is None):
+    raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
+  if not precomputed and (aux_features is not None or target_features is not None):
+    raise ModelError("pass either embed_fn or stored aux_features/target_features, not both")
+  if not precomputed:
+    embed_jit = _guarded(jax.jit(embed_fn), targets.shape[1:])
+    params = parallel.replicate(params, mesh)
 
   with timer.stage("extraction"):
-    f_aux = extract_features(embed_jit, params, aux, mesh=mesh, batch_size=eb, name="aux_images")
-    f_tgt = extract_features(
-      embed_jit, params, targets, mesh=mesh, batch_size=eb, name="target_images"
-    )
+    if precomputed:
+      f_aux = _check_features(aux_features, aux.shape[0], name="aux_features")
+      f_tgt = _check_features(target_features, targets.shape[0], name="target_features")
+    else:
+      f_aux = extract_features(embed_jit, params, aux, mesh=mesh, batch_size=eb, name="aux_images")
+      f_tgt = extract_features(
+        embed_jit, params, targets, mesh=mesh, batch_size=eb, name="target_images"
+      )
     if f_aux.shape[1] != f_tgt.shape[1]:
       raise ModelError(
         f"embed_fn returned {f_aux.shape[1]}-d features for aux_images but "
@@ -220,12 +274,14 @@ def assess(
     gain_ci = metrics.bootstrap_mean_ci(gain, samples=cfg.bootstrap_samples, seed=cfg.seed)
     image_hits = metrics.rank1_hits(s)
 
-  with timer.stage("reidentification"):
-    f_rec = extract_features(
-      embed_jit, params, recon, mesh=mesh, batch_size=eb, name="reconstructions"
-    )
-    cos = np.asarray(metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(f_tgt)))
-    model_hits = metrics.rank1_hits(cos)
+  model_hits = cos = None
+  if not precomputed:
+    with timer.stage("reidentification"):
+      f_rec = extract_features(
+        embed_jit, params, recon, mesh=mesh, batch_size=eb, name="reconstructions"
+      )
+      cos = np.asarray(metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(f_tgt)))
+      model_hits = metrics.rank1_hits(cos)
 
   chance = 1.0 / n
   level, reasons = risk.verdict(
@@ -242,8 +298,9 @@ def assess(
     "baseline_ssim": mismatched.astype(np.float64),
     "mean_image_ssim": mean_image_ssim.astype(np.float64),
     "image_reid_hit": image_hits.astype(np.int64),
-    "reid_hit": model_hits.astype(np.int64),
   }
+  if model_hits is not None:
+    per_image["reid_hit"] = model_hits.astype(np.int64)
   if labels is not None:
     per_image["label"] = labels.astype(np.int64)
   summary = {
@@ -262,10 +319,8 @@ def assess(
     "image_reid_rate": float(image_hits.mean()),
     "image_reid": "rank-1: the reconstruction's SSIM with its own original is strictly higher "
     "than with every other target (ties count as misses); independent of the audited model",
-    "reid_rate": float(model_hits.mean()),
-    "reid": "type I: reconstructions re-embedded with the audited model and ranked against the "
-    "targets' features by cosine; can overstate leakage (a decoder can reproduce a "
-    "low-dimensional embedding without reproducing the image), so the verdict does not use it",
+    "reid_rate": None if precomputed else float(model_hits.mean()),
+    "reid": _NO_MODEL_REID if precomputed else _TYPE_I_REID,
     "reid_chance": chance,
     "num_targets": int(n),
     "num_aux": int(aux.shape[0]),
@@ -293,7 +348,8 @@ def assess(
   }
   if labels is not None:
     summary["image_label_match_rate"] = float(metrics.label_hits(s, labels).mean())
-    summary["reid_label_match_rate"] = float(metrics.label_hits(cos, labels).mean())
+    if cos is not None:
+      summary["reid_label_match_rate"] = float(metrics.label_hits(cos, labels).mean())
     summary["label_chance"] = metrics.label_chance(labels)
   summary["seconds"] = dict(timer.seconds, total=round(time.perf_counter() - t_start, 3))
   report = report_lib.Report(summary, per_image, targets, np.asarray(recon))
@@ -306,41 +362,78 @@ def assess(
 def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
   """The CLI's audit: load the configured data and model, then `assess` (same code path)."""
   t = time.perf_counter()
+  embedding.validate(config.model)
   data = data_lib.load(config)
+  precomputed = isinstance(data, sources.Precomputed)
+  if precomputed != (config.model.kind == "precomputed"):
+    raise ConfigError(
+      "config.model.kind='precomputed' goes with an npz source holding aux/target features, "
+      f"got model.kind={config.model.kind!r} and data.source={config.data.source!r}"
+      + (" with features" if precomputed else "")
+    )
   audit_cfg = ml_collections.ConfigDict(config.to_dict())
   for key in ("data", "model"):
     del audit_cfg[key]
+  target_images = data.target_images if precomputed else data.targets.images
   # Check the whole config before any work, so a bad value costs nothing and writes nothing.
-  config_lib.validate(config_lib.for_images(data.targets.images.shape[1:], audit_cfg))
-  recognition.validate(config.model)
+  config_lib.validate(config_lib.for_images(target_images.shape[1:], audit_cfg))
   workdir = _prepare_workdir(workdir)
   mesh = parallel.data_mesh()
-  test = data_lib.Split(
-    np.concatenate([data.aux.images, data.targets.images]),
-    np.concatenate([data.aux.labels, data.targets.labels]),
+  model_info = {"kind": config.model.kind}
+  if precomputed:
+    embed_fn = params = None
+    aux_images, target_labels = data.aux_images, data.target_labels
+    features = {"aux_features": data.aux_features, "target_features": data.target_features}
+  else:
+    aux_images, target_labels, features = data.aux.images, data.targets.labels, {}
+    if config.model.kind == "builtin":
+      if data.model_train is None or data.model_train.labels is None or data.aux.labels is None:
+        raise ConfigError(
+          "config.model.kind='builtin' trains a classifier: it needs config.data."
+          "model_train_split and labels (config.data.label_key or identity subfolders)"
+        )
+      test = data_lib.Split(
+        np.concatenate([data.aux.images, data.targets.images]),
+        np.concatenate([data.aux.labels, data.targets.labels]),
+      )
+      embed_fn, params, info = recognition.train_or_restore(
+        data.model_train,
+        test,
+        config,
+        mesh=mesh,
+        checkpoint_dir=os.path.join(workdir, "checkpoints", "recognition"),
+      )
+      model_info.update(info)
+    elif config.model.kind == "flax":
+      embed_fn, params = embedding.load_flax(config.model, target_images.shape[1:])
+      model_info.update(
+        module=config.model.module,
+        checkpoint=config.model.checkpoint,
+        method=config.model.method or "__call__",
+      )
+    else:
+      embed_fn, params = embedding.load_function(config.model, config)
+      model_info.update(factory=config.model.factory)
+  description = (
+    f"npz {config.data.path}: stored features of {len(aux_images)} aux / "
+    f"{len(target_images)} target images"
+    if precomputed
+    else data.description
   )
-  embed_fn, params, model_info = recognition.train_or_restore(
-    data.model_train,
-    test,
-    config,
-    mesh=mesh,
-    checkpoint_dir=os.path.join(workdir, "checkpoints", "recognition"),
-  )
-  model_seconds = round(time.perf_counter() - t, 3)
-  report = assess(
+  return assess(
     embed_fn,
     params,
-    data.aux.images,
-    data.targets.images,
+    aux_images,
+    target_images,
     config=audit_cfg,
     workdir=workdir,
-    target_labels=data.targets.labels,
+    target_labels=target_labels,
+    **features,
     metadata={
-      "data": data.description,
-      "recognition_model": model_info,
+      "data": description,
+      "model": model_info,
       "data_config": config.data.to_dict(),
       "model_config": config.model.to_dict(),
-      "seconds_data_and_model": model_seconds,
+      "seconds_data_and_model": round(time.perf_counter() - t, 3),
     },
   )
-  return report

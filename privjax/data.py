@@ -1,4 +1,4 @@
-"""Input data: the embedded digits default, splits, and checks on user arrays.
+"""Input data: checks, preprocessing, and slicing a source's splits into the audit's roles.
 
 Images everywhere in privjax are float32 arrays [N, H, W, C] in [0, 1].
 """
@@ -6,10 +6,14 @@ Images everywhere in privjax are float32 arrays [N, H, W, C] in [0, 1].
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
+import zlib
 
-import jax
 import numpy as np
+from PIL import Image
 
+from privjax import sources
 from privjax.errors import ConfigError, DataError
 
 
@@ -29,6 +33,7 @@ class AuditData:
   aux: Split
   targets: Split
   description: str
+  label_names: list | None = None  # label id -> name, when the source's labels are strings
 
 
 def check_images(images, *, name: str) -> np.ndarray:
@@ -63,54 +68,168 @@ def check_labels(labels, n: int, *, name: str) -> np.ndarray | None:
   return y
 
 
-def resize(images: np.ndarray, size: int) -> np.ndarray:
-  """Bilinear (antialiased) resize of [N, H, W, C] images to [N, size, size, C], kept in [0, 1]."""
-  if images.shape[1:3] == (size, size):
-    return images
-  shape = (images.shape[0], size, size, images.shape[3])
-  out = jax.image.resize(images, shape, "linear", antialias=True)
-  return np.clip(np.asarray(out, np.float32), 0.0, 1.0)
+def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
+  """[H, W, C] float -> [H, W, channels] (0 keeps C): ITU-R 601 luma or gray replicated."""
+  if channels == 0 or x.shape[-1] == channels:
+    return x
+  if channels == 1:
+    return (x[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+  return np.repeat(x[..., :1], 3, axis=-1)
 
 
-def load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """sklearn's 1,797 handwritten 8x8 digits as [N, size, size, 1] float32 in [0, 1], labels [N]."""
-  from sklearn.datasets import load_digits as sk_load_digits
-
-  d = sk_load_digits()
-  images = (d.images.astype(np.float32) / 16.0)[..., None]
-  return resize(images, image_size), d.target.astype(np.int32)
-
-
-def split_three(n: int, fractions: tuple[float, float], seed: int):
-  """Shuffles range(n) into three disjoint index sets of the given first two fractions."""
-  a, b = fractions
-  if not (0 < a and 0 < b and a + b < 1):
-    raise ConfigError(f"split fractions must be positive and sum to less than 1, got {a} and {b}")
-  perm = np.random.default_rng(seed).permutation(n)
-  n_a, n_b = int(round(a * n)), int(round(b * n))
-  return perm[:n_a], perm[n_a : n_a + n_b], perm[n_a + n_b :]
+def center_crop(x: np.ndarray, fraction: float) -> np.ndarray:
+  """The centered square of side `fraction` x the shorter side of [H, W, C]."""
+  h, w = x.shape[:2]
+  side = max(1, int(round(min(h, w) * fraction)))
+  top, left = (h - side) // 2, (w - side) // 2
+  return x[top : top + side, left : left + side]
 
 
-def load(config) -> AuditData:
-  """Loads the dataset named by `config.data.source` and splits it into the three roles."""
+def resize(x: np.ndarray, size: int) -> np.ndarray:
+  """Antialiased bilinear resize of [H, W, C] float to [size, size, C] (Pillow, per channel)."""
+  if x.shape[:2] == (size, size):
+    return x
+  planes = [
+    np.asarray(Image.fromarray(x[..., c], mode="F").resize((size, size), Image.BILINEAR))
+    for c in range(x.shape[-1])
+  ]
+  return np.clip(np.stack(planes, axis=-1), 0.0, 1.0)
+
+
+def preprocess(raw: list, d, *, name: str) -> np.ndarray:
+  """Raw images (uint8 or [0, 1] floats, [H, W(, C)]) -> float32 [N, S, S, C] in [0, 1].
+
+  Per `config.data`: channels (1, 3, or 0 to keep), center_crop (to the centered
+  square of crop_fraction x the shorter side) and image_size (0 keeps the size; then
+  every image must already have the same size).
+  """
+  out = []
+  for i, img in enumerate(raw):
+    x = np.asarray(img)
+    if x.ndim == 2:
+      x = x[..., None]
+    if x.ndim != 3 or x.shape[-1] not in (1, 3, 4):
+      raise DataError(f"{name} image {i} must be [H, W, C] with 1, 3 or 4 channels, got {x.shape}")
+    x = x.astype(np.float32) / 255.0 if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32)
+    x = to_channels(x[..., :3] if x.shape[-1] == 4 else x, d.channels)
+    if d.center_crop:
+      x = center_crop(x, d.crop_fraction)
+    if d.image_size:
+      x = resize(x, d.image_size)
+    out.append(x)
+  shapes = sorted({x.shape for x in out})
+  if len(shapes) > 1:
+    raise DataError(
+      f"{name} images have different sizes {shapes[:3]}; set config.data.image_size to resize them"
+    )
+  return check_images(np.stack(out), name=name)
+
+
+_SPEC = re.compile(r"^(\w+)(?:\[(-?\d*%?):(-?\d*%?)\])?$")
+
+
+def parse_split(spec: str):
+  """Parses "name" or "name[a:b]" (a, b: counts or percentages, either may be empty)."""
+  m = _SPEC.match(str(spec).replace(" ", ""))
+  if not m:
+    raise ConfigError(f"split spec must look like 'train' or 'train[10%:60%]', got {spec!r}")
+  return m.group(1), m.group(2) or "", m.group(3) or ""
+
+
+def _bound(text: str, n: int, default: int) -> int:
+  if not text:
+    return default
+  v = round(float(text[:-1]) * n / 100) if text.endswith("%") else int(text)
+  return min(max(v + n if v < 0 else v, 0), n)
+
+
+def resolve_roles(specs: dict, sizes: dict, seed: int) -> dict:
+  """Maps each role's split spec to (split name, indices), checking the roles are disjoint.
+
+  Each split is shuffled once with `seed` before slicing, so a slice is a random
+  subset; roles that slice the same split must not overlap.
+  """
+  resolved, ranges = {}, {}
+  for role, spec in specs.items():
+    name, a, b = parse_split(spec)
+    if name not in sizes:
+      raise ConfigError(
+        f"split {name!r} (config.data.{role}_split) not found; splits: {sorted(sizes)}"
+      )
+    n = sizes[name]
+    lo, hi = _bound(a, n, 0), _bound(b, n, n)
+    if hi <= lo:
+      raise ConfigError(f"config.data.{role}_split={spec!r} selects no examples of {n}")
+    for other, (oname, olo, ohi) in ranges.items():
+      if oname == name and lo < ohi and olo < hi:
+        raise ConfigError(
+          f"config.data.{role}_split={spec!r} overlaps {other}_split={specs[other]!r}: the "
+          "roles must be disjoint"
+        )
+    ranges[role] = (name, lo, hi)
+    perm = np.random.default_rng((seed, zlib.crc32(name.encode()))).permutation(n)
+    resolved[role] = (name, np.sort(perm[lo:hi]))
+  return resolved
+
+
+def _label_ids(raw_by_role: dict) -> tuple[dict, list | None]:
+  """Maps raw labels (ints or strings) of all roles to ints consistently."""
+  if any(v is None for v in raw_by_role.values()):
+    return {role: None for role in raw_by_role}, None
+  values = [v.decode() if isinstance(v, bytes) else v for vs in raw_by_role.values() for v in vs]
+  if all(isinstance(v, (int, np.integer)) for v in values):
+    return {r: np.asarray(v, np.int64) for r, v in raw_by_role.items()}, None
+  names = sorted({str(v) for v in values})
+  index = {n: i for i, n in enumerate(names)}
+  ids = {
+    r: np.asarray([index[str(v.decode() if isinstance(v, bytes) else v)] for v in vs], np.int64)
+    for r, vs in raw_by_role.items()
+  }
+  return ids, names
+
+
+def load(config) -> AuditData | sources.Precomputed:
+  """Loads `config.data`: the three role splits, preprocessed, or stored features."""
   d = config.data
-  if d.source != "digits":
-    raise ConfigError(f"config.data.source must be 'digits', got {d.source!r}")
-  if not isinstance(d.image_size, int) or d.image_size < 8:
-    raise ConfigError(f"config.data.image_size must be an integer >= 8, got {d.image_size!r}")
-  images, labels = load_digits(d.image_size)
-  tr, aux, tgt = split_three(
-    images.shape[0], (d.model_train_fraction, d.aux_fraction), d.split_seed
-  )
+  if d.source == "digits":
+    splits = sources.digits()
+  elif d.source == "tfds":
+    splits = sources.tfds_splits(d)
+  elif d.source == "folder":
+    splits = sources.folder(d.path)
+  elif d.source == "npz":
+    splits = sources.npz(d.path)
+  else:
+    raise ConfigError(
+      f"config.data.source must be one of 'digits', 'tfds', 'folder', 'npz', got {d.source!r}"
+    )
+  if isinstance(splits, sources.Precomputed):
+    return dataclasses.replace(
+      splits,
+      aux_images=preprocess(list(splits.aux_images), d, name="aux_images"),
+      target_images=preprocess(list(splits.target_images), d, name="target_images"),
+    )
+  specs = {"model_train": d.model_train_split, "aux": d.aux_split, "target": d.target_split}
+  if not d.model_train_split:
+    del specs["model_train"]
+  roles = resolve_roles(specs, {k: v.size for k, v in splits.items()}, d.split_seed)
+  images, raw_labels = {}, {}
+  for role, (name, idx) in roles.items():
+    raw, labels = splits[name].read(idx)
+    images[role] = preprocess(raw, d, name=f"{role} images ({name})")
+    raw_labels[role] = labels
+  labels, label_names = _label_ids(raw_labels)
+  shape = images["target"].shape[1:]
+  counts = ", ".join(f"{len(v)} {r}" for r, v in images.items())
   return AuditData(
-    model_train=Split(images[tr], labels[tr]),
-    aux=Split(images[aux], labels[aux]),
-    targets=Split(images[tgt], labels[tgt]),
-    description=(
-      f"sklearn load_digits: {images.shape[0]} handwritten digits, 8x8 upsampled to "
-      f"{d.image_size}x{d.image_size}; {len(tr)} model-train / {len(aux)} auxiliary / "
-      f"{len(tgt)} target images (disjoint, split seed {d.split_seed})"
-    ),
+    model_train=Split(images["model_train"], labels["model_train"])
+    if "model_train" in images
+    else None,
+    aux=Split(images["aux"], labels["aux"]),
+    targets=Split(images["target"], labels["target"]),
+    description=f"{d.source} {d.name or d.path or ''}".strip() + f": {counts} images "
+    f"(disjoint; splits {specs}, split seed {d.split_seed}), preprocessed to {list(shape)}",
+    label_names=label_names,
   )
 
 
@@ -129,3 +248,11 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     sel = epochs == e
     out[sel] = perm[positions[sel]]
   return out
+
+
+def load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """All 1,797 sklearn digits as [N, size, size, 1] float32 in [0, 1], and labels [N]."""
+  split = sources.digits()["all"]
+  raw, labels = split.read(np.arange(split.size))
+  d = types.SimpleNamespace(channels=0, center_crop=False, crop_fraction=1.0, image_size=image_size)
+  return preprocess(raw, d, name="digits"), np.asarray(labels, np.int64)
