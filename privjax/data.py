@@ -143,20 +143,20 @@ def _bound(text: str, n: int, default: int) -> int:
   return min(max(v + n if v < 0 else v, 0), n)
 
 
-def resolve_roles(specs: dict, sizes: dict, seed: int) -> dict:
+def resolve_roles(specs: dict, sizes, seed: int) -> dict:
   """Maps each role's split spec to (split name, indices), checking the roles are disjoint.
 
-  Each split is shuffled once with `seed` before slicing, so a slice is a random
+  `sizes(name)` gives a split's size (KeyError if there is none). Each split is
+  shuffled once with `seed` before slicing, so a slice is a random
   subset; roles that slice the same split must not overlap.
   """
   resolved, ranges = {}, {}
   for role, spec in specs.items():
     name, a, b = parse_split(spec)
-    if name not in sizes:
-      raise ConfigError(
-        f"split {name!r} (config.data.{role}_split) not found; splits: {sorted(sizes)}"
-      )
-    n = sizes[name]
+    try:
+      n = sizes(name)
+    except KeyError:
+      raise ConfigError(f"split {name!r} (config.data.{role}_split) not found") from None
     lo, hi = _bound(a, n, 0), _bound(b, n, n)
     if hi <= lo:
       raise ConfigError(f"config.data.{role}_split={spec!r} selects no examples of {n}")
@@ -172,20 +172,22 @@ def resolve_roles(specs: dict, sizes: dict, seed: int) -> dict:
   return resolved
 
 
+def _scalar(v):
+  v = v.item() if isinstance(v, np.ndarray | np.generic) else v
+  return v.decode() if isinstance(v, bytes) else v
+
+
 def _label_ids(raw_by_role: dict) -> tuple[dict, list | None]:
-  """Maps raw labels (ints or strings) of all roles to ints consistently."""
+  """Maps raw labels (ints or strings, any role) to consistent int ids; names for strings."""
   if any(v is None for v in raw_by_role.values()):
     return {role: None for role in raw_by_role}, None
-  values = [v.decode() if isinstance(v, bytes) else v for vs in raw_by_role.values() for v in vs]
-  if all(isinstance(v, (int, np.integer)) for v in values):
-    return {r: np.asarray(v, np.int64) for r, v in raw_by_role.items()}, None
+  clean = {r: [_scalar(v) for v in vs] for r, vs in raw_by_role.items()}
+  values = [v for vs in clean.values() for v in vs]
+  if all(isinstance(v, int) for v in values):
+    return {r: np.asarray(vs, np.int64) for r, vs in clean.items()}, None
   names = sorted({str(v) for v in values})
   index = {n: i for i, n in enumerate(names)}
-  ids = {
-    r: np.asarray([index[str(v.decode() if isinstance(v, bytes) else v)] for v in vs], np.int64)
-    for r, vs in raw_by_role.items()
-  }
-  return ids, names
+  return {r: np.asarray([index[str(v)] for v in vs], np.int64) for r, vs in clean.items()}, names
 
 
 def load(config) -> AuditData | sources.Precomputed:
@@ -212,7 +214,7 @@ def load(config) -> AuditData | sources.Precomputed:
   specs = {"model_train": d.model_train_split, "aux": d.aux_split, "target": d.target_split}
   if not d.model_train_split:
     del specs["model_train"]
-  roles = resolve_roles(specs, {k: v.size for k, v in splits.items()}, d.split_seed)
+  roles = resolve_roles(specs, lambda name: splits[name].size, d.split_seed)
   images, raw_labels = {}, {}
   for role, (name, idx) in roles.items():
     raw, labels = splits[name].read(idx)

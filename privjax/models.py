@@ -53,19 +53,29 @@ def depth_to_space(x, factor: int = 2):
   return x.reshape(b, h * factor, w * factor, c_out)
 
 
-def num_upsampling_stages(image_size: int, start_size: int) -> int:
-  """How many 2x upsamplings take `start_size` to at least `image_size`."""
-  return max(0, math.ceil(math.log2(image_size / start_size)))
+def decoder_grid(image_size: int, start_size: int) -> tuple[int, int]:
+  """(start, stages): a start x start grid doubled `stages` times reaches image_size.
+
+  Prefers an exact fit (image_size = start * 2^stages with start in
+  [start_size, 2 * start_size), e.g. 28 = 7 * 2^2); otherwise starts at start_size,
+  overshoots, and the decoder resizes its output down to image_size.
+  """
+  start_size = min(start_size, image_size)
+  for k in range(1, 12):
+    start = image_size // 2**k
+    if image_size % 2**k == 0 and start_size <= start < 2 * start_size:
+      return start, k
+  return start_size, max(0, math.ceil(math.log2(image_size / start_size)))
 
 
 class Decoder(nn.Module):
   """Inverse model: [N, D] features -> [N, H, W, C] images in [0, 1].
 
-  Dense layers lift the features to a `start_size` square grid of `width`
-  channels; each stage doubles the resolution (sub-pixel convolution) and halves
-  the channels (at least 16); a final 3x3 convolution gives C channels. If the
-  grid overshoots the image size (sizes that are not start_size * 2^k), the
-  output is resized bilinearly to (H, W).
+  Dense layers lift the features to a small square grid of `width` channels
+  (`decoder_grid`); each stage doubles the resolution (sub-pixel convolution) and
+  halves the channels (at least 16); a final 3x3 convolution gives C channels. If
+  the grid overshoots the image size (sizes with no exact start * 2^k), the output
+  is resized bilinearly to (H, W).
   """
 
   image_shape: tuple[int, int, int]
@@ -76,12 +86,12 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, features):
     h, w, c = self.image_shape
-    start = min(self.start_size, h, w)
+    start, stages = decoder_grid(max(h, w), self.start_size)
     x = nn.gelu(nn.Dense(self.hidden)(features))
     x = nn.Dense(start * start * self.width)(x)
     x = x.reshape(x.shape[0], start, start, self.width)
     channels = self.width
-    for _ in range(num_upsampling_stages(max(h, w), start)):
+    for _ in range(stages):
       channels = max(16, channels // 2)
       x = nn.gelu(nn.Conv(channels, (3, 3))(nn.gelu(x)))
       x = depth_to_space(nn.Conv(4 * channels, (3, 3))(x))

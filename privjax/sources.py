@@ -67,9 +67,9 @@ def _get_key(example, path: str, *, dataset: str):
 def tfds_splits(d) -> dict[str, SplitSource]:
   """A TFDS dataset's splits, read without TensorFlow through `tfds.data_source`.
 
-  Datasets prepared as array_record are read directly. Datasets prepared as tfrecord
-  need TensorFlow (`pip install 'privjax[tf]'`) and are read with `tfds.load`. A
-  dataset not prepared in `data.data_dir` is an error naming the command that
+  Datasets prepared as array_record are read directly, one split at a time as the
+  roles ask for it. Datasets prepared as tfrecord need TensorFlow (`pip install
+  'privjax[tf]'`) and are read with `builder.as_dataset`. A dataset not prepared in `data.data_dir` is an error naming the command that
   prepares it, unless `data.download=True`.
   """
   try:
@@ -84,22 +84,38 @@ def tfds_splits(d) -> dict[str, SplitSource]:
     builder = tfds.builder(d.name, data_dir=data_dir)
   except Exception as e:  # tfds raises several types for unknown names
     raise ConfigError(f"unknown TFDS dataset {d.name!r}: {str(e).splitlines()[0]}") from e
-  where = data_dir or "~/tensorflow_datasets"
-  if not builder.is_prepared() and not d.download:
-    raise DataError(
-      f"TFDS dataset {d.name!r} is not prepared in {where}; prepare it with "
-      f"`tfds build {d.name} --data_dir={where} --file_format=array_record` (or set "
-      "--config.data.download=True where a network is available)"
-    )
-  file_format = str(getattr(builder.info, "file_format", "array_record")).lower()
-  if builder.is_prepared() and "tfrecord" in file_format:
+  prepared = builder.is_prepared()
+  if prepared and "tfrecord" in str(builder.info.file_format).lower():
     return _tfds_tfrecord_splits(tfds, builder, d)
-  splits = {}
-  for name in builder.info.splits.keys() or ():
-    splits[name] = _tfds_source_split(tfds, d, name, data_dir)
-  if not splits:
-    raise DataError(f"TFDS dataset {d.name!r} in {where} has no splits")
-  return splits
+  where = data_dir or "~/tensorflow_datasets"
+
+  def open_split(split: str) -> SplitSource:
+    try:
+      return _tfds_source_split(tfds, d, split, data_dir)
+    except (NotImplementedError, FileNotFoundError, AssertionError) as e:
+      if prepared:
+        raise DataError(f"TFDS dataset {d.name!r} in {where}: {str(e).splitlines()[0]}") from e
+      raise DataError(
+        f"TFDS dataset {d.name!r} is not prepared in {where}; prepare it with "
+        f"`tfds build {d.name} --data_dir={where} --file_format=array_record` (or set "
+        "--config.data.download=True where a network is available)"
+      ) from e
+    except ValueError as e:  # unknown split name
+      raise ConfigError(f"TFDS dataset {d.name!r}: {str(e).splitlines()[0]}") from e
+
+  return _LazySplits(open_split)
+
+
+class _LazySplits(dict):
+  """A dict of splits that opens each TFDS split on first access."""
+
+  def __init__(self, open_split):
+    super().__init__()
+    self._open = open_split
+
+  def __missing__(self, split):
+    self[split] = self._open(split)
+    return self[split]
 
 
 def _tfds_source_split(tfds, d, split: str, data_dir) -> SplitSource:

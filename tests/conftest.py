@@ -46,3 +46,52 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+# Overrides that cut any config down to seconds (tiny models, a few steps, 8x8 images).
+SMOKE_OVERRIDES = [
+  "--config.model.train_steps=30",
+  "--config.model.batch_size=16",
+  "--config.train.num_steps=20",
+  "--config.train.warmup_steps=2",
+  "--config.train.eval_every=10",
+  "--config.train.checkpoint_every=20",
+  "--config.train.batch_size=16",
+  "--config.decoder.width=16",
+  "--config.decoder.hidden=32",
+  "--config.bootstrap_samples=50",
+  "--config.data.image_size=8",
+  "--config.ssim.filter_size=5",
+  "--config.ssim.filter_sigma=0.68",
+]
+
+_UNDER_MOCK = """
+import runpy, sys
+import tensorflow_datasets as tfds
+sys.argv = ["launch.py"] + sys.argv[1:]
+with tfds.testing.mock_data(num_examples={n}):
+  runpy.run_path("launch.py", run_name="__main__")
+"""
+
+
+def launch(config, workdir, *overrides, mock_tfds_examples=None, pythonpath=None, timeout=300):
+  """Runs launch.py in a subprocess with 4 CPU devices; optionally under tfds mock data."""
+  import subprocess
+  import sys
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  if pythonpath:
+    env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
+  args = [f"--config={config}", f"--workdir={workdir}", *overrides]
+  if mock_tfds_examples:
+    cmd = [sys.executable, "-c", _UNDER_MOCK.format(n=mock_tfds_examples), *args]
+  else:
+    cmd = [sys.executable, "launch.py", *args]
+  return subprocess.run(
+    cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+  )
+
+
+def last_line(result) -> str:
+  lines = result.stderr.strip().splitlines()
+  return lines[-1] if lines else ""

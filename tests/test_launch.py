@@ -2,26 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import launch
 
 
-def _launch(workdir, *overrides, timeout=300):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  cmd = [
-    sys.executable,
-    "launch.py",
-    "--config=configs/smoke.py",
-    f"--workdir={workdir}",
-    *overrides,
-  ]
-  return subprocess.run(
-    cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
-  )
+def _launch(workdir, *overrides):
+  return launch("configs/smoke.py", workdir, *overrides)
 
 
 @pytest.fixture(scope="module")
