@@ -69,8 +69,9 @@ def tfds_splits(d) -> dict[str, SplitSource]:
 
   Datasets prepared as array_record are read directly, one split at a time as the
   roles ask for it. Datasets prepared as tfrecord need TensorFlow (`pip install
-  'privjax[tf]'`) and are read with `builder.as_dataset`. A dataset not prepared in `data.data_dir` is an error naming the command that
-  prepares it, unless `data.download=True`.
+  'privjax[tf]'`) and are read with `builder.as_dataset`. A dataset not prepared in
+  `data.data_dir` is an error naming the command that prepares it, unless
+  `data.download=True`.
   """
   try:
     import tensorflow_datasets as tfds
