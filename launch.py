@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from privjax import audit
-from privjax.errors import PrivjaxError
+from privjax.errors import Interrupted, PrivjaxError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Audit config file.", lock_config=True)
@@ -41,10 +41,17 @@ def main(argv):
     jax.local_devices(),
   )
   try:
-    report = audit.run(FLAGS.config, FLAGS.workdir)
+    config = FLAGS.config
+    config.to_dict()  # a config file that failed to load raises on first use
+  except (OSError, SyntaxError, AttributeError, ImportError) as e:
+    _usage_error(f"cannot load the config file: {e}")
+  try:
+    report = audit.run(config, FLAGS.workdir)
   except PrivjaxError as e:
-    print(f"privjax: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _usage_error(str(e))
+  except Interrupted as e:
+    print(f"privjax: {e}", file=sys.stderr)
+    sys.exit(143)
   s = report.to_dict()
   print(
     f"privjax: {s['risk_level']} risk | SSIM {s['ssim']:.3f} vs baseline {s['baseline_ssim']:.3f} "
@@ -55,5 +62,24 @@ def main(argv):
   )
 
 
+def _parse_flags(argv):
+  """absl's parser, with bad flags (unknown config keys, wrong types, a missing config
+  file) as a one-line error and exit code 2 instead of a usage dump."""
+  try:
+    return FLAGS(argv)
+  except KeyError as e:  # ml_collections: an override of a key the config does not have
+    _usage_error(f"unknown config key {e.args[0] if e.args else e}")
+  except flags.Error as e:
+    _usage_error(str(e))
+  except OSError as e:  # the config file is loaded while flags are parsed
+    _usage_error(f"cannot load the config file: {e}")
+
+
+def _usage_error(message: str):
+  one_line = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+  print(f"privjax: error: {one_line}", file=sys.stderr)
+  sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

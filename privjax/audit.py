@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import io
 import math
 import os
 import platform
@@ -25,7 +26,8 @@ from privjax import config as config_lib
 from privjax import data as data_lib
 from privjax import embedding, metrics, parallel, recognition, risk, sources
 from privjax import report as report_lib
-from privjax.errors import ConfigError, DataError, ModelError, WorkdirError
+from privjax import workdir as workdir_lib
+from privjax.errors import ConfigError, DataError, ModelError
 from privjax.train import train_decoder
 
 # Largest [queries, gallery, positions] float32 block of the all-pairs SSIM (~128 MiB).
@@ -104,12 +106,12 @@ def _check_features(features, n: int, *, name: str) -> np.ndarray:
   return f
 
 
-def _guarded(embed_jit, image_shape):
+def _guarded(fn, image_shape):
   """Turns the model's own rejection of the input shape into a one-line ModelError."""
 
-  def call(params, images):
+  def call(*args, **kwargs):
     try:
-      return embed_jit(params, images)
+      return fn(*args, **kwargs)
     except (TypeError, ValueError) as e:
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise ModelError(
@@ -157,27 +159,17 @@ def _check_inputs(aux_images, target_images, target_labels, config):
       f"confidence intervals, got {targets.shape[0]}"
     )
   n_val = max(1, int(round(cfg.train.val_fraction * aux.shape[0])))
+  if cfg.train.batch_size > aux.shape[0] - n_val:
+    raise DataError(
+      f"config.train.batch_size={cfg.train.batch_size} is larger than the "
+      f"{aux.shape[0] - n_val} auxiliary images the decoder trains on"
+    )
   if aux.shape[0] - n_val < 2:
     raise DataError(
       f"need at least {n_val + 2} auxiliary images to train and validate the "
       f"decoder, got {aux.shape[0]}"
     )
   return aux, targets, labels, cfg
-
-
-def _prepare_workdir(workdir):
-  if workdir is None:
-    return None
-  workdir = os.path.abspath(workdir)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise WorkdirError(f"workdir must be a directory, got an existing file: {workdir}")
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise WorkdirError(f"cannot create workdir {workdir}: {e.strerror}") from e
-  if not os.access(workdir, os.W_OK):
-    raise WorkdirError(f"workdir is not writable: {workdir}")
-  return workdir
 
 
 def assess(
@@ -215,29 +207,99 @@ def assess(
   Returns:
     A `Report`; `report.to_dict()` has every metric and the verdict.
   """
-  timer = _Timer()
   t_start = time.perf_counter()
   aux, targets, labels, cfg = _check_inputs(aux_images, target_images, target_labels, config)
-  workdir = _prepare_workdir(workdir)
-  mesh = parallel.data_mesh()
-  eb = cfg.eval_batch_size
   precomputed = embed_fn is None
   if precomputed and (aux_features is None or target_features is None):
     raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
   if not precomputed and (aux_features is not None or target_features is not None):
     raise ModelError("pass either embed_fn or stored aux_features/target_features, not both")
+  if workdir is None:
+    return _audit(
+      embed_fn,
+      params,
+      aux,
+      targets,
+      labels,
+      cfg,
+      None,
+      aux_features,
+      target_features,
+      metadata,
+      t_start,
+    )
+  with workdir_lib.locked(workdir) as wd:
+    return _audit(
+      embed_fn,
+      params,
+      aux,
+      targets,
+      labels,
+      cfg,
+      wd,
+      aux_features,
+      target_features,
+      metadata,
+      t_start,
+    )
+
+
+def _cached_features(embed_jit, params, images, *, mesh, batch_size, name, cache_dir):
+  """`extract_features`, cached in `cache_dir` under a key of the computation and inputs.
+
+  The key hashes the lowered program of `embed_fn` (so any change to the model's
+  code changes it), its params and the images: a stale cache is never reused.
+  """
+  if cache_dir is None:
+    return extract_features(embed_jit, params, images, mesh=mesh, batch_size=batch_size, name=name)
+  sample = jax.ShapeDtypeStruct((batch_size, *images.shape[1:]), jnp.float32)
+  program = embed_jit.lower(params, sample).as_text()
+  key = workdir_lib.array_hash(np.frombuffer(program.encode(), np.uint8), params, images)
+  path = os.path.join(cache_dir, f"{name}-{key[:32]}.npy")
+  if os.path.exists(path):
+    logging.info("features of %s restored from %s", name, path)
+    return np.load(path)
+  features = extract_features(
+    embed_jit, params, images, mesh=mesh, batch_size=batch_size, name=name
+  )
+  buf = io.BytesIO()
+  np.save(buf, features)
+  workdir_lib.atomic_write(path, buf.getvalue())
+  return features
+
+
+def _audit(
+  embed_fn,
+  params,
+  aux,
+  targets,
+  labels,
+  cfg,
+  workdir,
+  aux_features,
+  target_features,
+  metadata,
+  t_start,
+):
+  timer = _Timer()
+  mesh = parallel.data_mesh()
+  eb = cfg.eval_batch_size
+  precomputed = embed_fn is None
   if not precomputed:
-    embed_jit = _guarded(jax.jit(embed_fn), targets.shape[1:])
+    embed_jit = jax.jit(embed_fn)
     params = parallel.replicate(params, mesh)
+  cache = os.path.join(workdir, "cache") if workdir else None
 
   with timer.stage("extraction"):
     if precomputed:
       f_aux = _check_features(aux_features, aux.shape[0], name="aux_features")
       f_tgt = _check_features(target_features, targets.shape[0], name="target_features")
     else:
-      f_aux = extract_features(embed_jit, params, aux, mesh=mesh, batch_size=eb, name="aux_images")
-      f_tgt = extract_features(
-        embed_jit, params, targets, mesh=mesh, batch_size=eb, name="target_images"
+      f_aux, f_tgt = (
+        _guarded(_cached_features, targets.shape[1:])(
+          embed_jit, params, images, mesh=mesh, batch_size=eb, name=name, cache_dir=cache
+        )
+        for images, name in ((aux, "aux_images"), (targets, "target_images"))
       )
     if f_aux.shape[1] != f_tgt.shape[1]:
       raise ModelError(
@@ -246,7 +308,24 @@ def assess(
       )
 
   with timer.stage("decoder_training"):
-    ckpt = os.path.join(workdir, "checkpoints", "decoder") if workdir else None
+    ckpt = None
+    if workdir:
+      ckpt = os.path.join(workdir, "checkpoints", "decoder")
+      workdir_lib.claim_stage(
+        ckpt,
+        {
+          "decoder": cfg.decoder.to_dict(),
+          "train": cfg.train.to_dict(),
+          "seed": cfg.seed,
+          "seed_controls": "decoder initialisation, training batch order, the held-out validation "
+          "part of the auxiliary set, the bootstrap resamples (and, from the CLI, the builtin "
+          "model's init and batch order); the role splits follow data.split_seed",
+          "ssim": cfg.ssim.to_dict(),
+          "aux": workdir_lib.array_hash(f_aux, aux),
+        },
+        overwrite=cfg.overwrite,
+        what="decoder checkpoint",
+      )
     decoder, dparams, convergence = train_decoder(f_aux, aux, cfg, mesh=mesh, checkpoint_dir=ckpt)
 
   with timer.stage("reconstruction"):
@@ -277,7 +356,7 @@ def assess(
   model_hits = cos = None
   if not precomputed:
     with timer.stage("reidentification"):
-      f_rec = extract_features(
+      f_rec = _guarded(extract_features, targets.shape[1:])(
         embed_jit, params, recon, mesh=mesh, batch_size=eb, name="reconstructions"
       )
       cos = np.asarray(metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(f_tgt)))
@@ -337,6 +416,9 @@ def assess(
     "convergence": convergence,
     "config": cfg.to_dict(),
     "seed": cfg.seed,
+    "seed_controls": "decoder initialisation, training batch order, the held-out validation "
+    "part of the auxiliary set, the bootstrap resamples (and, from the CLI, the builtin "
+    "model's init and batch order); the role splits follow data.split_seed",
     "versions": _versions(),
     "devices": {
       "count": jax.device_count(),
@@ -377,63 +459,75 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
   target_images = data.target_images if precomputed else data.targets.images
   # Check the whole config before any work, so a bad value costs nothing and writes nothing.
   config_lib.validate(config_lib.for_images(target_images.shape[1:], audit_cfg))
-  workdir = _prepare_workdir(workdir)
-  mesh = parallel.data_mesh()
-  model_info = {"kind": config.model.kind}
-  if precomputed:
-    embed_fn = params = None
-    aux_images, target_labels = data.aux_images, data.target_labels
-    features = {"aux_features": data.aux_features, "target_features": data.target_features}
-  else:
-    aux_images, target_labels, features = data.aux.images, data.targets.labels, {}
-    if config.model.kind == "builtin":
-      if data.model_train is None or data.model_train.labels is None or data.aux.labels is None:
-        raise ConfigError(
-          "config.model.kind='builtin' trains a classifier: it needs config.data."
-          "model_train_split and labels (config.data.label_key or identity subfolders)"
-        )
-      test = data_lib.Split(
-        np.concatenate([data.aux.images, data.targets.images]),
-        np.concatenate([data.aux.labels, data.targets.labels]),
-      )
-      embed_fn, params, info = recognition.train_or_restore(
-        data.model_train,
-        test,
-        config,
-        mesh=mesh,
-        checkpoint_dir=os.path.join(workdir, "checkpoints", "recognition"),
-      )
-      model_info.update(info)
-    elif config.model.kind == "flax":
-      embed_fn, params = embedding.load_flax(config.model, target_images.shape[1:])
-      model_info.update(
-        module=config.model.module,
-        checkpoint=config.model.checkpoint,
-        method=config.model.method or "__call__",
-      )
+  with workdir_lib.locked(workdir) as workdir:
+    mesh = parallel.data_mesh()
+    model_info = {"kind": config.model.kind}
+    if precomputed:
+      embed_fn = params = None
+      aux_images, target_labels = data.aux_images, data.target_labels
+      features = {"aux_features": data.aux_features, "target_features": data.target_features}
     else:
-      embed_fn, params = embedding.load_function(config.model, config)
-      model_info.update(factory=config.model.factory)
-  description = (
-    f"npz {config.data.path}: stored features of {len(aux_images)} aux / "
-    f"{len(target_images)} target images"
-    if precomputed
-    else data.description
-  )
-  return assess(
-    embed_fn,
-    params,
-    aux_images,
-    target_images,
-    config=audit_cfg,
-    workdir=workdir,
-    target_labels=target_labels,
-    **features,
-    metadata={
-      "data": description,
-      "model": model_info,
-      "data_config": config.data.to_dict(),
-      "model_config": config.model.to_dict(),
-      "seconds_data_and_model": round(time.perf_counter() - t, 3),
-    },
-  )
+      aux_images, target_labels, features = data.aux.images, data.targets.labels, {}
+      if config.model.kind == "builtin":
+        if data.model_train is None or data.model_train.labels is None or data.aux.labels is None:
+          raise ConfigError(
+            "config.model.kind='builtin' trains a classifier: it needs config.data."
+            "model_train_split and labels (config.data.label_key or identity subfolders)"
+          )
+        test = data_lib.Split(
+          np.concatenate([data.aux.images, data.targets.images]),
+          np.concatenate([data.aux.labels, data.targets.labels]),
+        )
+        rec_dir = os.path.join(workdir, "checkpoints", "recognition")
+        workdir_lib.claim_stage(
+          rec_dir,
+          {
+            "model": config.model.to_dict(),
+            "seed": config.seed,
+            "train": workdir_lib.array_hash(data.model_train.images, data.model_train.labels),
+            "test": workdir_lib.array_hash(test.images, test.labels),
+          },
+          overwrite=config.overwrite,
+          what="recognition model",
+        )
+        embed_fn, params, info = recognition.train_or_restore(
+          data.model_train,
+          test,
+          config,
+          mesh=mesh,
+          checkpoint_dir=rec_dir,
+        )
+        model_info.update(info)
+      elif config.model.kind == "flax":
+        embed_fn, params = embedding.load_flax(config.model, target_images.shape[1:])
+        model_info.update(
+          module=config.model.module,
+          checkpoint=config.model.checkpoint,
+          method=config.model.method or "__call__",
+        )
+      else:
+        embed_fn, params = embedding.load_function(config.model, config)
+        model_info.update(factory=config.model.factory)
+    description = (
+      f"npz {config.data.path}: stored features of {len(aux_images)} aux / "
+      f"{len(target_images)} target images"
+      if precomputed
+      else data.description
+    )
+    return assess(
+      embed_fn,
+      params,
+      aux_images,
+      target_images,
+      config=audit_cfg,
+      workdir=workdir,
+      target_labels=target_labels,
+      **features,
+      metadata={
+        "data": description,
+        "model": model_info,
+        "data_config": config.data.to_dict(),
+        "model_config": config.model.to_dict(),
+        "seconds_data_and_model": round(time.perf_counter() - t, 3),
+      },
+    )

@@ -21,7 +21,8 @@ DEFAULT_SSIM_FILTER_SIGMA = 1.5
 def audit_config() -> ml_collections.ConfigDict:
   """Returns the default audit config (decoder, training, scoring, verdict)."""
   c = ml_collections.ConfigDict()
-  c.seed = 0  # Root of every random choice: splits, init, batches, bootstrap.
+  c.seed = 0  # Root of every random choice: init, batch order, validation split, bootstrap.
+  c.overwrite = False  # Discard workdir results made with different inputs (else: error).
 
   # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
   c.decoder = ml_collections.ConfigDict()
@@ -174,6 +175,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     isinstance(c.seed, int) and not isinstance(c.seed, bool),
     f"config.seed must be an integer, got {c.seed!r}",
   )
+  _require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
   for name in ("high_ssim_gain", "high_image_reid", "medium_ssim_gain", "medium_image_reid"):
     number(f"risk.{name}", c.risk[name], 0.0, 1.0)
   number("risk.medium_reid_over_chance", c.risk.medium_reid_over_chance, 1.0)

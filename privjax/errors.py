@@ -29,3 +29,11 @@ class TrainingError(PrivjaxError):
 
 class WorkdirError(PrivjaxError):
   """The workdir cannot be used (not a directory, not writable)."""
+
+
+class Interrupted(Exception):
+  """A run stopped by SIGTERM after saving a checkpoint; re-running resumes it.
+
+  Not a PrivjaxError: nothing was wrong with the input. launch.py exits 143 (128 +
+  SIGTERM), the code a preempted job is expected to end with.
+  """

@@ -11,10 +11,11 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from privjax.workdir import atomic_write
 
 REPORT_JSON = "report.json"
 PER_IMAGE_CSV = "per_image.csv"
@@ -45,21 +46,6 @@ class Report:
   def to_dict(self) -> dict:
     """The summary plus the per-image SSIM list; only JSON-serialisable values."""
     return dict(self.summary)
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def per_image_csv(per_image: dict) -> bytes:
@@ -116,11 +102,11 @@ def write(report: Report, workdir: str, *, per_row: int) -> dict:
   """Writes report.json, per_image.csv and reconstructions.png into `workdir` atomically."""
   os.makedirs(workdir, exist_ok=True)
   paths = {name: os.path.join(workdir, name) for name in (REPORT_JSON, PER_IMAGE_CSV, GRID_PNG)}
-  _atomic_write(paths[PER_IMAGE_CSV], per_image_csv(report.per_image))
-  _atomic_write(
+  atomic_write(paths[PER_IMAGE_CSV], per_image_csv(report.per_image))
+  atomic_write(
     paths[GRID_PNG],
     grid_png(report.originals, report.reconstructions, report.per_image["ssim"], per_row=per_row),
   )
   # report.json last: its presence means the whole report was written.
-  _atomic_write(paths[REPORT_JSON], json.dumps(report.to_dict(), indent=2).encode())
+  atomic_write(paths[REPORT_JSON], json.dumps(report.to_dict(), indent=2).encode())
   return paths

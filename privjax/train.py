@@ -10,8 +10,11 @@ converged goes into the report.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import signal
+import threading
 import time
 from typing import Any
 
@@ -24,7 +27,7 @@ from absl import logging
 
 from privjax import checkpoint, metrics, parallel
 from privjax.data import batch_indices
-from privjax.errors import TrainingError
+from privjax.errors import Interrupted, TrainingError
 from privjax.models import Decoder
 
 
@@ -79,6 +82,24 @@ def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn):
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
   return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+@contextlib.contextmanager
+def _sigterm_requested():
+  """Yields a flag set by SIGTERM (what preemption sends) while training runs.
+
+  The handler only sets the flag; the loop saves a checkpoint at the next step and
+  stops. Outside the main thread (where signals cannot be handled) the flag stays unset.
+  """
+  flag = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+  previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _split_validation(n: int, fraction: float, seed: int):
@@ -162,65 +183,81 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     )
   t_last, step_last = time.perf_counter(), step
   step_metrics = None
-  while not meta["stopped"]:
-    idx = batch_indices(len(train_idx), batch_size, step, config.seed)
-    batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
-    previous = step_metrics
-    state, step_metrics = step_fn(state, batch)
-    # Keep at most two steps in flight: waiting on the previous step costs nothing
-    # while this one runs, and a deep queue of steps with collectives can starve
-    # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
-    # CPU devices on 2 cores).
-    jax.block_until_ready(previous)
-    step += 1
-    at_eval = step % tc.eval_every == 0 or step == tc.num_steps
-    at_checkpoint = step % tc.checkpoint_every == 0
-    if at_eval or at_checkpoint:
-      # The only host syncs: at evaluations and before a checkpoint, so a diverged
-      # state is never saved over the last good one.
-      loss = float(step_metrics["loss"])
-      if not math.isfinite(loss):
-        raise TrainingError(
-          f"decoder training diverged: non-finite loss {loss} at step {step}; the last good "
-          "checkpoint is kept (try a lower config.train.learning_rate)"
+  with _sigterm_requested() as sigterm:
+    while not meta["stopped"]:
+      idx = batch_indices(len(train_idx), batch_size, step, config.seed)
+      batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
+      previous = step_metrics
+      state, step_metrics = step_fn(state, batch)
+      # Keep at most two steps in flight: waiting on the previous step costs nothing
+      # while this one runs, and a deep queue of steps with collectives can starve
+      # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
+      # CPU devices on 2 cores).
+      jax.block_until_ready(previous)
+      step += 1
+      at_eval = step % tc.eval_every == 0 or step == tc.num_steps
+      at_checkpoint = step % tc.checkpoint_every == 0
+      if at_eval or at_checkpoint:
+        # The only host syncs: at evaluations and before a checkpoint, so a diverged
+        # state is never saved over the last good one.
+        loss = float(step_metrics["loss"])
+        if not math.isfinite(loss):
+          raise TrainingError(
+            f"decoder training diverged: non-finite loss {loss} at step {step}; the last good "
+            "checkpoint is kept (try a lower config.train.learning_rate)"
+          )
+      if at_eval:
+        val_losses = parallel.batched_map(
+          functools.partial(val_fn, state.params),
+          [x_val, y_val],
+          batch_size=config.eval_batch_size,
+          mesh=mesh,
         )
-    if at_eval:
-      val_losses = parallel.batched_map(
-        functools.partial(val_fn, state.params),
-        [x_val, y_val],
-        batch_size=config.eval_batch_size,
-        mesh=mesh,
-      )
-      val = float(np.mean(val_losses))
-      meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
-      if val < meta["best_val_loss"] - tc.min_delta:
-        meta.update(best_val_loss=val, best_step=step, bad_evals=0)
-        best_params = jax.tree.map(jnp.copy, state.params)
-      else:
-        meta["bad_evals"] += 1
-      now = time.perf_counter()
-      rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
-      eta = (tc.num_steps - step) * batch_size / max(rate, 1e-9)
-      logging.info(
-        "decoder step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
-        step,
-        tc.num_steps,
-        loss,
-        val,
-        meta["best_val_loss"],
-        meta["best_step"],
-        rate,
-        eta,
-      )
-      t_last, step_last = now, step
-      if meta["bad_evals"] >= tc.patience:
-        meta["stopped"] = f"early stop: no improvement in {tc.patience} evaluations"
-      elif step >= tc.num_steps:
-        meta["stopped"] = (
-          "reached train.num_steps (still improving: raise it for a stronger attack)"
+        val = float(np.mean(val_losses))
+        meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
+        if val < meta["best_val_loss"] - tc.min_delta:
+          meta.update(best_val_loss=val, best_step=step, bad_evals=0)
+          best_params = jax.tree.map(jnp.copy, state.params)
+        else:
+          meta["bad_evals"] += 1
+        now = time.perf_counter()
+        rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
+        eta = (tc.num_steps - step) * batch_size / max(rate, 1e-9)
+        logging.info(
+          "decoder step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
+          step,
+          tc.num_steps,
+          loss,
+          val,
+          meta["best_val_loss"],
+          meta["best_step"],
+          rate,
+          eta,
         )
-    if meta["stopped"] or at_checkpoint:
-      save(step)
+        t_last, step_last = now, step
+        if meta["bad_evals"] >= tc.patience:
+          meta["stopped"] = f"early stop: no improvement in {tc.patience} evaluations"
+        elif step >= tc.num_steps:
+          meta["stopped"] = (
+            "reached train.num_steps (still improving: raise it for a stronger attack)"
+          )
+      if meta["stopped"] or at_checkpoint:
+        save(step)
+      if sigterm.is_set() and not meta["stopped"]:
+        loss = float(step_metrics["loss"])
+        if not math.isfinite(loss):
+          raise TrainingError(f"decoder training diverged: non-finite loss at step {step}")
+        if not at_checkpoint:
+          save(step)
+        if mngr is not None:
+          mngr.wait_until_finished()
+          mngr.close()
+        raise Interrupted(
+          f"stopped by SIGTERM at decoder step {step}; checkpoint saved in {checkpoint_dir}; "
+          "re-run the same command to resume"
+          if mngr is not None
+          else f"stopped by SIGTERM at decoder step {step} (no workdir: nothing saved)"
+        )
   if mngr is not None:
     mngr.wait_until_finished()
     mngr.close()

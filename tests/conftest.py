@@ -95,3 +95,36 @@ def launch(config, workdir, *overrides, mock_tfds_examples=None, pythonpath=None
 def last_line(result) -> str:
   lines = result.stderr.strip().splitlines()
   return lines[-1] if lines else ""
+
+
+def launch_until(config, workdir, marker, *overrides, sig, delay=0.0, timeout=300):
+  """Starts launch.py, sends `sig` `delay` s after a stderr line contains `marker`.
+
+  Returns (returncode, stderr text). Fails the test if the marker never appears.
+  """
+  import signal  # noqa: F401  (callers pass signal.SIGKILL / SIGTERM)
+  import subprocess
+  import sys
+  import threading
+  import time
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  cmd = [sys.executable, "launch.py", f"--config={config}", f"--workdir={workdir}", *overrides]
+  proc = subprocess.Popen(
+    cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+  )
+  killer = threading.Timer(timeout, proc.kill)
+  killer.start()
+  lines, seen = [], False
+  try:
+    for line in proc.stderr:
+      lines.append(line)
+      if not seen and marker in line:
+        seen = True
+        time.sleep(delay)
+        proc.send_signal(sig)
+    proc.wait()
+  finally:
+    killer.cancel()
+  assert seen, f"never saw {marker!r}:\n{''.join(lines)[-3000:]}"
+  return proc.returncode, "".join(lines)

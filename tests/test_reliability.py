@@ -1,0 +1,242 @@
+"""Interruptions resume to the same answer; runs reproduce; one run per workdir; caches."""
+
+import json
+import os
+import random
+import signal
+
+import numpy as np
+import pytest
+
+import privjax
+from privjax import workdir as workdir_lib
+from tests.conftest import last_line, launch, launch_until, tiny_config
+
+# Long enough to be interrupted mid-way (a few seconds of training), short enough for CI.
+LONG = [
+  "--config.train.num_steps=300",
+  "--config.train.eval_every=20",
+  "--config.train.checkpoint_every=40",
+  "--config.train.patience=100",
+]
+METRICS = (
+  "ssim",
+  "ssim_per_image",
+  "psnr",
+  "baseline_ssim",
+  "ssim_gain",
+  "ssim_gain_ci",
+  "image_reid_rate",
+  "reid_rate",
+  "risk_level",
+  "convergence",
+)
+
+
+def _metrics(workdir):
+  r = json.loads((workdir / "report.json").read_text())
+  return {k: r[k] for k in METRICS}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run."""
+  workdir = tmp_path_factory.mktemp("reference")
+  result = launch("configs/smoke.py", workdir, *LONG)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir
+
+
+def test_fresh_runs_with_the_same_seed_are_identical(reference, tmp_path):
+  result = launch("configs/smoke.py", tmp_path, *LONG)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _metrics(tmp_path) == _metrics(reference)
+
+
+@pytest.mark.parametrize(
+  "marker,delay",
+  [
+    ("decoder: training on", random.Random(0).uniform(0.5, 2.0)),  # a random training step
+    ("stage extraction ...", 0.0),
+    ("stage scoring ...", 0.0),
+  ],
+)
+def test_sigkill_then_rerun_gives_the_uninterrupted_answer(reference, tmp_path, marker, delay):
+  code, _ = launch_until(
+    "configs/smoke.py", tmp_path, marker, *LONG, sig=signal.SIGKILL, delay=delay
+  )
+  assert code == -signal.SIGKILL
+  result = launch("configs/smoke.py", tmp_path, *LONG)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _metrics(tmp_path) == _metrics(reference)  # bitwise on CPU
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes(reference, tmp_path):
+  code, stderr = launch_until(
+    "configs/smoke.py", tmp_path, "decoder step 60/", *LONG, sig=signal.SIGTERM
+  )
+  assert code == 143, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  assert "stopped by SIGTERM at decoder step" in last and "re-run the same command" in last
+  step = int(last.split("decoder step ")[1].split(";")[0])
+  assert str(step) in os.listdir(tmp_path / "checkpoints" / "decoder")
+  result = launch("configs/smoke.py", tmp_path, *LONG)
+  assert result.returncode == 0 and f"resumed from checkpoint at step {step}" in result.stderr
+  assert _metrics(tmp_path) == _metrics(reference)
+
+
+def test_rerun_reuses_cached_stages(reference):
+  result = launch("configs/smoke.py", reference, *LONG)
+  assert result.returncode == 0
+  assert "recognition model restored" in result.stderr
+  assert "features of aux_images restored" in result.stderr
+  assert "features of target_images restored" in result.stderr
+  assert "decoder step" not in result.stderr
+
+
+def test_changed_config_is_refused_unless_overwrite(reference, tmp_path):
+  before = (reference / "report.json").read_bytes()
+  result = launch("configs/smoke.py", reference, *LONG, "--config.decoder.width=8")
+  assert result.returncode == 2
+  assert "decoder checkpoint was made with different inputs (decoder.width: 16 -> 8" in last_line(
+    result
+  )
+  assert (reference / "report.json").read_bytes() == before
+  result = launch("configs/smoke.py", reference, *LONG, "--config.model.embed_dim=32")
+  assert result.returncode == 2 and "recognition model was made with different" in last_line(result)
+  # Thresholds do not change any cached result: no conflict.
+  result = launch("configs/smoke.py", reference, *LONG, "--config.risk.high_ssim_gain=0.9")
+  assert result.returncode == 0, result.stderr[-2000:]
+  # overwrite=True discards the stale stage and retrains it (in a copy, to keep reference).
+  import shutil
+
+  shutil.copytree(reference, tmp_path / "w")
+  result = launch(
+    "configs/smoke.py", tmp_path / "w", *LONG, "--config.decoder.width=8", "--config.overwrite=True"
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "decoder step" in result.stderr
+
+
+def test_second_concurrent_run_fails_at_once_and_a_killed_run_leaves_no_stale_lock(tmp_path):
+  import subprocess
+  import sys
+  import time
+
+  from tests.conftest import REPO_ROOT
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  first = subprocess.Popen(
+    [
+      sys.executable,
+      "launch.py",
+      "--config=configs/smoke.py",
+      f"--workdir={tmp_path}",
+      *LONG,
+      "--config.train.num_steps=3000",
+    ],
+    cwd=REPO_ROOT,
+    env=env,
+    stderr=subprocess.PIPE,
+    stdout=subprocess.DEVNULL,
+    text=True,
+  )
+  try:
+    for line in first.stderr:
+      if "decoder: training on" in line:
+        break
+    t = time.perf_counter()
+    second = launch("configs/smoke.py", tmp_path, *LONG, timeout=120)
+    assert second.returncode == 2
+    assert f"another privjax run (pid {first.pid}) is using workdir" in last_line(second)
+    assert time.perf_counter() - t < 60
+  finally:
+    first.kill()
+    first.wait()
+  # The dead run's lock is gone (its half-trained decoder is discarded: a new config).
+  third = launch(
+    "configs/smoke.py", tmp_path, *LONG, "--config.train.patience=1", "--config.overwrite=True"
+  )
+  assert third.returncode == 0, third.stderr[-2000:]
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+  path = tmp_path / "report.json"
+  workdir_lib.atomic_write(str(path), b"old complete report")
+
+  def crash(*_):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(os, "replace", crash)
+  with pytest.raises(KeyboardInterrupt):
+    workdir_lib.atomic_write(str(path), b"new report, half")
+  assert path.read_bytes() == b"old complete report"
+  assert os.listdir(tmp_path) == ["report.json"]  # no temporary left behind
+
+
+def _projection_audit(digits8, seed, workdir=None):
+  import jax.numpy as jnp
+
+  x, _ = digits8
+  proj = jnp.asarray(np.random.default_rng(0).normal(size=(64, 16)), jnp.float32)
+  cfg = tiny_config(num_steps=60)
+  cfg.seed = seed
+  return privjax.assess(
+    lambda p, im: im.reshape(im.shape[0], -1) @ p,
+    proj,
+    x[:400],
+    x[400:460],
+    config=cfg,
+    workdir=workdir,
+  )
+
+
+def test_seed_controls_the_decoder(digits8):
+  a, b = _projection_audit(digits8, 0), _projection_audit(digits8, 0)
+  c = _projection_audit(digits8, 1)
+  np.testing.assert_array_equal(a.reconstructions, b.reconstructions)
+  assert a.to_dict()["ssim_per_image"] == b.to_dict()["ssim_per_image"]
+  assert not np.array_equal(a.reconstructions, c.reconstructions)
+  assert a.to_dict()["seed"] == 0 and "batch order" in a.to_dict()["seed_controls"]
+
+
+def test_divergence_keeps_the_last_good_checkpoint(digits8, tmp_path, monkeypatch):
+  import jax
+  import jax.numpy as jnp
+  import optax
+  import orbax.checkpoint as ocp
+
+  from privjax import train
+
+  make_optimizer = train.make_optimizer
+
+  def poisoned(tc):  # a fault injected into the optimizer: NaN updates from step 15 on
+    base = make_optimizer(tc)
+
+    def update(grads, state, params=None):
+      updates, inner = base.update(grads, state[0], params)
+      bad = state[1] >= 15
+      updates = jax.tree.map(lambda u: jnp.where(bad, jnp.nan, u), updates)
+      return updates, (inner, state[1] + 1)
+
+    return optax.GradientTransformation(lambda p: (base.init(p), jnp.zeros((), jnp.int32)), update)
+
+  monkeypatch.setattr(train, "make_optimizer", poisoned)
+  x, _ = digits8
+  cfg = tiny_config(num_steps=100, eval_every=10)
+  cfg.train.checkpoint_every = 10
+  with pytest.raises(privjax.TrainingError, match="non-finite loss nan at step 20"):
+    privjax.assess(
+      lambda p, im: im.reshape(im.shape[0], -1),
+      None,
+      x[:400],
+      x[400:460],
+      config=cfg,
+      workdir=str(tmp_path),
+    )
+  ckpt = tmp_path / "checkpoints" / "decoder"
+  steps = sorted(int(s) for s in os.listdir(ckpt) if s.isdigit())
+  assert steps == [10]  # the step-20 state was never saved over the good one
+  restored = ocp.StandardCheckpointer().restore(ckpt / "10" / "state")
+  leaves = [np.asarray(v) for v in jax.tree.leaves(restored)]
+  assert all(np.all(np.isfinite(v)) for v in leaves if v.dtype.kind == "f")
