@@ -190,9 +190,34 @@ def _label_ids(raw_by_role: dict) -> tuple[dict, list | None]:
   return {r: np.asarray([index[str(v)] for v in vs], np.int64) for r, vs in clean.items()}, names
 
 
+def validate(d) -> None:
+  """Checks config.data's preprocessing fields; raises ConfigError naming the bad one."""
+
+  def whole(name, ok):
+    v = d[name]
+    if not (isinstance(v, int) and not isinstance(v, bool) and ok(v)):
+      raise ConfigError(f"config.data.{name} must be {ok.__doc__}, got {v!r}")
+
+  def nonnegative(v):
+    """an integer >= 0"""
+    return v >= 0
+
+  def channel_count(v):
+    """0 (keep), 1 or 3"""
+    return v in (0, 1, 3)
+
+  whole("image_size", nonnegative)
+  whole("channels", channel_count)
+  whole("split_seed", nonnegative)
+  f = d.crop_fraction
+  if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
+    raise ConfigError(f"config.data.crop_fraction must be a number in (0, 1], got {f!r}")
+
+
 def load(config) -> AuditData | sources.Precomputed:
   """Loads `config.data`: the three role splits, preprocessed, or stored features."""
   d = config.data
+  validate(d)
   if d.source == "digits":
     splits = sources.digits()
   elif d.source == "tfds":

@@ -128,3 +128,24 @@ def launch_until(config, workdir, marker, *overrides, sig, delay=0.0, timeout=30
     killer.cancel()
   assert seen, f"never saw {marker!r}:\n{''.join(lines)[-3000:]}"
   return proc.returncode, "".join(lines)
+
+
+def save_module_params(pkg_dir, module_name, cls_name, kwargs, image_shape, path):
+  """Initialises `module_name.cls_name(**kwargs)` from `pkg_dir` and saves its params with
+  orbax's StandardCheckpointer at `path` (what a user's training script would do)."""
+  import importlib
+  import sys
+
+  import jax
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+
+  sys.path.insert(0, str(pkg_dir))
+  try:
+    cls = getattr(importlib.import_module(module_name), cls_name)
+  finally:
+    sys.path.pop(0)
+  params = cls(**kwargs).init(jax.random.key(0), jnp.zeros((1, *image_shape)))
+  ckpt = ocp.StandardCheckpointer()
+  ckpt.save(path, params)
+  ckpt.wait_until_finished()

@@ -99,7 +99,7 @@ def _bad(digits8, **overrides):
     "params": _orthogonal(64),
     "aux_images": x[:100],
     "target_images": x[100:150],
-    "config": tiny_config(num_steps=10),
+    "config": tiny_config(num_steps=10, batch_size=32),
   }
   args.update(overrides)
   return privjax.assess(
@@ -154,6 +154,6 @@ def test_nonfinite_training_loss_stops_with_clear_error(digits8, tmp_path):
   with pytest.raises(privjax.TrainingError, match="non-finite loss .* at step 10"):
     _bad(
       digits8,
-      config=tiny_config(num_steps=50, eval_every=10, learning_rate=1e30),
+      config=tiny_config(num_steps=50, eval_every=10, learning_rate=1e30, batch_size=32),
       workdir=str(tmp_path),
     )
