@@ -8,6 +8,7 @@ Errors caused by the input (config, data, model, workdir) print one line and exi
 """
 
 import logging as py_logging
+import os
 import sys
 
 import jax
@@ -20,6 +21,11 @@ from privjax.errors import Interrupted, PrivjaxError
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Audit config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and the report.")
+flags.DEFINE_string(
+  "compilation_cache",
+  os.path.join(os.path.expanduser("~"), ".cache", "privjax", "jax"),
+  "JAX persistent compilation cache directory ('' disables it): re-runs skip compiling.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,6 +40,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_QuietDependencies())
+  if FLAGS.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   logging.info(
     "process %d of %d; local devices: %s",
     jax.process_index(),

@@ -30,7 +30,7 @@ from privjax import workdir as workdir_lib
 from privjax.errors import ConfigError, DataError, ModelError
 from privjax.train import train_decoder
 
-# Largest [queries, gallery, positions] float32 block of the all-pairs SSIM (~128 MiB).
+# Largest [queries, gallery, H, W, C] float32 block of the all-pairs SSIM (~128 MiB).
 _PAIRWISE_BLOCK_ELEMENTS = 2**25
 _PSNR_CAP_DB = 100.0  # PSNR of an exact reconstruction is infinite; we report this cap.
 _VERSIONED = (
@@ -122,10 +122,13 @@ def _guarded(fn, image_shape):
 
 
 def pairwise_ssim(queries, gallery, *, mesh, filter_size: int, filter_sigma: float):
-  """[Q, G] SSIM of every (query, gallery) pair, in blocks of bounded memory."""
+  """[Q, G] SSIM of every (query, gallery) pair, in blocks of bounded memory.
+
+  Queries are sharded over the devices; each gallery block is replicated. A block
+  holds at most ~2^25 floats of pair products (128 MiB), whatever the dataset size.
+  """
   h, w, c = gallery.shape[1:]
-  positions = (h - filter_size + 1) * (w - filter_size + 1) * c
-  side = max(mesh.size, int(math.sqrt(_PAIRWISE_BLOCK_ELEMENTS / positions)))
+  side = max(mesh.size, int(math.sqrt(_PAIRWISE_BLOCK_ELEMENTS / (h * w * c))))
   g_block = min(side, gallery.shape[0])
   columns = []
   for start in range(0, gallery.shape[0], g_block):

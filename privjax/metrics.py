@@ -5,13 +5,13 @@ constants K1=0.01, K2=0.03, data range 1, computed on the "valid" region (no
 padding: the window never leaves the image) and averaged over that region and the
 channels. It equals skimage's `structural_similarity(gaussian_weights=True,
 sigma=..., use_sample_covariance=False, data_range=1)` up to float error. We pass
-dm-pix a `filter_fn` that applies the same separable Gaussian as a sum of shifted
-slices, which XLA fuses into one loop.
+dm-pix a `filter_fn` that applies the same separable Gaussian as two products with
+banded matrices, which XLA runs at BLAS speed.
 
-`pairwise_ssim` computes the same SSIM for every (reconstruction, original) pair:
-the local means and variances come from the filter per image, and the cross terms
-sum_q w_q x_q y_q for all pairs at once are one batched matrix product over
-image patches. Its diagonal equals `ssim` (tested).
+`pairwise_ssim_block` computes the same SSIM for every (reconstruction, original)
+pair: local means and variances are filtered once per image, the cross terms of all
+pairs in one pass of the same banded-matrix filter. Its diagonal equals `ssim`
+(tested).
 """
 
 from __future__ import annotations
@@ -36,14 +36,25 @@ def gaussian_weights(filter_size: int, filter_sigma: float) -> np.ndarray:
 
 
 def gaussian_filter_fn(filter_size: int, filter_sigma: float):
-  """Returns a valid-mode separable Gaussian filter over the H and W axes of [..., H, W, C]."""
+  """Returns a valid-mode separable Gaussian filter over the H and W axes of [..., H, W, C].
+
+  Each 1-D pass is a product with a banded [H - k + 1, H] matrix of the Gaussian
+  weights: the same sums as a sliding window, computed as two matrix products, which
+  XLA runs at BLAS speed (8x faster than dm-pix's default `jnp.convolve` filter at
+  32x32 on 2 CPU cores; see benchmarks/).
+  """
   w = gaussian_weights(filter_size, filter_sigma)
 
+  def band(n):
+    m = np.zeros((n - filter_size + 1, n), np.float32)
+    for i in range(n - filter_size + 1):
+      m[i, i : i + filter_size] = w
+    return m
+
   def filter_fn(z):
-    h, wd = z.shape[-3], z.shape[-2]
-    ho, wo = h - filter_size + 1, wd - filter_size + 1
-    rows = sum(w[i] * z[..., i : i + ho, :, :] for i in range(filter_size))
-    return sum(w[i] * rows[..., :, i : i + wo, :] for i in range(filter_size))
+    hi = jax.lax.Precision.HIGHEST
+    z = jnp.einsum("hH,...HWc->...hWc", band(z.shape[-3]), z, precision=hi)
+    return jnp.einsum("wW,...hWc->...hwc", band(z.shape[-2]), z, precision=hi)
 
   return filter_fn
 
@@ -75,48 +86,29 @@ def _local_stats(x, filter_fn):
   return mu, jnp.maximum(jnp.finfo(jnp.float32).eps ** 2, var)
 
 
-def _patches(x, k: int):
-  """[N, H, W, C] -> [P, N, k*k] patches of k x k windows (P = Ho*Wo*C valid positions)."""
-  n, h, w, c = x.shape
-  ho, wo = h - k + 1, w - k + 1
-  taps = [x[:, i : i + ho, j : j + wo, :] for i in range(k) for j in range(k)]
-  p = jnp.stack(taps, axis=-1).reshape(n, ho * wo * c, k * k)
-  return jnp.transpose(p, (1, 0, 2))
-
-
 @functools.partial(jax.jit, static_argnames=("filter_size", "filter_sigma"))
 def pairwise_ssim_block(queries, gallery, *, filter_size: int, filter_sigma: float):
   """SSIM of every (query, gallery) pair: [Q, H, W, C] x [G, H, W, C] -> [Q, G].
 
   Same definition, clipping and constants as `ssim` (dm-pix), so
-  `pairwise_ssim_block(a, b)[i, i] == ssim(a, b)[i]` up to float error.
+  `pairwise_ssim_block(a, b)[i, i] == ssim(a, b)[i]` up to float error. Local means
+  and variances are filtered once per image; the cross terms filter(x_q * y_g) of all
+  Q * G pairs go through the banded-matrix filter as two large matrix products.
+  Memory is O(Q * G * H * W * C): callers block Q and G.
   """
   chex.assert_rank([queries, gallery], 4)
   filter_fn = gaussian_filter_fn(filter_size, filter_sigma)
-  w1 = gaussian_weights(filter_size, filter_sigma)
-  w2 = jnp.asarray(np.outer(w1, w1).reshape(1, 1, -1))
   mu_q, var_q = _local_stats(queries, filter_fn)  # [Q, Ho, Wo, C]
   mu_g, var_g = _local_stats(gallery, filter_fn)  # [G, Ho, Wo, C]
-  q = mu_q.shape[0]
-  g = mu_g.shape[0]
-  mu_q, var_q = mu_q.reshape(q, -1), var_q.reshape(q, -1)  # [Q, P]
-  mu_g, var_g = mu_g.reshape(g, -1), var_g.reshape(g, -1)  # [G, P]
-  cross = jnp.einsum(
-    "pqk,pgk->qgp",
-    _patches(queries, filter_size) * w2,
-    _patches(gallery, filter_size),
-    precision=jax.lax.Precision.HIGHEST,
-  )  # [Q, G, P]: sum over the window of w * x_q * y_g
-  mu_qg = mu_q[:, None, :] * mu_g[None, :, :]
-  cov = cross - mu_qg
-  var_prod = var_q[:, None, :] * var_g[None, :, :]
-  cov = jnp.sign(cov) * jnp.minimum(jnp.sqrt(var_prod), jnp.abs(cov))
+  mu_q, var_q = mu_q[:, None], var_q[:, None]  # [Q, 1, Ho, Wo, C]
+  mu_g, var_g = mu_g[None], var_g[None]  # [1, G, Ho, Wo, C]
+  mu_qg = mu_q * mu_g
+  cov = filter_fn(queries[:, None] * gallery[None]) - mu_qg  # [Q, G, Ho, Wo, C]
+  cov = jnp.sign(cov) * jnp.minimum(jnp.sqrt(var_q * var_g), jnp.abs(cov))
   c1, c2 = K1**2, K2**2
   numer = (2 * mu_qg + c1) * (2 * cov + c2)
-  denom = (mu_q[:, None, :] ** 2 + mu_g[None, :, :] ** 2 + c1) * (
-    var_q[:, None, :] + var_g[None, :, :] + c2
-  )
-  return jnp.mean(numer / denom, axis=-1)
+  denom = (mu_q**2 + mu_g**2 + c1) * (var_q + var_g + c2)
+  return jnp.mean(numer / denom, axis=(2, 3, 4))
 
 
 def cosine_similarity_matrix(queries, gallery):

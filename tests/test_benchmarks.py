@@ -1,0 +1,51 @@
+"""The benchmark script runs end to end (its speed is not tested: numbers live in the JSON)."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+
+def test_benchmark_smoke_mode_runs_and_writes_json(tmp_path):
+  out = tmp_path / "bench.json"
+  result = subprocess.run(
+    [sys.executable, "benchmarks/run.py", "--smoke", f"--out={out}"],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  res = json.loads(out.read_text())
+  assert res["decoder_geometries"]["digits32/phases"]["images_per_s"]["median"] > 0
+  assert res["ssim"][0]["max_abs_diff_vs_skimage"] < 1e-4
+  assert "| stage |" in result.stdout
+
+
+def test_fast_transposed_convolutions_equal_pytorch_semantics():
+  """Every formulation computes PyTorch's ConvTranspose2d(k=4, s=2, p=1)."""
+  import jax
+  import numpy as np
+
+  sys.path.insert(0, REPO_ROOT)
+  from benchmarks.geometries import ConvTranspose4x4s2
+
+  x = np.asarray(jax.random.normal(jax.random.key(0), (2, 5, 6, 3)))
+
+  def naive(x, w):  # y[2i - 1 + ky, 2j - 1 + kx] += x[i, j] @ w[ky, kx]
+    b, h, wd, _ = x.shape
+    y = np.zeros((b, 2 * h + 2, 2 * wd + 2, w.shape[3]))
+    for i in range(h):
+      for j in range(wd):
+        for ky in range(4):
+          for kx in range(4):
+            y[:, 2 * i + ky, 2 * j + kx] += x[:, i, j] @ w[ky, kx]
+    return y[:, 1:-1, 1:-1]
+
+  for mode in ("transpose", "subpixel", "phases", "gemm"):
+    layer = ConvTranspose4x4s2(4, mode, use_bias=False)
+    params = layer.init(jax.random.key(1), x)
+    np.testing.assert_allclose(
+      layer.apply(params, x), naive(x, np.asarray(params["params"]["kernel"])), atol=1e-5
+    )
