@@ -217,21 +217,8 @@ def assess(
     raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
   if not precomputed and (aux_features is not None or target_features is not None):
     raise ModelError("pass either embed_fn or stored aux_features/target_features, not both")
-  if workdir is None:
-    return _audit(
-      embed_fn,
-      params,
-      aux,
-      targets,
-      labels,
-      cfg,
-      None,
-      aux_features,
-      target_features,
-      metadata,
-      t_start,
-    )
-  with workdir_lib.locked(workdir) as wd:
+  lock = workdir_lib.locked(workdir) if workdir is not None else contextlib.nullcontext()
+  with lock as wd:
     return _audit(
       embed_fn,
       params,
