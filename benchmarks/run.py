@@ -278,6 +278,40 @@ def bench_reid_scaling(ns, *, size=64, channels=3) -> list[dict]:
   return rows
 
 
+def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[dict]:
+  """Shortlist image re-identification (privjax.audit.identify above reid.exact_max_targets)
+  at several N, with its agreement with the exact all-pairs result where N <= exact_up_to."""
+  from privjax import audit
+
+  mesh = parallel.data_mesh()
+  cfg = config_lib.for_images((size, size, channels), None)
+  rows = []
+  for n in ns:
+    a, b = natural_images(n, size, channels)
+    own = np.asarray(metrics.ssim(jnp.asarray(a), jnp.asarray(b), filter_size=11, filter_sigma=1.5))
+    cfg.reid.exact_max_targets = 1
+    t = time.perf_counter()
+    short = audit.identify(b, a, own, cfg=cfg, mesh=mesh)
+    row = {
+      "n": n,
+      "seconds": time.perf_counter() - t,
+      "rank1": float(short["hits"].mean()),
+      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if n <= exact_up_to:
+      cfg.reid.exact_max_targets = n
+      exact = audit.identify(b, a, own, cfg=cfg, mesh=mesh)
+      row.update(
+        exact_rank1=float(exact["hits"].mean()),
+        hit_agreement=float(np.mean(exact["hits"] == short["hits"])),
+        best_match_agreement=float(np.mean(exact["best"] == short["best"])),
+        baseline_abs_diff=float(abs(exact["baseline"].mean() - short["baseline"].mean())),
+      )
+    rows.append(row)
+    print(f"shortlist re-id N={n}: {row}", flush=True)
+  return rows
+
+
 def bench_default_audit() -> dict:
   """The whole default audit (configs/default.py) in a fresh workdir: seconds per stage."""
   from configs import default
@@ -338,6 +372,10 @@ def main(argv=None):
   res["reid_scaling_64x64x3"] = bench_reid_scaling(
     [64] if args.smoke else ([250] if args.quick else [500, 2000])
   )
+  res["reid_shortlist_64x64x3"] = bench_reid_shortlist(
+    [64] if args.smoke else ([500] if args.quick else [500, 1000, 10000]),
+    exact_up_to=64 if args.smoke else (0 if args.quick else 1000),
+  )
   if full:
     res["default_audit"] = bench_default_audit()
   res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -385,6 +423,14 @@ def table(res) -> str:
     lines.append(
       f"| exact image re-id 64x64x3, N={row['n']:,} | {row['seconds']:.1f} s "
       f"(peak RSS {row['peak_rss_mib']:.0f} MiB) | |"
+    )
+  for row in res.get("reid_shortlist_64x64x3", []):
+    agree = ""
+    if "hit_agreement" in row:
+      agree = f", agrees with exact on {row['hit_agreement']:.1%} of hits"
+    lines.append(
+      f"| shortlist image re-id 64x64x3, N={row['n']:,} | {row['seconds']:.1f} s "
+      f"(rank-1 {row['rank1']:.3f}{agree}) | |"
     )
   if "default_audit" in res:
     a = res["default_audit"]

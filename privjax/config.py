@@ -51,6 +51,14 @@ def audit_config() -> ml_collections.ConfigDict:
   c.ssim = ml_collections.ConfigDict()
   c.ssim.filter_size = DEFAULT_SSIM_FILTER_SIZE  # Odd; shrunk for images smaller than it.
   c.ssim.filter_sigma = DEFAULT_SSIM_FILTER_SIGMA
+  # Image-space re-identification: exact all pairs up to exact_max_targets targets;
+  # above, a shortlist of the `shortlist` nearest originals by pixel distance (one
+  # matrix product) re-ranked by exact SSIM, and the baseline estimated from
+  # `baseline_samples` random mismatched pairs per target.
+  c.reid = ml_collections.ConfigDict()
+  c.reid.exact_max_targets = 2000
+  c.reid.shortlist = 32
+  c.reid.baseline_samples = 64
   c.bootstrap_samples = 2000  # Resamples for the 95% confidence interval of the gain.
   c.min_targets = 10  # Fewer targets make the rates and intervals meaningless.
 
@@ -169,6 +177,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}"
   )
   positive_int("bootstrap_samples", c.bootstrap_samples)
+  for name in ("exact_max_targets", "shortlist", "baseline_samples"):
+    positive_int(f"reid.{name}", c.reid[name])
   positive_int("min_targets", c.min_targets)
   positive_int("grid_examples", c.grid_examples)
   _require(

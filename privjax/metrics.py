@@ -139,14 +139,18 @@ def rank1_hits(similarity: np.ndarray) -> np.ndarray:
   return diag > off.max(axis=1)
 
 
-def label_hits(similarity: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  """[N] bool: the best-matching gallery item of query i has query i's label.
-
-  The best match is the highest-scoring gallery item (lowest index on ties).
-  """
-  best = np.argmax(np.asarray(similarity), axis=1)
+def label_hits(best: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """[N] bool: the best-matching gallery item `best[i]` of query i has query i's label."""
   labels = np.asarray(labels)
-  return labels[best] == labels
+  return labels[np.asarray(best)] == labels
+
+
+def squared_distances(queries, gallery):
+  """[Q, G] squared pixel distances of flattened images, as one matrix product."""
+  q = queries.reshape(queries.shape[0], -1)
+  g = gallery.reshape(gallery.shape[0], -1)
+  cross = jnp.matmul(q, g.T, precision=jax.lax.Precision.HIGHEST)
+  return jnp.sum(q * q, axis=1)[:, None] + jnp.sum(g * g, axis=1)[None, :] - 2 * cross
 
 
 def label_chance(labels: np.ndarray) -> float:

@@ -71,7 +71,8 @@ def test_label_chance_and_hits():
   labels = np.array([0, 0, 1, 1])
   assert metrics.label_chance(labels) == pytest.approx(0.5)
   s = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
-  np.testing.assert_array_equal(metrics.label_hits(s, labels), [True, True, False, True])
+  best = np.argmax(s, axis=1)
+  np.testing.assert_array_equal(metrics.label_hits(best, labels), [True, True, False, True])
 
 
 def test_bootstrap_ci_covers_mean_and_shrinks_with_n():
@@ -94,3 +95,9 @@ def test_ssim_window_shrinks_for_small_images():
     assert size == 2 * int(3.5 * sigma + 0.5) + 1
   with pytest.raises(ConfigError, match="at least 3x3"):
     config_lib.ssim_window(2, 8, 11, 1.5)
+
+
+def test_squared_distances_match_numpy(rng):
+  a, b = rng.uniform(size=(5, 4, 4, 2)), rng.uniform(size=(7, 4, 4, 2))
+  ref = ((a.reshape(5, 1, -1) - b.reshape(1, 7, -1)) ** 2).sum(-1)
+  np.testing.assert_allclose(metrics.squared_distances(a, b), ref, rtol=1e-5, atol=1e-5)
