@@ -166,14 +166,16 @@ def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
     }
   k = min(cfg.reid.shortlist, n - 1)
   t_dev = parallel.replicate(jnp.asarray(targets), mesh)
-  nearest = jax.jit(lambda q: jax.lax.top_k(-metrics.squared_distances(q, t_dev), k + 1)[1])
-  shortlist = parallel.batched_map(nearest, [recon], batch_size=cfg.eval_batch_size, mesh=mesh)
+  nearest = jax.jit(lambda t, q: jax.lax.top_k(-metrics.squared_distances(q, t), k + 1)[1])
+  shortlist = parallel.batched_map(  # targets passed as an argument, never a constant
+    functools.partial(nearest, t_dev), [recon], batch_size=cfg.eval_batch_size, mesh=mesh
+  )
   rows = np.arange(n)
   ssim_pairs = jax.jit(functools.partial(metrics.ssim, filter_size=fs, filter_sigma=sigma))
 
   def pair_ssim(q_idx, g_idx):  # SSIM(original g, reconstruction q), gathered in chunks
     q_flat, g_flat = q_idx.ravel(), g_idx.ravel()
-    chunk = 64 * cfg.eval_batch_size  # bounds host memory whatever N is
+    chunk = 16 * cfg.eval_batch_size  # bounds host memory whatever N is
     out = [
       parallel.batched_map(
         ssim_pairs,
