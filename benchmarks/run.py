@@ -1,6 +1,6 @@
 """privjax benchmark: images/s per stage, decoder geometries, SSIM, re-identification, memory.
 
-  python benchmarks/run.py            # full run (~10 min on 2 CPU cores), JSON to --out
+  python benchmarks/run.py            # full run (~25 min on 2 CPU cores), JSON to --out
   python benchmarks/run.py --quick    # under 2 minutes (~95 s on 2 CPU cores)
   python benchmarks/run.py --smoke    # seconds; what the test suite runs
 
