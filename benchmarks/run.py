@@ -373,7 +373,7 @@ def main(argv=None):
     [64] if args.smoke else ([250] if args.quick else [500, 2000])
   )
   res["reid_shortlist_64x64x3"] = bench_reid_shortlist(
-    [64] if args.smoke else ([500] if args.quick else [500, 1000, 10000]),
+    [64] if args.smoke else ([250] if args.quick else [500, 1000, 10000]),
     exact_up_to=64 if args.smoke else (0 if args.quick else 1000),
   )
   if full:
