@@ -27,7 +27,7 @@ from privjax import data as data_lib
 from privjax import embedding, metrics, parallel, recognition, risk, sources
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
-from privjax.errors import ConfigError, DataError, ModelError
+from privjax.errors import ConfigError, DataError, ModelError, PrivjaxError
 from privjax.train import train_decoder
 
 # Largest [queries, gallery, H, W, C] float32 block of the all-pairs SSIM (~128 MiB).
@@ -112,6 +112,8 @@ def _guarded(fn, image_shape):
   def call(*args, **kwargs):
     try:
       return fn(*args, **kwargs)
+    except PrivjaxError:
+      raise  # already a one-line error of ours (rank, finiteness): keep its message
     except (TypeError, ValueError) as e:
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise ModelError(

@@ -44,7 +44,7 @@ class Report:
     return self.summary["risk_level"]
 
   def to_dict(self) -> dict:
-    """The summary plus the per-image SSIM list; only JSON-serialisable values."""
+    """Every metric, `ssim_per_image` and the verdict; only JSON-serialisable values."""
     return dict(self.summary)
 
 
