@@ -3,6 +3,11 @@
   python launch.py --config=configs/default.py --workdir=runs/default
   python launch.py --config=configs/default.py --workdir=runs/x --config.train.num_steps=200
 
+Multi-process (multi-host) runs start the same command in every process, with
+`--distributed` (JAX detects the cluster: Cloud TPU, SLURM, ...) or the explicit
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see the README's
+"Running on many devices".
+
 This is the only file that defines flags; the work is in privjax.audit.run.
 Errors caused by the input (config, data, model, workdir) print one line and exit 2.
 """
@@ -26,6 +31,17 @@ flags.DEFINE_string(
   os.path.join(os.path.expanduser("~"), ".cache", "privjax", "jax"),
   "JAX persistent compilation cache directory ('' disables it): re-runs skip compiling.",
 )
+flags.DEFINE_bool(
+  "distributed",
+  False,
+  "Join a multi-process run with jax.distributed.initialize(), letting JAX detect the "
+  "cluster (Cloud TPU, SLURM, ...). Implied by any of the three flags below.",
+)
+flags.DEFINE_string(
+  "coordinator_address", None, "HOST:PORT of process 0's coordinator (jax.distributed)."
+)
+flags.DEFINE_integer("num_processes", None, "Number of processes in the run (jax.distributed).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,6 +56,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_QuietDependencies())
+  _start_distributed()  # before any JAX computation
   if FLAGS.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
@@ -69,6 +86,28 @@ def main(argv):
     f"{'n/a' if s['reid_rate'] is None else format(s['reid_rate'], '.3f')}, chance "
     f"{s['reid_chance']:.4f} | report: {FLAGS.workdir}/report.json"
   )
+
+
+def _start_distributed():
+  explicit = {
+    "coordinator_address": FLAGS.coordinator_address,
+    "num_processes": FLAGS.num_processes,
+    "process_id": FLAGS.process_id,
+  }
+  given = {k: v for k, v in explicit.items() if v is not None}
+  if not (FLAGS.distributed or given):
+    return
+  n, i = given.get("num_processes"), given.get("process_id")
+  if n is not None and n < 1:
+    _usage_error(f"--num_processes must be >= 1, got {n}")
+  if i is not None and (i < 0 or (n is not None and i >= n)):
+    _usage_error(f"--process_id must be in [0, num_processes), got {i} with num_processes={n}")
+  logging.info("joining a multi-process run: jax.distributed.initialize(%s)", given or "auto")
+  try:
+    jax.distributed.initialize(**given)
+  except (RuntimeError, ValueError, TypeError) as e:
+    how = ", ".join(f"{k}={v}" for k, v in given.items()) or "auto-detected"
+    _usage_error(f"could not start the multi-process run ({how}): {e}")
 
 
 def _parse_flags(argv):

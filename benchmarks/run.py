@@ -111,9 +111,12 @@ def bench_geometry(name: str, mode: str, *, repeats: int, min_seconds: float) ->
   }
 
 
-def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int) -> dict:
-  """The default config's stages at its geometry (16x16x1 digits, 64-d features)."""
-  mesh = parallel.data_mesh()
+def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int, mesh=None) -> dict:
+  """The default config's stages at its geometry (16x16x1 digits, 64-d features).
+
+  Runs over `mesh` (default: all devices); batches are 256 images (training: 128).
+  """
+  mesh = parallel.data_mesh() if mesh is None else mesh
   cfg = config_lib.for_images((16, 16, 1), None)
   fs, sigma = 7, 0.955
   rng = np.random.default_rng(0)

@@ -309,9 +309,10 @@ def _cached_features(embed_jit, params, images, *, mesh, batch_size, name, cache
   features = extract_features(
     embed_jit, params, images, mesh=mesh, batch_size=batch_size, name=name
   )
-  buf = io.BytesIO()
-  np.save(buf, features)
-  workdir_lib.atomic_write(path, buf.getvalue())
+  if parallel.is_writer():
+    buf = io.BytesIO()
+    np.save(buf, features)
+    workdir_lib.atomic_write(path, buf.getvalue())
   return features
 
 
@@ -493,8 +494,12 @@ def _audit(
     summary["label_chance"] = metrics.label_chance(labels)
   summary["seconds"] = dict(timer.seconds, total=round(time.perf_counter() - t_start, 3))
   report = report_lib.Report(summary, per_image, targets, np.asarray(recon))
-  if workdir is not None and jax.process_index() == 0:
-    report_lib.write(report, workdir, per_row=cfg.grid_examples)
+  if workdir is not None:
+    if parallel.is_writer():
+      report_lib.write(report, workdir, per_row=cfg.grid_examples)
+      logging.info("report written to %s", workdir)
+    else:
+      logging.info("process %d: report files are process 0's to write", jax.process_index())
   logging.info("verdict: %s risk; %s", level, "; ".join(reasons))
   return report
 

@@ -5,6 +5,13 @@ Every stage runs the same way: params replicated (`P()`), batches sharded over t
 streams a dataset through a jitted per-example function in fixed-size batches,
 padding the last batch and dropping the padded rows, so every example is processed
 exactly once and the function compiles once.
+
+Multi-process (multi-host) runs: the mesh spans the devices of every process,
+ordered by process, so each process owns one contiguous block of rows of every
+global batch. Each process puts only its own rows on its devices
+(`jax.make_array_from_process_local_data`); results are gathered back to every
+process (`process_allgather`), so every process sees the same numbers and makes the
+same decisions. Only process 0 writes files (`is_writer`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -22,8 +30,14 @@ DATA_AXIS = "data"
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh over all devices (of every process) with the axis "data"."""
-  devices = list(jax.devices() if devices is None else devices)
+  """A 1-D mesh over all devices (of every process) with the axis "data".
+
+  Devices are ordered by (process, id), so each process's devices hold one
+  contiguous block of rows of a batch.
+  """
+  devices = sorted(
+    jax.devices() if devices is None else devices, key=lambda d: (d.process_index, d.id)
+  )
   return jax.make_mesh((len(devices),), (DATA_AXIS,), (AxisType.Auto,), devices=devices)
 
 
@@ -40,14 +54,49 @@ def replicate(tree, mesh):
   return jax.device_put(tree, replicated(mesh))
 
 
-def shard_batch(batch, mesh):
-  """Places a pytree of host arrays [B, ...] on `mesh`, split along the batch axis.
+def is_writer() -> bool:
+  """Whether this process writes files (reports, caches, fingerprints): process 0 only."""
+  return jax.process_index() == 0
 
-  Each process passes its own rows; the global batch is their concatenation
-  (`jax.make_array_from_process_local_data`), so this also serves multi-host runs.
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier `name` (nothing to wait for alone)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def process_rows(mesh, rows: int) -> slice:
+  """The rows of a global batch of `rows` (a multiple of mesh.size) this process holds."""
+  index = batch_sharded(mesh).addressable_devices_indices_map((rows,))
+  starts = sorted(idx[0].start or 0 for idx in index.values())
+  per_device = rows // mesh.size
+  lo, hi = starts[0], starts[-1] + per_device
+  if hi - lo != per_device * len(starts):  # cannot happen with data_mesh's device order
+    raise ValueError(f"this process's devices do not hold contiguous rows: {starts}")
+  return slice(lo, hi)
+
+
+def shard_batch(batch, mesh):
+  """Places a pytree of host arrays [B, ...] (the global batch) on `mesh`, split along B.
+
+  Each process reads and transfers only its own rows (`process_rows`); the global
+  array is assembled by `jax.make_array_from_process_local_data`, so no process puts
+  the whole batch on its devices.
   """
   sharding = batch_sharded(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+  def put(x):
+    local = x[process_rows(mesh, x.shape[0])]
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local), x.shape)
+
+  return jax.tree.map(put, batch)
+
+
+def fetch(tree):
+  """Host numpy copies of a pytree of (possibly multi-process) arrays, on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def fit_batch_size(batch_size: int, mesh, *, what: str) -> int:
@@ -85,17 +134,22 @@ def batched_map(
     mesh: the data mesh.
 
   Returns:
-    The outputs for all N examples, as host numpy arrays in input order. The last
-    batch is padded with zeros and its padded rows are dropped, so each example is
-    processed exactly once. Results are fetched once, at the end.
+    The outputs for all N examples, as host numpy arrays in input order, on every
+    process. The last batch is padded with zeros and its padded rows are dropped, so
+    each example is processed exactly once. Each process reads only its own rows of
+    `arrays` (which may be lazy, e.g. memory-mapped); results are fetched once, at
+    the end.
   """
   n = arrays[0].shape[0]
   b = fit_batch_size(min(batch_size, max(n, 1)), mesh, what="evaluation")
   outputs = []
+  mine, sharding = process_rows(mesh, b), batch_sharded(mesh)
   for start in range(0, n, b):
-    chunk = [pad_rows(np.asarray(a[start : start + b]), b) for a in arrays]
-    outputs.append(fn(*shard_batch(chunk, mesh)))
+    lo, hi = start + mine.start, min(start + mine.stop, n)
+    local = [pad_rows(np.asarray(a[lo:hi]), mine.stop - mine.start) for a in arrays]
+    batch = [jax.make_array_from_process_local_data(sharding, x, (b, *x.shape[1:])) for x in local]
+    outputs.append(fn(*batch))
     if len(outputs) > 1:  # At most two batches in flight (see train.py).
       jax.block_until_ready(outputs[-2])
-  host = jax.device_get(outputs)
+  host = fetch(outputs)
   return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *host)

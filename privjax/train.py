@@ -175,7 +175,8 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   if step == 0:
     logging.info(
       "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
-      "up to %d steps",
+      "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
+      "dropped (a batch that crosses an epoch end is completed from the next epoch)",
       len(train_idx),
       len(val_idx),
       batch_size,

@@ -2,7 +2,9 @@
 
 A run holds an exclusive `flock` on `<workdir>/.privjax.lock` for its whole length;
 a second run on the same workdir fails at once, and the kernel drops the lock when
-a run dies, however it dies, so a crash never leaves it stuck.
+a run dies, however it dies, so a crash never leaves it stuck. In a multi-process
+run, process p > 0 locks `.privjax-p.lock`, so two jobs cannot share a workdir while
+the processes of one job can; the workdir must be storage every process sees.
 
 Each cached stage (the recognition model, features, the decoder checkpoints)
 records a fingerprint of everything its result depends on (config fields, data
@@ -24,6 +26,7 @@ import tempfile
 import jax
 import numpy as np
 
+from privjax import parallel
 from privjax.errors import WorkdirError
 
 LOCK_FILE = ".privjax.lock"
@@ -56,7 +59,9 @@ def locked(path: str):
     finally:
       _held[path] -= 1
     return
-  fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  p = jax.process_index()
+  name = LOCK_FILE if p == 0 else LOCK_FILE.replace(".lock", f"-{p}.lock")
+  fd = os.open(os.path.join(path, name), os.O_RDWR | os.O_CREAT, 0o644)
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -119,7 +124,8 @@ def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str
   """Makes `directory` hold results of `fingerprint`: reuse, error, or discard if overwrite.
 
   A directory without a fingerprint but with other content (an older run) counts as
-  different. Raises WorkdirError naming the first differences.
+  different. Raises WorkdirError naming the first differences. Every process checks
+  (and fails alike); only process 0 changes the directory, between barriers.
   """
   fingerprint = json.loads(json.dumps(fingerprint))  # normalise (tuples -> lists)
   path = os.path.join(directory, FINGERPRINT_FILE)
@@ -137,6 +143,10 @@ def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str
         f"the workdir's {what} was made with different inputs ({'; '.join(diffs[:3])}); use "
         "another --workdir, or --config.overwrite=True to discard it"
       )
-    shutil.rmtree(directory)
-  os.makedirs(directory, exist_ok=True)
-  atomic_write(path, json.dumps(fingerprint, indent=1, sort_keys=True).encode())
+  parallel.barrier(f"claim {directory}: checked")
+  if parallel.is_writer():
+    if os.path.isdir(directory):
+      shutil.rmtree(directory)
+    os.makedirs(directory)
+    atomic_write(path, json.dumps(fingerprint, indent=1, sort_keys=True).encode())
+  parallel.barrier(f"claim {directory}: written")

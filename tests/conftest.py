@@ -74,12 +74,14 @@ with tfds.testing.mock_data(num_examples={n}):
 """
 
 
-def launch(config, workdir, *overrides, mock_tfds_examples=None, pythonpath=None, timeout=300):
-  """Runs launch.py in a subprocess with 4 CPU devices; optionally under tfds mock data."""
+def launch(
+  config, workdir, *overrides, mock_tfds_examples=None, pythonpath=None, timeout=300, devices=4
+):
+  """Runs launch.py in a subprocess with `devices` CPU devices; optionally under tfds mock data."""
   import subprocess
   import sys
 
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   if pythonpath:
     env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
   args = [f"--config={config}", f"--workdir={workdir}", *overrides]

@@ -1,0 +1,158 @@
+"""Scale-out: the same audit on 1, 2, 4 and 8 devices and on two processes gives one answer.
+
+Each run is launch.py in its own subprocess (the device count is fixed when JAX
+starts). Two-process runs talk over 127.0.0.1 only, each process with 2 CPU devices.
+Tolerance: 1e-4 relative on every report metric and the decoder's loss history
+(observed: ~1.5e-7, floating-point reduction order only).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT, launch
+
+RTOL = 1e-4
+# Long enough to kill mid-training, short enough for the suite.
+OVERRIDES = ["--config.train.num_steps=120", "--config.train.checkpoint_every=20"]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _start_processes(workdir, logs, *, num_processes=2, devices=2):
+  """Starts launch.py as `num_processes` processes of one jax.distributed run."""
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  procs = []
+  for i in range(num_processes):
+    cmd = [
+      sys.executable,
+      "launch.py",
+      "--config=configs/smoke.py",
+      f"--workdir={workdir}",
+      f"--coordinator_address=127.0.0.1:{port}",
+      f"--num_processes={num_processes}",
+      f"--process_id={i}",
+      *OVERRIDES,
+    ]
+    log = open(logs / f"process{i}.log", "w")  # closed by _finish
+    procs.append((subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=log), log))
+  return procs
+
+
+def _finish(procs, logs, timeout=300):
+  """Waits for every process (killing all at the timeout); returns [(rc, log text)]."""
+  deadline = time.monotonic() + timeout
+  out = []
+  try:
+    for i, (p, log) in enumerate(procs):
+      try:
+        p.wait(timeout=max(1, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        pass
+      log.close()
+      out.append((p.returncode, (logs / f"process{i}.log").read_text()))
+  finally:
+    for p, _ in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return out
+
+
+def _metrics(report):
+  return {k: v for k, v in report.items() if isinstance(v, float)}
+
+
+def _losses(report):
+  return np.array([(h["train_loss"], h["val_loss"]) for h in report["convergence"]["history"]])
+
+
+def assert_same_audit(a, b):
+  ma, mb = _metrics(a), _metrics(b)
+  assert ma.keys() == mb.keys()
+  for k in ma:
+    np.testing.assert_allclose(mb[k], ma[k], rtol=RTOL, atol=1e-7, err_msg=k)
+  np.testing.assert_allclose(_losses(b), _losses(a), rtol=RTOL)
+  assert a["convergence"]["steps"] == b["convergence"]["steps"]
+  sa, sb = np.array(a["ssim_per_image"]), np.array(b["ssim_per_image"])
+  np.testing.assert_allclose(sb, sa, rtol=RTOL, atol=1e-6)
+  # Same per-image SSIM order: sorted by one run, the other run's values do not
+  # decrease (beyond the float noise that can swap two near-equal images).
+  assert np.all(np.diff(sb[np.argsort(sa, kind="stable")]) >= -1e-6)
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+  """Smoke audits on 1, 2, 4 and 8 devices (one process) and on 2 processes x 2 devices."""
+  out = {}
+  for n in (1, 2, 4, 8):
+    wd = tmp_path_factory.mktemp(f"devices{n}")
+    r = launch("configs/smoke.py", wd, *OVERRIDES, devices=n)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((wd / "report.json").read_text())
+    assert report["devices"] == {"count": n, "kind": "cpu", "platform": "cpu", "processes": 1}
+    out[n] = report
+  wd, logs = tmp_path_factory.mktemp("processes2"), tmp_path_factory.mktemp("logs")
+  results = _finish(_start_processes(wd, logs), logs)
+  out["processes"] = (wd, results)
+  return out
+
+
+@pytest.mark.parametrize("devices", [1, 2, 8])
+def test_device_count_does_not_change_the_audit(reports, devices):
+  assert_same_audit(reports[4], reports[devices])
+
+
+def test_two_processes_give_the_single_process_audit_and_one_report(reports):
+  wd, results = reports["processes"]
+  for i, (rc, log) in enumerate(results):
+    assert rc == 0, f"process {i} exited {rc}:\n{log[-3000:]}"
+  report = json.loads((wd / "report.json").read_text())
+  assert report["devices"]["processes"] == 2 and report["devices"]["count"] == 4
+  assert_same_audit(reports[4], report)
+  # Only process 0 writes the report; process 1 says it left it.
+  assert "report written to" in results[0][1]
+  assert "report written to" not in results[1][1]
+  assert "report files are process 0's to write" in results[1][1]
+  assert sorted(p.name for p in wd.iterdir() if not p.name.startswith(".")) == [
+    "cache",
+    "checkpoints",
+    "per_image.csv",
+    "reconstructions.png",
+    "report.json",
+  ]
+
+
+def test_two_process_run_killed_in_training_resumes(reports, tmp_path):
+  wd, logs = tmp_path / "wd", tmp_path
+  procs = _start_processes(wd, logs)
+  deadline = time.monotonic() + 240
+  log0 = logs / "process0.log"
+  try:
+    while "decoder step 60/" not in log0.read_text():  # checkpoints at 20, 40, 60
+      assert time.monotonic() < deadline, log0.read_text()[-3000:]
+      assert procs[0][0].poll() is None, log0.read_text()[-3000:]
+      time.sleep(0.05)
+  finally:
+    for p, _ in procs:
+      p.send_signal(signal.SIGKILL)
+  _finish(procs, logs)
+  assert not (wd / "report.json").exists()
+
+  results = _finish(_start_processes(wd, logs), logs)
+  for i, (rc, log) in enumerate(results):
+    assert rc == 0, f"process {i} exited {rc}:\n{log[-3000:]}"
+    assert "decoder: resumed from checkpoint at step" in log
+  assert_same_audit(reports[4], json.loads((wd / "report.json").read_text()))
