@@ -140,17 +140,12 @@ def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int, me
   decoder = train.make_decoder(cfg, (16, 16, 1))
   tx = train.make_optimizer(cfg.train)
   features = rng.normal(size=(128, 64)).astype(np.float32)
-  dparams = decoder.init(jax.random.key(1), features[:1])
-  state = [
-    parallel.replicate(train.TrainState(jnp.zeros((), jnp.int32), dparams, tx.init(dparams)), mesh)
-  ]
   loss_fn = functools.partial(
     train.per_example_loss, kind="mse", filter_size=fs, filter_sigma=sigma
   )
-  step = jax.jit(
-    functools.partial(train.train_step, decoder=decoder, tx=tx, loss_fn=loss_fn),
-    donate_argnums=(0,),
-  )
+  training = train.make_training(decoder, tx, loss_fn, 64, mesh=mesh)
+  step = training.step
+  state = [training.init(jax.random.key(1))]
   tb = parallel.shard_batch({"features": features, "images": images[:128]}, mesh)
   compile_s = compile_seconds(step, state[0], tb)
 
@@ -315,6 +310,59 @@ def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[d
   return rows
 
 
+def _proc_status_mib(field: str) -> float:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) / 1024
+  return float("nan")
+
+
+def bench_stream_memory(ns, *, size=64, channels=3, batch=256) -> list[dict]:
+  """Peak memory of feature extraction + SSIM scoring at several dataset sizes.
+
+  For each N: the inputs are loaded first, then the peak RSS is reset (Linux
+  /proc/self/clear_refs) and both stages run; `peak_rise_mib` is the peak RSS over the
+  RSS with the inputs loaded, i.e. what the stages themselves allocate (their
+  outputs, N x 128 features and N scores, included).
+  """
+  from privjax.audit import extract_features
+
+  mesh = parallel.data_mesh()
+  model = RecognitionCNN(num_classes=10, embed_dim=128)
+  params = model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)))
+  embed = jax.jit(functools.partial(model.apply, method=RecognitionCNN.embed))
+  score = jax.jit(functools.partial(metrics.image_scores, filter_size=11, filter_sigma=1.5))
+
+  def stages(a, b):
+    f = extract_features(embed, params, a, mesh=mesh, batch_size=batch, name="images")
+    s = parallel.batched_map(score, [a, b], batch_size=batch, mesh=mesh)
+    return f, s
+
+  stages(*natural_images(batch, size, channels))  # compile outside the measurement
+  rows = []
+  for n in ns:
+    a, b = natural_images(n, size, channels)
+    before = _proc_status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+    t = time.perf_counter()
+    stages(a, b)
+    rows.append(
+      {
+        "n": n,
+        "batch": batch,
+        "seconds": time.perf_counter() - t,
+        "inputs_mib": (a.nbytes + b.nbytes) / 2**20,
+        "rss_with_inputs_mib": before,
+        "peak_rise_mib": _proc_status_mib("VmHWM") - before,
+      }
+    )
+    print(f"stream memory N={n}: {rows[-1]}", flush=True)
+    del a, b
+  return rows
+
+
 def bench_default_audit() -> dict:
   """The whole default audit (configs/default.py) in a fresh workdir: seconds per stage."""
   from configs import default
@@ -376,8 +424,11 @@ def main(argv=None):
     [64] if args.smoke else ([250] if args.quick else [500, 2000])
   )
   res["reid_shortlist_64x64x3"] = bench_reid_shortlist(
-    [64] if args.smoke else ([250] if args.quick else [500, 1000, 10000]),
-    exact_up_to=64 if args.smoke else (0 if args.quick else 1000),
+    [64] if args.smoke else ([250] if args.quick else [500, 1000, 2000, 10000]),
+    exact_up_to=64 if args.smoke else (0 if args.quick else 2000),
+  )
+  res["stream_memory_64x64x3"] = bench_stream_memory(
+    [256, 512] if args.smoke else ([1000, 4000] if args.quick else [2000, 20000])
   )
   if full:
     res["default_audit"] = bench_default_audit()
@@ -434,6 +485,12 @@ def table(res) -> str:
     lines.append(
       f"| shortlist image re-id 64x64x3, N={row['n']:,} | {row['seconds']:.1f} s "
       f"(rank-1 {row['rank1']:.3f}{agree}) | |"
+    )
+  for row in res.get("stream_memory_64x64x3", []):
+    lines.append(
+      f"| extraction + scoring 64x64x3, N={row['n']:,} (batch {row['batch']}) | peak RSS rise "
+      f"{row['peak_rise_mib']:.0f} MiB over {row['rss_with_inputs_mib']:.0f} MiB with the "
+      f"{row['inputs_mib']:.0f} MiB inputs loaded | |"
     )
   if "default_audit" in res:
     a = res["default_audit"]

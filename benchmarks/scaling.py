@@ -1,6 +1,6 @@
 """Scaling benchmark: images/s per stage of the default audit on 1, 2, 4 and 8 devices.
 
-  python benchmarks/scaling.py            # ~2 min on 2 CPU cores
+  python benchmarks/scaling.py            # ~4 min on 2 CPU cores
   python benchmarks/scaling.py --smoke    # seconds; what the test suite runs
 
 Each device count runs the same stages (feature extraction, one decoder training
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -38,7 +39,8 @@ def main(argv=None):
   ap.add_argument("--smoke", action="store_true", help="seconds: checks the script runs")
   ap.add_argument("--out", default="benchmarks/results_scaling.json", help="where the JSON goes")
   args = ap.parse_args(argv)
-  repeats, min_s = (1, 0.0) if args.smoke else (5, 1.0)
+  # Rounds interleave the device counts, so a drift of the machine hits them alike.
+  rounds, repeats, min_s = (1, 1, 0.0) if args.smoke else (3, 3, 0.5)
   counts = [n for n in (1, 2, 4, 8) if n <= jax.device_count()]
   res = {
     "cpu": cpu_model(),
@@ -48,18 +50,39 @@ def main(argv=None):
     "jax": jax.__version__,
     "runs": {},
   }
-  for n in counts:
-    mesh = parallel.data_mesh(jax.devices()[:n])
-    res["runs"][n] = bench_default_stages(
-      repeats=repeats, min_seconds=min_s, n_targets=64 if args.smoke else 512, mesh=mesh
-    )
-    print(f"{n} device(s) done", flush=True)
+  per_round = {n: [] for n in counts}
+  for r in range(rounds):
+    for n in counts:
+      mesh = parallel.data_mesh(jax.devices()[:n])
+      per_round[n].append(
+        bench_default_stages(
+          repeats=repeats, min_seconds=min_s, n_targets=64 if args.smoke else 256, mesh=mesh
+        )
+      )
+      print(f"round {r + 1}/{rounds}: {n} device(s) done", flush=True)
+  res["runs"] = {n: median_over_rounds(per_round[n]) for n in counts}
   print(table(res))
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(res, f, indent=1)
   print(f"wrote {args.out}")
   return res
+
+
+def median_over_rounds(rounds: list[dict]) -> dict:
+  """Per stage: the median of the rounds' medians, with the min and max over all rounds."""
+  out = {}
+  for stage, first in rounds[0].items():
+    key = "images_per_s" if "images_per_s" in first else "pairs_per_s"
+    values = [r[stage][key] for r in rounds]
+    out[stage] = {
+      key: {
+        "median": statistics.median(v["median"] for v in values),
+        "min": min(v["min"] for v in values),
+        "max": max(v["max"] for v in values),
+      }
+    }
+  return out
 
 
 def table(res) -> str:

@@ -16,7 +16,8 @@ import math
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -24,6 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax.flatten_util import ravel_pytree
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from privjax import checkpoint, metrics, parallel
 from privjax.data import batch_indices
@@ -71,17 +75,112 @@ def per_example_loss(predictions, images, *, kind: str, filter_size: int, filter
   return dssim if kind == "ssim" else mse + dssim
 
 
-def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn):
-  """One optimizer step on a batch {"features": [B, D], "images": [B, H, W, C]}."""
+def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn, num_devices: int):
+  """One optimizer step, written per device (run under `shard_map` over "data").
+
+  `batch` is this device's rows {"features": [b, D], "images": [b, H, W, C]}; params
+  are replicated. The optimizer works on the parameters as one flat vector padded to
+  a multiple of the device count, split over the devices (a sharded optimizer): the
+  gradient is reduce-scattered (one collective), each device updates its slice of
+  the parameters and of the optimizer state, and the new parameters are gathered
+  (one collective). A replicated update would repeat the whole optimizer on every
+  device, which costs as much as the gradient itself when devices share a CPU.
+  """
 
   def objective(params):
     return jnp.mean(loss_fn(decoder.apply(params, batch["features"]), batch["images"]))
 
   loss, grads = jax.value_and_grad(objective)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  flat_params, unravel = ravel_pytree(state.params)
+  size = flat_params.shape[0]
+  pad = -size % num_devices
+  part = (size + pad) // num_devices
+  grad_part = jax.lax.psum_scatter(
+    jnp.pad(ravel_pytree(grads)[0], (0, pad)), parallel.DATA_AXIS, tiled=True
+  )
+  grad_part = grad_part / num_devices  # the mean over the global batch
+  start = jax.lax.axis_index(parallel.DATA_AXIS) * part
+  param_part = jax.lax.dynamic_slice(jnp.pad(flat_params, (0, pad)), (start,), (part,))
+  updates, opt_state = tx.update(grad_part, state.opt_state, param_part)
+  param_part = optax.apply_updates(param_part, updates)
+  flat_params = jax.lax.all_gather(param_part, parallel.DATA_AXIS, tiled=True)[:size]
+  new_state = TrainState(step=state.step + 1, params=unravel(flat_params), opt_state=opt_state)
+  metrics_ = {
+    "loss": jax.lax.pmean(loss, parallel.DATA_AXIS),
+    "grad_norm": jnp.sqrt(jax.lax.psum(jnp.sum(grad_part**2), parallel.DATA_AXIS)),
+  }
+  return new_state, metrics_
+
+
+class Training(NamedTuple):
+  """The jitted pieces of decoder training on one mesh (see `make_training`)."""
+
+  init: Callable  # key -> TrainState, placed: params replicated, optimizer vectors split
+  step: Callable  # (state, global batch) -> (state, {"loss", "grad_norm"}); donates state
+  to_checkpoint: Callable  # state -> the same state with optimizer vectors unpadded
+  from_checkpoint: Callable  # the inverse, placed for this mesh
+  checkpoint_abstract: Any  # ShapeDtypeStructs of to_checkpoint's output (for restore)
+
+
+def make_training(decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh) -> Training:
+  """Builds the sharded train step (`train_step` under shard_map) and its state helpers.
+
+  Checkpoints hold the optimizer vectors cut to the parameter count (the padding is
+  always zero: its gradient is zero), so a run can resume on another device count.
+  """
+  n = mesh.size
+
+  def params_of(key):
+    return decoder.init(key, jnp.zeros((1, feature_dim), jnp.float32))
+
+  size = sum(a.size for a in jax.tree.leaves(jax.eval_shape(params_of, jax.random.key(0))))
+  pad = -size % n
+
+  def init(key):
+    params = params_of(key)
+    opt_state = tx.init(jnp.pad(ravel_pytree(params)[0], (0, pad)))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+
+  abstract = jax.eval_shape(init, jax.random.key(0))
+  specs = TrainState(
+    step=P(),
+    params=jax.tree.map(lambda _: P(), abstract.params),
+    opt_state=jax.tree.map(lambda a: P(parallel.DATA_AXIS) if a.ndim else P(), abstract.opt_state),
+  )
+  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+  step = jax.jit(
+    jax.shard_map(
+      functools.partial(train_step, decoder=decoder, tx=tx, loss_fn=loss_fn, num_devices=n),
+      mesh=mesh,
+      in_specs=(specs, P(parallel.DATA_AXIS)),
+      out_specs=(specs, P()),
+      check_vma=False,  # outputs marked P() are replicated by construction (gathered, pmean)
+    ),
+    donate_argnums=(0,),
+  )
+  repl = parallel.replicated(mesh)
+
+  def unpadded(state):
+    return state.replace(
+      opt_state=jax.tree.map(lambda a: a[:size] if a.ndim else a, state.opt_state)
+    )
+
+  def padded(state):
+    return state.replace(
+      opt_state=jax.tree.map(lambda a: jnp.pad(a, (0, pad)) if a.ndim else a, state.opt_state)
+    )
+
+  to_checkpoint = jax.jit(unpadded, out_shardings=repl)
+  return Training(
+    init=jax.jit(init, out_shardings=shardings),
+    step=step,
+    to_checkpoint=to_checkpoint,
+    from_checkpoint=jax.jit(padded, out_shardings=shardings),
+    checkpoint_abstract=jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+      jax.eval_shape(unpadded, abstract),
+    ),
+  )
 
 
 @contextlib.contextmanager
@@ -136,20 +235,9 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   x_train, y_train = features[train_idx], images[train_idx]
   x_val, y_val = features[val_idx], images[val_idx]
   batch_size = parallel.fit_batch_size(tc.batch_size, mesh, what="decoder training")
-  repl = parallel.replicated(mesh)
-
-  def init(key):
-    params = decoder.init(key, jnp.zeros((1, features.shape[1]), jnp.float32))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-  key = jax.random.key(config.seed)
-  abstract = jax.eval_shape(init, key)
-  state = jax.jit(init, out_shardings=jax.tree.map(lambda _: repl, abstract))(key)
-  step_fn = jax.jit(
-    functools.partial(train_step, decoder=decoder, tx=tx, loss_fn=loss_fn),
-    donate_argnums=(0,),
-    out_shardings=(jax.tree.map(lambda _: repl, abstract), repl),
-  )
+  training = make_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
+  step_fn = training.step
+  state = training.init(jax.random.key(config.seed))
   val_fn = jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x))
 
   meta = {"history": [], "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
@@ -157,19 +245,20 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   mngr = None
   if checkpoint_dir is not None:
     mngr = checkpoint.manager(checkpoint_dir)
-    abstract_ckpt = {"train": abstract, "best_params": abstract.params}
-    abstract_ckpt = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), abstract_ckpt
-    )
+    abstract_ckpt = {
+      "train": training.checkpoint_abstract,
+      "best_params": training.checkpoint_abstract.params,
+    }
     restored = checkpoint.restore_latest(mngr, abstract_ckpt)
     if restored is not None:
       ckpt_step, tree, meta = restored
-      state, best_params = tree["train"], tree["best_params"]
+      state, best_params = training.from_checkpoint(tree["train"]), tree["best_params"]
       logging.info("decoder: resumed from checkpoint at step %d (%s)", ckpt_step, checkpoint_dir)
 
   def save(step):
     if mngr is not None:
-      checkpoint.save(mngr, step, {"train": state, "best_params": best_params}, meta)
+      ckpt = {"train": training.to_checkpoint(state), "best_params": best_params}
+      checkpoint.save(mngr, step, ckpt, meta)
 
   step = int(state.step)
   if step == 0:
