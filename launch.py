@@ -14,13 +14,15 @@ Errors caused by the input (config, data, model, workdir) print one line and exi
 
 import logging as py_logging
 import os
+import socket
 import sys
+import time
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from privjax import audit
+from privjax import audit, parallel
 from privjax.errors import Interrupted, PrivjaxError
 
 FLAGS = flags.FLAGS
@@ -30,6 +32,12 @@ flags.DEFINE_string(
   "compilation_cache",
   os.path.join(os.path.expanduser("~"), ".cache", "privjax", "jax"),
   "JAX persistent compilation cache directory ('' disables it): re-runs skip compiling.",
+)
+flags.DEFINE_integer(
+  "cpu_devices",
+  0,
+  "On a CPU, run as this many JAX devices (0: one per core, up to 8, a power of two). "
+  "XLA_FLAGS=--xla_force_host_platform_device_count=N takes precedence.",
 )
 flags.DEFINE_bool(
   "distributed",
@@ -42,6 +50,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run (jax.distributed).")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+flags.DEFINE_integer(
+  "coordinator_timeout",
+  300,
+  "Seconds a process waits for the coordinator (and the other processes) to come up.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -56,6 +69,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_QuietDependencies())
+  parallel.use_cpu_cores(FLAGS.cpu_devices)  # before JAX starts its backends
   _start_distributed()  # before any JAX computation
   if FLAGS.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
@@ -102,12 +116,35 @@ def _start_distributed():
     _usage_error(f"--num_processes must be >= 1, got {n}")
   if i is not None and (i < 0 or (n is not None and i >= n)):
     _usage_error(f"--process_id must be in [0, num_processes), got {i} with num_processes={n}")
+  address = given.get("coordinator_address")
+  if address and i:
+    _wait_for_coordinator(address, FLAGS.coordinator_timeout)
   logging.info("joining a multi-process run: jax.distributed.initialize(%s)", given or "auto")
   try:
-    jax.distributed.initialize(**given)
+    jax.distributed.initialize(**given, initialization_timeout=FLAGS.coordinator_timeout)
   except (RuntimeError, ValueError, TypeError) as e:
     how = ", ".join(f"{k}={v}" for k, v in given.items()) or "auto-detected"
     _usage_error(f"could not start the multi-process run ({how}): {e}")
+
+
+def _wait_for_coordinator(address: str, timeout: float):
+  """Waits until process 0's coordinator accepts connections. JAX itself aborts the
+  process with a stack trace when the coordinator never comes up; this says why."""
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit():
+    _usage_error(f"--coordinator_address must be HOST:PORT, got {address!r}")
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      socket.create_connection((host, int(port)), timeout=5).close()
+      return
+    except OSError as e:
+      if time.monotonic() > deadline:
+        _usage_error(
+          f"cannot reach the coordinator (process 0) at {address} after {timeout} s: "
+          f"{e.strerror or e}; start process 0 with the same --coordinator_address"
+        )
+      time.sleep(0.5)
 
 
 def _parse_flags(argv):

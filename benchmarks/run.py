@@ -75,8 +75,12 @@ def compile_seconds(jitted, *args) -> float:
 
 
 # ----------------------------------------------------------------------------------------
-def bench_geometry(name: str, mode: str, *, repeats: int, min_seconds: float) -> dict:
-  """One Adam + MSE training step of a fixed geometry, as images/s."""
+def bench_geometry(name: str, mode: str, *, repeats: int, min_seconds: float, mesh=None) -> dict:
+  """One Adam + MSE training step of a fixed geometry, as images/s.
+
+  With `mesh`, data-parallel over its devices (batch split, state replicated; batch
+  norm statistics still over the whole batch); otherwise on one device.
+  """
   g = GEOMETRIES[name]
   b = g["batch"]
   model = g["model"](mode)
@@ -96,8 +100,16 @@ def bench_geometry(name: str, mode: str, *, repeats: int, min_seconds: float) ->
     upd, opt = tx.update(grads, opt, v["params"])
     return ({**v, **updates, "params": optax.apply_updates(v["params"], upd)}, opt), value
 
-  jitted = jax.jit(step, donate_argnums=0)
   state = [(variables, tx.init(variables["params"]))]
+  if mesh is None:
+    jitted = jax.jit(step, donate_argnums=0)
+  else:
+    repl = parallel.replicated(mesh)
+    state = [parallel.replicate(state[0], mesh)]
+    z, y = parallel.shard_batch([np.asarray(z), np.asarray(y)], mesh)
+    jitted = jax.jit(
+      step, donate_argnums=0, out_shardings=(jax.tree.map(lambda _: repl, state[0]), repl)
+    )
   compile_s = compile_seconds(jitted, state[0], z, y)
 
   def run():
@@ -108,6 +120,7 @@ def bench_geometry(name: str, mode: str, *, repeats: int, min_seconds: float) ->
     "images_per_s": rate(b, timed(run, repeats=repeats, min_seconds=min_seconds)),
     "compile_s": compile_s,
     "batch": b,
+    "devices": 1 if mesh is None else mesh.size,
   }
 
 
@@ -387,7 +400,11 @@ def main(argv=None):
   mode.add_argument("--quick", action="store_true", help="under 2 minutes")
   mode.add_argument("--smoke", action="store_true", help="seconds: checks the script runs")
   ap.add_argument("--out", default="benchmarks/results.json", help="where the JSON goes")
+  ap.add_argument(
+    "--cpu_devices", type=int, default=0, help="JAX CPU devices (0: one per core, as launch.py)"
+  )
   args = ap.parse_args(argv)
+  parallel.use_cpu_cores(args.cpu_devices)
   full = not (args.quick or args.smoke)
   repeats, min_s = (1, 0.0) if args.smoke else ((3, 0.5) if args.quick else (5, 2.0))
   t0 = time.perf_counter()
@@ -406,12 +423,13 @@ def main(argv=None):
       modes.append("transpose")  # the plain Flax layer; dcgan64 takes ~15 s a step
     if args.smoke:
       modes = ["phases"] if name == "digits32" else []
-    for m in modes:
-      geometries[f"{name}/{m}"] = bench_geometry(name, m, repeats=repeats, min_seconds=min_s)
-      print(
-        f"{name:9s} {m:9s} {geometries[f'{name}/{m}']['images_per_s']['median']:9.0f} img/s",
-        flush=True,
-      )
+    runs = [(m, None) for m in modes]
+    if jax.device_count() > 1 and not args.smoke:  # as launch.py runs: one device per core
+      runs += [(m, parallel.data_mesh()) for m in ("phases", "gemm")]
+    for m, mesh in runs:
+      key = f"{name}/{m}" + ("" if mesh is None else f"/{mesh.size}dev")
+      geometries[key] = bench_geometry(name, m, repeats=repeats, min_seconds=min_s, mesh=mesh)
+      print(f"{key:22s} {geometries[key]['images_per_s']['median']:9.0f} img/s", flush=True)
   res["decoder_geometries"] = geometries
   res["default_stages"] = bench_default_stages(
     repeats=repeats, min_seconds=min_s, n_targets=64 if args.smoke else 359
@@ -454,7 +472,8 @@ def table(res) -> str:
   ]
   for k, v in res["decoder_geometries"].items():
     lines.append(
-      f"| train step {k} (batch {v['batch']}) | {r(v['images_per_s'])} | {v['compile_s']:.1f} |"
+      f"| train step {k} (batch {v['batch']}, {v['devices']} device(s)) | "
+      f"{r(v['images_per_s'])} | {v['compile_s']:.1f} |"
     )
   for k, v in res["default_stages"].items():
     if "images_per_s" in v:

@@ -17,6 +17,7 @@ same decisions. Only process 0 writes files (`is_writer`).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -27,6 +28,25 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
+
+
+def use_cpu_cores(count: int = 0) -> int:
+  """Splits the host CPU into `count` JAX devices (0: auto), before JAX starts its backends.
+
+  XLA:CPU spreads one device's convolutions poorly over several cores; one device per
+  core, data-parallel, trained the default decoder 14% faster and the digits32
+  geometry 1.9x faster on 2 cores. Auto takes the largest power of two <= min(usable
+  cores, 8), so the default batch sizes stay exact. An XLA_FLAGS setting
+  (--xla_force_host_platform_device_count) wins. Accelerators are unaffected.
+  Returns the count set, or 0 if left alone.
+  """
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return 0
+  if count <= 0:
+    cores = min(len(os.sched_getaffinity(0)), 8)
+    count = 1 << (cores.bit_length() - 1)
+  jax.config.update("jax_num_cpu_devices", count)
+  return count
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:

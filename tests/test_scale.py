@@ -156,3 +156,20 @@ def test_two_process_run_killed_in_training_resumes(reports, tmp_path):
     assert rc == 0, f"process {i} exited {rc}:\n{log[-3000:]}"
     assert "decoder: resumed from checkpoint at step" in log
   assert_same_audit(reports[4], json.loads((wd / "report.json").read_text()))
+
+
+def test_unreachable_coordinator_is_a_one_line_error(tmp_path):
+  port = _free_port()  # nothing listens there
+  r = launch(
+    "configs/smoke.py",
+    tmp_path,
+    f"--coordinator_address=127.0.0.1:{port}",
+    "--num_processes=2",
+    "--process_id=1",
+    "--coordinator_timeout=2",
+    devices=2,
+  )
+  assert r.returncode == 2, r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("privjax: error: cannot reach the coordinator (process 0) at 127.0.0.1:")
+  assert "Traceback" not in r.stderr
