@@ -1,6 +1,6 @@
 """privjax benchmark: images/s per stage, decoder geometries, SSIM, re-identification, memory.
 
-  python benchmarks/run.py            # full run (~25 min on 2 CPU cores), JSON to --out
+  python benchmarks/run.py            # full run (~35 min on 2 CPU cores), JSON to --out
   python benchmarks/run.py --quick    # under 2 minutes (~95 s on 2 CPU cores)
   python benchmarks/run.py --smoke    # seconds; what the test suite runs
 
@@ -425,7 +425,7 @@ def main(argv=None):
       modes = ["phases"] if name == "digits32" else []
     runs = [(m, None) for m in modes]
     if jax.device_count() > 1 and not args.smoke:  # as launch.py runs: one device per core
-      runs += [(m, parallel.data_mesh()) for m in ("phases", "gemm")]
+      runs += [(m, parallel.data_mesh()) for m in (("phases", "gemm") if full else ("phases",))]
     for m, mesh in runs:
       key = f"{name}/{m}" + ("" if mesh is None else f"/{mesh.size}dev")
       geometries[key] = bench_geometry(name, m, repeats=repeats, min_seconds=min_s, mesh=mesh)

@@ -49,3 +49,20 @@ def test_fast_transposed_convolutions_equal_pytorch_semantics():
     np.testing.assert_allclose(
       layer.apply(params, x), naive(x, np.asarray(params["params"]["kernel"])), atol=1e-5
     )
+
+
+def test_scaling_benchmark_smoke_mode_runs(tmp_path):
+  out = tmp_path / "scaling.json"
+  result = subprocess.run(
+    [sys.executable, "benchmarks/scaling.py", "--smoke", f"--out={out}"],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  res = json.loads(out.read_text())
+  assert res["device_counts"] == [1, 2, 4]  # the suite's 4 forced devices
+  for n in res["device_counts"]:
+    assert res["runs"][str(n)]["decoder_train_step"]["images_per_s"]["median"] > 0
+  assert "per-image time on 4 devices" in result.stdout
