@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from privjax import recognition
+from privjax import parallel, recognition
 from privjax.errors import ConfigError, ModelError
 
 KINDS = ("builtin", "flax", "function", "precomputed")
@@ -67,7 +67,15 @@ def _restore_params(directory: str):
   if steps and os.path.isdir(os.path.join(path, "default")):
     path = os.path.join(path, "default")
   try:
-    return ocp.StandardCheckpointer().restore(path)
+    # Restore onto this run's mesh (replicated), not onto the devices it was saved
+    # from: another machine, device count or process count is fine.
+    ckptr = ocp.StandardCheckpointer()
+    tree = ckptr.metadata(path).item_metadata
+    repl = parallel.replicated(parallel.data_mesh())
+    abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=repl), getattr(tree, "tree", tree)
+    )
+    return ckptr.restore(path, abstract)
   except Exception as e:  # orbax raises many types for unreadable checkpoints
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise ModelError(f"cannot restore an orbax checkpoint from {path}: {msg}") from e
