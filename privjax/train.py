@@ -2,10 +2,10 @@
 
 The train step is a pure `(state, batch) -> (state, metrics)` function jitted once
 with the state donated; params are replicated over the mesh, batches sharded along
-"data", and the optimizer state and update split over the devices. Training runs until the loss on a held-out part
-of the auxiliary set stops improving (early stopping with patience), bounded by
-`train.num_steps`; the best params by validation loss are returned, and how the run
-converged goes into the report.
+"data", and the optimizer state and update split over the devices. Training runs
+until the loss on a held-out part of the auxiliary set stops improving (early
+stopping with patience), bounded by `train.num_steps`; the best params by
+validation loss are returned, and how the run converged goes into the report.
 """
 
 from __future__ import annotations
