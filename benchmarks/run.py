@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from benchmarks.geometries import GEOMETRIES  # noqa: E402
+from benchmarks.geometries import BEST_MODE, GEOMETRIES  # noqa: E402
 from privjax import config as config_lib  # noqa: E402
 from privjax import metrics, parallel, train  # noqa: E402
 from privjax.models import RecognitionCNN  # noqa: E402
@@ -423,9 +423,14 @@ def main(argv=None):
       modes.append("transpose")  # the plain Flax layer; dcgan64 takes ~15 s a step
     if args.smoke:
       modes = ["phases"] if name == "digits32" else []
+    if full and BEST_MODE[name] not in modes:
+      modes.append(BEST_MODE[name])
     runs = [(m, None) for m in modes]
     if jax.device_count() > 1 and not args.smoke:  # as launch.py runs: one device per core
-      runs += [(m, parallel.data_mesh()) for m in (("phases", "gemm") if full else ("phases",))]
+      parallel_modes = dict.fromkeys(
+        ["phases", "gemm", BEST_MODE[name]] if full else [BEST_MODE[name]]
+      )
+      runs += [(m, parallel.data_mesh()) for m in parallel_modes]
     for m, mesh in runs:
       key = f"{name}/{m}" + ("" if mesh is None else f"/{mesh.size}dev")
       geometries[key] = bench_geometry(name, m, repeats=repeats, min_seconds=min_s, mesh=mesh)

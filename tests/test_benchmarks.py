@@ -43,12 +43,28 @@ def test_fast_transposed_convolutions_equal_pytorch_semantics():
             y[:, 2 * i + ky, 2 * j + kx] += x[:, i, j] @ w[ky, kx]
     return y[:, 1:-1, 1:-1]
 
-  for mode in ("transpose", "subpixel", "phases", "gemm"):
+  for mode in ("transpose", "subpixel", "phases", "gemm", "gemm4"):
     layer = ConvTranspose4x4s2(4, mode, use_bias=False)
     params = layer.init(jax.random.key(1), x)
     np.testing.assert_allclose(
       layer.apply(params, x), naive(x, np.asarray(params["params"]["kernel"])), atol=1e-5
     )
+
+
+def test_dcgan64_per_layer_modes_compute_the_same_network():
+  import jax
+  import numpy as np
+  import pytest
+
+  from benchmarks.geometries import BEST_MODE, DCGAN64
+
+  z = jax.random.normal(jax.random.key(0), (2, 128))
+  variables = DCGAN64("phases").init(jax.random.key(1), z)
+  want = DCGAN64("transpose").apply(variables, z, train=False)
+  got = DCGAN64(BEST_MODE["dcgan64"]).apply(variables, z, train=False)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  with pytest.raises(ValueError, match="expected 1 or 4 comma-separated modes"):
+    DCGAN64("phases,gemm").init(jax.random.key(1), z)
 
 
 def test_scaling_benchmark_smoke_mode_runs(tmp_path):
