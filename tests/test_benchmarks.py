@@ -51,20 +51,21 @@ def test_fast_transposed_convolutions_equal_pytorch_semantics():
     )
 
 
-def test_dcgan64_per_layer_modes_compute_the_same_network():
+def test_per_layer_modes_compute_the_same_network():
   import jax
   import numpy as np
   import pytest
 
-  from benchmarks.geometries import BEST_MODE, DCGAN64
+  from benchmarks.geometries import BEST_MODE, GEOMETRIES
 
-  z = jax.random.normal(jax.random.key(0), (2, 128))
-  variables = DCGAN64("phases").init(jax.random.key(1), z)
-  want = DCGAN64("transpose").apply(variables, z, train=False)
-  got = DCGAN64(BEST_MODE["dcgan64"]).apply(variables, z, train=False)
-  np.testing.assert_allclose(got, want, atol=1e-5)
-  with pytest.raises(ValueError, match="expected 1 or 4 comma-separated modes"):
-    DCGAN64("phases,gemm").init(jax.random.key(1), z)
+  for name, g in GEOMETRIES.items():
+    z = jax.random.normal(jax.random.key(0), (2, g["in_dim"]))
+    variables = g["model"]("phases").init(jax.random.key(1), z)
+    want = g["model"]("transpose").apply(variables, z, train=False)
+    got = g["model"](BEST_MODE[name]).apply(variables, z, train=False)
+    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
+    with pytest.raises(ValueError, match="comma-separated modes, got 'phases,gemm'"):
+      g["model"]("phases,gemm").init(jax.random.key(1), z)
 
 
 def test_scaling_benchmark_smoke_mode_runs(tmp_path):
