@@ -44,6 +44,13 @@ def _subpixel_kernel(w):
   return jnp.transpose(k, (0, 1, 4, 2, 3, 5)).reshape(3, 3, cin, 4 * cout)
 
 
+def _phase_kernel(kernel, a: int, b: int):
+  """The [2, 2, Cin, Cout] taps of output phase (a, b), ordered by input offset."""
+  ky = [_TAP[(a, d)] for d in ((-1, 0) if a == 0 else (0, 1))]
+  kx = [_TAP[(b, d)] for d in ((-1, 0) if b == 0 else (0, 1))]
+  return kernel[np.ix_(ky, kx)]
+
+
 def _interleave(phases, b, h, w, c):
   """{(a, b): [B, H, W, C]} -> [B, 2H, 2W, C] with y[2i + a, 2j + b] = phases[a, b][i, j]."""
   rows = [jnp.stack([phases[(a, 0)], phases[(a, 1)]], axis=3) for a in (0, 1)]  # [B,H,W,2,C]
@@ -78,9 +85,7 @@ class ConvTranspose4x4s2(nn.Module):
       phases = {}
       for a in (0, 1):
         for bb in (0, 1):
-          ky = [_TAP[(a, d)] for d in ((-1, 0) if a == 0 else (0, 1))]
-          kx = [_TAP[(bb, d)] for d in ((-1, 0) if bb == 0 else (0, 1))]
-          k2 = kernel[np.ix_(ky, kx)]  # [2, 2, Cin, Cout]
+          k2 = _phase_kernel(kernel, a, bb)
           pad = ((1, 0) if a == 0 else (0, 1), (1, 0) if bb == 0 else (0, 1))
           phases[(a, bb)] = jax.lax.conv_general_dilated(x, k2, (1, 1), pad, dimension_numbers=dn)
       y = _interleave(phases, b, h, w, self.features)
@@ -94,9 +99,7 @@ class ConvTranspose4x4s2(nn.Module):
       kernels = []
       for a in (0, 1):
         for bb in (0, 1):
-          ky = [_TAP[(a, d)] for d in ((-1, 0) if a == 0 else (0, 1))]
-          kx = [_TAP[(bb, d)] for d in ((-1, 0) if bb == 0 else (0, 1))]
-          kernels.append(kernel[np.ix_(ky, kx)].reshape(4 * cin, self.features))
+          kernels.append(_phase_kernel(kernel, a, bb).reshape(4 * cin, self.features))
       out = jnp.dot(patches, jnp.concatenate(kernels, axis=-1))  # [B, H+1, W+1, 4*Cout]
       out = out.reshape(b, h + 1, w + 1, 2, 2, self.features)
       phases = {(a, bb): out[:, a : a + h, bb : bb + w, a, bb] for a in (0, 1) for bb in (0, 1)}
@@ -107,13 +110,11 @@ class ConvTranspose4x4s2(nn.Module):
       phases = {}
       for a in (0, 1):
         for bb in (0, 1):
-          ky = [_TAP[(a, d)] for d in ((-1, 0) if a == 0 else (0, 1))]
-          kx = [_TAP[(bb, d)] for d in ((-1, 0) if bb == 0 else (0, 1))]
           patches = jnp.concatenate(
             [xp[:, a + i : a + i + h, bb + j : bb + j + w] for i in (0, 1) for j in (0, 1)],
             axis=-1,
           )
-          phases[(a, bb)] = jnp.dot(patches, kernel[np.ix_(ky, kx)].reshape(4 * cin, -1))
+          phases[(a, bb)] = jnp.dot(patches, _phase_kernel(kernel, a, bb).reshape(4 * cin, -1))
       y = _interleave(phases, b, h, w, self.features)
     else:
       raise ValueError(
