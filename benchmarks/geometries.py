@@ -126,8 +126,10 @@ class ConvTranspose4x4s2(nn.Module):
 
 
 def _layer_modes(mode: str, n: int) -> list[str]:
-  """ "phases" -> n x "phases"; "phases,phases,gemm,subpixel" -> one mode per layer."""
-  modes = mode.split(",") if "," in mode else [mode] * n
+  """One mode for each of n layers: "phases" repeated, or n comma-separated modes."""
+  modes = mode.split(",")
+  if len(modes) == 1:
+    modes *= n
   if len(modes) != n:
     raise ValueError(f"expected 1 or {n} comma-separated modes, got {mode!r}")
   return modes

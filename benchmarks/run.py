@@ -418,7 +418,7 @@ def main(argv=None):
   }
   geometries = {}
   for name in ("digits32", "dcgan64"):
-    modes = ["phases", "gemm", "subpixel"]
+    modes = ["phases", "gemm", "subpixel"] + (["gemm4"] if full else [])
     if full or (args.quick and name == "digits32"):
       modes.append("transpose")  # the plain Flax layer; dcgan64 takes ~15 s a step
     if args.smoke:
