@@ -241,116 +241,119 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   val_fn = jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x))
 
   meta = {"history": [], "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
-  best_params = state.params
-  mngr = None
-  if checkpoint_dir is not None:
-    mngr = checkpoint.manager(checkpoint_dir)
-    abstract_ckpt = {
-      "train": training.checkpoint_abstract,
-      "best_params": training.checkpoint_abstract.params,
-    }
-    restored = checkpoint.restore_latest(mngr, abstract_ckpt)
-    if restored is not None:
-      ckpt_step, tree, meta = restored
-      state, best_params = training.from_checkpoint(tree["train"]), tree["best_params"]
-      logging.info("decoder: resumed from checkpoint at step %d (%s)", ckpt_step, checkpoint_dir)
-
-  def save(step):
+  # A copy, never an alias: the train step donates `state`, so an alias of its params
+  # would be deleted by the first step, and a checkpoint before the first evaluation
+  # (train.eval_every > train.checkpoint_every) would read a deleted buffer.
+  best_params = jax.tree.map(jnp.copy, state.params)
+  mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+  # Every exit (finished, diverged, SIGTERM, Ctrl-C) waits for the saves in flight and
+  # closes the manager: no checkpoint is left half-written, no orbax thread outlives the run.
+  try:
     if mngr is not None:
-      ckpt = {"train": training.to_checkpoint(state), "best_params": best_params}
-      checkpoint.save(mngr, step, ckpt, meta)
+      abstract_ckpt = {
+        "train": training.checkpoint_abstract,
+        "best_params": training.checkpoint_abstract.params,
+      }
+      restored = checkpoint.restore_latest(mngr, abstract_ckpt)
+      if restored is not None:
+        ckpt_step, tree, meta = restored
+        state, best_params = training.from_checkpoint(tree["train"]), tree["best_params"]
+        logging.info("decoder: resumed from checkpoint at step %d (%s)", ckpt_step, checkpoint_dir)
 
-  step = int(state.step)
-  if step == 0:
-    logging.info(
-      "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
-      "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
-      "dropped (a batch that crosses an epoch end is completed from the next epoch)",
-      len(train_idx),
-      len(val_idx),
-      batch_size,
-      tc.num_steps,
-    )
-  t_last, step_last = time.perf_counter(), step
-  step_metrics = None
-  with _sigterm_requested() as sigterm:
-    while not meta["stopped"]:
-      idx = batch_indices(len(train_idx), batch_size, step, config.seed)
-      batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
-      previous = step_metrics
-      state, step_metrics = step_fn(state, batch)
-      # Keep at most two steps in flight: waiting on the previous step costs nothing
-      # while this one runs, and a deep queue of steps with collectives can starve
-      # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
-      # CPU devices on 2 cores).
-      jax.block_until_ready(previous)
-      step += 1
-      at_eval = step % tc.eval_every == 0 or step == tc.num_steps
-      at_checkpoint = step % tc.checkpoint_every == 0
-      if at_eval or at_checkpoint:
-        # The only host syncs: at evaluations and before a checkpoint, so a diverged
-        # state is never saved over the last good one.
-        loss = float(step_metrics["loss"])
-        if not math.isfinite(loss):
-          raise TrainingError(
-            f"decoder training diverged: non-finite loss {loss} at step {step}; the last good "
-            "checkpoint is kept (try a lower config.train.learning_rate)"
+    def save(step):
+      if mngr is not None:
+        ckpt = {"train": training.to_checkpoint(state), "best_params": best_params}
+        checkpoint.save(mngr, step, ckpt, meta)
+
+    step = int(state.step)
+    if step == 0:
+      logging.info(
+        "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
+        "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
+        "dropped (a batch that crosses an epoch end is completed from the next epoch)",
+        len(train_idx),
+        len(val_idx),
+        batch_size,
+        tc.num_steps,
+      )
+    t_last, step_last = time.perf_counter(), step
+    step_metrics = None
+    with _sigterm_requested() as sigterm:
+      while not meta["stopped"]:
+        idx = batch_indices(len(train_idx), batch_size, step, config.seed)
+        batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
+        previous = step_metrics
+        state, step_metrics = step_fn(state, batch)
+        # Keep at most two steps in flight: waiting on the previous step costs nothing
+        # while this one runs, and a deep queue of steps with collectives can starve
+        # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
+        # CPU devices on 2 cores).
+        jax.block_until_ready(previous)
+        step += 1
+        at_eval = step % tc.eval_every == 0 or step == tc.num_steps
+        at_checkpoint = step % tc.checkpoint_every == 0
+        if at_eval or at_checkpoint:
+          # The only host syncs: at evaluations and before a checkpoint, so a diverged
+          # state is never saved over the last good one.
+          loss = float(step_metrics["loss"])
+          if not math.isfinite(loss):
+            raise TrainingError(
+              f"decoder training diverged: non-finite loss {loss} at step {step}; the last good "
+              "checkpoint is kept (try a lower config.train.learning_rate)"
+            )
+        if at_eval:
+          val_losses = parallel.batched_map(
+            functools.partial(val_fn, state.params),
+            [x_val, y_val],
+            batch_size=config.eval_batch_size,
+            mesh=mesh,
           )
-      if at_eval:
-        val_losses = parallel.batched_map(
-          functools.partial(val_fn, state.params),
-          [x_val, y_val],
-          batch_size=config.eval_batch_size,
-          mesh=mesh,
-        )
-        val = float(np.mean(val_losses))
-        meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
-        if val < meta["best_val_loss"] - tc.min_delta:
-          meta.update(best_val_loss=val, best_step=step, bad_evals=0)
-          best_params = jax.tree.map(jnp.copy, state.params)
-        else:
-          meta["bad_evals"] += 1
-        now = time.perf_counter()
-        rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
-        eta = (tc.num_steps - step) * batch_size / max(rate, 1e-9)
-        logging.info(
-          "decoder step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
-          step,
-          tc.num_steps,
-          loss,
-          val,
-          meta["best_val_loss"],
-          meta["best_step"],
-          rate,
-          eta,
-        )
-        t_last, step_last = now, step
-        if meta["bad_evals"] >= tc.patience:
-          meta["stopped"] = f"early stop: no improvement in {tc.patience} evaluations"
-        elif step >= tc.num_steps:
-          meta["stopped"] = (
-            "reached train.num_steps (still improving: raise it for a stronger attack)"
+          val = float(np.mean(val_losses))
+          meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
+          if val < meta["best_val_loss"] - tc.min_delta:
+            meta.update(best_val_loss=val, best_step=step, bad_evals=0)
+            best_params = jax.tree.map(jnp.copy, state.params)
+          else:
+            meta["bad_evals"] += 1
+          now = time.perf_counter()
+          rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
+          eta = (tc.num_steps - step) * batch_size / max(rate, 1e-9)
+          logging.info(
+            "decoder step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
+            step,
+            tc.num_steps,
+            loss,
+            val,
+            meta["best_val_loss"],
+            meta["best_step"],
+            rate,
+            eta,
           )
-      if meta["stopped"] or at_checkpoint:
-        save(step)
-      if sigterm.is_set() and not meta["stopped"]:
-        loss = float(step_metrics["loss"])
-        if not math.isfinite(loss):
-          raise TrainingError(f"decoder training diverged: non-finite loss at step {step}")
-        if not at_checkpoint:
+          t_last, step_last = now, step
+          if meta["bad_evals"] >= tc.patience:
+            meta["stopped"] = f"early stop: no improvement in {tc.patience} evaluations"
+          elif step >= tc.num_steps:
+            meta["stopped"] = (
+              "reached train.num_steps (still improving: raise it for a stronger attack)"
+            )
+        if meta["stopped"] or at_checkpoint:
           save(step)
-        if mngr is not None:
-          mngr.wait_until_finished()
-          mngr.close()
-        raise Interrupted(
-          f"stopped by SIGTERM at decoder step {step}; checkpoint saved in {checkpoint_dir}; "
-          "re-run the same command to resume"
-          if mngr is not None
-          else f"stopped by SIGTERM at decoder step {step} (no workdir: nothing saved)"
-        )
-  if mngr is not None:
-    mngr.wait_until_finished()
-    mngr.close()
+        if sigterm.is_set() and not meta["stopped"]:
+          loss = float(step_metrics["loss"])
+          if not math.isfinite(loss):
+            raise TrainingError(f"decoder training diverged: non-finite loss at step {step}")
+          if not at_checkpoint:
+            save(step)
+          raise Interrupted(
+            f"stopped by SIGTERM at decoder step {step}; checkpoint saved in {checkpoint_dir}; "
+            "re-run the same command to resume"
+            if mngr is not None
+            else f"stopped by SIGTERM at decoder step {step} (no workdir: nothing saved)"
+          )
+  finally:
+    if mngr is not None:
+      mngr.wait_until_finished()
+      mngr.close()
   convergence = {
     "steps": step,
     "best_step": meta["best_step"],

@@ -1,5 +1,6 @@
 """Interruptions resume to the same answer; runs reproduce; one run per workdir; caches."""
 
+import functools
 import json
 import os
 import random
@@ -240,3 +241,29 @@ def test_divergence_keeps_the_last_good_checkpoint(digits8, tmp_path, monkeypatc
   restored = ocp.StandardCheckpointer().restore(ckpt / "10" / "state")
   leaves = [np.asarray(v) for v in jax.tree.leaves(restored)]
   assert all(np.all(np.isfinite(v)) for v in leaves if v.dtype.kind == "f")
+
+
+@pytest.mark.parametrize(
+  "eval_every,checkpoint_every,num_steps,patience",
+  [(20, 5, 40, 2), (7, 3, 30, 1), (10, 10, 25, 3), (50, 40, 30, 1)],
+)
+def test_valid_train_schedules_finish_and_resume(
+  digits8, tmp_path, eval_every, checkpoint_every, num_steps, patience
+):
+  x, _ = digits8
+  cfg = tiny_config(num_steps=num_steps, eval_every=eval_every, warmup_steps=2)
+  cfg.train.checkpoint_every = checkpoint_every
+  cfg.train.patience = patience
+  run = functools.partial(
+    privjax.assess,
+    lambda p, im: im.reshape(im.shape[0], -1),
+    None,
+    x[:300],
+    x[300:340],
+    config=cfg,
+    workdir=str(tmp_path),
+  )
+  first = run().to_dict()
+  again = run().to_dict()  # resumes from the finished checkpoint: nothing retrained
+  assert first["convergence"] == again["convergence"]
+  assert first["ssim_per_image"] == again["ssim_per_image"]
