@@ -195,7 +195,7 @@ def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int, me
     ),
   }
   targets = rng.uniform(size=(n_targets, 16, 16, 1)).astype(np.float32)
-  from privjax.audit import pairwise_ssim
+  from privjax.scoring import pairwise_ssim
 
   secs = timed(
     lambda: pairwise_ssim(targets, targets, mesh=mesh, filter_size=fs, filter_sigma=sigma),
@@ -269,7 +269,7 @@ def bench_ssim(size: int, channels: int, *, repeats: int, min_seconds: float) ->
 
 def bench_reid_scaling(ns, *, size=64, channels=3) -> list[dict]:
   """Exact all-pairs image-space re-identification (SSIM matrix + rank-1) at several N."""
-  from privjax.audit import pairwise_ssim
+  from privjax.scoring import pairwise_ssim
 
   mesh = parallel.data_mesh()
   rows = []

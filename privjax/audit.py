@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
-import io
-import math
 import os
 import platform
 import time
@@ -22,17 +20,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from privjax import attacks, embedding, metrics, parallel, recognition, risk, scoring, sources
+from privjax import cache as cache_lib
 from privjax import config as config_lib
 from privjax import data as data_lib
-from privjax import embedding, metrics, parallel, recognition, risk, sources
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
+from privjax.attacks import runner
 from privjax.errors import ConfigError, DataError, ModelError, PrivjaxError
-from privjax.train import train_decoder
+from privjax.train import split_validation
 
-# Largest [queries, gallery, H, W, C] float32 block of the all-pairs SSIM (~128 MiB).
-_PAIRWISE_BLOCK_ELEMENTS = 2**25
-_PSNR_CAP_DB = 100.0  # PSNR of an exact reconstruction is infinite; we report this cap.
 _VERSIONED = (
   "privjax",
   "jax",
@@ -43,17 +40,6 @@ _VERSIONED = (
   "dm-pix",
   "ml-collections",
   "numpy",
-)
-
-
-_TYPE_I_REID = (
-  "type I: reconstructions re-embedded with the audited model and ranked against the targets' "
-  "features by cosine; can overstate leakage (a decoder can reproduce a low-dimensional "
-  "embedding without reproducing the image), so the verdict does not use it"
-)
-_NO_MODEL_REID = (
-  "not measured: the audit ran on stored features with no model to re-embed the "
-  "reconstructions with; image-space re-identification (image_reid_rate) still applies"
 )
 
 
@@ -123,85 +109,6 @@ def _guarded(fn, image_shape):
   return call
 
 
-def pairwise_ssim(queries, gallery, *, mesh, filter_size: int, filter_sigma: float):
-  """[Q, G] SSIM of every (query, gallery) pair, in blocks of bounded memory.
-
-  Queries are sharded over the devices; each gallery block is replicated. A block
-  holds at most ~2^25 floats of pair products (128 MiB), whatever the dataset size.
-  """
-  h, w, c = gallery.shape[1:]
-  side = max(mesh.size, int(math.sqrt(_PAIRWISE_BLOCK_ELEMENTS / (h * w * c))))
-  g_block = min(side, gallery.shape[0])
-  columns = []
-  for start in range(0, gallery.shape[0], g_block):
-    g = parallel.pad_rows(gallery[start : start + g_block], g_block)
-    g_dev = parallel.replicate(jnp.asarray(g), mesh)
-    fn = functools.partial(
-      metrics.pairwise_ssim_block,
-      gallery=g_dev,
-      filter_size=filter_size,
-      filter_sigma=filter_sigma,
-    )
-    block = parallel.batched_map(fn, [queries], batch_size=side, mesh=mesh)
-    columns.append(block[:, : min(g_block, gallery.shape[0] - start)])
-  return np.concatenate(columns, axis=1)
-
-
-def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
-  """Image-space identification of each reconstruction among all original targets.
-
-  Returns {"hits": [N] bool rank-1 (ties against the attacker), "best": [N] index of
-  the best-matching original, "baseline": [N] mean SSIM of each original against the
-  other targets' reconstructions, "exact": bool}. Exact all pairs up to
-  `reid.exact_max_targets`; above, a pixel-distance shortlist re-ranked by SSIM.
-  """
-  fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
-  n = targets.shape[0]
-  if n <= cfg.reid.exact_max_targets:
-    # s[j, i] = SSIM(original i, reconstruction j): rows are queries (reconstructions).
-    s = pairwise_ssim(recon, targets, mesh=mesh, filter_size=fs, filter_sigma=sigma)
-    return {
-      "hits": metrics.rank1_hits(s),
-      "best": np.argmax(s, axis=1),
-      "baseline": (s.sum(axis=0) - np.diag(s)) / (n - 1),
-      "exact": True,
-    }
-  k = min(cfg.reid.shortlist, n - 1)
-  t_dev = parallel.replicate(jnp.asarray(targets), mesh)
-  nearest = jax.jit(lambda t, q: jax.lax.top_k(-metrics.squared_distances(q, t), k + 1)[1])
-  shortlist = parallel.batched_map(  # targets passed as an argument, never a constant
-    functools.partial(nearest, t_dev), [recon], batch_size=cfg.eval_batch_size, mesh=mesh
-  )
-  rows = np.arange(n)
-  ssim_pairs = jax.jit(functools.partial(metrics.ssim, filter_size=fs, filter_sigma=sigma))
-
-  def pair_ssim(q_idx, g_idx):  # SSIM(original g, reconstruction q), gathered in chunks
-    q_flat, g_flat = q_idx.ravel(), g_idx.ravel()
-    chunk = 16 * cfg.eval_batch_size  # bounds host memory whatever N is
-    out = [
-      parallel.batched_map(
-        ssim_pairs,
-        [targets[g_flat[i : i + chunk]], recon[q_flat[i : i + chunk]]],
-        batch_size=cfg.eval_batch_size,
-        mesh=mesh,
-      )
-      for i in range(0, len(q_flat), chunk)
-    ]
-    return np.concatenate(out).reshape(g_idx.shape)
-
-  others = np.where(shortlist == rows[:, None], -1, shortlist)  # the target itself: -1
-  scores = np.where(
-    others >= 0, pair_ssim(np.repeat(rows[:, None], k + 1, 1), np.maximum(others, 0)), -np.inf
-  )
-  best_other = scores.max(axis=1)
-  best = np.where(own_ssim > best_other, rows, others[rows, np.argmax(scores, axis=1)])
-  rng = np.random.default_rng((cfg.seed, 11))
-  m = min(cfg.reid.baseline_samples, n - 1)
-  sampled = (rows[:, None] + rng.integers(1, n, size=(n, m))) % n  # never the target itself
-  baseline = pair_ssim(sampled, np.repeat(rows[:, None], m, 1)).mean(axis=1)
-  return {"hits": own_ssim > best_other, "best": best, "baseline": baseline, "exact": False}
-
-
 def _check_inputs(aux_images, target_images, target_labels, config):
   aux = data_lib.check_images(aux_images, name="aux_images")
   targets = data_lib.check_images(target_images, name="target_images")
@@ -219,15 +126,10 @@ def _check_inputs(aux_images, target_images, target_labels, config):
       f"confidence intervals, got {targets.shape[0]}"
     )
   n_val = max(1, int(round(cfg.train.val_fraction * aux.shape[0])))
-  if cfg.train.batch_size > aux.shape[0] - n_val:
-    raise DataError(
-      f"config.train.batch_size={cfg.train.batch_size} is larger than the "
-      f"{aux.shape[0] - n_val} auxiliary images the decoder trains on"
-    )
   if aux.shape[0] - n_val < 2:
     raise DataError(
-      f"need at least {n_val + 2} auxiliary images to train and validate the "
-      f"decoder, got {aux.shape[0]}"
+      f"need at least {n_val + 2} auxiliary images for the attackers to fit and validate "
+      f"on, got {aux.shape[0]}"
     )
   return aux, targets, labels, cfg
 
@@ -291,28 +193,50 @@ def assess(
     )
 
 
-def _cached_features(embed_jit, params, images, *, mesh, batch_size, name, cache_dir):
-  """`extract_features`, cached in `cache_dir` under a key of the computation and inputs.
+def _model_key(embed_jit, params, image_shape, batch_size: int) -> str:
+  """A hash of the model's lowered program and its params: any change to either changes it."""
+  sample = jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32)
+  program = embed_jit.lower(params, sample).as_text()
+  return workdir_lib.array_hash(np.frombuffer(program.encode(), np.uint8), params)
 
-  The key hashes the lowered program of `embed_fn` (so any change to the model's
-  code changes it), its params and the images: a stale cache is never reused.
+
+def check_deterministic(embed_jit, params, images, *, mesh, batch_size: int) -> None:
+  """Stops with one line if `embed_fn` is not a pure function of (params, images).
+
+  Embeds a probe batch twice, and once more in another batch position (reversed),
+  and compares: an impure embed_fn (state, randomness, different features on each
+  trace) would make every later number meaningless.
   """
+  probe = images[: min(len(images), 2 * mesh.size)]
+  first = extract_features(embed_jit, params, probe, mesh=mesh, batch_size=batch_size, name="probe")
+  again = extract_features(embed_jit, params, probe, mesh=mesh, batch_size=batch_size, name="probe")
+  flipped = extract_features(
+    embed_jit, params, probe[::-1], mesh=mesh, batch_size=batch_size, name="probe"
+  )[::-1]
+  scale = max(float(np.abs(first).max()), 1e-6)
+  for other, how in ((again, "embedded twice"), (flipped, "embedded in another batch order")):
+    diff = float(np.abs(first - other).max())
+    if diff > 1e-4 * scale:
+      raise ModelError(
+        f"embed_fn is not deterministic: the same images {how} gave features differing by "
+        f"{diff:.3g} (max |feature| {scale:.3g}); it must be a pure function of (params, images)"
+      )
+
+
+def _cached_features(embed_jit, params, images, *, mesh, batch_size, name, cache_dir, model_key):
+  """`extract_features`, cached (checksummed) in `cache_dir` under a key of model and images."""
   if cache_dir is None:
     return extract_features(embed_jit, params, images, mesh=mesh, batch_size=batch_size, name=name)
-  sample = jax.ShapeDtypeStruct((batch_size, *images.shape[1:]), jnp.float32)
-  program = embed_jit.lower(params, sample).as_text()
-  key = workdir_lib.array_hash(np.frombuffer(program.encode(), np.uint8), params, images)
-  path = os.path.join(cache_dir, f"{name}-{key[:32]}.npy")
-  if os.path.exists(path):
+  key = workdir_lib.array_hash(np.frombuffer(model_key.encode(), np.uint8), images)
+  path = os.path.join(cache_dir, f"{name}-{key[:32]}.npz")
+  stored = cache_lib.load(path)
+  if stored is not None:
     logging.info("features of %s restored from %s", name, path)
-    return np.load(path)
+    return stored[0]["features"]
   features = extract_features(
     embed_jit, params, images, mesh=mesh, batch_size=batch_size, name=name
   )
-  if parallel.is_writer():
-    buf = io.BytesIO()
-    np.save(buf, features)
-    workdir_lib.atomic_write(path, buf.getvalue())
+  cache_lib.save(path, {"features": features})
   return features
 
 
@@ -333,19 +257,29 @@ def _audit(
   mesh = parallel.data_mesh()
   eb = cfg.eval_batch_size
   precomputed = embed_fn is None
-  if not precomputed:
-    embed_jit = jax.jit(embed_fn)
-    params = parallel.replicate(params, mesh)
   cache = os.path.join(workdir, "cache") if workdir else None
 
   with timer.stage("extraction"):
     if precomputed:
       f_aux = _check_features(aux_features, aux.shape[0], name="aux_features")
       f_tgt = _check_features(target_features, targets.shape[0], name="target_features")
+      model_key = workdir_lib.array_hash(f_aux, f_tgt)
     else:
+      embed_jit = jax.jit(embed_fn)
+      params = parallel.replicate(params, mesh)
+      guarded = functools.partial(_guarded, image_shape=targets.shape[1:])
+      model_key = guarded(_model_key)(embed_jit, params, targets.shape[1:], eb)
+      guarded(check_deterministic)(embed_jit, params, aux, mesh=mesh, batch_size=eb)
       f_aux, f_tgt = (
-        _guarded(_cached_features, targets.shape[1:])(
-          embed_jit, params, images, mesh=mesh, batch_size=eb, name=name, cache_dir=cache
+        guarded(_cached_features)(
+          embed_jit,
+          params,
+          images,
+          mesh=mesh,
+          batch_size=eb,
+          name=name,
+          cache_dir=cache,
+          model_key=model_key,
         )
         for images, name in ((aux, "aux_images"), (targets, "target_images"))
       )
@@ -355,37 +289,55 @@ def _audit(
         f"{f_tgt.shape[1]}-d for target_images"
       )
 
-  with timer.stage("decoder_training"):
-    ckpt = None
-    if workdir:
-      ckpt = os.path.join(workdir, "checkpoints", "decoder")
-      workdir_lib.claim_stage(
-        ckpt,
-        {
-          "decoder": cfg.decoder.to_dict(),
-          "train": cfg.train.to_dict(),
-          "seed": cfg.seed,
-          "seed_controls": "decoder initialisation, training batch order, the held-out validation "
-          "part of the auxiliary set, the bootstrap resamples (and, from the CLI, the builtin "
-          "model's init and batch order); the role splits follow data.split_seed",
-          "ssim": cfg.ssim.to_dict(),
-          "aux": workdir_lib.array_hash(f_aux, aux),
-        },
-        overwrite=cfg.overwrite,
-        what="decoder checkpoint",
-      )
-    decoder, dparams, convergence = train_decoder(f_aux, aux, cfg, mesh=mesh, checkpoint_dir=ckpt)
+  standardize = attacks.Standardizer.fit(f_aux)
+  model = reembed = None
+  if not precomputed:
 
-  with timer.stage("reconstruction"):
-    decode = jax.jit(decoder.apply)
-    recon = parallel.batched_map(
-      functools.partial(decode, dparams), [f_tgt], batch_size=eb, mesh=mesh
+    def embed_standardized(p, images):
+      return standardize(embed_fn(p, images))
+
+    model = attacks.Model(embed_standardized, params, model_key)
+
+    def reembed(images):
+      f = _guarded(extract_features, targets.shape[1:])(
+        embed_jit, params, images, mesh=mesh, batch_size=eb, name="reconstructions"
+      )
+      return standardize(f)
+
+  train_idx, val_idx = split_validation(aux.shape[0], cfg.train.val_fraction, cfg.seed)
+  with timer.stage("attacks"):
+    outcomes = runner.run_all(
+      cfg.attacks,
+      attacks.AuxSet(standardize(f_aux), aux, train_idx, val_idx),
+      standardize(f_tgt),
+      context={
+        "mesh": mesh,
+        "seed": cfg.seed,
+        "eval_batch_size": eb,
+        "filter_size": cfg.ssim.filter_size,
+        "filter_sigma": cfg.ssim.filter_sigma,
+        "model": model,
+      },
+      shared={"decoder": cfg.decoder.to_dict(), "train": cfg.train.to_dict()},
+      data_key=workdir_lib.array_hash(np.frombuffer(model_key.encode(), np.uint8), aux, targets),
+      workdir=workdir,
+      overwrite=cfg.overwrite,
     )
 
   with timer.stage("scoring"):
+    scores = {
+      o.name: scoring.score(
+        o.reconstructions,
+        targets,
+        cfg=cfg,
+        mesh=mesh,
+        reembed=reembed,
+        target_features=standardize(f_tgt),
+      )
+      for o in outcomes
+      if not o.skipped
+    }
     fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
-    score = jax.jit(functools.partial(metrics.image_scores, filter_size=fs, filter_sigma=sigma))
-    scores = parallel.batched_map(score, [targets, recon], batch_size=eb, mesh=mesh)
     mean_aux = np.broadcast_to(aux.mean(axis=0, keepdims=True), targets.shape)
     mean_image_ssim = parallel.batched_map(
       jax.jit(functools.partial(metrics.ssim, filter_size=fs, filter_sigma=sigma)),
@@ -393,114 +345,58 @@ def _audit(
       batch_size=eb,
       mesh=mesh,
     )
-    n = targets.shape[0]
-    ident = identify(recon, targets, scores["ssim"], cfg=cfg, mesh=mesh)
-    mismatched = ident["baseline"]
-    gain = scores["ssim"] - mismatched
-    gain_ci = metrics.bootstrap_mean_ci(gain, samples=cfg.bootstrap_samples, seed=cfg.seed)
-    image_hits = ident["hits"]
 
-  model_hits = cos = None
-  if not precomputed:
-    with timer.stage("reidentification"):
-      f_rec = _guarded(extract_features, targets.shape[1:])(
-        embed_jit, params, recon, mesh=mesh, batch_size=eb, name="reconstructions"
-      )
-      cos = np.asarray(metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(f_tgt)))
-      model_hits = metrics.rank1_hits(cos)
-
-  chance = 1.0 / n
-  level, reasons = risk.verdict(
-    ssim_gain_ci_low=gain_ci[0],
-    image_reid_rate=float(image_hits.mean()),
-    reid_chance=chance,
-    thresholds=cfg.risk,
+  verdicts = {
+    name: risk.verdict(
+      ssim_gain_ci_low=s.gain_ci[0],
+      image_reid_rate=float(s.per_image["image_reid_hit"].mean()),
+      reid_chance=1.0 / targets.shape[0],
+      thresholds=cfg.risk,
+    )
+    for name, s in scores.items()
+  }
+  deciding = risk.most_severe(
+    {
+      n: (v[0], scores[n].gain_ci[0], float(scores[n].per_image["image_reid_hit"].mean()))
+      for n, v in verdicts.items()
+    }
   )
-  psnr = np.minimum(scores["psnr"], _PSNR_CAP_DB)
-  per_image = {
-    "ssim": scores["ssim"].astype(np.float64),
-    "psnr": psnr.astype(np.float64),
-    "mse": scores["mse"].astype(np.float64),
-    "baseline_ssim": mismatched.astype(np.float64),
-    "mean_image_ssim": mean_image_ssim.astype(np.float64),
-    "image_reid_hit": image_hits.astype(np.int64),
-  }
-  if model_hits is not None:
-    per_image["reid_hit"] = model_hits.astype(np.int64)
-  if labels is not None:
-    per_image["label"] = labels.astype(np.int64)
-  summary = {
-    "risk_level": level,
-    "risk_reasons": reasons,
-    "ssim": float(scores["ssim"].mean()),
-    "ssim_per_image": [float(v) for v in scores["ssim"]],
-    "psnr": float(psnr.mean()),
-    "mse": float(scores["mse"].mean()),
-    "baseline_ssim": float(mismatched.mean()),
-    "baseline": "mismatched pairs: each target's SSIM against the reconstructions of all "
-    "other targets' features (what this decoder scores with no information about the target)"
-    + (
-      ""
-      if ident["exact"]
-      else f"; estimated from {cfg.reid.baseline_samples} random "
-      "mismatched reconstructions per target"
-    ),
-    "image_reid_method": "exact: SSIM of every (reconstruction, original) pair"
-    if ident["exact"]
-    else f"shortlist: the {cfg.reid.shortlist} originals nearest in pixel distance to each "
-    "reconstruction, re-ranked by exact SSIM (N > reid.exact_max_targets); a competitor "
-    "outside the shortlist can make this overstate the rate",
-    "mean_image_ssim": float(mean_image_ssim.mean()),
-    "ssim_gain": float(gain.mean()),
-    "ssim_gain_ci": gain_ci,
-    "image_reid_rate": float(image_hits.mean()),
-    "image_reid": "rank-1: the reconstruction's SSIM with its own original is strictly higher "
-    "than with every other target (ties count as misses); independent of the audited model",
-    "reid_rate": None if precomputed else float(model_hits.mean()),
-    "reid": _NO_MODEL_REID if precomputed else _TYPE_I_REID,
-    "reid_chance": chance,
-    "num_targets": int(n),
-    "num_aux": int(aux.shape[0]),
-    "image_shape": list(targets.shape[1:]),
-    "feature_dim": int(f_tgt.shape[1]),
-    "ssim_definition": {
-      "implementation": "dm_pix.ssim (Gaussian window, valid region, K1=0.01, K2=0.03, "
-      "data range 1, mean over valid positions and channels); equals skimage "
-      "structural_similarity(gaussian_weights=True, use_sample_covariance=False)",
-      "filter_size": int(fs),
-      "filter_sigma": float(sigma),
+  report = report_lib.build(
+    outcomes=outcomes,
+    scores=scores,
+    verdicts=verdicts,
+    deciding=deciding,
+    targets=targets,
+    aux_count=aux.shape[0],
+    labels=labels,
+    feature_dim=int(f_tgt.shape[1]),
+    mean_image_ssim=mean_image_ssim,
+    model_reid=not precomputed,
+    config=cfg,
+    environment={
+      "versions": _versions(),
+      "devices": {
+        "count": jax.device_count(),
+        "kind": jax.devices()[0].device_kind,
+        "platform": jax.devices()[0].platform,
+        "processes": jax.process_count(),
+      },
+      "metadata": metadata or {},
+      "seconds": dict(timer.seconds, total=round(time.perf_counter() - t_start, 3)),
     },
-    "psnr_cap_db": _PSNR_CAP_DB,
-    "convergence": convergence,
-    "config": cfg.to_dict(),
-    "seed": cfg.seed,
-    "seed_controls": "decoder initialisation, training batch order, the held-out validation "
-    "part of the auxiliary set, the bootstrap resamples (and, from the CLI, the builtin "
-    "model's init and batch order); the role splits follow data.split_seed",
-    "versions": _versions(),
-    "devices": {
-      "count": jax.device_count(),
-      "kind": jax.devices()[0].device_kind,
-      "platform": jax.devices()[0].platform,
-      "processes": jax.process_count(),
-    },
-    "metadata": metadata or {},
-  }
-  if labels is not None:
-    summary["image_label_match_rate"] = float(metrics.label_hits(ident["best"], labels).mean())
-    if cos is not None:
-      best = np.argmax(cos, axis=1)
-      summary["reid_label_match_rate"] = float(metrics.label_hits(best, labels).mean())
-    summary["label_chance"] = metrics.label_chance(labels)
-  summary["seconds"] = dict(timer.seconds, total=round(time.perf_counter() - t_start, 3))
-  report = report_lib.Report(summary, per_image, targets, np.asarray(recon))
+  )
   if workdir is not None:
     if parallel.is_writer():
       report_lib.write(report, workdir, per_row=cfg.grid_examples)
       logging.info("report written to %s", workdir)
     else:
       logging.info("process %d: report files are process 0's to write", jax.process_index())
-  logging.info("verdict: %s risk; %s", level, "; ".join(reasons))
+  logging.info(
+    "verdict: %s risk (decided by %s); %s",
+    report.risk_level,
+    deciding,
+    "; ".join(verdicts[deciding][1]),
+  )
   return report
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from privjax import attacks
 from privjax.errors import ConfigError
 
 # The Gaussian SSIM of Wang et al. 2004 (and skimage's `gaussian_weights=True`):
@@ -44,6 +45,17 @@ def audit_config() -> ml_collections.ConfigDict:
   c.train.patience = 5  # Stop after this many evaluations without improvement.
   c.train.min_delta = 1e-5  # Smallest validation-loss decrease that counts as improvement.
   c.train.checkpoint_every = 500  # Steps between orbax checkpoints (and one at the end).
+
+  # The attackers (privjax/attacks): each entry `name: {type, settings}` runs; the
+  # verdict follows the most severe. `type` is a built-in name ("decoder", "ridge",
+  # "nearest", "whitebox"), a user's "package.module:function", or "off" to skip it.
+  # The decoder attacker's settings are config.decoder and config.train above; entries
+  # take their type's defaults for the fields they leave out. Every attacker holds out
+  # the same train.val_fraction of the auxiliary set for its own model selection.
+  c.attacks = ml_collections.ConfigDict()
+  # Each built-in attacker's settings and their meaning: its module's DEFAULTS.
+  for name in ("decoder", "ridge", "nearest", "whitebox"):
+    c.attacks[name] = ml_collections.ConfigDict(attacks.with_defaults(name, {}))
 
   c.eval_batch_size = 256  # Batch for extraction, reconstruction and scoring.
 
@@ -92,6 +104,11 @@ def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
 
 def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
   for key, value in overrides.items():
+    if prefix == "" and key == "attacks":  # a set of attackers replaces the default set
+      if not isinstance(value, dict) or not value:
+        raise ConfigError(f"config.attacks must be a non-empty group of attackers, got {value!r}")
+      base[key] = {name: attacks.with_defaults(name, entry) for name, entry in value.items()}
+      continue
     if key not in base:
       raise ConfigError(f"unknown config key {prefix}{key!r}; known keys: {sorted(base)}")
     if isinstance(base[key], dict):
@@ -121,75 +138,102 @@ def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
   return c
 
 
-def _require(cond: bool, message: str):
+def require(cond: bool, message: str) -> None:
+  """Raises ConfigError(message) unless `cond`."""
   if not cond:
     raise ConfigError(message)
 
 
+def positive_int(name: str, value, *, zero_ok: bool = False) -> None:
+  """Checks config.`name` is an integer > 0 (or >= 0 with zero_ok)."""
+  require(
+    isinstance(value, int)
+    and not isinstance(value, bool)
+    and (value > 0 or zero_ok and value == 0),
+    f"config.{name} must be a {'non-negative' if zero_ok else 'positive'} integer, got {value!r}",
+  )
+
+
+def number(name: str, value, low=None, high=None) -> None:
+  """Checks config.`name` is a number in [low, high] (either bound optional)."""
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if ok and low is not None:
+    ok = value >= low
+  if ok and high is not None:
+    ok = value <= high
+  bounds = f" in [{low}, {high}]" if low is not None or high is not None else ""
+  require(ok, f"config.{name} must be a number{bounds}, got {value!r}")
+
+
+def numbers(name: str, values, low=None, high=None) -> None:
+  """Checks config.`name` is a non-empty list or tuple of numbers in [low, high]."""
+  require(
+    isinstance(values, (list, tuple)) and len(values) > 0,
+    f"config.{name} must be a non-empty list of numbers, got {values!r}",
+  )
+  for i, v in enumerate(values):
+    number(f"{name}[{i}]", v, low, high)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field the audit reads; raises ConfigError naming the first bad one."""
-
-  def positive_int(name, value):
-    _require(
-      isinstance(value, int) and not isinstance(value, bool) and value > 0,
-      f"config.{name} must be a positive integer, got {value!r}",
-    )
-
-  def number(name, value, low=None, high=None):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and low is not None:
-      ok = value >= low
-    if ok and high is not None:
-      ok = value <= high
-    bounds = f" in [{low}, {high}]" if low is not None or high is not None else ""
-    _require(ok, f"config.{name} must be a number{bounds}, got {value!r}")
-
-  positive_int("decoder.width", c.decoder.width)
+  positive_int("decoder.width", c.decoder.width, zero_ok=True)
   positive_int("decoder.start_size", c.decoder.start_size)
-  positive_int("decoder.hidden", c.decoder.hidden)
+  positive_int("decoder.hidden", c.decoder.hidden, zero_ok=True)
   t = c.train
   for name in ("batch_size", "num_steps", "eval_every", "patience", "checkpoint_every"):
     positive_int(f"train.{name}", t[name])
-  _require(
+  require(
     isinstance(t.warmup_steps, int) and 0 <= t.warmup_steps < t.num_steps,
     f"config.train.warmup_steps must be an integer in [0, train.num_steps), got {t.warmup_steps!r}",
   )
   number("train.learning_rate", t.learning_rate, 0.0)
-  _require(t.learning_rate > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate}")
+  require(t.learning_rate > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate}")
   number("train.weight_decay", t.weight_decay, 0.0)
   number("train.min_delta", t.min_delta, 0.0)
   number("train.val_fraction", t.val_fraction, 0.0, 0.5)
-  _require(
+  require(
     t.val_fraction > 0, f"config.train.val_fraction must be in (0, 0.5], got {t.val_fraction}"
   )
-  _require(
+  require(
     t.loss in ("mse", "ssim", "mse+ssim"),
     f"config.train.loss must be one of 'mse', 'ssim', 'mse+ssim', got {t.loss!r}",
   )
   positive_int("eval_batch_size", c.eval_batch_size)
   positive_int("ssim.filter_size", c.ssim.filter_size)
-  _require(
+  require(
     c.ssim.filter_size % 2 == 1,
     f"config.ssim.filter_size must be odd, got {c.ssim.filter_size}",
   )
   number("ssim.filter_sigma", c.ssim.filter_sigma, 0.0)
-  _require(
+  require(
     c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}"
   )
   positive_int("bootstrap_samples", c.bootstrap_samples)
   for name in ("exact_max_targets", "shortlist", "baseline_samples"):
     positive_int(f"reid.{name}", c.reid[name])
   positive_int("min_targets", c.min_targets)
+  require(
+    isinstance(c.attacks, ml_collections.ConfigDict) and len(c.attacks) > 0,
+    f"config.attacks must be a non-empty group of attackers, got {c.attacks!r}",
+  )
+  names = list(c.attacks)
+  for name in names:
+    attacks.check(name, c.attacks[name], names)
+  require(
+    any(c.attacks[n].type != attacks.OFF for n in names),
+    "config.attacks: every attacker is 'off'; at least one must run",
+  )
   positive_int("grid_examples", c.grid_examples)
-  _require(
+  require(
     isinstance(c.seed, int) and not isinstance(c.seed, bool),
     f"config.seed must be an integer, got {c.seed!r}",
   )
-  _require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
+  require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
   for name in ("high_ssim_gain", "high_image_reid", "medium_ssim_gain", "medium_image_reid"):
     number(f"risk.{name}", c.risk[name], 0.0, 1.0)
   number("risk.medium_reid_over_chance", c.risk.medium_reid_over_chance, 1.0)
-  _require(
+  require(
     c.risk.medium_ssim_gain <= c.risk.high_ssim_gain
     and c.risk.medium_image_reid <= c.risk.high_image_reid,
     "config.risk medium thresholds must not exceed the high ones, got "

@@ -48,3 +48,15 @@ def verdict(*, ssim_gain_ci_low: float, image_reid_rate: float, reid_chance: flo
     f"{gain} < medium threshold {t.medium_ssim_gain}",
     f"{reid} below medium threshold {t.medium_image_reid} or {t.medium_reid_over_chance}x chance",
   ]
+
+
+_SEVERITY = {"low": 0, "medium": 1, "high": 2}
+
+
+def most_severe(results: dict) -> str:
+  """The name of the most severe attacker: {name: (level, gain CI low, image re-id)}.
+
+  A security audit errs toward the attacker: the highest level decides; among equals,
+  the larger gain lower bound, then the larger image re-identification rate.
+  """
+  return max(results, key=lambda n: (_SEVERITY[results[n][0]], results[n][1], results[n][2]))

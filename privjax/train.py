@@ -42,13 +42,27 @@ class TrainState:
   opt_state: Any
 
 
-def make_decoder(config, image_shape) -> Decoder:
+def decoder_capacity(decoder_cfg, image_shape, feature_dim: int) -> tuple[int, int]:
+  """(width, hidden) of the decoder: the configured values, or grown with the problem.
+
+  `decoder.width=0` picks 8 channels per output pixel of side, in [64, 512] (16x16 ->
+  128, 64x64 -> 512: DCGAN's widths); `decoder.hidden=0` picks twice the feature
+  dimension, in [512, 2048].
+  """
+  side = max(int(image_shape[0]), int(image_shape[1]))
+  width = decoder_cfg.width or min(512, max(64, 8 * side))
+  hidden = decoder_cfg.hidden or min(2048, max(512, 2 * int(feature_dim)))
+  return width, hidden
+
+
+def make_decoder(config, image_shape, feature_dim: int = 0) -> Decoder:
   d = config.decoder
+  width, hidden = decoder_capacity(d, image_shape, feature_dim)
   return Decoder(
     image_shape=tuple(int(s) for s in image_shape),
-    width=d.width,
+    width=width,
     start_size=d.start_size,
-    hidden=d.hidden,
+    hidden=hidden,
   )
 
 
@@ -201,13 +215,14 @@ def _sigterm_requested():
     signal.signal(signal.SIGTERM, previous)
 
 
-def _split_validation(n: int, fraction: float, seed: int):
+def split_validation(n: int, fraction: float, seed: int):
+  """(train, validation) sorted indices of n examples: `fraction` of them (at least 1) held out."""
   perm = np.random.default_rng((seed, 7)).permutation(n)
   n_val = max(1, int(round(fraction * n)))
   return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None = None):
+def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None = None, split=None):
   """Trains the decoder on auxiliary (features, images); returns (decoder, params, convergence).
 
   Args:
@@ -217,13 +232,15 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     mesh: the data mesh.
     checkpoint_dir: where the orbax CheckpointManager keeps its steps; None keeps
       none. A directory with checkpoints resumes from the latest.
+    split: (train indices, validation indices) of the auxiliary set; None draws
+      `train.val_fraction` of it for validation with the seed.
 
   Returns:
     The decoder module, its best params (by validation loss, replicated), and a
     JSON-ready dict describing convergence.
   """
   tc = config.train
-  decoder = make_decoder(config, images.shape[1:])
+  decoder = make_decoder(config, images.shape[1:], features.shape[1])
   tx = make_optimizer(tc)
   loss_fn = functools.partial(
     per_example_loss,
@@ -231,10 +248,21 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     filter_size=config.ssim.filter_size,
     filter_sigma=config.ssim.filter_sigma,
   )
-  train_idx, val_idx = _split_validation(features.shape[0], tc.val_fraction, config.seed)
+  if split is None:
+    split = split_validation(features.shape[0], tc.val_fraction, config.seed)
+  train_idx, val_idx = split
   x_train, y_train = features[train_idx], images[train_idx]
   x_val, y_val = features[val_idx], images[val_idx]
-  batch_size = parallel.fit_batch_size(tc.batch_size, mesh, what="decoder training")
+  if tc.batch_size > len(train_idx):
+    logging.info(
+      "decoder: train.batch_size=%d is larger than the %d auxiliary images it trains on; using %d",
+      tc.batch_size,
+      len(train_idx),
+      len(train_idx),
+    )
+  batch_size = parallel.fit_batch_size(
+    min(tc.batch_size, len(train_idx)), mesh, what="decoder training"
+  )
   training = make_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
   step_fn = training.step
   state = training.init(jax.random.key(config.seed))

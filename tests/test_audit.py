@@ -160,7 +160,7 @@ def test_nonfinite_training_loss_stops_with_clear_error(digits8, tmp_path):
 
 
 def test_shortlist_identification_agrees_with_exact(digits8):
-  from privjax import audit, parallel
+  from privjax import parallel, scoring
   from privjax import config as config_lib
 
   x, _ = digits8
@@ -174,10 +174,10 @@ def test_shortlist_identification_agrees_with_exact(digits8):
     )
   )
   mesh = parallel.data_mesh()
-  exact = audit.identify(recon, targets, own, cfg=cfg, mesh=mesh)
+  exact = scoring.identify(recon, targets, own, cfg=cfg, mesh=mesh)
   cfg.reid.exact_max_targets = 100  # force the shortlist
   cfg.reid.baseline_samples = 200
-  short = audit.identify(recon, targets, own, cfg=cfg, mesh=mesh)
+  short = scoring.identify(recon, targets, own, cfg=cfg, mesh=mesh)
   assert exact["exact"] and not short["exact"]
   assert 0.2 < exact["hits"].mean() < 1.0  # a non-trivial case
   assert np.mean(exact["hits"] == short["hits"]) >= 0.97

@@ -1,0 +1,207 @@
+"""The attack contract: what an attacker is given, what it returns, and the registry.
+
+An attacker is a function `attack(aux, ctx, cfg) -> Fitted`:
+
+- `aux` (`AuxSet`) is everything the adversary holds: the auxiliary images and their
+  features, standardised per dimension on the auxiliary set (zero mean, unit
+  variance), and a fixed split of it into a part to fit on (`train`) and a part held
+  out for the attacker's own model selection (`val`). The targets are never given to
+  `attack`: only their features, later, to `Fitted.reconstruct`.
+- `ctx` (`Context`) holds what the run provides: the device mesh, the seed, the batch
+  size for evaluation, the SSIM window, a directory of the attacker's own for
+  checkpoints, the audited model when it is differentiable JAX, and the other
+  attackers (fitted on demand).
+- `cfg` is the attacker's own sub-config (`config.attacks.<name>`).
+
+`Fitted.reconstruct(features)` maps standardised features [N, D] to images
+[N, H, W, C] in [0, 1]. An attacker that cannot run on this audit (the whitebox
+attacker on stored features, say) raises `Skipped` with the reason; the report states it.
+
+Attackers are found by name: the built-ins register with `@register("name")`; a user's
+attacker is named by import path, `"package.module:function"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from privjax.errors import ConfigError
+
+_REGISTRY: dict[str, Callable] = {}
+_DEFAULTS: dict[str, dict] = {}
+_CHECKS: dict[str, Callable] = {}
+_CHECKPOINTS: set[str] = set()  # types given a checkpoint directory of their own
+OFF = "off"  # `config.attacks.<name>.type = "off"` skips a configured attacker
+
+
+class Skipped(Exception):  # noqa: N818 (a reason to skip, not an error)
+  """Raised by an attacker that does not apply to this audit; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AuxSet:
+  """The adversary's auxiliary data."""
+
+  features: np.ndarray  # [N_aux, D] float32, standardised on the auxiliary set
+  images: np.ndarray  # [N_aux, H, W, C] float32 in [0, 1]
+  train: np.ndarray  # [N_train] int indices to fit on
+  val: np.ndarray  # [N_val] int indices held out for model selection
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(int(s) for s in self.images.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """The audited model as JAX: `embed(params, images) -> standardised features`."""
+
+  embed: Callable  # (params, [B, H, W, C] in [0, 1]) -> [B, D] standardised features
+  params: Any  # replicated over the mesh
+  key: str  # a hash of the model's program and params (for caches)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What the run provides to every attacker."""
+
+  mesh: jax.sharding.Mesh
+  seed: int
+  eval_batch_size: int
+  filter_size: int  # the audit's SSIM window
+  filter_sigma: float
+  checkpoint_dir: str | None  # this attacker's own directory in the workdir, or None
+  model: Model | None  # None when the audit runs on stored features
+  fitted: Callable[[str], Fitted]  # another configured attacker by name, fitted once
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+  """A fitted attacker."""
+
+  reconstruct: Callable[[np.ndarray], np.ndarray]  # [N, D] standardised -> [N, H, W, C]
+  info: dict = dataclasses.field(default_factory=dict)  # JSON-ready: what it chose, how it fit
+  warnings: tuple[str, ...] = ()  # why its numbers may understate the leakage
+
+
+@dataclasses.dataclass(frozen=True)
+class Standardizer:
+  """Per-dimension standardisation fitted on the auxiliary features.
+
+  Every attacker learns from standardised features, so the units the features come
+  in (a scale, an offset, integer or low-precision storage) never decide the verdict.
+  A dimension constant over the auxiliary set keeps scale 1 (it carries nothing).
+  """
+
+  mean: np.ndarray  # [D] float32
+  scale: np.ndarray  # [D] float32, > 0
+
+  @classmethod
+  def fit(cls, features: np.ndarray) -> Standardizer:
+    f = np.asarray(features, np.float64)
+    mean = f.mean(axis=0)
+    std = f.std(axis=0)
+    # A spread at the float32 resolution of the values is rounding, not signal.
+    resolution = 8 * np.finfo(np.float32).eps * np.maximum(np.abs(mean), 1e-30)
+    scale = np.where(std > resolution, std, 1.0)
+    return cls(mean.astype(np.float32), scale.astype(np.float32))
+
+  def __call__(self, features):
+    """[N, D] -> [N, D] float32 standardised (numpy in, numpy out; JAX in, JAX out)."""
+    if isinstance(features, np.ndarray):
+      out = (features.astype(np.float64) - self.mean.astype(np.float64)) / self.scale
+      return out.astype(np.float32)
+    return (features - self.mean) / self.scale
+
+
+def register(
+  name: str,
+  *,
+  defaults: dict | None = None,
+  check: Callable | None = None,
+  checkpoints: bool = False,
+):
+  """Decorator: registers `attack(aux, ctx, cfg) -> Fitted` under `name`.
+
+  `defaults` are its settings' default values (a config entry of this type gets them
+  for the fields it leaves out); `check(name, cfg, names)` raises ConfigError for a bad
+  value; `checkpoints=True` gives it `ctx.checkpoint_dir` (claimed with a fingerprint of
+  its settings and data, so a changed config never resumes a stale run).
+  """
+
+  def wrap(fn):
+    _REGISTRY[name] = fn
+    if checkpoints:
+      _CHECKPOINTS.add(name)
+    _DEFAULTS[name] = dict(defaults or {})
+    if check is not None:
+      _CHECKS[name] = check
+    return fn
+
+  return wrap
+
+
+def with_defaults(name: str, entry: dict) -> dict:
+  """A config entry `config.attacks.<name>` completed with its type's defaults."""
+  if not isinstance(entry, dict):
+    raise ConfigError(f"config.attacks.{name} must be a group of settings, got {entry!r}")
+  kind = entry.get("type", name)
+  if not isinstance(kind, str) or not kind:
+    raise ConfigError(f"config.attacks.{name}.type must be a non-empty string, got {kind!r}")
+  defaults = _DEFAULTS.get(kind, {})
+  unknown = sorted(set(entry) - set(defaults) - {"type"}) if kind in _REGISTRY else []
+  if unknown:
+    raise ConfigError(
+      f"unknown config key 'attacks.{name}.{unknown[0]}'; known keys: {sorted(defaults)}"
+    )
+  return {"type": kind, **defaults, **{k: v for k, v in entry.items() if k != "type"}}
+
+
+def check(name: str, cfg: ml_collections.ConfigDict, names: list[str]) -> None:
+  """Raises ConfigError if `config.attacks.<name>` is bad (its type's own checks)."""
+  if cfg.type == OFF:
+    return
+  get(cfg.type)  # an unknown type or a broken import path fails here, before any work
+  if cfg.type in _CHECKS:
+    _CHECKS[cfg.type](name, cfg, names)
+
+
+def uses_checkpoints(kind: str) -> bool:
+  return kind in _CHECKPOINTS
+
+
+def builtin_names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def get(kind: str) -> Callable:
+  """The attacker registered as `kind`, or the function at import path "module:name"."""
+  if kind in _REGISTRY:
+    return _REGISTRY[kind]
+  if ":" not in kind:
+    raise ConfigError(
+      f"unknown attack type {kind!r}: expected one of {builtin_names()} or a "
+      "'package.module:function' import path"
+    )
+  module_name, _, attr = kind.partition(":")
+  try:
+    fn = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    raise ConfigError(f"cannot load attack {kind!r}: {type(e).__name__}: {e}") from e
+  if not callable(fn):
+    raise ConfigError(f"attack {kind!r} is not callable, got {type(fn).__name__}")
+  return fn
+
+
+def own_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The attacker's keyword settings: its sub-config without the registry's `type`."""
+  out = cfg.to_dict()
+  out.pop("type", None)
+  return ml_collections.ConfigDict(out)

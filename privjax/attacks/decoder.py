@@ -1,0 +1,92 @@
+"""`decoder`: the patent's inverse model, a Flax decoder trained features -> image.
+
+Black-box: the adversary needs only auxiliary (features, image) pairs. Its settings
+are `config.decoder` (architecture) and `config.train` (optax training with early
+stopping on the held-out part of the auxiliary set); see privjax/train.py.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+
+from privjax import parallel
+from privjax.attacks.base import AuxSet, Context, Fitted, register
+from privjax.train import train_decoder
+
+# Fewer auxiliary images than this to fit on, or to validate on, and the decoder's
+# numbers are flagged as data-starved: they may understate what a better-supplied
+# attacker recovers.
+MIN_TRAIN_EXAMPLES = 200
+MIN_VAL_EXAMPLES = 20
+# A validation loss that improved less than this fraction over training is "flat".
+FLAT_IMPROVEMENT = 0.02
+
+
+def training_warnings(convergence: dict, train_cfg) -> list[str]:
+  """Why a training run's numbers may understate the leakage (empty when none)."""
+  out = []
+  if convergence["train_examples"] < MIN_TRAIN_EXAMPLES:
+    out.append(
+      f"data-starved: fitted on {convergence['train_examples']} auxiliary images "
+      f"(< {MIN_TRAIN_EXAMPLES}); an attacker with more similar images may recover more"
+    )
+  if convergence["val_examples"] < MIN_VAL_EXAMPLES:
+    out.append(
+      f"model selection on only {convergence['val_examples']} held-out auxiliary images "
+      f"(< {MIN_VAL_EXAMPLES}): early stopping is noisy"
+    )
+  history = convergence["history"]
+  if history:
+    first, best = history[0]["val_loss"], convergence["best_val_loss"]
+    if first > 0 and (first - best) / first < FLAT_IMPROVEMENT:
+      out.append(
+        f"validation loss flat from the start ({first:.5g} -> best {best:.5g}): the decoder "
+        "learned next to nothing; the features may carry little, or training failed"
+      )
+    elif convergence["best_step"] <= train_cfg.warmup_steps + train_cfg.eval_every:
+      out.append(
+        f"best validation loss at step {convergence['best_step']}, the end of warm-up: "
+        "under-trained or over-fitting at once; try a lower learning rate or more data"
+      )
+  if convergence["stopped"].startswith("reached train.num_steps"):
+    out.append("under-trained: still improving at train.num_steps (raise it)")
+  return out
+
+
+@register("decoder", checkpoints=True)
+def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
+  """Trains the decoder on aux.train, early-stopped on aux.val; reconstructs by a forward pass.
+
+  `cfg` holds `decoder` and `train` (the audit's config.decoder and config.train).
+  """
+  run_cfg = ml_collections.ConfigDict(
+    {
+      "decoder": cfg.decoder.to_dict(),
+      "train": cfg.train.to_dict(),
+      "ssim": {"filter_size": ctx.filter_size, "filter_sigma": ctx.filter_sigma},
+      "seed": ctx.seed,
+      "eval_batch_size": ctx.eval_batch_size,
+    }
+  )
+  decoder, params, convergence = train_decoder(
+    aux.features,
+    aux.images,
+    run_cfg,
+    mesh=ctx.mesh,
+    checkpoint_dir=ctx.checkpoint_dir,
+    split=(aux.train, aux.val),
+  )
+  decode = functools.partial(jax.jit(decoder.apply), params)
+
+  def reconstruct(features):
+    return parallel.batched_map(decode, [features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh)
+
+  info = {
+    "convergence": convergence,
+    "width": decoder.width,
+    "hidden": decoder.hidden,
+  }
+  return Fitted(reconstruct, info, tuple(training_warnings(convergence, cfg.train)))

@@ -1,0 +1,41 @@
+"""`nearest`: the auxiliary image whose features are nearest by cosine; a floor.
+
+Black-box: the adversary looks each target's features up among the auxiliary set's
+(standardised) features and answers with that auxiliary image. It learns nothing, so
+any attacker that scores below it is too weak to trust.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from privjax import parallel
+from privjax.attacks.base import AuxSet, Context, Fitted, register
+
+
+def _unit(x):
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@register("nearest")
+def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
+  """Looks up the nearest auxiliary image (all of the auxiliary set: nothing is fitted)."""
+  del cfg
+  gallery = parallel.replicate(jnp.asarray(aux.features), ctx.mesh)
+
+  @jax.jit
+  def nearest(gallery, queries):
+    return jnp.argmax(_unit(queries) @ _unit(gallery).T, axis=1)
+
+  def reconstruct(features):
+    idx = parallel.batched_map(
+      functools.partial(nearest, gallery), [features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
+    )
+    return aux.images[np.asarray(idx)]
+
+  return Fitted(reconstruct, {"gallery": int(aux.features.shape[0])})
