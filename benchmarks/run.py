@@ -290,9 +290,9 @@ def bench_reid_scaling(ns, *, size=64, channels=3) -> list[dict]:
 
 
 def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[dict]:
-  """Shortlist image re-identification (privjax.audit.identify above reid.exact_max_targets)
+  """Shortlist image re-identification (privjax.scoring.identify above reid.exact_max_targets)
   at several N, with its agreement with the exact all-pairs result where N <= exact_up_to."""
-  from privjax import audit
+  from privjax import scoring
 
   mesh = parallel.data_mesh()
   cfg = config_lib.for_images((size, size, channels), None)
@@ -302,7 +302,7 @@ def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[d
     own = np.asarray(metrics.ssim(jnp.asarray(a), jnp.asarray(b), filter_size=11, filter_sigma=1.5))
     cfg.reid.exact_max_targets = 1
     t = time.perf_counter()
-    short = audit.identify(b, a, own, cfg=cfg, mesh=mesh)
+    short = scoring.identify(b, a, own, cfg=cfg, mesh=mesh)
     row = {
       "n": n,
       "seconds": time.perf_counter() - t,
@@ -311,7 +311,7 @@ def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[d
     }
     if n <= exact_up_to:
       cfg.reid.exact_max_targets = n
-      exact = audit.identify(b, a, own, cfg=cfg, mesh=mesh)
+      exact = scoring.identify(b, a, own, cfg=cfg, mesh=mesh)
       row.update(
         exact_rank1=float(exact["hits"].mean()),
         hit_agreement=float(np.mean(exact["hits"] == short["hits"])),

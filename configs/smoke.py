@@ -25,4 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.ssim.filter_size = 5
   c.ssim.filter_sigma = 0.68
   c.bootstrap_samples = 200
+  c.attacks.ridge.num_features = 128
+  c.attacks.whitebox.steps = 20
+  c.attacks.whitebox.tv_weights = (0.0,)
   return c

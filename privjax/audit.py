@@ -101,9 +101,13 @@ def _guarded(fn, image_shape):
     except PrivjaxError:
       raise  # already a one-line error of ours (rank, finiteness): keep its message
     except (TypeError, ValueError) as e:
+      # The one-line error says what went wrong; the log at --verbosity=1 keeps where (a
+      # bug inside embed_fn), without a traceback on every user's screen.
+      logging.vlog(1, "embed_fn raised:", exc_info=True)
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise ModelError(
-        f"embed_fn rejected images of shape [N, {', '.join(map(str, image_shape))}]: {first}"
+        f"embed_fn rejected images of shape [N, {', '.join(map(str, image_shape))}]: {first} "
+        "(--verbosity=1 logs its traceback)"
       ) from e
 
   return call
@@ -289,54 +293,35 @@ def _audit(
         f"{f_tgt.shape[1]}-d for target_images"
       )
 
-  standardize = attacks.Standardizer.fit(f_aux)
-  model = reembed = None
-  if not precomputed:
-
-    def embed_standardized(p, images):
-      return standardize(embed_fn(p, images))
-
-    model = attacks.Model(embed_standardized, params, model_key)
-
-    def reembed(images):
-      f = _guarded(extract_features, targets.shape[1:])(
-        embed_jit, params, images, mesh=mesh, batch_size=eb, name="reconstructions"
-      )
-      return standardize(f)
-
-  train_idx, val_idx = split_validation(aux.shape[0], cfg.train.val_fraction, cfg.seed)
-  with timer.stage("attacks"):
-    outcomes = runner.run_all(
-      cfg.attacks,
-      attacks.AuxSet(standardize(f_aux), aux, train_idx, val_idx),
-      standardize(f_tgt),
-      context={
-        "mesh": mesh,
-        "seed": cfg.seed,
-        "eval_batch_size": eb,
-        "filter_size": cfg.ssim.filter_size,
-        "filter_sigma": cfg.ssim.filter_sigma,
-        "model": model,
-      },
-      shared={"decoder": cfg.decoder.to_dict(), "train": cfg.train.to_dict()},
-      data_key=workdir_lib.array_hash(np.frombuffer(model_key.encode(), np.uint8), aux, targets),
-      workdir=workdir,
-      overwrite=cfg.overwrite,
+  model = (embed_fn, embed_jit, params, model_key) if not precomputed else None
+  attack = functools.partial(
+    _attack_and_score,
+    targets=targets,
+    f_tgt=f_tgt,
+    model=model,
+    cfg=cfg,
+    mesh=mesh,
+    workdir=workdir,
+    timer=timer,
+  )
+  outcomes, scores, verdicts = attack(aux, f_aux)
+  strength = []
+  for fraction in cfg.attack_strength.aux_fractions:
+    # Nested parts: every fraction's auxiliary images include the smaller fractions'.
+    perm = np.random.default_rng((cfg.seed, 17)).permutation(aux.shape[0])
+    part = np.sort(perm[: int(round(fraction * aux.shape[0]))])
+    if fraction == 1.0:
+      part_scores = scores
+    else:
+      _, part_scores, _ = attack(aux[part], f_aux[part], stage=f"aux{fraction:g}-")
+    strength.append(
+      {
+        "aux_fraction": float(fraction),
+        "num_aux": int(len(part)),
+        "attacks": {n: sc.summary() for n, sc in part_scores.items()},
+      }
     )
-
   with timer.stage("scoring"):
-    scores = {
-      o.name: scoring.score(
-        o.reconstructions,
-        targets,
-        cfg=cfg,
-        mesh=mesh,
-        reembed=reembed,
-        target_features=standardize(f_tgt),
-      )
-      for o in outcomes
-      if not o.skipped
-    }
     fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
     mean_aux = np.broadcast_to(aux.mean(axis=0, keepdims=True), targets.shape)
     mean_image_ssim = parallel.batched_map(
@@ -345,16 +330,6 @@ def _audit(
       batch_size=eb,
       mesh=mesh,
     )
-
-  verdicts = {
-    name: risk.verdict(
-      ssim_gain_ci_low=s.gain_ci[0],
-      image_reid_rate=float(s.per_image["image_reid_hit"].mean()),
-      reid_chance=1.0 / targets.shape[0],
-      thresholds=cfg.risk,
-    )
-    for name, s in scores.items()
-  }
   deciding = risk.most_severe(
     {
       n: (v[0], scores[n].gain_ci[0], float(scores[n].per_image["image_reid_hit"].mean()))
@@ -372,6 +347,7 @@ def _audit(
     feature_dim=int(f_tgt.shape[1]),
     mean_image_ssim=mean_image_ssim,
     model_reid=not precomputed,
+    strength=strength,
     config=cfg,
     environment={
       "versions": _versions(),
@@ -398,6 +374,75 @@ def _audit(
     "; ".join(verdicts[deciding][1]),
   )
   return report
+
+
+def _attack_and_score(aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, timer, stage=""):
+  """Runs every configured attacker on (aux, f_aux) against the targets and scores each.
+
+  Returns (outcomes, scores, verdicts): the runner's Outcomes, name -> Scores and name ->
+  (level, reasons) of the attackers that ran.
+  """
+  eb = cfg.eval_batch_size
+  standardize = attacks.Standardizer.fit(f_aux)
+  attack_model = reembed = None
+  if model is not None:
+    embed_fn, embed_jit, params, model_key = model
+
+    def embed_standardized(p, images):
+      return standardize(embed_fn(p, images))
+
+    attack_model = attacks.Model(embed_standardized, params, model_key)
+
+    def reembed(images):
+      f = _guarded(extract_features, targets.shape[1:])(
+        embed_jit, params, images, mesh=mesh, batch_size=eb, name="reconstructions"
+      )
+      return standardize(f)
+
+  model_key = model[3] if model is not None else workdir_lib.array_hash(f_aux, f_tgt)
+  train_idx, val_idx = split_validation(aux.shape[0], cfg.train.val_fraction, cfg.seed)
+  with timer.stage(f"{stage}attacks"):
+    outcomes = runner.run_all(
+      cfg.attacks,
+      attacks.AuxSet(standardize(f_aux), aux, train_idx, val_idx),
+      standardize(f_tgt),
+      context={
+        "mesh": mesh,
+        "seed": cfg.seed,
+        "eval_batch_size": eb,
+        "filter_size": cfg.ssim.filter_size,
+        "filter_sigma": cfg.ssim.filter_sigma,
+        "model": attack_model,
+      },
+      shared={"decoder": cfg.decoder.to_dict(), "train": cfg.train.to_dict()},
+      data_key=workdir_lib.array_hash(np.frombuffer(model_key.encode(), np.uint8), aux, targets),
+      workdir=workdir,
+      overwrite=cfg.overwrite,
+      stage=stage,
+    )
+  with timer.stage(f"{stage}attack_scoring"):
+    scores = {
+      o.name: scoring.score(
+        o.reconstructions,
+        targets,
+        cfg=cfg,
+        mesh=mesh,
+        reembed=reembed,
+        target_features=standardize(f_tgt),
+      )
+      for o in outcomes
+      if not o.skipped
+    }
+  verdicts = {
+    name: risk.verdict(
+      ssim_gain_ci_low=sc.gain_ci[0],
+      image_reid_rate=float(sc.per_image["image_reid_hit"].mean()),
+      reid_chance=1.0 / targets.shape[0],
+      thresholds=cfg.risk,
+    )
+    for name, sc in scores.items()
+  }
+  return outcomes, scores, verdicts
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:

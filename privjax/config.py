@@ -57,6 +57,11 @@ def audit_config() -> ml_collections.ConfigDict:
   for name in ("decoder", "ridge", "nearest", "whitebox"):
     c.attacks[name] = ml_collections.ConfigDict(attacks.with_defaults(name, {}))
 
+  # Attacker strength against its data: re-run every attacker on nested random parts
+  # of the auxiliary set (fractions in (0, 1]; empty: off) and report leakage per part.
+  c.attack_strength = ml_collections.ConfigDict()
+  c.attack_strength.aux_fractions = ()  # e.g. (0.1, 0.25, 0.5, 1.0)
+
   c.eval_batch_size = 256  # Batch for extraction, reconstruction and scoring.
 
   # Scoring.
@@ -217,6 +222,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     isinstance(c.attacks, ml_collections.ConfigDict) and len(c.attacks) > 0,
     f"config.attacks must be a non-empty group of attackers, got {c.attacks!r}",
   )
+  fractions = c.attack_strength.aux_fractions
+  require(
+    isinstance(fractions, (list, tuple)),
+    f"config.attack_strength.aux_fractions must be a list of numbers, got {fractions!r}",
+  )
+  for i, f in enumerate(fractions):
+    number(f"attack_strength.aux_fractions[{i}]", f, 1e-9, 1.0)
   names = list(c.attacks)
   for name in names:
     attacks.check(name, c.attacks[name], names)

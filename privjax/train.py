@@ -267,6 +267,10 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   step_fn = training.step
   state = training.init(jax.random.key(config.seed))
   val_fn = jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x))
+  # What predicting the mean training image scores on the validation images: a decoder
+  # that does no better learned nothing from the features.
+  mean_image = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
+  mean_image_val_loss = float(np.mean(jax.jit(loss_fn)(mean_image, y_val)))
 
   meta = {"history": [], "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
   # A copy, never an alias: the train step donates `state`, so an alias of its params
@@ -363,6 +367,8 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
           elif step >= tc.num_steps:
             meta["stopped"] = (
               "reached train.num_steps (still improving: raise it for a stronger attack)"
+              if meta["bad_evals"] == 0
+              else "reached train.num_steps"
             )
         if meta["stopped"] or at_checkpoint:
           save(step)
@@ -390,6 +396,7 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     "batch_size": batch_size,
     "train_examples": int(len(train_idx)),
     "val_examples": int(len(val_idx)),
+    "mean_image_val_loss": mean_image_val_loss,
     "history": meta["history"],
   }
   return decoder, best_params, convergence

@@ -21,7 +21,7 @@ from privjax.train import train_decoder
 # attacker recovers.
 MIN_TRAIN_EXAMPLES = 200
 MIN_VAL_EXAMPLES = 20
-# A validation loss that improved less than this fraction over training is "flat".
+# A best validation loss within this fraction of the mean image's is "flat".
 FLAT_IMPROVEMENT = 0.02
 
 
@@ -38,20 +38,22 @@ def training_warnings(convergence: dict, train_cfg) -> list[str]:
       f"model selection on only {convergence['val_examples']} held-out auxiliary images "
       f"(< {MIN_VAL_EXAMPLES}): early stopping is noisy"
     )
-  history = convergence["history"]
-  if history:
-    first, best = history[0]["val_loss"], convergence["best_val_loss"]
-    if first > 0 and (first - best) / first < FLAT_IMPROVEMENT:
-      out.append(
-        f"validation loss flat from the start ({first:.5g} -> best {best:.5g}): the decoder "
-        "learned next to nothing; the features may carry little, or training failed"
-      )
-    elif convergence["best_step"] <= train_cfg.warmup_steps + train_cfg.eval_every:
-      out.append(
-        f"best validation loss at step {convergence['best_step']}, the end of warm-up: "
-        "under-trained or over-fitting at once; try a lower learning rate or more data"
-      )
-  if convergence["stopped"].startswith("reached train.num_steps"):
+  history, best = convergence["history"], convergence["best_val_loss"]
+  floor = convergence["mean_image_val_loss"]
+  if best >= (1 - FLAT_IMPROVEMENT) * floor:
+    out.append(
+      f"validation loss flat: best {best:.5g} is no better than predicting the mean auxiliary "
+      f"image ({floor:.5g}); the decoder learned nothing from the features (they may carry "
+      "little, or training failed)"
+    )
+  elif history and convergence["best_step"] <= min(
+    h["step"] for h in history if h["step"] > train_cfg.warmup_steps
+  ):
+    out.append(
+      f"best validation loss at step {convergence['best_step']}, the first evaluation after "
+      "warm-up: under-trained or over-fitting at once; try a lower learning rate or more data"
+    )
+  if convergence["stopped"].startswith("reached train.num_steps (still improving"):
     out.append("under-trained: still improving at train.num_steps (raise it)")
   return out
 

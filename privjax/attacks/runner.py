@@ -54,6 +54,7 @@ def run_all(
   data_key: str,
   workdir: str | None,
   overwrite: bool,
+  stage: str = "",
 ) -> list[Outcome]:
   """Runs every attacker not "off", in config order; returns one Outcome each.
 
@@ -67,6 +68,8 @@ def run_all(
     data_key: a hash of the auxiliary and target data and the model.
     workdir: the audit's workdir, or None.
     overwrite: discard a checkpoint stage made with different inputs (else an error).
+    stage: a prefix keeping this run's checkpoints and caches apart from other runs'
+      in the same workdir (the attacker-strength runs on parts of the auxiliary set).
   """
   names = [n for n in attacks_cfg if attacks_cfg[n].type != base.OFF]
   fitted: dict[str, base.Fitted] = {}
@@ -99,7 +102,7 @@ def run_all(
       kind = attacks_cfg[name].type
       ckpt = None
       if workdir is not None and base.uses_checkpoints(kind):
-        ckpt = os.path.join(workdir, "checkpoints", name)
+        ckpt = os.path.join(workdir, "checkpoints", stage + name)
         workdir_lib.claim_stage(
           ckpt,
           {
@@ -125,7 +128,9 @@ def run_all(
     kind = attacks_cfg[name].type
     t = time.perf_counter()
     path = (
-      os.path.join(workdir, "cache", f"attack-{name}-{key(name)[:32]}.npz") if workdir else None
+      os.path.join(workdir, "cache", f"attack-{stage}{name}-{key(name)[:32]}.npz")
+      if workdir
+      else None
     )
     stored = cache.load(path) if path else None
     if stored is not None:
