@@ -9,11 +9,15 @@ Multi-process (multi-host) runs start the same command in every process, with
 "Running on many devices".
 
 This is the only file that defines flags; the work is in privjax.audit.run.
-Errors caused by the input (config, data, model, workdir) print one line and exit 2.
+Errors caused by the input (config, data, model, workdir, a full disk) print one line
+and exit 2. SIGTERM stops training with a checkpoint and exits 143; Ctrl-C (SIGINT)
+exits 130 with one line (see privjax.errors.Interrupted).
 """
 
+import errno
 import logging as py_logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -23,6 +27,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from privjax import audit, parallel
+from privjax import report as report_lib
+from privjax import workdir as workdir_lib
 from privjax.errors import Interrupted, PrivjaxError
 
 FLAGS = flags.FLAGS
@@ -66,6 +72,20 @@ class _QuietDependencies(py_logging.Filter):
 
 
 def main(argv):
+  try:
+    _main(argv)
+  except KeyboardInterrupt:
+    # Ctrl-C outside decoder training (which saves a checkpoint and raises Interrupted):
+    # every finished stage is already in the workdir.
+    print(
+      "privjax: interrupted by Ctrl-C (SIGINT); finished stages are kept in the workdir: "
+      "re-run the same command to resume",
+      file=sys.stderr,
+    )
+    sys.exit(128 + signal.SIGINT)
+
+
+def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_QuietDependencies())
@@ -85,21 +105,39 @@ def main(argv):
     config.to_dict()  # a config file that failed to load raises on first use
   except (OSError, SyntaxError, AttributeError, ImportError) as e:
     _usage_error(f"cannot load the config file: {e}")
+  workdir = FLAGS.workdir
   try:
-    report = audit.run(config, FLAGS.workdir)
+    workdir = workdir_lib.resolve(workdir)  # a wrong workdir is refused before any work
+    report = audit.run(config, workdir)
   except PrivjaxError as e:
     _usage_error(str(e))
-  except Interrupted as e:
+  except Interrupted as e:  # SIGTERM (143) or Ctrl-C (130), after saving a checkpoint
     print(f"privjax: {e}", file=sys.stderr)
-    sys.exit(143)
-  s = report.to_dict()
-  print(
-    f"privjax: {s['risk_level']} risk | SSIM {s['ssim']:.3f} vs baseline {s['baseline_ssim']:.3f} "
-    f"(gain {s['ssim_gain']:.3f}, 95% CI [{s['ssim_gain_ci'][0]:.3f}, {s['ssim_gain_ci'][1]:.3f}])"
-    f" | image re-id {s['image_reid_rate']:.3f}, model re-id "
-    f"{'n/a' if s['reid_rate'] is None else format(s['reid_rate'], '.3f')}, chance "
-    f"{s['reid_chance']:.4f} | report: {FLAGS.workdir}/report.json"
-  )
+    sys.exit(128 + getattr(e, "signum", signal.SIGTERM))
+  except Exception as e:
+    full = _disk_full(e)
+    if full is None:
+      raise
+    _usage_error(f"no space left on device writing {full or workdir}")
+  print(report_lib.summary_line(report, os.path.join(workdir, "report.json")))
+
+
+def _disk_full(e: BaseException):
+  """The file a full disk (or quota) stopped a write of ('' if unnamed), else None.
+
+  privjax's own writes already raise a WorkdirError; this catches the rest (orbax
+  checkpoints, written by orbax and TensorStore), which may wrap the OSError or only
+  say it in the message.
+  """
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      return e.filename or ""
+    if "No space left on device" in str(e):
+      return ""
+    e = e.__cause__ or e.__context__
+  return None
 
 
 def _start_distributed():

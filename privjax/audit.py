@@ -207,19 +207,25 @@ def _model_key(embed_jit, params, image_shape, batch_size: int) -> str:
 def check_deterministic(embed_jit, params, images, *, mesh, batch_size: int) -> None:
   """Stops with one line if `embed_fn` is not a pure function of (params, images).
 
-  Embeds a probe batch twice, and once more in another batch position (reversed),
-  and compares: an impure embed_fn (state, randomness, different features on each
-  trace) would make every later number meaningless.
+  Embeds the first images in a batch of the extraction's size twice, once reversed,
+  and once in a small batch (another trace), and compares: an impure embed_fn (state,
+  randomness, different features on each trace, batch-dependent outputs) would make
+  every later number meaningless.
   """
-  probe = images[: min(len(images), 2 * mesh.size)]
-  first = extract_features(embed_jit, params, probe, mesh=mesh, batch_size=batch_size, name="probe")
-  again = extract_features(embed_jit, params, probe, mesh=mesh, batch_size=batch_size, name="probe")
-  flipped = extract_features(
-    embed_jit, params, probe[::-1], mesh=mesh, batch_size=batch_size, name="probe"
-  )[::-1]
-  scale = max(float(np.abs(first).max()), 1e-6)
-  for other, how in ((again, "embedded twice"), (flipped, "embedded in another batch order")):
-    diff = float(np.abs(first - other).max())
+  k, m = min(len(images), 2 * mesh.size), min(len(images), batch_size)
+
+  def embed(x, b):
+    return extract_features(embed_jit, params, x, mesh=mesh, batch_size=b, name="probe images")
+
+  full = embed(images[:m], batch_size)
+  checks = (
+    (embed(images[:m], batch_size), full, "embedded twice"),
+    (embed(images[:m][::-1], batch_size)[::-1], full, "embedded in reverse order"),
+    (embed(images[:k], k), full[:k], "embedded in a batch of another size"),
+  )
+  scale = max(float(np.abs(full).max()), 1e-6)
+  for got, want, how in checks:
+    diff = float(np.abs(got - want).max())
     if diff > 1e-4 * scale:
       raise ModelError(
         f"embed_fn is not deterministic: the same images {how} gave features differing by "

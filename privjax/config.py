@@ -17,6 +17,10 @@ from privjax.errors import ConfigError
 # an 11x11 window with sigma 1.5, constants K1=0.01, K2=0.03.
 DEFAULT_SSIM_FILTER_SIZE = 11
 DEFAULT_SSIM_FILTER_SIGMA = 1.5
+MIN_SSIM_SIGMA = 0.5  # pixels: a narrower Gaussian weighs almost only the centre pixel
+# Floors below which the rates and the bootstrap CI mean little.
+MIN_TARGETS_FLOOR = 10
+MIN_BOOTSTRAP_SAMPLES = 100
 
 
 def audit_config() -> ml_collections.ConfigDict:
@@ -96,7 +100,9 @@ def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
 
   Images smaller than the configured window get the largest odd window that fits,
   with sigma scaled by the same factor (so the window still spans the same number of
-  standard deviations). This is documented in the report; it is never an error.
+  standard deviations); the report states the window used. A window that would need
+  sigma below MIN_SSIM_SIGMA pixels to fit is refused: it would weigh almost only the
+  centre pixel, and SSIM would degenerate into a per-pixel comparison.
   """
   smallest = min(height, width)
   if filter_size <= smallest:
@@ -104,7 +110,14 @@ def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
   size = smallest if smallest % 2 == 1 else smallest - 1
   if size < 3:
     raise ConfigError(f"images must be at least 3x3 pixels for SSIM, got {height}x{width}")
-  return size, filter_sigma * size / filter_size
+  sigma = filter_sigma * size / filter_size
+  if sigma < MIN_SSIM_SIGMA:
+    raise ConfigError(
+      f"config.ssim.filter_size={filter_size} (sigma {filter_sigma}) does not fit "
+      f"{height}x{width} images: shrunk to {size} pixels its sigma would be {sigma:.3g} < "
+      f"{MIN_SSIM_SIGMA} pixel; set ssim.filter_size <= {size} and ssim.filter_sigma yourself"
+    )
+  return size, sigma
 
 
 def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
@@ -215,9 +228,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
     c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}"
   )
   positive_int("bootstrap_samples", c.bootstrap_samples)
+  require(
+    c.bootstrap_samples >= MIN_BOOTSTRAP_SAMPLES,
+    f"config.bootstrap_samples must be at least {MIN_BOOTSTRAP_SAMPLES} for a meaningful 95% "
+    f"interval, got {c.bootstrap_samples}",
+  )
   for name in ("exact_max_targets", "shortlist", "baseline_samples"):
     positive_int(f"reid.{name}", c.reid[name])
   positive_int("min_targets", c.min_targets)
+  require(
+    c.min_targets >= MIN_TARGETS_FLOOR,
+    f"config.min_targets must be at least {MIN_TARGETS_FLOOR} (fewer targets make the rates "
+    f"and intervals meaningless), got {c.min_targets}",
+  )
   require(
     isinstance(c.attacks, ml_collections.ConfigDict) and len(c.attacks) > 0,
     f"config.attacks must be a non-empty group of attackers, got {c.attacks!r}",
@@ -238,8 +261,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   )
   positive_int("grid_examples", c.grid_examples)
   require(
-    isinstance(c.seed, int) and not isinstance(c.seed, bool),
-    f"config.seed must be an integer, got {c.seed!r}",
+    isinstance(c.seed, int) and not isinstance(c.seed, bool) and 0 <= c.seed < 2**32,
+    f"config.seed must be an integer in [0, 2**32), got {c.seed!r}",
   )
   require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
   for name in ("high_ssim_gain", "high_image_reid", "medium_ssim_gain", "medium_image_reid"):

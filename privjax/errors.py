@@ -6,6 +6,8 @@ was expected and what came. launch.py turns these into a one-line message and ex
 code 2; anything else is a bug and keeps its traceback.
 """
 
+import signal
+
 
 class PrivjaxError(ValueError):
   """Base class of the errors a user's input can cause."""
@@ -32,8 +34,12 @@ class WorkdirError(PrivjaxError):
 
 
 class Interrupted(Exception):
-  """A run stopped by SIGTERM after saving a checkpoint; re-running resumes it.
+  """A run stopped by SIGTERM or Ctrl-C (SIGINT) after saving a checkpoint; re-running resumes it.
 
-  Not a PrivjaxError: nothing was wrong with the input. launch.py exits 143 (128 +
-  SIGTERM), the code a preempted job is expected to end with.
+  Not a PrivjaxError: nothing was wrong with the input. launch.py exits 128 + `signum`:
+  143 for SIGTERM, the code a preempted job is expected to end with, and 130 for Ctrl-C.
   """
+
+  def __init__(self, message: str, *, signum: int = signal.SIGTERM):
+    super().__init__(message)
+    self.signum = signum

@@ -1,7 +1,11 @@
 """The audit report: a JSON-ready summary, a per-image CSV and a picture grid.
 
-Files are written atomically (a temporary file in the same directory, then
-`os.replace`), so a crash leaves either the previous complete file or the new one.
+The three files are published as one set (`privjax.workdir.publish`): all are
+written to temporary names first, then renamed into place with report.json last, and
+report.json is absent while the others are switched. So a report.json always sits
+beside the CSV and picture of its own run, whenever a run is killed; a set a killed
+run had fully written is completed, and its stray temporaries removed, when the
+workdir is next locked.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from privjax.workdir import atomic_write
+from privjax import metrics
+from privjax.scoring import PSNR_CAP_DB
+from privjax.workdir import publish
 
 REPORT_JSON = "report.json"
 PER_IMAGE_CSV = "per_image.csv"
 GRID_PNG = "reconstructions.png"
+STRENGTH_PNG = "attack_strength.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,192 @@ class Report:
   def to_dict(self) -> dict:
     """Every metric, `ssim_per_image` and the verdict; only JSON-serialisable values."""
     return dict(self.summary)
+
+
+_TYPE_I_REID = (
+  "type I: reconstructions re-embedded with the audited model and ranked against the targets' "
+  "features by cosine (both standardised on the auxiliary set); can overstate leakage (an "
+  "attacker can reproduce a low-dimensional embedding without reproducing the image), so the "
+  "verdict does not use it"
+)
+_NO_MODEL_REID = (
+  "not measured: the audit ran on stored features with no model to re-embed the "
+  "reconstructions with; image-space re-identification (image_reid_rate) still applies"
+)
+_SEED_CONTROLS = (
+  "every attacker's initialisation and training batch order, the held-out validation part of "
+  "the auxiliary set, the random features, the bootstrap resamples (and, from the CLI, the "
+  "builtin model's init and batch order); the role splits follow data.split_seed"
+)
+
+
+def build(
+  *,
+  outcomes,
+  scores: dict,
+  verdicts: dict,
+  deciding: str,
+  targets: np.ndarray,
+  aux_count: int,
+  labels,
+  feature_dim: int,
+  mean_image_ssim: np.ndarray,
+  model_reid: bool,
+  strength: list,
+  config,
+  environment: dict,
+) -> Report:
+  """The Report of an audit: the deciding attacker's numbers at the top, every attacker's row.
+
+  Args:
+    outcomes: every configured attacker's `runner.Outcome`, in config order.
+    scores: name -> `scoring.Scores` of the attackers that ran.
+    verdicts: name -> (level, reasons) per attacker.
+    deciding: the attacker whose verdict is the audit's (the most severe).
+    targets: [N, H, W, C] the original targets.
+    aux_count: the number of auxiliary images.
+    labels: [N] target labels or None.
+    feature_dim: the feature dimension.
+    mean_image_ssim: [N] each target's SSIM against the mean auxiliary image.
+    model_reid: whether type-I re-identification was measured (a model to re-embed with).
+    strength: per auxiliary fraction {aux_fraction, num_aux, attacks: name -> summary}
+      (config.attack_strength; empty when off).
+    config: the resolved audit config.
+    environment: versions, devices, metadata and seconds, stored as they are.
+  """
+  best = scores[deciding]
+  by_name = {o.name: o for o in outcomes}
+  n = targets.shape[0]
+  rows = {}
+  for o in outcomes:
+    row = {"type": o.type, "seconds": o.seconds}
+    if o.skipped:
+      row["skipped"] = o.skipped
+    else:
+      row.update(scores[o.name].summary())
+      row["risk_level"], row["risk_reasons"] = verdicts[o.name]
+      row["warnings"] = list(o.warnings)
+      row["info"] = o.info
+    rows[o.name] = row
+  warnings = [f"{o.name}: {w}" for o in outcomes for w in o.warnings]
+  level, reasons = verdicts[deciding]
+  reasons = [f"{deciding} attacker: {r}" for r in reasons]
+  if level != "high" and warnings:
+    reasons.append(
+      "caveat: some attackers may be under-powered (see warnings); the true risk may be higher"
+    )
+  summary = {
+    "risk_level": level,
+    "risk_reasons": reasons,
+    "deciding_attack": deciding,
+    **best.summary(),
+    "reid_rate": best.summary()["reid_rate"] if model_reid else None,
+    "ssim_per_image": [float(v) for v in best.per_image["ssim"]],
+    "mean_image_ssim": float(mean_image_ssim.mean()),
+    "baseline": "mismatched pairs: each target's SSIM against the same attacker's "
+    "reconstructions of all other targets' features (what it scores with no information about "
+    "the target)"
+    + (
+      ""
+      if best.exact
+      else f"; estimated from {config.reid.baseline_samples} random "
+      "mismatched reconstructions per target"
+    ),
+    "image_reid_method": "exact: SSIM of every (reconstruction, original) pair"
+    if best.exact
+    else f"shortlist: the {config.reid.shortlist} originals nearest in pixel distance to each "
+    "reconstruction, re-ranked by exact SSIM (N > reid.exact_max_targets); a competitor "
+    "outside the shortlist can make this overstate the rate",
+    "image_reid": "rank-1: the reconstruction's SSIM with its own original is strictly higher "
+    "than with every other target (ties count as misses); independent of the audited model",
+    "reid": _TYPE_I_REID if model_reid else _NO_MODEL_REID,
+    "reid_chance": 1.0 / n,
+    "warnings": warnings,
+    "attacks": rows,
+    "attack_strength": strength,
+    "num_targets": int(n),
+    "num_aux": int(aux_count),
+    "image_shape": list(targets.shape[1:]),
+    "feature_dim": feature_dim,
+    "feature_standardisation": "every attacker learns from features standardised per "
+    "dimension on the auxiliary set (zero mean, unit variance), so their units never decide",
+    "ssim_definition": {
+      "implementation": "dm_pix.ssim (Gaussian window, valid region, K1=0.01, K2=0.03, "
+      "data range 1, mean over valid positions and channels); equals skimage "
+      "structural_similarity(gaussian_weights=True, use_sample_covariance=False)",
+      "filter_size": int(config.ssim.filter_size),
+      "filter_sigma": float(config.ssim.filter_sigma),
+    },
+    "psnr_cap_db": PSNR_CAP_DB,
+    "convergence": by_name["decoder"].info.get("convergence")
+    if "decoder" in by_name and not by_name["decoder"].skipped
+    else None,
+    "config": config.to_dict(),
+    "seed": config.seed,
+    "seed_controls": _SEED_CONTROLS,
+    **{k: environment[k] for k in ("versions", "devices", "metadata")},
+  }
+  if labels is not None:
+    summary["image_label_match_rate"] = float(
+      metrics.label_hits(best.best_image_match, labels).mean()
+    )
+    if best.best_model_match is not None:
+      summary["reid_label_match_rate"] = float(
+        metrics.label_hits(best.best_model_match, labels).mean()
+      )
+    summary["label_chance"] = metrics.label_chance(labels)
+  summary["seconds"] = environment["seconds"]
+  per_image = dict(best.per_image)
+  per_image["mean_image_ssim"] = mean_image_ssim.astype(np.float64)
+  for name, sc in scores.items():
+    if name != deciding:
+      per_image[f"ssim_{name}"] = sc.per_image["ssim"]
+  if labels is not None:
+    per_image["label"] = labels.astype(np.int64)
+  return Report(summary, per_image, targets, by_name[deciding].reconstructions)
+
+
+def strength_png(strength: list) -> bytes:
+  """Leakage against the attacker's auxiliary data size: SSIM gain and image re-id per attacker."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+  sizes = [row["num_aux"] for row in strength]
+  for name in strength[-1]["attacks"]:
+    rows = [row["attacks"].get(name) for row in strength]
+    if any(r is None for r in rows):
+      continue
+    gain = np.array([r["ssim_gain"] for r in rows])
+    lo = np.array([r["ssim_gain_ci"][0] for r in rows])
+    hi = np.array([r["ssim_gain_ci"][1] for r in rows])
+    (line,) = axes[0].plot(sizes, gain, "o-", label=name)
+    axes[0].fill_between(sizes, lo, hi, color=line.get_color(), alpha=0.2)
+    axes[1].plot(sizes, [r["image_reid_rate"] for r in rows], "o-", label=name)
+  axes[0].set(xlabel="auxiliary images", ylabel="SSIM gain over baseline (95% CI)")
+  axes[1].set(xlabel="auxiliary images", ylabel="image re-identification rate", ylim=(0, 1.02))
+  axes[0].legend()
+  fig.suptitle("Leakage against the attacker's data")
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def summary_line(report: Report, path: str) -> str:
+  """The one line the CLI prints: verdict, deciding attacker, its numbers, where the report is."""
+  s = report.summary
+  reid = "n/a" if s["reid_rate"] is None else format(s["reid_rate"], ".3f")
+  warn = f" | {len(s['warnings'])} warning(s), see report" if s["warnings"] else ""
+  return (
+    f"privjax: {s['risk_level']} risk (decided by {s['deciding_attack']}) | SSIM {s['ssim']:.3f} "
+    f"vs baseline {s['baseline_ssim']:.3f} (gain {s['ssim_gain']:.3f}, 95% CI "
+    f"[{s['ssim_gain_ci'][0]:.3f}, {s['ssim_gain_ci'][1]:.3f}]), PSNR {s['psnr']:.1f} dB | image "
+    f"re-id {s['image_reid_rate']:.3f}, model re-id {reid}, chance {s['reid_chance']:.4f}{warn} | "
+    f"report: {path}"
+  )
 
 
 def per_image_csv(per_image: dict) -> bytes:
@@ -99,14 +292,35 @@ def grid_png(originals, reconstructions, ssim_values, *, per_row: int) -> bytes:
 
 
 def write(report: Report, workdir: str, *, per_row: int) -> dict:
-  """Writes report.json, per_image.csv and reconstructions.png into `workdir` atomically."""
+  """Publishes report.json, per_image.csv and reconstructions.png in `workdir` as one set.
+
+  The CSV and the picture are written to temporary names, then report.json; once all
+  three are complete, report.json is removed, the other two are renamed into place and
+  report.json is renamed last (see `privjax.workdir.publish`). A kill before then keeps
+  the previous set; a kill during the renames leaves no report.json (the set is
+  incomplete, never mixed) until the next run on the workdir completes it.
+
+  Returns:
+    {file name: its path}.
+
+  Raises:
+    WorkdirError: a file cannot be written (for example, the disk is full); the
+      previous set is unchanged.
+  """
   os.makedirs(workdir, exist_ok=True)
   paths = {name: os.path.join(workdir, name) for name in (REPORT_JSON, PER_IMAGE_CSV, GRID_PNG)}
-  atomic_write(paths[PER_IMAGE_CSV], per_image_csv(report.per_image))
-  atomic_write(
-    paths[GRID_PNG],
-    grid_png(report.originals, report.reconstructions, report.per_image["ssim"], per_row=per_row),
+  grid = grid_png(
+    report.originals, report.reconstructions, report.per_image["ssim"], per_row=per_row
   )
-  # report.json last: its presence means the whole report was written.
-  atomic_write(paths[REPORT_JSON], json.dumps(report.to_dict(), indent=2).encode())
+  files = {PER_IMAGE_CSV: per_image_csv(report.per_image), GRID_PNG: grid}
+  if report.summary.get("attack_strength"):
+    files[STRENGTH_PNG] = strength_png(report.summary["attack_strength"])
+    paths[STRENGTH_PNG] = os.path.join(workdir, STRENGTH_PNG)
+  publish(
+    workdir,
+    {
+      **files,
+      REPORT_JSON: json.dumps(report.to_dict(), indent=2).encode(),  # last: the set's index
+    },
+  )
   return paths

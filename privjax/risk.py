@@ -7,6 +7,7 @@ audited model itself) is reported but never decides: a decoder can reproduce a
 low-dimensional embedding without reproducing the image.
 
   high    gain CI low >= risk.high_ssim_gain, or image re-id >= risk.high_image_reid
+          and >= risk.medium_reid_over_chance x chance
   medium  gain CI low >= risk.medium_ssim_gain, or image re-id >= risk.medium_image_reid
           and >= risk.medium_reid_over_chance x chance
   low     otherwise
@@ -14,26 +15,36 @@ low-dimensional embedding without reproducing the image.
 
 from __future__ import annotations
 
+import math
+
+from privjax.errors import TrainingError
+
 
 def verdict(*, ssim_gain_ci_low: float, image_reid_rate: float, reid_chance: float, thresholds):
   """Returns (level, reasons): level in {"low", "medium", "high"}, reasons a list of strings."""
   t = thresholds
+  if not all(math.isfinite(v) for v in (ssim_gain_ci_low, image_reid_rate, reid_chance)):
+    raise TrainingError(
+      f"cannot judge: a non-finite score (SSIM gain CI low {ssim_gain_ci_low}, image re-id "
+      f"{image_reid_rate}, chance {reid_chance}); no verdict is given from NaN"
+    )
   gain = f"SSIM gain over baseline, 95% CI lower bound {ssim_gain_ci_low:.3f}"
   reid = (
     f"image-space rank-1 re-identification {image_reid_rate:.3f} "
     f"({image_reid_rate / reid_chance:.1f}x chance {reid_chance:.4f})"
   )
-  if ssim_gain_ci_low >= t.high_ssim_gain or image_reid_rate >= t.high_image_reid:
+  over_chance = image_reid_rate >= t.medium_reid_over_chance * reid_chance
+  reid_high = image_reid_rate >= t.high_image_reid and over_chance
+  if ssim_gain_ci_low >= t.high_ssim_gain or reid_high:
     reasons = []
     if ssim_gain_ci_low >= t.high_ssim_gain:
       reasons.append(f"{gain} >= high threshold {t.high_ssim_gain}")
-    if image_reid_rate >= t.high_image_reid:
-      reasons.append(f"{reid} >= high threshold {t.high_image_reid}")
+    if reid_high:
+      reasons.append(
+        f"{reid} >= high threshold {t.high_image_reid} and >= {t.medium_reid_over_chance}x chance"
+      )
     return "high", reasons
-  reid_medium = (
-    image_reid_rate >= t.medium_image_reid
-    and image_reid_rate >= t.medium_reid_over_chance * reid_chance
-  )
+  reid_medium = image_reid_rate >= t.medium_image_reid and over_chance
   if ssim_gain_ci_low >= t.medium_ssim_gain or reid_medium:
     reasons = []
     if ssim_gain_ci_low >= t.medium_ssim_gain:

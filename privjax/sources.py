@@ -1,23 +1,47 @@
 """Where images come from: the embedded digits, TFDS datasets, image folders, .npz files.
 
 Every source exposes named splits (`SplitSource`): a size and a `read(indices)` that
-returns raw images (numpy [H, W, C], uint8 or float in [0, 1]) and raw labels (ints,
-strings or None). privjax slices the splits into the audit's roles (data.py) and
-preprocesses only the images it uses, so a large TFDS dataset is never decoded whole.
+returns raw images (numpy [H, W(, C)]) and raw labels (ints, strings or None). privjax
+slices the splits into the audit's roles (data.py) and preprocesses only the images it
+uses, so a large TFDS dataset is never decoded whole.
+
+Pixel values follow one rule, `data.to_unit_float` (uint8 /255, uint16 /65535, bool
+0/1, floats as is and within [0, 1], other integers refused), the same rule as
+`privjax.assess`: every source's images pass through `data.preprocess`, which applies
+it, and the folder and npz sources apply it first themselves, so that an error names
+the file or the npz key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import stat
+import struct
+import warnings
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from absl import logging
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from privjax.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+# The most pixels (width x height) one image file may have. Checked from the file's
+# header before anything is decoded, so a small file claiming a huge size (a
+# decompression bomb) costs nothing. 50 megapixels is far above any face image.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def _to_unit_float(x, *, name: str, whole_set: bool = False) -> np.ndarray:
+  # data.py imports this module, so its rule is imported when first used.
+  from privjax.data import to_unit_float
+
+  return to_unit_float(x, name=name, whole_set=whole_set)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,79 +175,278 @@ def _tfds_tfrecord_splits(tfds, builder, d) -> dict[str, SplitSource]:
   return splits
 
 
+# Pillow modes privjax reads -> the mode converted to first (None: read as stored). A
+# 2nd channel of LA and a 4th of RGBA/RGBX are dropped afterwards (alpha is dropped,
+# not composited: the stored colour is used even under transparent pixels).
+_PIL_MODES = {
+  "1": None,  # bilevel: bool, read as 0/1
+  "L": None,  # 8-bit gray: /255
+  "LA": None,  # 8-bit gray + alpha
+  "P": "RGBA",  # palette (with or without a transparent entry): its colours
+  "PA": "RGBA",
+  "RGB": None,
+  "RGBA": None,
+  "RGBX": None,
+  "CMYK": "RGB",  # Pillow's conversion, without an ICC profile
+  "YCbCr": "RGB",
+  "I;16": None,  # 16-bit gray (16-bit PNG): /65535
+  "I;16L": None,
+  "I;16B": None,
+  "I;16N": None,
+  "I": None,  # 32-bit int: only a 16-bit PNG decoded by an older Pillow is read
+  "F": None,  # 32-bit float: taken as is, must be within [0, 1]
+}
+
+
+def image_array(im: Image.Image, *, name: str) -> np.ndarray:
+  """A decoded Pillow image -> float32 [H, W, 1 or 3] in [0, 1], or raises DataError.
+
+  Modes 1, L, LA, P, PA, RGB, RGBA, RGBX, CMYK, YCbCr, I;16 (16-bit), and F are read;
+  alpha is dropped (not composited); 16-bit values are divided by 65535; float values
+  must already be within [0, 1]. Mode I (32-bit integers) is refused, its full scale
+  being unknown, except from a PNG (where it can only hold 16-bit values). Other modes
+  are refused. `name` (the file) goes into the error message.
+  """
+  mode = im.mode
+  if mode not in _PIL_MODES:
+    raise DataError(
+      f"{name}: Pillow mode {mode!r} is not read; expected one of {', '.join(_PIL_MODES)}"
+    )
+  if _PIL_MODES[mode]:
+    im = im.convert(_PIL_MODES[mode])
+  x = np.asarray(im)
+  if mode == "I":
+    if im.format != "PNG":
+      raise DataError(
+        f"{name}: 32-bit integer pixels (Pillow mode 'I') have no known full scale; expected "
+        "8-bit, 16-bit, or float in [0, 1]"
+      )
+    if x.size and (x.min() < 0 or x.max() > 65535):
+      raise DataError(f"{name}: 16-bit PNG values outside [0, 65535]")
+    x = x.astype(np.uint16)
+  if x.ndim == 2:
+    x = x[..., None]
+  if x.shape[-1] in (2, 4):  # LA, RGBA, RGBX: drop the alpha (or padding) channel
+    x = x[..., :-1]
+  return _to_unit_float(x, name=name)
+
+
+def _too_large(path: str, pixels: int, size: str = "") -> DataError:
+  return DataError(
+    f"image {path} has {size}{pixels:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,} per "
+    "image (sources.MAX_IMAGE_PIXELS; a decompression bomb?)"
+  )
+
+
 def _read_image(path: str) -> np.ndarray:
+  """One image file -> float32 [H, W, 1 or 3] in [0, 1] (`image_array`), EXIF orientation applied.
+
+  The size is checked against MAX_IMAGE_PIXELS from the header, before decoding.
+  """
+  kind = _kind(path)
+  if kind != "file":
+    raise DataError(f"cannot read image {path}: it is a {kind}, not a regular file")
   try:
-    with Image.open(path) as im:
-      im.load()
-      if im.mode not in ("L", "RGB"):
-        im = im.convert("RGB")
-      return np.asarray(im)
-  except (UnidentifiedImageError, OSError, ValueError) as e:
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:  # reads the header only
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+          raise _too_large(path, w * h, f"{w}x{h} = ")
+        ImageOps.exif_transpose(im, in_place=True)  # decodes; turns as the camera was held
+        return image_array(im, name=f"image {path}")
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    if m:
+      raise _too_large(path, int(m.group(1))) from e
+    raise DataError(f"image {path} is too large: {e}") from e
+  except DataError:
+    raise
+  except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error) as e:
     raise DataError(f"cannot read image {path}: {e}") from e
 
 
+def _kind(path: str) -> str:
+  """What `path` is: "file" (regular, after symlinks), "directory", "FIFO", "socket", and so on."""
+  try:
+    mode = os.stat(path).st_mode
+  except FileNotFoundError:
+    return "dangling symlink" if os.path.islink(path) else "missing file"
+  except OSError as e:
+    return f"unreadable entry ({e.strerror})"
+  if stat.S_ISREG(mode):
+    return "file"
+  if stat.S_ISDIR(mode):
+    return "directory"
+  if stat.S_ISFIFO(mode):
+    return "FIFO"
+  if stat.S_ISSOCK(mode):
+    return "socket"
+  if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+    return "device"
+  return "special file"
+
+
+def _list(directory: str) -> list[tuple[str, str]]:
+  """Sorted (path, kind) of the entries of `directory` (kinds as `_kind`), nothing opened."""
+  try:
+    with os.scandir(directory) as it:
+      entries = sorted(it, key=lambda e: e.name)
+  except OSError as e:
+    raise DataError(f"cannot list image folder {directory}: {e.strerror or e}") from e
+  out = []
+  for e in entries:  # DirEntry answers from the directory listing where it can
+    try:
+      kind = "file" if e.is_file() else "directory" if e.is_dir() else _kind(e.path)
+    except OSError:
+      kind = _kind(e.path)
+    out.append((e.path, kind))
+  return out
+
+
+def _skip(path: str, kind: str) -> None:
+  logging.warning("image folder: skipping %s (a %s, not a regular file)", path, kind)
+
+
 def folder(path: str) -> dict[str, SplitSource]:
-  """PNG/JPEG files under `path` as split "all"; one subfolder per identity gives labels."""
+  """PNG/JPEG files under `path` as split "all"; one subfolder per identity gives labels.
+
+  With subfolders, each subfolder's name is an identity (labels are the names, mapped
+  to ids in sorted order by data.py) and only the images inside them are read.
+  Anything that is not a regular file (FIFOs, sockets, devices, dangling symlinks,
+  and directories inside an identity folder) is skipped with a warning, never opened.
+  Images are read by `_read_image`.
+  """
   if not path or not os.path.isdir(path):
     raise DataError(f"config.data.path must be a directory of images, got {path!r}")
-  entries = sorted(os.listdir(path))
-  subdirs = [e for e in entries if os.path.isdir(os.path.join(path, e))]
+  is_image = lambda p: p.lower().endswith(IMAGE_EXTENSIONS)
+  top = _list(path)
+  subdirs = [p for p, kind in top if kind == "directory"]
+  for p, kind in top:
+    if kind not in ("file", "directory"):
+      _skip(p, kind)
   files, labels = [], []
   if subdirs:
-    for label, sub in enumerate(subdirs):
-      for f in sorted(os.listdir(os.path.join(path, sub))):
-        if f.lower().endswith(IMAGE_EXTENSIONS):
-          files.append(os.path.join(path, sub, f))
-          labels.append(label)
+    stray = [p for p, kind in top if kind == "file" and is_image(p)]
+    if stray:
+      logging.warning(
+        "image folder %s: ignoring %d images at its top level (e.g. %s): with identity "
+        "subfolders, only the images inside them are read",
+        path,
+        len(stray),
+        stray[0],
+      )
+    for sub in subdirs:
+      for p, kind in _list(sub):
+        if kind != "file":
+          _skip(p, kind)
+        elif is_image(p):
+          files.append(p)
+          labels.append(os.path.basename(sub))
   else:
-    files = [os.path.join(path, f) for f in entries if f.lower().endswith(IMAGE_EXTENSIONS)]
+    files = [p for p, kind in top if kind == "file" and is_image(p)]
   if not files:
     raise DataError(f"no .png/.jpg/.jpeg images found in {path}")
-  label_array = np.asarray(labels) if subdirs else None
 
   def read(idx):
-    return [_read_image(files[i]) for i in idx], (
-      None if label_array is None else list(label_array[idx])
-    )
+    return [_read_image(files[i]) for i in idx], ([labels[i] for i in idx] if subdirs else None)
 
   return {"all": SplitSource(len(files), read)}
 
 
+# What each .npz key must hold: (allowed ranks, dtype kinds, the expectation in words).
+# Kinds: b bool, i/u integers, f floats, U/S strings. Object arrays are never accepted
+# (np.load(..., allow_pickle=False): nothing is unpickled).
+_IMAGES = ((3, 4), "biuf", "[N, H, W] or [N, H, W, C] of uint8, uint16, bool or float")
+_LABELS = ((1,), "biuUS", "[N] integers or strings")
+_FEATURES = ((2,), "iuf", "[N, D] numbers")
+_NPZ_KEYS = {
+  "images": _IMAGES,
+  "labels": _LABELS,
+  "aux_images": _IMAGES,
+  "target_images": _IMAGES,
+  "aux_features": _FEATURES,
+  "target_features": _FEATURES,
+  "target_labels": _LABELS,
+}
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+  """Every array of the .npz at `path`, never unpickling; raises DataError naming the key."""
+  with open(path, "rb") as f:
+    magic = f.read(6)
+  if magic.startswith(b"\x93NUMPY"):
+    raise DataError(
+      f"{path} is a single .npy array: expected an .npz of named arrays (np.savez(path, "
+      "images=..., labels=...))"
+    )
+  if not magic.startswith(b"PK"):
+    raise DataError(f"{path} is not an .npz file (no zip header): expected what np.savez writes")
+  try:
+    npz_file = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise DataError(f"cannot read {path} as .npz: {e}") from e
+  arrays = {}
+  with npz_file:
+    for key in npz_file.files:
+      try:
+        arrays[key] = npz_file[key]
+      except ValueError as e:
+        if "allow_pickle" in str(e):
+          raise DataError(
+            f"{path}: {key} is an object array (pickled Python objects), which is never "
+            "unpickled: expected numbers or strings"
+          ) from e
+        raise DataError(f"cannot read {path}: array {key!r}: {e}") from e
+      except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path}: array {key!r}: {e}") from e
+  for key, x in arrays.items():
+    if key in _NPZ_KEYS:
+      ranks, kinds, expected = _NPZ_KEYS[key]
+      if x.ndim not in ranks or x.dtype.kind not in kinds:
+        raise DataError(
+          f"{path}: {key} must be {expected}, got dtype {x.dtype} with shape {x.shape}"
+        )
+  return arrays
+
+
 def _npz_images(arrays, key: str, path: str) -> np.ndarray:
-  x = arrays[key]
-  if x.ndim == 3:
-    x = x[..., None]
-  if np.issubdtype(x.dtype, np.integer):
-    x = x.astype(np.float32) / 255.0
-  return x
+  x = _to_unit_float(arrays[key], name=f"{path}: {key}", whole_set=True)
+  return x[..., None] if x.ndim == 3 else x
 
 
 def npz(path: str):
   """An .npz of `images` (+ `labels`) as split "all", or stored features (`Precomputed`).
 
   Layouts: {images [N, H, W(, C)], labels [N] (optional)}, or {aux_images,
-  aux_features, target_images, target_features, target_labels (optional)}. Integer
-  images are scaled by 1/255.
+  aux_features, target_images, target_features, target_labels (optional)}. Images are
+  read by `data.to_unit_float`'s rule (uint8 /255, uint16 /65535, bool 0/1, floats as
+  is and within [0, 1]). Labels are integers or strings (identity names, mapped to ids
+  like folder names). Each key's rank and dtype is checked; object arrays are refused,
+  never unpickled.
   """
   if not path or not os.path.isfile(path):
     raise DataError(f"config.data.path must be an .npz file, got {path!r}")
-  try:
-    arrays = dict(np.load(path, allow_pickle=False))
-  except (OSError, ValueError) as e:
-    raise DataError(f"cannot read {path} as .npz: {e}") from e
+  arrays = _load_npz(path)
   keys = sorted(arrays)
   if "aux_features" in arrays or "target_features" in arrays:
     need = ("aux_images", "aux_features", "target_images", "target_features")
     missing = [k for k in need if k not in arrays]
     if missing:
       raise DataError(f"{path}: the features layout needs {list(need)}; missing {missing}")
+    counts = {k: len(arrays[k]) for k in (*need, "target_labels") if k in arrays}
     for role in ("aux", "target"):
-      n_img, n_feat = len(arrays[f"{role}_images"]), len(arrays[f"{role}_features"])
+      n_img, n_feat = counts[f"{role}_images"], counts[f"{role}_features"]
       if n_img != n_feat:
         raise DataError(
           f"{path}: {role}_images has {n_img} rows but {role}_features has {n_feat}; "
           "expected one feature vector per image"
         )
+    if counts.get("target_labels", counts["target_images"]) != counts["target_images"]:
+      raise DataError(
+        f"{path}: target_labels has {counts['target_labels']} rows, target_images has "
+        f"{counts['target_images']}"
+      )
     return Precomputed(
       _npz_images(arrays, "aux_images", path),
       arrays["aux_features"],
@@ -235,8 +458,7 @@ def npz(path: str):
     raise DataError(
       f"{path} must hold 'images' (+ 'labels') or aux/target images and features; got {keys}"
     )
-  images = _npz_images(arrays, "images", path)
   labels = arrays.get("labels")
-  if labels is not None and len(labels) != len(images):
-    raise DataError(f"{path}: labels has {len(labels)} rows, images has {len(images)}")
-  return {"all": _array_split(images, labels)}
+  if labels is not None and len(labels) != len(arrays["images"]):
+    raise DataError(f"{path}: labels has {len(labels)} rows, images has {len(arrays['images'])}")
+  return {"all": _array_split(_npz_images(arrays, "images", path), labels)}

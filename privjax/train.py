@@ -198,21 +198,32 @@ def make_training(decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh) -> T
 
 
 @contextlib.contextmanager
-def _sigterm_requested():
-  """Yields a flag set by SIGTERM (what preemption sends) while training runs.
+def _stop_requested():
+  """Yields a flag set by SIGTERM (what preemption sends) or SIGINT (Ctrl-C) while training runs.
 
-  The handler only sets the flag; the loop saves a checkpoint at the next step and
-  stops. Outside the main thread (where signals cannot be handled) the flag stays unset.
+  The handler only sets the flag and records the signal in `flag.signum`; the loop
+  saves a checkpoint at the next step and stops. A second Ctrl-C stops at once
+  (KeyboardInterrupt). Outside the main thread (where signals cannot be handled) the
+  flag stays unset.
   """
   flag = threading.Event()
+  flag.signum = signal.SIGTERM
   if threading.current_thread() is not threading.main_thread():
     yield flag
     return
-  previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+
+  def handler(signum, frame):
+    if signum == signal.SIGINT and flag.is_set():
+      raise KeyboardInterrupt
+    flag.signum = signal.Signals(signum)
+    flag.set()
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     yield flag
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 def split_validation(n: int, fraction: float, seed: int):
@@ -310,7 +321,7 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
       )
     t_last, step_last = time.perf_counter(), step
     step_metrics = None
-    with _sigterm_requested() as sigterm:
+    with _stop_requested() as stop:
       while not meta["stopped"]:
         idx = batch_indices(len(train_idx), batch_size, step, config.seed)
         batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
@@ -372,17 +383,19 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
             )
         if meta["stopped"] or at_checkpoint:
           save(step)
-        if sigterm.is_set() and not meta["stopped"]:
+        if stop.is_set() and not meta["stopped"]:
           loss = float(step_metrics["loss"])
           if not math.isfinite(loss):
             raise TrainingError(f"decoder training diverged: non-finite loss at step {step}")
           if not at_checkpoint:
             save(step)
+          name = stop.signum.name  # SIGTERM or SIGINT
           raise Interrupted(
-            f"stopped by SIGTERM at decoder step {step}; checkpoint saved in {checkpoint_dir}; "
+            f"stopped by {name} at decoder step {step}; checkpoint saved in {checkpoint_dir}; "
             "re-run the same command to resume"
             if mngr is not None
-            else f"stopped by SIGTERM at decoder step {step} (no workdir: nothing saved)"
+            else f"stopped by {name} at decoder step {step} (no workdir: nothing saved)",
+            signum=stop.signum,
           )
   finally:
     if mngr is not None:

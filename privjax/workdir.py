@@ -1,10 +1,22 @@
 """The workdir: one run at a time, fingerprinted stage caches, no silent blends.
 
+A workdir is a directory privjax made: `prepare` creates it with a marker file
+(`.privjax-workdir`) and refuses an empty `--workdir`, an existing file, and a
+non-empty directory without the marker, so a mistyped path never has its files
+overwritten (workdirs made before the marker, recognised by privjax's own files, get
+it). `~` is expanded.
+
 A run holds an exclusive `flock` on `<workdir>/.privjax.lock` for its whole length;
 a second run on the same workdir fails at once, and the kernel drops the lock when
 a run dies, however it dies, so a crash never leaves it stuck. In a multi-process
 run, process p > 0 locks `.privjax-p.lock`, so two jobs cannot share a workdir while
 the processes of one job can; the workdir must be storage every process sees.
+
+Files are written to a temporary name beside their target (`.<name>.<random>.privjax-tmp`,
+with the mode a plain `open` gives: 0o666 less the umask) and renamed over it; a set
+of files (the report) is published together by `publish`. When process 0 takes the
+lock it completes a publication a killed run had committed and removes the
+temporaries a killed run left. A full disk is a one-line WorkdirError naming the file.
 
 Each cached stage (the recognition model, features, the decoder checkpoints)
 records a fingerprint of everything its result depends on (config fields, data
@@ -16,31 +28,86 @@ stage. Results are never mixed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 
 import jax
 import numpy as np
+from absl import logging
 
 from privjax import parallel
 from privjax.errors import WorkdirError
 
 LOCK_FILE = ".privjax.lock"
+MARKER_FILE = ".privjax-workdir"
 FINGERPRINT_FILE = "fingerprint.json"
+TMP_SUFFIX = ".privjax-tmp"  # atomic_write's temporaries: `.<name>.<random>.privjax-tmp`
+PUBLISH_FILE = ".privjax-publish.json"  # a committed, unfinished `publish`
 _held: dict[str, int] = {}  # workdirs whose lock this process holds -> nesting depth
 
 
-def prepare(path: str) -> str:
-  """Creates `path` if needed and checks it is a writable directory; returns it absolute."""
-  path = os.path.abspath(path)
+def resolve(path) -> str:
+  """The absolute workdir `path` names (`~` expanded), if privjax may use it; reads only.
+
+  Raises:
+    WorkdirError: `path` is empty, an existing file, or a non-empty directory that is
+      not a privjax workdir (privjax never writes among a user's own files).
+  """
+  if path is None or not os.fspath(path).strip():
+    raise WorkdirError(
+      "--workdir is empty: name a directory for the checkpoints and the report (privjax creates it)"
+    )
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
   if os.path.exists(path) and not os.path.isdir(path):
     raise WorkdirError(f"workdir must be a directory, got an existing file: {path}")
+  if os.path.isdir(path) and not _is_privjax_workdir(path):
+    raise WorkdirError(
+      f"workdir {path} is not empty and is not a privjax workdir (no {MARKER_FILE} file): "
+      "privjax writes its files only into a new or empty directory or one it made; name "
+      "another --workdir"
+    )
+  return path
+
+
+def _is_privjax_workdir(path: str) -> bool:
+  """Empty, marked, or made by privjax before the marker (its lock or stage files)."""
+  try:
+    entries = set(os.listdir(path))
+  except OSError as e:
+    raise WorkdirError(f"workdir {path} cannot be read: {e.strerror or e}") from e
+  if not entries or MARKER_FILE in entries:
+    return True
+  if any(e.startswith(".privjax") and e.endswith(".lock") for e in entries):
+    return True
+  checkpoints = os.path.join(path, "checkpoints")
+  if not os.path.isdir(checkpoints):
+    return False
+  if "report.json" in entries:  # report.REPORT_JSON (report imports this module)
+    return True
+  return any(
+    os.path.isfile(os.path.join(checkpoints, stage, FINGERPRINT_FILE))
+    for stage in os.listdir(checkpoints)
+  )
+
+
+def prepare(path) -> str:
+  """Creates the workdir `path` if needed (marked as privjax's) and checks it is writable.
+
+  Returns the absolute path. Raises WorkdirError as `resolve` does, or when the
+  directory cannot be created or written.
+  """
+  path = resolve(path)
   try:
     os.makedirs(path, exist_ok=True)
+    # The marker first: in a multi-process run another process may be checking the
+    # directory now, and must never find it non-empty without the marker.
+    _create_marker(path)
     with tempfile.TemporaryFile(dir=path):
       pass
   except OSError as e:
@@ -48,9 +115,22 @@ def prepare(path: str) -> str:
   return path
 
 
+def _create_marker(path: str) -> None:
+  try:
+    fd = os.open(os.path.join(path, MARKER_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  except FileExistsError:
+    return
+  with os.fdopen(fd, "w") as f:
+    f.write("A privjax workdir: checkpoints, caches and the report of an audit.\n")
+
+
 @contextlib.contextmanager
-def locked(path: str):
-  """Holds the workdir's exclusive lock (re-entrant within one process)."""
+def locked(path):
+  """Holds the workdir's exclusive lock (re-entrant within one process); yields its path.
+
+  The workdir is made ready first (`prepare`). Process 0, on taking the lock, finishes
+  what a killed run left (`recover`).
+  """
   path = prepare(path)
   if path in _held:
     _held[path] += 1
@@ -61,7 +141,10 @@ def locked(path: str):
     return
   p = jax.process_index()
   name = LOCK_FILE if p == 0 else LOCK_FILE.replace(".lock", f"-{p}.lock")
-  fd = os.open(os.path.join(path, name), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fd = os.open(os.path.join(path, name), os.O_RDWR | os.O_CREAT, 0o666)
+  except OSError as e:
+    raise WorkdirError(f"workdir {path} is not writable: {e.strerror or e}") from e
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
@@ -71,15 +154,49 @@ def locked(path: str):
       f"another privjax run (pid {holder}) is using workdir {path}; wait for it or use "
       "another --workdir"
     ) from None
-  os.ftruncate(fd, 0)
-  os.pwrite(fd, str(os.getpid()).encode(), 0)
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+  except OSError as e:
+    os.close(fd)
+    if error := _write_error(e, os.path.join(path, name)):
+      raise error from e
+    raise
   _held[path] = 1
   try:
+    if p == 0:
+      recover(path)
     yield path
   finally:
     del _held[path]
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+def recover(path: str) -> None:
+  """Finishes a killed run's committed `publish` in `path`, then removes stale temporaries.
+
+  Called by process 0 with the lock held, so no other run is writing them.
+  """
+  record = os.path.join(path, PUBLISH_FILE)
+  try:
+    with open(record) as f:
+      files = json.load(f)["files"]
+  except FileNotFoundError:
+    files = None
+  except (OSError, ValueError, KeyError, TypeError):
+    files = []  # cannot happen (the record is written atomically); drop it
+  if files is not None:
+    _finish_publish(path, files)
+    logging.warning("workdir: finished publishing the files a killed run had committed in %s", path)
+  stale = []
+  for root, _, names in os.walk(path):
+    stale += [os.path.join(root, n) for n in names if n.endswith(TMP_SUFFIX)]
+  for name in stale:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(name)
+  if stale:
+    logging.info("workdir: removed %d temporary files a killed run left", len(stale))
 
 
 def array_hash(*arrays) -> str:
@@ -93,20 +210,124 @@ def array_hash(*arrays) -> str:
 
 
 def atomic_write(path: str, data: bytes) -> None:
-  """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
+  """Writes `data` to a temporary file beside `path`, then renames it over `path`.
+
+  A crash leaves the previous complete file or the new one, never part of one. The
+  file gets the mode `open` would give it (0o666 less the umask).
+
+  Raises:
+    WorkdirError: the disk is full ("no space left on device writing <path>") or the
+      file cannot be written (read-only file system, permissions, I/O error).
+  """
+  path = os.path.abspath(path)
+  tmp = _write_temp(path, data)
   try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
+  except BaseException as e:
+    with contextlib.suppress(OSError):
       os.unlink(tmp)
+    if isinstance(e, OSError) and (error := _write_error(e, path)):
+      raise error from e
     raise
+
+
+def publish(directory: str, files: dict[str, bytes]) -> None:
+  """Writes `files` ({name: bytes}) into `directory` as one set; the last name is the index.
+
+  Every file is first written in full to a temporary name; then a record of the set
+  (`.privjax-publish.json`) is written atomically: the commit point. The last file (the
+  one readers look for first, e.g. report.json) is removed, the others are renamed
+  into place, the last one last, and the record is removed. So the last file, when it
+  exists, always sits beside the rest of its own set: a kill before the commit leaves
+  the previous set untouched (its temporaries are removed when the workdir is next
+  locked), a kill after it leaves the last file missing until the next lock, which
+  completes the set (`recover`). Raises WorkdirError as `atomic_write` does; before
+  the commit, having changed nothing.
+  """
+  directory = os.path.abspath(directory)
+  temps = []
+  try:
+    for name, data in files.items():
+      temps.append((name, os.path.basename(_write_temp(os.path.join(directory, name), data))))
+    atomic_write(os.path.join(directory, PUBLISH_FILE), json.dumps({"files": temps}).encode())
+  except BaseException:
+    for _, tmp in temps:
+      with contextlib.suppress(OSError):
+        os.unlink(os.path.join(directory, tmp))
+    raise
+  try:
+    _fsync_directory(directory)  # the record is durable before anything is renamed
+    _finish_publish(directory, temps)
+  except OSError as e:  # committed: the next lock completes the set
+    if error := _write_error(e, directory):
+      raise error from e
+    raise
+
+
+def _finish_publish(directory: str, files: list) -> None:
+  """Renames a committed set's temporaries into place (idempotent: a rerun after a kill
+  continues where it stopped) and removes the record."""
+  last, last_tmp = files[-1] if files else (None, None)
+  if last is not None and os.path.exists(os.path.join(directory, last_tmp)):
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(os.path.join(directory, last))
+  for name, tmp in files:
+    with contextlib.suppress(FileNotFoundError):
+      os.replace(os.path.join(directory, tmp), os.path.join(directory, name))
+  _fsync_directory(directory)
+  with contextlib.suppress(FileNotFoundError):
+    os.unlink(os.path.join(directory, PUBLISH_FILE))
+
+
+def _write_temp(path: str, data: bytes) -> str:
+  """Writes `data` durably to a new temporary file beside `path`; returns its name."""
+  directory, base = os.path.split(path)
+  tmp = None
+  try:
+    os.makedirs(directory, exist_ok=True)
+    while tmp is None:
+      name = os.path.join(directory, f".{base}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+      try:  # not mkstemp: its files are 0600 whatever the umask
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+      except FileExistsError:
+        continue
+      tmp = name
+    try:
+      view = memoryview(data)
+      while view:
+        view = view[os.write(fd, view) :]
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+    return tmp
+  except BaseException as e:
+    if tmp is not None:
+      with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    if isinstance(e, OSError) and (error := _write_error(e, path)):
+      raise error from e
+    raise
+
+
+def _write_error(e: OSError, path: str) -> WorkdirError | None:
+  """The one-line error for a write that failed for a reason outside privjax, else None."""
+  if e.errno == errno.ENOSPC:
+    return WorkdirError(f"no space left on device writing {path}")
+  if e.errno == errno.EDQUOT:
+    return WorkdirError(f"disk quota exceeded writing {path}")
+  if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
+    return WorkdirError(f"cannot write {path}: {e.strerror}")
+  return None
+
+
+def _fsync_directory(directory: str) -> None:
+  """Makes renames in `directory` durable (best effort: not every file system allows it)."""
+  with contextlib.suppress(OSError):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:

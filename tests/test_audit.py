@@ -160,8 +160,8 @@ def test_nonfinite_training_loss_stops_with_clear_error(digits8, tmp_path):
 
 
 def test_shortlist_identification_agrees_with_exact(digits8):
-  from privjax import parallel, scoring
   from privjax import config as config_lib
+  from privjax import parallel, scoring
 
   x, _ = digits8
   targets = x[:300]

@@ -83,3 +83,19 @@ def test_scaling_benchmark_smoke_mode_runs(tmp_path):
   for n in res["device_counts"]:
     assert res["runs"][str(n)]["decoder_train_step"]["images_per_s"]["median"] > 0
   assert "per-image time on 4 devices" in result.stdout
+
+
+def test_attack_benchmark_smoke_mode_runs_and_writes_json(tmp_path):
+  out = tmp_path / "attacks.json"
+  result = subprocess.run(
+    [sys.executable, "benchmarks/attacks.py", "--smoke", f"--out={out}", "--cpu_devices=2"],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  res = json.loads(out.read_text())
+  assert set(res["default_audit"]["attacks"]) == {"decoder", "ridge", "nearest", "whitebox"}
+  assert res["whitebox"][0]["image_steps_per_s"] > 0
+  assert res["nonlinear"][0]["deciding"] in res["nonlinear"][0]["psnr"]

@@ -7,7 +7,9 @@ modification times, all but the lock file) before and after.
 """
 
 import os
+import struct
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -53,6 +55,68 @@ def _images(tmp, digits8, name, *, sizes=((20, 24),), per_identity=6, corrupt=Fa
   return root
 
 
+def _png_header(path, width, height):
+  """A PNG whose header claims width x height pixels; its pixel data is 64 zero bytes."""
+
+  def chunk(kind, payload):
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+  idat = zlib.compress(b"\0" * 64)
+  path.write_bytes(
+    b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+  )
+
+
+def _bad_image_folders(tmp, digits8):
+  """Image folders of good images plus one bad id0/bad.png each."""
+  bad = {
+    "pixels": lambda p: _png_header(p, 8000, 8000),
+    "bomb": lambda p: _png_header(p, 20000, 20000),
+    "int32": lambda p: Image.fromarray(np.ones((8, 8), np.int32), "I").save(p, "TIFF"),
+    "floats": lambda p: Image.fromarray(np.full((8, 8), 4.0, np.float32), "F").save(p, "TIFF"),
+    "lab": lambda p: Image.new("LAB", (8, 8)).save(p, "TIFF"),
+  }
+  for name, write in bad.items():
+    write(_images(tmp, digits8, name) / "id0" / "bad.png")
+  root = tmp / "fifos"  # identity folders holding nothing a reader may open
+  for sub in ("id0", "id1", "id2"):
+    (root / sub).mkdir(parents=True)
+  os.mkfifo(root / "id0" / "a.png")
+  os.symlink(root / "missing.png", root / "id1" / "b.png")
+  (root / "id2" / "c.png").mkdir()
+
+
+def _bad_npz(tmp, x, y):
+  """.npz files with one wrong key each."""
+  np.savez(tmp / "int64.npz", images=(x[:60, ..., 0] * 255).astype(np.int64), labels=y[:60])
+  np.savez(tmp / "mask.npz", images=(x[:60] > 0.5).astype(np.uint8), labels=y[:60])
+  np.savez(tmp / "object.npz", images=x[:60], labels=np.array(list(y[:60]), dtype=object))
+  np.savez(tmp / "float_labels.npz", images=x[:60], labels=y[:60].astype(np.float64))
+  np.savez(tmp / "labels_rank.npz", images=x[:60], labels=y[:60, None])
+  np.savez(tmp / "images_rank.npz", images=x[:60].reshape(60, -1), labels=y[:60])
+  np.savez(tmp / "text_images.npz", images=np.array(["a"] * 60), labels=y[:60])
+  np.savez(
+    tmp / "features_rank.npz",
+    aux_images=x[:30],
+    aux_features=np.ones(30),
+    target_images=x[30:50],
+    target_features=np.ones((20, 4)),
+  )
+  np.savez(
+    tmp / "target_labels.npz",
+    aux_images=x[:30],
+    aux_features=np.ones((30, 4)),
+    target_images=x[30:50],
+    target_features=np.ones((20, 4)),
+    target_labels=y[:5],
+  )
+  np.save(tmp / "array.npy", x[:60])
+  os.rename(tmp / "array.npy", tmp / "array.npz")
+  (tmp / "text.npz").write_text("images,labels\n")
+
+
 def _setup(tmp, digits8):
   """Makes every file the table refers to; returns a dict of {name: path}."""
   x, y = digits8
@@ -79,6 +143,8 @@ def _setup(tmp, digits8):
     tmp / "userpkg", "fault_models", "Tower", {"features": 8}, (8, 8, 1), tmp / "tower_ckpt"
   )
   (tmp / "a_file").write_text("keep me")
+  _bad_image_folders(tmp, digits8)
+  _bad_npz(tmp, x, y)
   return p
 
 
@@ -112,13 +178,82 @@ TABLE = [
     "config.data.image_size must be an integer >= 0, got -3",
   ),
   ("even-window", None, ["--config.ssim.filter_size=4"], "done", "filter_size must be odd"),
+  # Attackers (config.attacks) and the attacker-strength sweep.
+  ("attack-type", None, ["--config.attacks.ridge.type=nope"], "done", "unknown attack type 'nope'"),
   (
-    "batch-over-data",
+    "attack-import",
     None,
-    ["--config.train.batch_size=100000"],
+    ["--config.attacks.ridge.type=no_such_pkg:fn"],
     "done",
-    "config.train.batch_size=100000 is larger than the",
+    "cannot load attack 'no_such_pkg:fn'",
   ),
+  (
+    "ridge-features",
+    None,
+    ["--config.attacks.ridge.num_features=0"],
+    "done",
+    "config.attacks.ridge.num_features must be a positive integer, got 0",
+  ),
+  (
+    "ridge-penalty",
+    None,
+    ["--config.attacks.ridge.penalties=(0.1,-1.0)"],
+    "done",
+    "config.attacks.ridge.penalties[1] must be a number",
+  ),
+  (
+    "whitebox-init",
+    None,
+    ["--config.attacks.whitebox.init=nobody"],
+    "done",
+    "config.attacks.whitebox.init must be 'mean' or another configured attacker",
+  ),
+  (
+    "whitebox-steps",
+    None,
+    ["--config.attacks.whitebox.steps=0"],
+    "done",
+    "config.attacks.whitebox.steps must be a positive integer, got 0",
+  ),
+  (
+    "whitebox-tv",
+    None,
+    ["--config.attacks.whitebox.tv_weights=(-1.0,)"],
+    "done",
+    "config.attacks.whitebox.tv_weights[0] must be a number",
+  ),
+  (
+    "all-attacks-off",
+    None,
+    [f"--config.attacks.{n}.type=off" for n in ("decoder", "ridge", "nearest", "whitebox")],
+    "done",
+    "every attacker is 'off'",
+  ),
+  (
+    "strength-fraction",
+    None,
+    ["--config.attack_strength.aux_fractions=(0.5,1.5)"],
+    "done",
+    "config.attack_strength.aux_fractions[1] must be a number in",
+  ),
+  # Degenerate statistics and seeds.
+  ("few-targets", None, ["--config.min_targets=1"], "done", "config.min_targets must be at least"),
+  (
+    "few-resamples",
+    None,
+    ["--config.bootstrap_samples=1"],
+    "done",
+    "config.bootstrap_samples must be at least 100",
+  ),
+  (
+    "window-too-wide",
+    None,
+    ["--config.ssim.filter_size=101"],
+    "done",
+    "config.ssim.filter_size=101 (sigma 0.68) does not fit 8x8 images",
+  ),
+  ("negative-seed", None, ["--config.seed=-1"], "done", "in [0, 2**32), got -1"),
+  ("huge-seed", None, ["--config.seed=4294967296"], "done", "in [0, 2**32), got 4294967296"),
   ("missing-config", "configs/nope.py", [], "done", "cannot load the config file"),
   (
     "unknown-source",
@@ -241,6 +376,115 @@ TABLE = [
     ],
     "done",
     "does not match fault_models:Tower: ['params']['Dense_0']['bias'] has shape (8,)",
+  ),
+  # How images and labels are read (data.to_unit_float's rule, Pillow modes, npz keys).
+  (
+    "npz-int64-images",
+    NPZ,
+    ["--config.data.path={t}/int64.npz"],
+    "done",
+    "{t}/int64.npz: images has integer dtype int64, whose full scale is unknown",
+  ),
+  (
+    "npz-uint8-mask",
+    NPZ,
+    ["--config.data.path={t}/mask.npz"],
+    "done",
+    "{t}/mask.npz: images is uint8 holding only 0 and 1",
+  ),
+  (
+    "npz-object-labels",
+    NPZ,
+    ["--config.data.path={t}/object.npz"],
+    "done",
+    "{t}/object.npz: labels is an object array (pickled Python objects), which is never unpickled",
+  ),
+  (
+    "npz-float-labels",
+    NPZ,
+    ["--config.data.path={t}/float_labels.npz"],
+    "done",
+    "labels must be [N] integers or strings, got dtype float64 with shape (60,)",
+  ),
+  (
+    "npz-labels-rank",
+    NPZ,
+    ["--config.data.path={t}/labels_rank.npz"],
+    "done",
+    "labels must be [N] integers or strings, got dtype int64 with shape (60, 1)",
+  ),
+  (
+    "npz-images-rank",
+    NPZ,
+    ["--config.data.path={t}/images_rank.npz"],
+    "done",
+    "images must be [N, H, W] or [N, H, W, C] of uint8, uint16, bool or float, got dtype "
+    "float32 with shape (60, 64)",
+  ),
+  (
+    "npz-text-images",
+    NPZ,
+    ["--config.data.path={t}/text_images.npz"],
+    "done",
+    "images must be [N, H, W] or [N, H, W, C] of uint8, uint16, bool or float, got dtype <U1",
+  ),
+  (
+    "npz-features-rank",
+    NPZ,
+    ["--config.data.path={t}/features_rank.npz", "--config.model.kind=precomputed"],
+    "done",
+    "aux_features must be [N, D] numbers, got dtype float64 with shape (30,)",
+  ),
+  (
+    "npz-target-labels-count",
+    NPZ,
+    ["--config.data.path={t}/target_labels.npz", "--config.model.kind=precomputed"],
+    "done",
+    "target_labels has 5 rows, target_images has 20",
+  ),
+  ("npz-is-npy", NPZ, ["--config.data.path={t}/array.npz"], "done", "is a single .npy array"),
+  ("npz-not-zip", NPZ, ["--config.data.path={t}/text.npz"], "done", "is not an .npz file"),
+  (
+    "image-pixel-limit",
+    FOLDER,
+    ["--config.data.path={t}/pixels"],
+    "done",
+    "image {t}/pixels/id0/bad.png has 8000x8000 = 64,000,000 pixels, over the limit of 50,000,000",
+  ),
+  (
+    "image-decompression-bomb",
+    FOLDER,
+    ["--config.data.path={t}/bomb"],
+    "done",
+    "image {t}/bomb/id0/bad.png has 400,000,000 pixels, over the limit",
+  ),
+  (
+    "image-32-bit-int",
+    FOLDER,
+    ["--config.data.path={t}/int32"],
+    "done",
+    "image {t}/int32/id0/bad.png: 32-bit integer pixels (Pillow mode 'I') have no known",
+  ),
+  (
+    "image-float-range",
+    FOLDER,
+    ["--config.data.path={t}/floats"],
+    "done",
+    "image {t}/floats/id0/bad.png must be scaled to [0, 1], got values in [4, 4]",
+  ),
+  (
+    "image-unknown-mode",
+    FOLDER,
+    ["--config.data.path={t}/lab"],
+    "done",
+    "image {t}/lab/id0/bad.png: Pillow mode 'LAB' is not read",
+  ),
+  (
+    "folder-of-fifos-and-links",
+    FOLDER,
+    ["--config.data.path={t}/fifos"],
+    "done",
+    "no .png/.jpg/.jpeg images found in {t}/fifos",
   ),
   ("workdir-is-file", None, [], "{t}/a_file", "workdir must be a directory"),
   ("read-only-workdir", None, [], "/sys/privjax-workdir", "is not writable"),

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from privjax import workdir as workdir_lib
 from tests.conftest import launch
 
 
@@ -28,7 +29,10 @@ def test_smoke_audit_writes_report_csv_png_and_checkpoints(smoke_run):
   assert report["risk_level"] in ("low", "medium", "high")
   assert report["devices"]["count"] == 4
   assert report["metadata"]["model"]["test_accuracy"] > 0.5
-  assert set(report["seconds"]) >= {"extraction", "decoder_training", "scoring", "total"}
+  assert set(report["attacks"]) == {"decoder", "ridge", "nearest", "whitebox"}
+  assert report["deciding_attack"] in report["attacks"]
+  assert f"decided by {report['deciding_attack']}" in first.stdout
+  assert set(report["seconds"]) >= {"extraction", "attacks", "attack_scoring", "total"}
   with open(workdir / "per_image.csv") as f:
     assert len(f.readlines()) == report["num_targets"] + 1
   assert (workdir / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -43,9 +47,28 @@ def test_second_run_resumes_instead_of_retraining(smoke_run):
   before = json.loads((workdir / "report.json").read_text())
   second = _launch(workdir)
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "resumed from checkpoint at step 40" in second.stderr
+  for name in ("decoder", "ridge", "nearest", "whitebox"):
+    assert f"attack {name}: reconstructions restored from" in second.stderr
   assert "recognition model restored" in second.stderr
   assert "decoder step" not in second.stderr  # no training step ran
   after = json.loads((workdir / "report.json").read_text())
   assert after["metadata"]["model"]["restored"] is True
   assert after["ssim_per_image"] == before["ssim_per_image"]
+
+
+def test_workdir_is_marked_and_holds_no_temporaries(smoke_run):
+  workdir, first = smoke_run
+  assert (workdir / workdir_lib.MARKER_FILE).is_file()
+  assert not (workdir / workdir_lib.PUBLISH_FILE).exists()
+  left = [
+    os.path.join(root, f)
+    for root, _, files in os.walk(workdir)
+    for f in files
+    if f.endswith(workdir_lib.TMP_SUFFIX)
+  ]
+  assert left == []
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in ("report.json", "per_image.csv", "reconstructions.png"):
+    assert (workdir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+  assert f"report: {workdir}/report.json" in first.stdout

@@ -267,3 +267,66 @@ def test_valid_train_schedules_finish_and_resume(
   again = run().to_dict()  # resumes from the finished checkpoint: nothing retrained
   assert first["convergence"] == again["convergence"]
   assert first["ssim_per_image"] == again["ssim_per_image"]
+
+
+@pytest.mark.parametrize(
+  "impurity",
+  ["random at trace time", "depends on the batch"],
+)
+def test_an_impure_embed_fn_is_refused(digits8, impurity):
+  import jax.numpy as jnp
+
+  x, _ = digits8
+  if impurity == "random at trace time":  # new random weights each time it is traced
+
+    def embed(p, im):
+      w = np.random.default_rng().normal(size=(64, 8)).astype(np.float32)
+      return im.reshape(im.shape[0], -1) @ w
+
+  else:  # batch statistics (a BatchNorm left in training mode)
+
+    def embed(p, im):
+      f = im.reshape(im.shape[0], -1)
+      return (f - f.mean(axis=0)) @ jnp.ones((64, 8))
+
+  with pytest.raises(privjax.ModelError, match="embed_fn is not deterministic"):
+    privjax.assess(embed, None, x[:300], x[300:360], config=tiny_config(num_steps=20))
+
+
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
+    ("min_targets", 1, "config.min_targets must be at least 10"),
+    ("bootstrap_samples", 1, "config.bootstrap_samples must be at least 100"),
+    ("ssim", {"filter_size": 101}, "does not fit 8x8 images"),
+  ],
+)
+def test_degenerate_statistics_are_refused(field, value, message):
+  import ml_collections
+
+  from privjax import config as config_lib
+
+  with pytest.raises(privjax.ConfigError, match=message):
+    config_lib.validate(config_lib.for_images((8, 8, 1), ml_collections.ConfigDict({field: value})))
+
+
+def test_no_verdict_from_nan():
+  import ml_collections
+
+  from privjax import risk
+
+  with pytest.raises(privjax.TrainingError, match="no verdict is given from NaN"):
+    risk.verdict(
+      ssim_gain_ci_low=float("nan"),
+      image_reid_rate=0.5,
+      reid_chance=0.01,
+      thresholds=ml_collections.ConfigDict(
+        {
+          "high_ssim_gain": 0.3,
+          "high_image_reid": 0.5,
+          "medium_ssim_gain": 0.05,
+          "medium_image_reid": 0.05,
+          "medium_reid_over_chance": 5.0,
+        }
+      ),
+    )

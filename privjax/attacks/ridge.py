@@ -44,16 +44,25 @@ def random_features(x, w, b):
 
 
 def cross_products(a: np.ndarray, b: np.ndarray, *, mesh) -> np.ndarray:
-  """a^T b for [N, P] and [N, Q] host arrays: rows sharded over the mesh, summed by XLA."""
-  rows = -(-a.shape[0] // mesh.size) * mesh.size
-  batch = parallel.shard_batch(
-    {"a": parallel.pad_rows(a, rows), "b": parallel.pad_rows(b, rows)}, mesh
-  )
-  out = jax.jit(
-    lambda t: jnp.einsum("np,nq->pq", t["a"], t["b"], precision=jax.lax.Precision.HIGHEST),
-    out_shardings=parallel.replicated(mesh),
-  )(batch)
-  return np.asarray(parallel.fetch(out), np.float64)
+  """a^T b for [N, P] and [N, Q] host arrays, in float64: rows sharded over the mesh.
+
+  float64 so that the solve, which can amplify rounding by the condition number of the
+  Gram matrix, gives the same answer on any number of devices (summation order).
+  """
+  with jax.enable_x64(True):
+    rows = -(-a.shape[0] // mesh.size) * mesh.size
+    batch = parallel.shard_batch(
+      {
+        "a": parallel.pad_rows(np.asarray(a, np.float64), rows),
+        "b": parallel.pad_rows(np.asarray(b, np.float64), rows),
+      },
+      mesh,
+    )
+    out = jax.jit(
+      lambda t: jnp.einsum("np,nq->pq", t["a"], t["b"], precision=jax.lax.Precision.HIGHEST),
+      out_shardings=parallel.replicated(mesh),
+    )(batch)
+    return np.asarray(parallel.fetch(out), np.float64)
 
 
 @register("ridge", defaults=DEFAULTS, check=check)
@@ -77,8 +86,8 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   def fit(p, targets):
     mu_p, mu_y = p.mean(0), targets.mean(0)
     pc, yc = p - mu_p, targets - mu_y
-    gram = cross_products(pc.astype(np.float32), pc.astype(np.float32), mesh=ctx.mesh)
-    cross = cross_products(pc.astype(np.float32), yc.astype(np.float32), mesh=ctx.mesh)
+    gram = cross_products(pc, pc, mesh=ctx.mesh)
+    cross = cross_products(pc, yc, mesh=ctx.mesh)
     return mu_p, mu_y, gram, cross
 
   best = (np.inf, None, None)
