@@ -106,6 +106,9 @@ def _main(argv):
   except (OSError, SyntaxError, AttributeError, ImportError) as e:
     _usage_error(f"cannot load the config file: {e}")
   workdir = FLAGS.workdir
+  # SIGTERM outside decoder training (which saves a checkpoint first) stops the run
+  # with one line; every finished stage is already in the workdir.
+  signal.signal(signal.SIGTERM, _stop_on_sigterm)
   try:
     workdir = workdir_lib.resolve(workdir)  # a wrong workdir is refused before any work
     report = audit.run(config, workdir)
@@ -120,6 +123,13 @@ def _main(argv):
       raise
     _usage_error(f"no space left on device writing {full or workdir}")
   print(report_lib.summary_line(report, os.path.join(workdir, "report.json")))
+
+
+def _stop_on_sigterm(signum, frame):
+  del signum, frame
+  raise Interrupted(
+    "stopped by SIGTERM; finished stages are kept in the workdir: re-run the same command to resume"
+  )
 
 
 def _disk_full(e: BaseException):
@@ -190,7 +200,11 @@ def _parse_flags(argv):
   file) as a one-line error and exit code 2 instead of a usage dump."""
   try:
     return FLAGS(argv)
-  except KeyError as e:  # ml_collections: an override of a key the config does not have
+  except (KeyError, AttributeError) as e:  # ml_collections: an override of a missing key
+    # A key inside a group raises an AttributeError wrapping the KeyError whose text
+    # ("'name'\nDid you mean ...?") a top-level key raises directly.
+    if isinstance(e, AttributeError) and isinstance(e.__context__, KeyError):
+      e = e.__context__
     _usage_error(f"unknown config key {e.args[0] if e.args else e}")
   except flags.Error as e:
     _usage_error(str(e))

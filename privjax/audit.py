@@ -197,6 +197,28 @@ def assess(
     )
 
 
+def _as_arrays(params):
+  """`params` with every leaf an array: NumPy-compatible leaves converted, others refused."""
+
+  def leaf(path, x):
+    if isinstance(x, jax.Array):
+      return x
+    try:
+      a = np.asarray(x)
+    except Exception as e:  # an object NumPy cannot convert
+      raise ModelError(
+        f"params{jax.tree_util.keystr(path)} is a {type(x).__name__}, not an array"
+      ) from e
+    if a.dtype.kind not in "biuf":
+      raise ModelError(
+        f"params{jax.tree_util.keystr(path)} must be a numeric array, got "
+        f"{type(x).__name__} ({a.dtype})"
+      )
+    return a
+
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
 def _model_key(embed_jit, params, image_shape, batch_size: int) -> str:
   """A hash of the model's lowered program and its params: any change to either changes it."""
   sample = jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32)
@@ -276,7 +298,7 @@ def _audit(
       model_key = workdir_lib.array_hash(f_aux, f_tgt)
     else:
       embed_jit = jax.jit(embed_fn)
-      params = parallel.replicate(params, mesh)
+      params = parallel.replicate(_as_arrays(params), mesh)
       guarded = functools.partial(_guarded, image_shape=targets.shape[1:])
       model_key = guarded(_model_key)(embed_jit, params, targets.shape[1:], eb)
       guarded(check_deterministic)(embed_jit, params, aux, mesh=mesh, batch_size=eb)

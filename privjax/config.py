@@ -31,9 +31,12 @@ def audit_config() -> ml_collections.ConfigDict:
 
   # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
   c.decoder = ml_collections.ConfigDict()
-  c.decoder.width = 64  # Channels at the decoder's lowest resolution.
+  # Channels at the decoder's lowest resolution, halved per upsampling stage (at least
+  # 16); 0 grows them with the image: 8 per pixel of side in [64, 512] (64x64 -> 512,
+  # DCGAN's widths).
+  c.decoder.width = 0
   c.decoder.start_size = 4  # Spatial size after the dense layer (upsampled by 2 per stage).
-  c.decoder.hidden = 512  # Width of the hidden dense layer on the features.
+  c.decoder.hidden = 0  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
 
   # Decoder training (optax Adam, warmup + cosine decay, early stopping on a
   # held-out part of the auxiliary set).
@@ -128,7 +131,7 @@ def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
       base[key] = {name: attacks.with_defaults(name, entry) for name, entry in value.items()}
       continue
     if key not in base:
-      raise ConfigError(f"unknown config key {prefix}{key!r}; known keys: {sorted(base)}")
+      raise ConfigError(f"unknown config key '{prefix}{key}'; known keys: {sorted(base)}")
     if isinstance(base[key], dict):
       if not isinstance(value, dict):
         raise ConfigError(f"config.{prefix}{key} must be a group of settings, got {value!r}")

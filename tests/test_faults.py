@@ -139,6 +139,10 @@ def _setup(tmp, digits8):
   np.savez(tmp / "range.npz", images=x[:60] * 255.0, labels=y[:60])
   (tmp / "userpkg").mkdir()
   (tmp / "userpkg" / "fault_models.py").write_text(USER_MODULE)
+  (tmp / "added_key.py").write_text(
+    "from configs import smoke\n\n\ndef get_config():\n  c = smoke.get_config()\n"
+    "  c.train.extra_setting = 1  # a key added to a group\n  return c\n"
+  )
   save_module_params(
     tmp / "userpkg", "fault_models", "Tower", {"features": 8}, (8, 8, 1), tmp / "tower_ckpt"
   )
@@ -155,6 +159,21 @@ FOLDER = "configs/folder.py"
 # audit, or a path under {t}), the expected text of the one-line error)
 TABLE = [
   ("unknown-key", None, ["--config.trian.batch_size=3"], "done", "unknown config key 'trian'"),
+  (
+    "unknown-nested-key",
+    None,
+    ["--config.train.batchsize=3"],
+    "done",
+    "unknown config key 'batchsize'; Did you mean \"batch_size\"",
+  ),
+  (
+    "unknown-attack-key",
+    None,
+    ["--config.attacks.ridge.lambd=3"],
+    "done",
+    "unknown config key 'lambd'",
+  ),
+  ("added-key", "{t}/added_key.py", [], "done", "unknown config key 'train.extra_setting'"),
   ("wrong-type", None, ["--config.train.batch_size=abc"], "done", "invalid literal for int()"),
   (
     "zero-batch",
@@ -527,7 +546,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
   before = _snapshot(tmp / "done")
   file_before = (tmp / "a_file").read_text()
   result = launch(
-    config or "configs/smoke.py",
+    fill(config) if config else "configs/smoke.py",
     workdir,
     *map(fill, overrides),
     pythonpath=tmp / "userpkg",

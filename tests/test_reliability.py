@@ -330,3 +330,66 @@ def test_no_verdict_from_nan():
         }
       ),
     )
+
+
+class _ArrayLike:  # a NumPy-compatible object that is not a JAX array (a torch tensor, say)
+  def __init__(self, a):
+    self.a = a
+
+  def __array__(self, dtype=None, copy=None):
+    return self.a if dtype is None else self.a.astype(dtype)
+
+
+def test_params_are_converted_when_numpy_compatible_and_refused_otherwise(digits8):
+  x, _ = digits8
+  proj = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+  cfg = tiny_config(num_steps=20)
+  cfg.attacks = {"ridge": {}}
+  embed = lambda p, im: im.reshape(im.shape[0], -1) @ p["w"]  # noqa: E731
+  a = privjax.assess(embed, {"w": _ArrayLike(proj)}, x[:200], x[200:240], config=cfg)
+  b = privjax.assess(embed, {"w": proj}, x[:200], x[200:240], config=cfg)
+  assert a.to_dict()["ssim_per_image"] == b.to_dict()["ssim_per_image"]
+  with pytest.raises(privjax.ModelError, match=r"params\['w'\] must be a numeric array, got str"):
+    privjax.assess(embed, {"w": "weights.npy"}, x[:200], x[200:240], config=cfg)
+
+
+def test_a_damaged_or_nan_cache_is_recomputed_never_trusted(digits8, tmp_path, caplog):
+  from privjax import cache
+
+  x, _ = digits8
+  proj = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+  cfg = tiny_config(num_steps=20)
+  cfg.attacks = {"ridge": {}, "nearest": {}}
+  run = functools.partial(
+    privjax.assess,
+    lambda p, im: im.reshape(im.shape[0], -1) @ p,
+    proj,
+    x[:200],
+    x[200:240],
+    config=cfg,
+    workdir=str(tmp_path),
+  )
+  first = run().to_dict()
+  (path,) = (tmp_path / "cache").glob("target_images-*.npz")
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+  path.write_bytes(bytes(data))
+  assert run().to_dict()["ssim_per_image"] == first["ssim_per_image"]
+  assert "is damaged" in caplog.text
+  caplog.clear()
+  good = cache.load(str(path))[0]["features"]
+  cache.save(str(path), {"features": np.full_like(good, np.nan)})  # a valid checksum of NaN
+  assert run().to_dict()["ssim_per_image"] == first["ssim_per_image"]
+  assert "non-finite values" in caplog.text
+  np.testing.assert_array_equal(cache.load(str(path))[0]["features"], good)
+
+
+@pytest.mark.parametrize("marker", ["stage extraction ...", "stage attack_scoring ..."])
+def test_sigterm_in_any_stage_is_one_line_and_resumes(reference, tmp_path, marker):
+  code, stderr = launch_until("configs/smoke.py", tmp_path, marker, *LONG, sig=signal.SIGTERM)
+  assert code == 143, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1].startswith("privjax: stopped by SIGTERM")
+  assert "Traceback" not in stderr
+  result = launch("configs/smoke.py", tmp_path, *LONG)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert _metrics(tmp_path) == _metrics(reference)
