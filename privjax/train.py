@@ -2,7 +2,9 @@
 
 The train step is a pure `(state, batch) -> (state, metrics)` function jitted once
 with the state donated; params are replicated over the mesh, batches sharded along
-"data", and the optimizer state and update split over the devices. Training runs
+"data", and the optimizer state split over the devices leaf by leaf, all expressed
+as shardings (XLA inserts the collectives), so any optax chain computes what it
+computes on one device. Training runs
 until the loss on a held-out part of the auxiliary set stops improving (early
 stopping with patience), bounded by `train.num_steps`; the best params by
 validation loss are returned, and how the run converged goes into the report.
@@ -25,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -89,110 +90,75 @@ def per_example_loss(predictions, images, *, kind: str, filter_size: int, filter
   return dssim if kind == "ssim" else mse + dssim
 
 
-def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn, num_devices: int):
-  """One optimizer step, written per device (run under `shard_map` over "data").
+def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn):
+  """One optimizer step on the global batch: `(state, batch) -> (state, metrics)`.
 
-  `batch` is this device's rows {"features": [b, D], "images": [b, H, W, C]}; params
-  are replicated. The optimizer works on the parameters as one flat vector padded to
-  a multiple of the device count, split over the devices (a sharded optimizer): the
-  gradient is reduce-scattered (one collective), each device updates its slice of
-  the parameters and of the optimizer state, and the new parameters are gathered
-  (one collective). A replicated update would repeat the whole optimizer on every
-  device, which costs as much as the gradient itself when devices share a CPU.
+  Written as on one device; its placement is the shardings `make_training` jits it
+  with (params replicated, the batch split over "data", the optimizer state split
+  over "data" leaf by leaf), and XLA inserts the collectives. So any optax chain
+  (global-norm clipping, masked weight decay) computes what it computes on one device.
   """
 
   def objective(params):
     return jnp.mean(loss_fn(decoder.apply(params, batch["features"]), batch["images"]))
 
   loss, grads = jax.value_and_grad(objective)(state.params)
-  flat_params, unravel = ravel_pytree(state.params)
-  size = flat_params.shape[0]
-  pad = -size % num_devices
-  part = (size + pad) // num_devices
-  grad_part = jax.lax.psum_scatter(
-    jnp.pad(ravel_pytree(grads)[0], (0, pad)), parallel.DATA_AXIS, tiled=True
-  )
-  grad_part = grad_part / num_devices  # the mean over the global batch
-  start = jax.lax.axis_index(parallel.DATA_AXIS) * part
-  param_part = jax.lax.dynamic_slice(jnp.pad(flat_params, (0, pad)), (start,), (part,))
-  updates, opt_state = tx.update(grad_part, state.opt_state, param_part)
-  param_part = optax.apply_updates(param_part, updates)
-  flat_params = jax.lax.all_gather(param_part, parallel.DATA_AXIS, tiled=True)[:size]
-  new_state = TrainState(step=state.step + 1, params=unravel(flat_params), opt_state=opt_state)
-  metrics_ = {
-    "loss": jax.lax.pmean(loss, parallel.DATA_AXIS),
-    "grad_norm": jnp.sqrt(jax.lax.psum(jnp.sum(grad_part**2), parallel.DATA_AXIS)),
-  }
-  return new_state, metrics_
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+def split_spec(shape, num_devices: int) -> P:
+  """The optimizer-state sharding rule: split a leaf's largest axis that the device
+  count divides over "data" (ZeRO-1, as big_vision's sharding rules); replicate the rest."""
+  for axis in sorted(range(len(shape)), key=lambda i: -shape[i]):
+    if shape[axis] >= num_devices and shape[axis] % num_devices == 0:
+      return P(*[parallel.DATA_AXIS if i == axis else None for i in range(len(shape))])
+  return P()
 
 
 class Training(NamedTuple):
   """The jitted pieces of decoder training on one mesh (see `make_training`)."""
 
-  init: Callable  # key -> TrainState, placed: params replicated, optimizer vectors split
+  init: Callable  # key -> TrainState, placed: params replicated, optimizer state split
   step: Callable  # (state, global batch) -> (state, {"loss", "grad_norm"}); donates state
-  to_checkpoint: Callable  # state -> the same state with optimizer vectors unpadded
-  from_checkpoint: Callable  # the inverse, placed for this mesh
-  checkpoint_abstract: Any  # ShapeDtypeStructs of to_checkpoint's output (for restore)
+  shardings: Any  # the TrainState's NamedShardings on this mesh
+  abstract: Any  # ShapeDtypeStructs of the TrainState with those shardings (for restore)
 
 
 def make_training(decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh) -> Training:
-  """Builds the sharded train step (`train_step` under shard_map) and its state helpers.
+  """Jits `train_step` with the state's shardings; the state is donated.
 
-  Checkpoints hold the optimizer vectors cut to the parameter count (the padding is
-  always zero: its gradient is zero), so a run can resume on another device count.
+  Checkpoints hold the logical (unsplit) arrays, so a run resumes on any device count:
+  orbax restores them onto this mesh's shardings.
   """
-  n = mesh.size
-
-  def params_of(key):
-    return decoder.init(key, jnp.zeros((1, feature_dim), jnp.float32))
-
-  size = sum(a.size for a in jax.tree.leaves(jax.eval_shape(params_of, jax.random.key(0))))
-  pad = -size % n
 
   def init(key):
-    params = params_of(key)
-    opt_state = tx.init(jnp.pad(ravel_pytree(params)[0], (0, pad)))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    params = decoder.init(key, jnp.zeros((1, feature_dim), jnp.float32))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   abstract = jax.eval_shape(init, jax.random.key(0))
-  specs = TrainState(
-    step=P(),
-    params=jax.tree.map(lambda _: P(), abstract.params),
-    opt_state=jax.tree.map(lambda a: P(parallel.DATA_AXIS) if a.ndim else P(), abstract.opt_state),
-  )
-  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
-  step = jax.jit(
-    jax.shard_map(
-      functools.partial(train_step, decoder=decoder, tx=tx, loss_fn=loss_fn, num_devices=n),
-      mesh=mesh,
-      in_specs=(specs, P(parallel.DATA_AXIS)),
-      out_specs=(specs, P()),
-      check_vma=False,  # outputs marked P() are replicated by construction (gathered, pmean)
+  repl = parallel.replicated(mesh)
+  shardings = TrainState(
+    step=repl,
+    params=jax.tree.map(lambda _: repl, abstract.params),
+    opt_state=jax.tree.map(
+      lambda a: NamedSharding(mesh, split_spec(a.shape, mesh.size)), abstract.opt_state
     ),
+  )
+  step = jax.jit(
+    functools.partial(train_step, decoder=decoder, tx=tx, loss_fn=loss_fn),
+    in_shardings=(shardings, parallel.batch_sharded(mesh)),
+    out_shardings=(shardings, repl),
     donate_argnums=(0,),
   )
-  repl = parallel.replicated(mesh)
-
-  def unpadded(state):
-    return state.replace(
-      opt_state=jax.tree.map(lambda a: a[:size] if a.ndim else a, state.opt_state)
-    )
-
-  def padded(state):
-    return state.replace(
-      opt_state=jax.tree.map(lambda a: jnp.pad(a, (0, pad)) if a.ndim else a, state.opt_state)
-    )
-
-  to_checkpoint = jax.jit(unpadded, out_shardings=repl)
   return Training(
     init=jax.jit(init, out_shardings=shardings),
     step=step,
-    to_checkpoint=to_checkpoint,
-    from_checkpoint=jax.jit(padded, out_shardings=shardings),
-    checkpoint_abstract=jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-      jax.eval_shape(unpadded, abstract),
+    shardings=shardings,
+    abstract=jax.tree.map(
+      lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings
     ),
   )
 
@@ -293,19 +259,17 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   # closes the manager: no checkpoint is left half-written, no orbax thread outlives the run.
   try:
     if mngr is not None:
-      abstract_ckpt = {
-        "train": training.checkpoint_abstract,
-        "best_params": training.checkpoint_abstract.params,
-      }
+      abstract_ckpt = {"train": training.abstract, "best_params": training.abstract.params}
       restored = checkpoint.restore_latest(mngr, abstract_ckpt)
       if restored is not None:
         ckpt_step, tree, meta = restored
-        state, best_params = training.from_checkpoint(tree["train"]), tree["best_params"]
+        state, best_params = tree["train"], tree["best_params"]
         logging.info("decoder: resumed from checkpoint at step %d (%s)", ckpt_step, checkpoint_dir)
 
     def save(step):
       if mngr is not None:
-        ckpt = {"train": training.to_checkpoint(state), "best_params": best_params}
+        # Copies: the next step donates `state` while the save may still read it.
+        ckpt = jax.tree.map(jnp.copy, {"train": state, "best_params": best_params})
         checkpoint.save(mngr, step, ckpt, meta)
 
     step = int(state.step)

@@ -80,3 +80,41 @@ def test_resume_on_another_device_count(digits8, tmp_path):
   np.testing.assert_allclose(conv2["best_val_loss"], conv4["best_val_loss"], rtol=1e-4)
   for a, b in zip(jax.tree.leaves(params4), jax.tree.leaves(params2), strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-5)
+
+
+def _update_norms(tx, devices, digits8):
+  """The first update's global norm and the params after 3 steps on a mesh of `devices`."""
+  images = digits8[0][:64]
+  features = images.reshape(64, -1)[:, ::4].copy()
+  cfg = config_lib.for_images(images.shape[1:], tiny_config())
+  mesh = parallel.data_mesh(jax.devices()[:devices])
+  decoder = train.make_decoder(cfg, images.shape[1:], features.shape[1])
+  loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)
+  training = train.make_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
+  state = training.init(jax.random.key(0))
+  before = jax.tree.map(np.asarray, state.params)
+  batch = parallel.shard_batch({"features": features, "images": images}, mesh)
+  state, _ = training.step(state, batch)
+  after = jax.tree.map(np.asarray, state.params)
+  delta = jax.tree.map(lambda a, b: a - b, after, before)
+  return float(np.sqrt(sum(np.sum(d**2) for d in jax.tree.leaves(delta)))), delta
+
+
+def test_any_optax_chain_computes_as_on_one_device(digits8):
+  import optax
+
+  clipped = optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(1.0))
+  norms = [_update_norms(clipped, n, digits8)[0] for n in (1, 2, 4)]
+  np.testing.assert_allclose(norms, [1e-3] * 3, rtol=1e-4)  # the clip sees the global norm
+  # Masked weight decay: only the kernels decay (here: no gradient step, decay only).
+  decay = optax.masked(
+    optax.add_decayed_weights(0.5), lambda p: jax.tree.map(lambda a: a.ndim > 1, p)
+  )
+  tx = optax.chain(decay, optax.scale(-1.0))
+  _, d1 = _update_norms(optax.chain(optax.scale(0.0), tx), 1, digits8)
+  _, d4 = _update_norms(optax.chain(optax.scale(0.0), tx), 4, digits8)
+  for a, b in zip(jax.tree.leaves(d1), jax.tree.leaves(d4), strict=True):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+  kernels = [d for d in jax.tree.leaves(d4) if d.ndim > 1]
+  biases = [d for d in jax.tree.leaves(d4) if d.ndim == 1]
+  assert all(np.abs(k).max() > 0 for k in kernels) and all(np.all(b == 0) for b in biases)
