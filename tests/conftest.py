@@ -151,3 +151,21 @@ def save_module_params(pkg_dir, module_name, cls_name, kwargs, image_shape, path
   ckpt = ocp.StandardCheckpointer()
   ckpt.save(path, params)
   ckpt.wait_until_finished()
+
+
+def png_header(path, width, height) -> str:
+  """Writes a PNG whose header claims width x height pixels (its pixel data is 64 zero
+  bytes: a decompression-bomb stand-in that costs nothing); returns its path."""
+  import struct
+  import zlib
+
+  def chunk(kind, payload):
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+  idat = zlib.compress(b"\0" * 64)
+  path.write_bytes(
+    b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+  )
+  return str(path)

@@ -25,6 +25,21 @@ def _config(num_steps=150, **attacks):
   return cfg
 
 
+def _stored(x, n_aux, n_targets, cfg, **kwargs):
+  """A stored-features audit of tanh features: aux x[:n_aux], targets the next n_targets."""
+  end = n_aux + n_targets
+  return privjax.assess(
+    None,
+    None,
+    x[:n_aux],
+    x[n_aux:end],
+    config=cfg,
+    aux_features=_tanh_features(x[:n_aux]),
+    target_features=_tanh_features(x[n_aux:end]),
+    **kwargs,
+  )
+
+
 def _attack_rows(report):
   return report.to_dict()["attacks"]
 
@@ -88,15 +103,7 @@ def test_a_user_attacker_by_import_path(digits8, tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(str(tmp_path))
   x, _ = digits8
   cfg = _config(mine={"type": "toy_attack:mean_image", "gain": 1.0}, nearest={})
-  report = privjax.assess(
-    None,
-    None,
-    x[:300],
-    x[300:360],
-    config=cfg,
-    aux_features=_tanh_features(x[:300]),
-    target_features=_tanh_features(x[300:360]),
-  )
+  report = _stored(x, 300, 60, cfg)
   rows = _attack_rows(report)
   assert rows["mine"]["type"] == "toy_attack:mean_image" and rows["mine"]["info"] == {"gain": 1.0}
   assert rows["mine"]["image_reid_rate"] <= 1 / 60  # identical reconstructions: chance, 1/N
@@ -108,15 +115,7 @@ def test_a_user_attacker_by_import_path(digits8, tmp_path, monkeypatch):
 def test_whitebox_is_skipped_on_stored_features_with_the_reason(digits8):
   x, _ = digits8
   cfg = _config(num_steps=60, nearest={}, whitebox={"init": "mean", "steps": 5})
-  report = privjax.assess(
-    None,
-    None,
-    x[:300],
-    x[300:360],
-    config=cfg,
-    aux_features=_tanh_features(x[:300]),
-    target_features=_tanh_features(x[300:360]),
-  )
+  report = _stored(x, 300, 60, cfg)
   row = _attack_rows(report)["whitebox"]
   assert "stored features" in row["skipped"] and "ssim" not in row
   assert report.to_dict()["deciding_attack"] == "nearest"
@@ -181,15 +180,7 @@ def test_a_training_batch_larger_than_the_auxiliary_set_runs_and_is_flagged(digi
   x, _ = digits8
   cfg = _config(num_steps=40, decoder={})
   cfg.train.batch_size = 128
-  report = privjax.assess(
-    None,
-    None,
-    x[:60],
-    x[60:100],
-    config=cfg,
-    aux_features=_tanh_features(x[:60]),
-    target_features=_tanh_features(x[60:100]),
-  )
+  report = _stored(x, 60, 40, cfg)
   warnings = report.to_dict()["warnings"]
   assert any("data-starved: fitted on 54 auxiliary images" in w for w in warnings)
   assert any("model selection on only 6 held-out" in w for w in warnings)
@@ -233,16 +224,7 @@ def test_attack_strength_reruns_the_attackers_on_nested_parts(digits8, tmp_path)
   x, _ = digits8
   cfg = _config(num_steps=60, decoder={}, ridge={})
   cfg.attack_strength = {"aux_fractions": (0.1, 0.5, 1.0)}
-  report = privjax.assess(
-    None,
-    None,
-    x[:400],
-    x[400:460],
-    config=cfg,
-    workdir=str(tmp_path),
-    aux_features=_tanh_features(x[:400]),
-    target_features=_tanh_features(x[400:460]),
-  )
+  report = _stored(x, 400, 60, cfg, workdir=str(tmp_path))
   r = report.to_dict()
   assert [row["num_aux"] for row in r["attack_strength"]] == [40, 200, 400]
   assert r["attack_strength"][-1]["attacks"]["ridge"] == {

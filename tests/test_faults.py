@@ -7,16 +7,14 @@ modification times, all but the lock file) before and after.
 """
 
 import os
-import struct
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from privjax.workdir import LOCK_FILE
-from tests.conftest import launch, save_module_params
+from tests.conftest import launch, png_header, save_module_params
 
 USER_MODULE = textwrap.dedent("""
   import flax.linen as nn
@@ -55,25 +53,11 @@ def _images(tmp, digits8, name, *, sizes=((20, 24),), per_identity=6, corrupt=Fa
   return root
 
 
-def _png_header(path, width, height):
-  """A PNG whose header claims width x height pixels; its pixel data is 64 zero bytes."""
-
-  def chunk(kind, payload):
-    body = kind + payload
-    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-  idat = zlib.compress(b"\0" * 64)
-  path.write_bytes(
-    b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-  )
-
-
 def _bad_image_folders(tmp, digits8):
   """Image folders of good images plus one bad id0/bad.png each."""
   bad = {
-    "pixels": lambda p: _png_header(p, 8000, 8000),
-    "bomb": lambda p: _png_header(p, 20000, 20000),
+    "pixels": lambda p: png_header(p, 8000, 8000),
+    "bomb": lambda p: png_header(p, 20000, 20000),
     "int32": lambda p: Image.fromarray(np.ones((8, 8), np.int32), "I").save(p, "TIFF"),
     "floats": lambda p: Image.fromarray(np.full((8, 8), 4.0, np.float32), "F").save(p, "TIFF"),
     "lab": lambda p: Image.new("LAB", (8, 8)).save(p, "TIFF"),

@@ -5,10 +5,8 @@ import json
 import logging
 import os
 import signal
-import struct
 import textwrap
 import types
-import zlib
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from PIL import Image
 from configs import npz as npz_config
 from privjax import data, sources
 from privjax.errors import DataError
-from tests.conftest import SMOKE_OVERRIDES, launch, save_module_params
+from tests.conftest import SMOKE_OVERRIDES, launch, png_header, save_module_params
 
 
 def _ok(result):
@@ -305,21 +303,6 @@ def test_exif_orientation_is_applied(tmp_path, orientation, turn):
   np.testing.assert_allclose(x[..., 0], np.rot90(stored, turn) / 255, atol=0.05)
 
 
-def _png_header(path, width, height):
-  """A PNG whose header claims width x height; its pixel data is 64 zero bytes."""
-
-  def chunk(kind, payload):
-    body = kind + payload
-    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-  idat = zlib.compress(b"\0" * 64)
-  path.write_bytes(
-    b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-  )
-  return str(path)
-
-
 @pytest.mark.parametrize(
   "size,message",
   [
@@ -329,14 +312,14 @@ def _png_header(path, width, height):
   ],
 )
 def test_pixel_limit_is_checked_from_the_header(tmp_path, size, message):
-  path = _png_header(tmp_path / "bomb.png", *size)
+  path = png_header(tmp_path / "bomb.png", *size)
   with pytest.raises(DataError, match=message) as e:
     sources._read_image(path)
   assert str(e.value).startswith(f"image {path} has ")
 
 
 def test_pixel_limit_applies_before_decoding(tmp_path, monkeypatch):
-  path = _png_header(tmp_path / "small.png", 100, 100)  # too little data to decode
+  path = png_header(tmp_path / "small.png", 100, 100)  # too little data to decode
   with pytest.raises(DataError, match="cannot read image"):
     sources._read_image(path)
   monkeypatch.setattr(sources, "MAX_IMAGE_PIXELS", 5000)
