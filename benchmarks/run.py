@@ -156,7 +156,7 @@ def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int, me
   loss_fn = functools.partial(
     train.per_example_loss, kind="mse", filter_size=fs, filter_sigma=sigma
   )
-  training = train.make_training(decoder, tx, loss_fn, 64, mesh=mesh)
+  training = train.decoder_training(decoder, tx, loss_fn, 64, mesh=mesh)
   step = training.step
   state = [training.init(jax.random.key(1))]
   tb = parallel.shard_batch({"features": features, "images": images[:128]}, mesh)

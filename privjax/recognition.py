@@ -1,8 +1,9 @@
 """The reference recognition model privjax audits by default: a small CNN classifier.
 
-Trained (or restored from the workdir) on the model-train split; its penultimate
-layer is the embedding the audit inverts. The model is trained for a fixed number of
-steps with a seeded batch order, so the same config always yields the same model.
+Trained (or restored from the workdir) on the model-train split by the same loop as
+the decoder (`train.fit`); its penultimate layer is the embedding the audit inverts.
+The model is trained for a fixed number of steps with a seeded batch order, so the
+same config always yields the same model.
 """
 
 from __future__ import annotations
@@ -15,22 +16,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from privjax import checkpoint, parallel
+from privjax import parallel
+from privjax import train as train_lib
 from privjax.data import Split, batch_indices
-from privjax.errors import ConfigError, TrainingError
+from privjax.errors import ConfigError
 from privjax.models import RecognitionCNN
-
-
-def _classify_step(carry, batch, *, model, tx):
-  params, opt_state = carry
-
-  def objective(p):
-    logits = model.apply(p, batch["images"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
-
-  loss, grads = jax.value_and_grad(objective)(params)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  return (optax.apply_updates(params, updates), opt_state), loss
 
 
 def accuracy(model, params, split: Split, *, mesh, batch_size: int) -> float:
@@ -79,62 +69,48 @@ def train_or_restore(train: Split, test: Split, config, *, mesh, checkpoint_dir:
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
   model = RecognitionCNN(num_classes=num_classes, embed_dim=mc.embed_dim)
   tx = optax.adam(optax.cosine_decay_schedule(mc.learning_rate, mc.train_steps))
-  repl = parallel.replicated(mesh)
 
-  def init(key):
-    params = model.init(key, jnp.zeros((1,) + train.images.shape[1:], jnp.float32))
-    return params, tx.init(params)
+  def loss(params, batch):
+    logits = model.apply(params, batch["images"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
 
-  key = jax.random.fold_in(jax.random.key(config.seed), 1)
-  abstract = jax.eval_shape(init, key)
-  mngr = checkpoint.manager(checkpoint_dir, max_to_keep=1) if checkpoint_dir else None
-  restored = None
-  if mngr is not None:
-    abstract_params = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), abstract[0]
-    )
-    restored = checkpoint.restore_latest(mngr, abstract_params)
-  if restored is not None:
-    _, params, info = restored
-    info = dict(info, restored=True)
-    logging.info(
-      "recognition model restored from %s (test accuracy %.4f)",
-      checkpoint_dir,
-      info["test_accuracy"],
-    )
-  else:
-    carry = jax.jit(init, out_shardings=jax.tree.map(lambda _: repl, abstract))(key)
-    step_fn = jax.jit(functools.partial(_classify_step, model=model, tx=tx), donate_argnums=(0,))
-    batch_size = parallel.fit_batch_size(mc.batch_size, mesh, what="recognition training")
-    loss = None
-    for step in range(mc.train_steps):
-      idx = batch_indices(train.images.shape[0], batch_size, step, config.seed + 1)
-      batch = parallel.shard_batch({"images": train.images[idx], "labels": train.labels[idx]}, mesh)
-      previous = loss
-      carry, loss = step_fn(carry, batch)
-      jax.block_until_ready(previous)  # At most two steps in flight (see train.py).
-    final_loss = float(loss)
-    if not np.isfinite(final_loss):
-      raise TrainingError(f"recognition model training diverged: loss {final_loss}")
-    params = carry[0]
-    info = {
-      "architecture": f"RecognitionCNN(conv32-pool-conv64-pool-dense{mc.embed_dim}-head"
-      f"{num_classes}); embedding = the {mc.embed_dim}-d penultimate layer",
-      "train_examples": int(train.images.shape[0]),
-      "train_steps": int(mc.train_steps),
-      "final_train_loss": final_loss,
-      "test_examples": int(test.images.shape[0]),
-      "test_accuracy": accuracy(model, params, test, mesh=mesh, batch_size=config.eval_batch_size),
-    }
-    logging.info(
-      "recognition model trained: test accuracy %.4f on %d held-out images",
-      info["test_accuracy"],
-      info["test_examples"],
-    )
-    if mngr is not None:
-      checkpoint.save(mngr, mc.train_steps, params, info)
-      mngr.wait_until_finished()
-    info = dict(info, restored=False)
-  if mngr is not None:
-    mngr.close()
+  def init_params(key):
+    return model.init(key, jnp.zeros((1,) + train.images.shape[1:], jnp.float32))
+
+  batch_size = parallel.fit_batch_size(mc.batch_size, mesh, what="recognition training")
+
+  def batch_fn(step):
+    idx = batch_indices(train.images.shape[0], batch_size, step, config.seed + 1)
+    return {"images": train.images[idx], "labels": train.labels[idx]}
+
+  # The same loop as the decoder's: checkpointed (at the end, and at SIGTERM or Ctrl-C,
+  # which resume), a non-finite loss stops it, a finished run is restored without a step.
+  params, meta, _ = train_lib.fit(
+    train_lib.make_training(init_params, loss, tx, mesh=mesh),
+    jax.random.fold_in(jax.random.key(config.seed), 1),
+    batch_fn,
+    name="recognition model",
+    num_steps=mc.train_steps,
+    batch_size=batch_size,
+    checkpoint_every=mc.train_steps,
+    checkpoint_dir=checkpoint_dir,
+    mesh=mesh,
+    remedy="try a lower config.model.learning_rate",
+  )
+  info = {
+    "architecture": f"RecognitionCNN(conv32-pool-conv64-pool-dense{mc.embed_dim}-head"
+    f"{num_classes}); embedding = the {mc.embed_dim}-d penultimate layer",
+    "train_examples": int(train.images.shape[0]),
+    "train_steps": int(mc.train_steps),
+    "training": meta["stopped"],
+    "test_examples": int(test.images.shape[0]),
+    "test_accuracy": accuracy(model, params, test, mesh=mesh, batch_size=config.eval_batch_size),
+    "restored": meta["restored"],
+  }
+  logging.info(
+    "recognition model %s: test accuracy %.4f on %d held-out images",
+    f"restored from {checkpoint_dir}" if meta["restored"] else "trained",
+    info["test_accuracy"],
+    info["test_examples"],
+  )
   return embed_fn_for(model), params, info

@@ -90,23 +90,20 @@ def per_example_loss(predictions, images, *, kind: str, filter_size: int, filter
   return dssim if kind == "ssim" else mse + dssim
 
 
-def train_step(state: TrainState, batch, *, decoder: Decoder, tx, loss_fn):
+def train_step(state: TrainState, batch, *, loss: Callable, tx):
   """One optimizer step on the global batch: `(state, batch) -> (state, metrics)`.
 
-  Written as on one device; its placement is the shardings `make_training` jits it
-  with (params replicated, the batch split over "data", the optimizer state split
-  over "data" leaf by leaf), and XLA inserts the collectives. So any optax chain
-  (global-norm clipping, masked weight decay) computes what it computes on one device.
+  `loss(params, batch) -> scalar` is the mean loss of the batch. Written as on one
+  device; its placement is the shardings `make_training` jits it with (params
+  replicated, the batch split over "data", the optimizer state split over "data" leaf
+  by leaf), and XLA inserts the collectives. So any optax chain (global-norm
+  clipping, masked weight decay) computes what it computes on one device.
   """
-
-  def objective(params):
-    return jnp.mean(loss_fn(decoder.apply(params, batch["features"]), batch["images"]))
-
-  loss, grads = jax.value_and_grad(objective)(state.params)
+  value, grads = jax.value_and_grad(loss)(state.params, batch)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  return new_state, {"loss": value, "grad_norm": optax.tree.norm(grads)}
 
 
 def split_spec(shape, num_devices: int) -> P:
@@ -127,15 +124,21 @@ class Training(NamedTuple):
   abstract: Any  # ShapeDtypeStructs of the TrainState with those shardings (for restore)
 
 
-def make_training(decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh) -> Training:
-  """Jits `train_step` with the state's shardings; the state is donated.
+def make_training(init_params: Callable, loss: Callable, tx, *, mesh) -> Training:
+  """Jits `train_step` for a model with the state's shardings; the state is donated.
+
+  Args:
+    init_params: `key -> params` of the model.
+    loss: `(params, batch) -> scalar` mean loss of a batch.
+    tx: the optax transformation.
+    mesh: the data mesh.
 
   Checkpoints hold the logical (unsplit) arrays, so a run resumes on any device count:
   orbax restores them onto this mesh's shardings.
   """
 
   def init(key):
-    params = decoder.init(key, jnp.zeros((1, feature_dim), jnp.float32))
+    params = init_params(key)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   abstract = jax.eval_shape(init, jax.random.key(0))
@@ -148,7 +151,7 @@ def make_training(decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh) -> T
     ),
   )
   step = jax.jit(
-    functools.partial(train_step, decoder=decoder, tx=tx, loss_fn=loss_fn),
+    functools.partial(train_step, loss=loss, tx=tx),
     in_shardings=(shardings, parallel.batch_sharded(mesh)),
     out_shardings=(shardings, repl),
     donate_argnums=(0,),
@@ -161,6 +164,18 @@ def make_training(decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh) -> T
       lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings
     ),
   )
+
+
+def decoder_training(decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh) -> Training:
+  """`make_training` for the decoder on {"features": [B, D], "images": [B, H, W, C]} batches."""
+
+  def loss(params, batch):
+    return jnp.mean(loss_fn(decoder.apply(params, batch["features"]), batch["images"]))
+
+  def init_params(key):
+    return decoder.init(key, jnp.zeros((1, feature_dim), jnp.float32))
+
+  return make_training(init_params, loss, tx, mesh=mesh)
 
 
 @contextlib.contextmanager
@@ -190,6 +205,150 @@ def _stop_requested():
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
+
+
+def fit(
+  training: Training,
+  key,
+  batch_fn: Callable[[int], dict],
+  *,
+  name: str,
+  num_steps: int,
+  batch_size: int,
+  checkpoint_every: int,
+  checkpoint_dir: str | None,
+  mesh,
+  eval_fn: Callable[[Any], float] | None = None,
+  eval_every: int = 0,
+  patience: int = 0,
+  min_delta: float = 0.0,
+  remedy: str = "try a lower learning rate",
+):
+  """The one training loop, for every model privjax trains (the decoder, the builtin CNN).
+
+  Runs `training.step` on `batch_fn(step)` (host arrays of the global batch, a function
+  of the step only, so a resumed run sees the same batches) up to `num_steps`. With
+  `eval_fn(params) -> validation loss`, evaluates every `eval_every` steps, keeps the
+  best params and stops after `patience` evaluations without a `min_delta` improvement;
+  without it, the final params are the result. Checkpoints (orbax, every
+  `checkpoint_every` steps and at the end) resume a killed run where it stopped; a
+  finished run is restored without a step. SIGTERM or Ctrl-C saves a checkpoint at the
+  next step and raises Interrupted; a non-finite loss raises TrainingError before that
+  state can be saved. The checkpoint manager is closed on every exit.
+
+  Returns:
+    (params, meta, steps): the best (or final) params, a JSON-ready record of how it
+    ran ("history", "best_val_loss", "best_step", "stopped", "restored"), and the steps run.
+  """
+  state = training.init(key)
+  meta = {"history": [], "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
+  # A copy, never an alias: the train step donates `state`, so an alias of its params
+  # would be deleted by the first step, and a checkpoint before the first evaluation
+  # (eval_every > checkpoint_every) would read a deleted buffer.
+  best_params = jax.tree.map(jnp.copy, state.params)
+  mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+  # Every exit (finished, diverged, SIGTERM, Ctrl-C) waits for the saves in flight and
+  # closes the manager: no checkpoint is left half-written, no orbax thread outlives the run.
+  try:
+    if mngr is not None:
+      abstract_ckpt = {"train": training.abstract, "best_params": training.abstract.params}
+      restored = checkpoint.restore_latest(mngr, abstract_ckpt)
+      if restored is not None:
+        ckpt_step, tree, meta = restored
+        state, best_params = tree["train"], tree["best_params"]
+        logging.info("%s: resumed from checkpoint at step %d (%s)", name, ckpt_step, checkpoint_dir)
+    restored_finished = bool(meta["stopped"])
+
+    def save(step):
+      if mngr is not None:
+        # Copies: the next step donates `state` while the save may still read it.
+        ckpt = jax.tree.map(jnp.copy, {"train": state, "best_params": best_params})
+        checkpoint.save(mngr, step, ckpt, meta)
+
+    def checked_loss(step):
+      loss = float(step_metrics["loss"])
+      if not math.isfinite(loss):
+        raise TrainingError(
+          f"{name} training diverged: non-finite loss {loss} at step {step}; the last good "
+          f"checkpoint is kept ({remedy})"
+        )
+      return loss
+
+    step = int(state.step)
+    t_last, step_last = time.perf_counter(), step
+    step_metrics = None
+    with _stop_requested() as stop:
+      while not meta["stopped"]:
+        batch = parallel.shard_batch(batch_fn(step), mesh)
+        previous = step_metrics
+        state, step_metrics = training.step(state, batch)
+        # Keep at most two steps in flight: waiting on the previous step costs nothing
+        # while this one runs, and a deep queue of steps with collectives can starve
+        # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
+        # CPU devices on 2 cores).
+        jax.block_until_ready(previous)
+        step += 1
+        at_eval = eval_fn is not None and (step % eval_every == 0 or step == num_steps)
+        at_checkpoint = step % checkpoint_every == 0
+        if at_eval or at_checkpoint or step == num_steps:
+          # The only host syncs: at evaluations, before a checkpoint and at the end, so a
+          # diverged state is never saved over the last good one.
+          loss = checked_loss(step)
+        if at_eval:
+          val = eval_fn(state.params)
+          meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
+          if val < meta["best_val_loss"] - min_delta:
+            meta.update(best_val_loss=val, best_step=step, bad_evals=0)
+            best_params = jax.tree.map(jnp.copy, state.params)
+          else:
+            meta["bad_evals"] += 1
+          now = time.perf_counter()
+          rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
+          eta = (num_steps - step) * batch_size / max(rate, 1e-9)
+          logging.info(
+            "%s step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
+            name,
+            step,
+            num_steps,
+            loss,
+            val,
+            meta["best_val_loss"],
+            meta["best_step"],
+            rate,
+            eta,
+          )
+          t_last, step_last = now, step
+          if meta["bad_evals"] >= patience:
+            meta["stopped"] = f"early stop: no improvement in {patience} evaluations"
+          elif step >= num_steps:
+            meta["stopped"] = (
+              "reached train.num_steps (still improving: raise it for a stronger attack)"
+              if meta["bad_evals"] == 0
+              else "reached train.num_steps"
+            )
+        elif eval_fn is None and step >= num_steps:
+          best_params = jax.tree.map(jnp.copy, state.params)
+          meta.update(best_step=step, stopped=f"trained {num_steps} steps (final loss {loss:.5f})")
+          logging.info("%s: %s", name, meta["stopped"])
+        if meta["stopped"] or at_checkpoint:
+          save(step)
+        if stop.is_set() and not meta["stopped"]:
+          checked_loss(step)
+          if not at_checkpoint:
+            save(step)
+          signame = stop.signum.name  # SIGTERM or SIGINT
+          raise Interrupted(
+            f"stopped by {signame} at {name} step {step}; checkpoint saved in {checkpoint_dir}; "
+            "re-run the same command to resume"
+            if mngr is not None
+            else f"stopped by {signame} at {name} step {step} (no workdir: nothing saved)",
+            signum=stop.signum,
+          )
+  finally:
+    if mngr is not None:
+      mngr.wait_until_finished()
+      mngr.close()
+  return best_params, dict(meta, restored=restored_finished), step
 
 
 def split_validation(n: int, fraction: float, seed: int):
@@ -240,131 +399,52 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   batch_size = parallel.fit_batch_size(
     min(tc.batch_size, len(train_idx)), mesh, what="decoder training"
   )
-  training = make_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
-  step_fn = training.step
-  state = training.init(jax.random.key(config.seed))
+  training = decoder_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
   val_fn = jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x))
   # What predicting the mean training image scores on the validation images: a decoder
   # that does no better learned nothing from the features.
   mean_image = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
   mean_image_val_loss = float(np.mean(jax.jit(loss_fn)(mean_image, y_val)))
 
-  meta = {"history": [], "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
-  # A copy, never an alias: the train step donates `state`, so an alias of its params
-  # would be deleted by the first step, and a checkpoint before the first evaluation
-  # (train.eval_every > train.checkpoint_every) would read a deleted buffer.
-  best_params = jax.tree.map(jnp.copy, state.params)
-  mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
-  # Every exit (finished, diverged, SIGTERM, Ctrl-C) waits for the saves in flight and
-  # closes the manager: no checkpoint is left half-written, no orbax thread outlives the run.
-  try:
-    if mngr is not None:
-      abstract_ckpt = {"train": training.abstract, "best_params": training.abstract.params}
-      restored = checkpoint.restore_latest(mngr, abstract_ckpt)
-      if restored is not None:
-        ckpt_step, tree, meta = restored
-        state, best_params = tree["train"], tree["best_params"]
-        logging.info("decoder: resumed from checkpoint at step %d (%s)", ckpt_step, checkpoint_dir)
+  logging.info(
+    "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
+    "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
+    "dropped (a batch that crosses an epoch end is completed from the next epoch)",
+    len(train_idx),
+    len(val_idx),
+    batch_size,
+    tc.num_steps,
+  )
 
-    def save(step):
-      if mngr is not None:
-        # Copies: the next step donates `state` while the save may still read it.
-        ckpt = jax.tree.map(jnp.copy, {"train": state, "best_params": best_params})
-        checkpoint.save(mngr, step, ckpt, meta)
+  def batch_fn(step):
+    idx = batch_indices(len(train_idx), batch_size, step, config.seed)
+    return {"features": x_train[idx], "images": y_train[idx]}
 
-    step = int(state.step)
-    if step == 0:
-      logging.info(
-        "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
-        "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
-        "dropped (a batch that crosses an epoch end is completed from the next epoch)",
-        len(train_idx),
-        len(val_idx),
-        batch_size,
-        tc.num_steps,
-      )
-    t_last, step_last = time.perf_counter(), step
-    step_metrics = None
-    with _stop_requested() as stop:
-      while not meta["stopped"]:
-        idx = batch_indices(len(train_idx), batch_size, step, config.seed)
-        batch = parallel.shard_batch({"features": x_train[idx], "images": y_train[idx]}, mesh)
-        previous = step_metrics
-        state, step_metrics = step_fn(state, batch)
-        # Keep at most two steps in flight: waiting on the previous step costs nothing
-        # while this one runs, and a deep queue of steps with collectives can starve
-        # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
-        # CPU devices on 2 cores).
-        jax.block_until_ready(previous)
-        step += 1
-        at_eval = step % tc.eval_every == 0 or step == tc.num_steps
-        at_checkpoint = step % tc.checkpoint_every == 0
-        if at_eval or at_checkpoint:
-          # The only host syncs: at evaluations and before a checkpoint, so a diverged
-          # state is never saved over the last good one.
-          loss = float(step_metrics["loss"])
-          if not math.isfinite(loss):
-            raise TrainingError(
-              f"decoder training diverged: non-finite loss {loss} at step {step}; the last good "
-              "checkpoint is kept (try a lower config.train.learning_rate)"
-            )
-        if at_eval:
-          val_losses = parallel.batched_map(
-            functools.partial(val_fn, state.params),
-            [x_val, y_val],
-            batch_size=config.eval_batch_size,
-            mesh=mesh,
-          )
-          val = float(np.mean(val_losses))
-          meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
-          if val < meta["best_val_loss"] - tc.min_delta:
-            meta.update(best_val_loss=val, best_step=step, bad_evals=0)
-            best_params = jax.tree.map(jnp.copy, state.params)
-          else:
-            meta["bad_evals"] += 1
-          now = time.perf_counter()
-          rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
-          eta = (tc.num_steps - step) * batch_size / max(rate, 1e-9)
-          logging.info(
-            "decoder step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
-            step,
-            tc.num_steps,
-            loss,
-            val,
-            meta["best_val_loss"],
-            meta["best_step"],
-            rate,
-            eta,
-          )
-          t_last, step_last = now, step
-          if meta["bad_evals"] >= tc.patience:
-            meta["stopped"] = f"early stop: no improvement in {tc.patience} evaluations"
-          elif step >= tc.num_steps:
-            meta["stopped"] = (
-              "reached train.num_steps (still improving: raise it for a stronger attack)"
-              if meta["bad_evals"] == 0
-              else "reached train.num_steps"
-            )
-        if meta["stopped"] or at_checkpoint:
-          save(step)
-        if stop.is_set() and not meta["stopped"]:
-          loss = float(step_metrics["loss"])
-          if not math.isfinite(loss):
-            raise TrainingError(f"decoder training diverged: non-finite loss at step {step}")
-          if not at_checkpoint:
-            save(step)
-          name = stop.signum.name  # SIGTERM or SIGINT
-          raise Interrupted(
-            f"stopped by {name} at decoder step {step}; checkpoint saved in {checkpoint_dir}; "
-            "re-run the same command to resume"
-            if mngr is not None
-            else f"stopped by {name} at decoder step {step} (no workdir: nothing saved)",
-            signum=stop.signum,
-          )
-  finally:
-    if mngr is not None:
-      mngr.wait_until_finished()
-      mngr.close()
+  def eval_fn(params):
+    losses = parallel.batched_map(
+      functools.partial(val_fn, params),
+      [x_val, y_val],
+      batch_size=config.eval_batch_size,
+      mesh=mesh,
+    )
+    return float(np.mean(losses))
+
+  best_params, meta, step = fit(
+    training,
+    jax.random.key(config.seed),
+    batch_fn,
+    name="decoder",
+    num_steps=tc.num_steps,
+    batch_size=batch_size,
+    checkpoint_every=tc.checkpoint_every,
+    checkpoint_dir=checkpoint_dir,
+    eval_fn=eval_fn,
+    eval_every=tc.eval_every,
+    patience=tc.patience,
+    min_delta=tc.min_delta,
+    mesh=mesh,
+    remedy="try a lower config.train.learning_rate",
+  )
   convergence = {
     "steps": step,
     "best_step": meta["best_step"],

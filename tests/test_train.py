@@ -22,7 +22,7 @@ def test_train_step_reduces_loss(digits8):
   decoder = train.make_decoder(cfg, images.shape[1:])
   tx = train.make_optimizer(cfg.train)
   loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)
-  training = train.make_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
+  training = train.decoder_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
   state, step = training.init(jax.random.key(0)), training.step
   batch = parallel.shard_batch({"features": features[:128], "images": images[:128]}, mesh)
   losses = []
@@ -90,7 +90,7 @@ def _update_norms(tx, devices, digits8):
   mesh = parallel.data_mesh(jax.devices()[:devices])
   decoder = train.make_decoder(cfg, images.shape[1:], features.shape[1])
   loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)
-  training = train.make_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
+  training = train.decoder_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
   state = training.init(jax.random.key(0))
   before = jax.tree.map(np.asarray, state.params)
   batch = parallel.shard_batch({"features": features, "images": images}, mesh)
