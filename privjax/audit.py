@@ -135,7 +135,19 @@ def _check_inputs(aux_images, target_images, target_labels, config):
       f"need at least {n_val + 2} auxiliary images for the attackers to fit and validate "
       f"on, got {aux.shape[0]}"
     )
+  for i, fraction in enumerate(cfg.attack_strength.aux_fractions):
+    k = _part_size(fraction, aux.shape[0])
+    if k - max(1, int(round(cfg.train.val_fraction * k))) < 2:
+      raise ConfigError(
+        f"config.attack_strength.aux_fractions[{i}]={fraction} leaves {k} of the "
+        f"{aux.shape[0]} auxiliary images, too few for an attacker to fit and validate on"
+      )
   return aux, targets, labels, cfg
+
+
+def _part_size(fraction: float, n: int) -> int:
+  """How many of n auxiliary images an attack_strength fraction keeps."""
+  return int(round(fraction * n))
 
 
 def assess(
@@ -295,7 +307,6 @@ def _audit(
     if precomputed:
       f_aux = _check_features(aux_features, aux.shape[0], name="aux_features")
       f_tgt = _check_features(target_features, targets.shape[0], name="target_features")
-      model_key = workdir_lib.array_hash(f_aux, f_tgt)
     else:
       embed_jit = jax.jit(embed_fn)
       params = parallel.replicate(_as_arrays(params), mesh)
@@ -334,10 +345,10 @@ def _audit(
   )
   outcomes, scores, verdicts = attack(aux, f_aux)
   strength = []
+  # Nested parts: every fraction's auxiliary images include the smaller fractions'.
+  perm = np.random.default_rng((cfg.seed, 17)).permutation(aux.shape[0])
   for fraction in cfg.attack_strength.aux_fractions:
-    # Nested parts: every fraction's auxiliary images include the smaller fractions'.
-    perm = np.random.default_rng((cfg.seed, 17)).permutation(aux.shape[0])
-    part = np.sort(perm[: int(round(fraction * aux.shape[0]))])
+    part = np.sort(perm[: _part_size(fraction, aux.shape[0])])
     if fraction == 1.0:
       part_scores = scores
     else:
@@ -429,6 +440,11 @@ def _attack_and_score(aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, 
 
   model_key = model[3] if model is not None else workdir_lib.array_hash(f_aux, f_tgt)
   train_idx, val_idx = split_validation(aux.shape[0], cfg.train.val_fraction, cfg.seed)
+  # Everything an attacker's result depends on besides its own settings: the model (or
+  # the stored features), the images and the held-out split (train.val_fraction).
+  data_key = workdir_lib.array_hash(
+    np.frombuffer(model_key.encode(), np.uint8), aux, targets, val_idx
+  )
   with timer.stage(f"{stage}attacks"):
     outcomes = runner.run_all(
       cfg.attacks,
@@ -443,7 +459,7 @@ def _attack_and_score(aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, 
         "model": attack_model,
       },
       shared={"decoder": cfg.decoder.to_dict(), "train": cfg.train.to_dict()},
-      data_key=workdir_lib.array_hash(np.frombuffer(model_key.encode(), np.uint8), aux, targets),
+      data_key=data_key,
       workdir=workdir,
       overwrite=cfg.overwrite,
       stage=stage,

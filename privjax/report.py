@@ -131,8 +131,7 @@ def build(
     "risk_level": level,
     "risk_reasons": reasons,
     "deciding_attack": deciding,
-    **best.summary(),
-    "reid_rate": best.summary()["reid_rate"] if model_reid else None,
+    **best.summary(),  # reid_rate is None without a model to re-embed with
     "ssim_per_image": [float(v) for v in best.per_image["ssim"]],
     "mean_image_ssim": float(mean_image_ssim.mean()),
     "baseline": "mismatched pairs: each target's SSIM against the same attacker's "

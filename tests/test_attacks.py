@@ -236,3 +236,11 @@ def test_attack_strength_reruns_the_attackers_on_nested_parts(digits8, tmp_path)
   assert ridge[0] < ridge[-1]  # more data, more leakage
   assert (tmp_path / "attack_strength.png").read_bytes()[:4] == b"\x89PNG"
   assert (tmp_path / "checkpoints" / "aux0.1-decoder").is_dir()
+
+
+def test_an_attack_strength_part_too_small_to_fit_on_is_refused(digits8):
+  x, _ = digits8
+  cfg = _config(num_steps=20, ridge={})
+  cfg.attack_strength = {"aux_fractions": (0.001, 1.0)}
+  with pytest.raises(privjax.ConfigError, match=r"aux_fractions\[0\]=0.001 leaves 0 of the 300"):
+    _stored(x, 300, 60, cfg)

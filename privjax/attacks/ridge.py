@@ -92,8 +92,9 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
 
   best = (np.inf, None, None)
   trials = []
+  regressors = {}
   for bandwidth in cfg.bandwidths:
-    p = phi(aux.features, bandwidth)
+    p = regressors[bandwidth] = phi(aux.features, bandwidth)
     mu_p, mu_y, gram, cross = fit(p[aux.train], y[aux.train])
     s, v = np.linalg.eigh(gram)
     s = np.maximum(s, 0.0)
@@ -109,8 +110,7 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   val_mse, bandwidth, penalty = best
   logging.info("ridge: bandwidth %g, penalty %g (validation MSE %.5f)", bandwidth, penalty, val_mse)
 
-  p = phi(aux.features, bandwidth)
-  mu_p, mu_y, gram, cross = fit(p, y)
+  mu_p, mu_y, gram, cross = fit(regressors[bandwidth], y)
   lam = penalty * max(float(np.trace(gram)) / gram.shape[0], 1e-12)
   coef = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross)  # [F, P]
   w = jnp.asarray(w0 / (bandwidth * np.sqrt(d)))
