@@ -74,15 +74,41 @@ class _QuietDependencies(py_logging.Filter):
 def main(argv):
   try:
     _main(argv)
-  except KeyboardInterrupt:
-    # Ctrl-C outside decoder training (which saves a checkpoint and raises Interrupted):
-    # every finished stage is already in the workdir.
-    print(
-      "privjax: interrupted by Ctrl-C (SIGINT); finished stages are kept in the workdir: "
-      "re-run the same command to resume",
-      file=sys.stderr,
-    )
-    sys.exit(128 + signal.SIGINT)
+  except BaseException as e:  # noqa: B036 (a stop signal may surface as any exception)
+    if isinstance(e, SystemExit):
+      raise
+    stop = _stop_reason(e)
+    if stop is None:
+      raise
+    message, signum = stop
+    print(f"privjax: {message}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+_RESUME = "finished stages are kept in the workdir: re-run the same command to resume"
+_SIGTERM_SEEN = []  # set by _stop_on_sigterm; the signal may be raised inside any code
+
+
+def _stop_reason(e: BaseException):
+  """(message, signal number) when the run was stopped by SIGTERM or Ctrl-C, else None.
+
+  Training stops itself with a checkpoint and raises Interrupted. Outside training the
+  signal raises wherever Python happens to be, possibly inside a library that turns
+  it into another exception while handling it (JAX's traceback filter once raised a
+  TypeError there), so the whole exception chain is searched, and a SIGTERM the
+  handler saw counts even if the code it interrupted swallowed its exception.
+  """
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, Interrupted):
+      return str(e), getattr(e, "signum", signal.SIGTERM)
+    if isinstance(e, KeyboardInterrupt):
+      return f"interrupted by Ctrl-C (SIGINT); {_RESUME}", signal.SIGINT
+    e = e.__cause__ or e.__context__
+  if _SIGTERM_SEEN:
+    return f"stopped by SIGTERM; {_RESUME}", signal.SIGTERM
+  return None
 
 
 def _main(argv):
@@ -113,10 +139,9 @@ def _main(argv):
     workdir = workdir_lib.resolve(workdir)  # a wrong workdir is refused before any work
     report = audit.run(config, workdir)
   except PrivjaxError as e:
+    if _stop_reason(e) is not None:  # a stop signal that a guard wrapped: not the input's fault
+      raise
     _usage_error(str(e))
-  except Interrupted as e:  # SIGTERM (143) or Ctrl-C (130), after saving a checkpoint
-    print(f"privjax: {e}", file=sys.stderr)
-    sys.exit(128 + getattr(e, "signum", signal.SIGTERM))
   except Exception as e:
     full = _disk_full(e)
     if full is None:
@@ -126,10 +151,9 @@ def _main(argv):
 
 
 def _stop_on_sigterm(signum, frame):
-  del signum, frame
-  raise Interrupted(
-    "stopped by SIGTERM; finished stages are kept in the workdir: re-run the same command to resume"
-  )
+  del frame
+  _SIGTERM_SEEN.append(signum)
+  raise Interrupted(f"stopped by SIGTERM; {_RESUME}")
 
 
 def _disk_full(e: BaseException):
