@@ -3,16 +3,22 @@
 Each trained stage (the reference recognition model, the decoder) keeps one
 `orbax.checkpoint.CheckpointManager` in its own directory, holding an array
 pytree ("state") and a JSON record ("meta": progress, history, metrics).
-Re-running with the same workdir restores the latest step that restores: a damaged
-step (a file truncated, deleted or garbled; orbax's data files are checksummed) is
-set aside as `<step>.damaged` with a warning and the previous step is used; when no
-step restores, the run stops with one line naming the damaged step.
+Re-running with the same workdir restores the latest step that restores and whose
+contents match the SHA-256 checksum saved in its "meta" record (orbax does not
+check the array data it reads: a flipped byte restores as a changed number). A
+damaged step (a file truncated, deleted, garbled or changed in place) is set aside
+as `<step>.damaged` with a warning and the previous step is used; when no step
+restores, the run stops with one line naming the damaged step.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -29,13 +35,36 @@ def manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
   )
 
 
+_CHECKSUM = "contents_sha256"  # the key in "meta" holding the checksum of state and meta
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
-  """Saves `state` (a pytree of arrays) and `meta` (JSON) at `step` (asynchronously)."""
+  """Saves `state` (a pytree of arrays) and `meta` (JSON) at `step` (asynchronously).
+
+  The checksum of both goes into the saved meta; computing it copies `state` to the
+  host (on every process: a collective), the only synchronous part of a save.
+  """
+  meta = json.loads(json.dumps(meta))  # the record exactly as it will read back
+  meta[_CHECKSUM] = checksum(state, meta)
   mngr.save(
     step,
     args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
     force=True,
   )
+
+
+def checksum(state, meta: dict) -> str:
+  """SHA-256 of a state's logical arrays (tree paths, dtypes, shapes, bytes) and a meta record.
+
+  The same on any device count or sharding: it reads the gathered arrays.
+  """
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(parallel.fetch(state)):
+    a = np.ascontiguousarray(leaf)
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  h.update(json.dumps({k: v for k, v in meta.items() if k != _CHECKSUM}, sort_keys=True).encode())
+  return h.hexdigest()
 
 
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
@@ -61,8 +90,11 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
         ),
       )
+      why = _verify(restored["state"], restored["meta"])
     except Exception as e:  # orbax and tensorstore raise many types for a damaged file
-      damaged.append((step, _one_line(e)))
+      why = _one_line(e)
+    if why:
+      damaged.append((step, why))
       logging.warning(
         "checkpoint step %d in %s cannot be restored (%s); trying an older step",
         step,
@@ -78,7 +110,8 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
         step,
         directory,
       )
-    return step, restored["state"], restored["meta"]
+    meta = {k: v for k, v in restored["meta"].items() if k != _CHECKSUM}
+    return step, restored["state"], meta
   if damaged:
     step, why = damaged[0]
     raise WorkdirError(
@@ -86,6 +119,15 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
       f"step restores; delete {directory} to redo this stage"
     )
   return None
+
+
+def _verify(state, meta) -> str:
+  """Why a restored step cannot be trusted ('' when its checksum matches)."""
+  if not isinstance(meta, dict) or _CHECKSUM not in meta:
+    return "no checksum saved with it"
+  if checksum(state, meta) != meta[_CHECKSUM]:
+    return "its contents do not match the checksum saved with them"
+  return ""
 
 
 def _one_line(e: Exception) -> str:

@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 
 import numpy as np
@@ -290,6 +291,22 @@ def grid_png(originals, reconstructions, ssim_values, *, per_row: int) -> bytes:
   return buf.getvalue()
 
 
+def strict_json(record) -> str:
+  """`record` as strict JSON (RFC 8259): a non-finite float (an inf best loss before any
+  evaluation, say) becomes null, never the NaN/Infinity tokens other parsers reject."""
+
+  def finite(v):
+    if isinstance(v, float) and not math.isfinite(v):
+      return None
+    if isinstance(v, dict):
+      return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+      return [finite(x) for x in v]
+    return v
+
+  return json.dumps(finite(record), indent=2, allow_nan=False)
+
+
 def write(report: Report, workdir: str, *, per_row: int) -> dict:
   """Publishes report.json, per_image.csv and reconstructions.png in `workdir` as one set.
 
@@ -319,7 +336,7 @@ def write(report: Report, workdir: str, *, per_row: int) -> dict:
     workdir,
     {
       **files,
-      REPORT_JSON: json.dumps(report.to_dict(), indent=2).encode(),  # last: the set's index
+      REPORT_JSON: strict_json(report.to_dict()).encode(),  # last: the set's index
     },
   )
   return paths

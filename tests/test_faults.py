@@ -35,6 +35,13 @@ USER_MODULE = textwrap.dedent("""
 
   def fixed_256(config):  # a model built for 16x16 inputs
     return (lambda params, x: x.reshape(x.shape[0], 256) @ params), jnp.ones((256, 4))
+
+  def batch_stats(config):  # a BatchNorm left in training mode: features depend on the batch
+    def embed(params, x):
+      f = x.reshape(x.shape[0], -1)
+      return (f - f.mean(axis=0)) @ jnp.ones((f.shape[1], 8))
+
+    return embed, None
 """)
 
 
@@ -205,6 +212,41 @@ TABLE = [
     "config.attacks.ridge.penalties[1] must be a number",
   ),
   (
+    "ridge-bandwidth",
+    None,
+    ["--config.attacks.ridge.bandwidths=(1.0,0.0)"],
+    "done",
+    "config.attacks.ridge.bandwidths[1] must be a number",
+  ),
+  (
+    "ridge-no-bandwidths",
+    None,
+    ["--config.attacks.ridge.bandwidths=()"],
+    "done",
+    "config.attacks.ridge.bandwidths must be a non-empty list of numbers",
+  ),
+  (
+    "whitebox-learning-rate",
+    None,
+    ["--config.attacks.whitebox.learning_rate=0.0"],
+    "done",
+    "config.attacks.whitebox.learning_rate must be a number",
+  ),
+  (
+    "decoder-width",
+    None,
+    ["--config.decoder.width=-8"],
+    "done",
+    "config.decoder.width must be a non-negative integer, got -8",
+  ),
+  (
+    "strength-part-too-small",
+    None,
+    ["--config.attack_strength.aux_fractions=(0.001,1.0)"],
+    "done",
+    "config.attack_strength.aux_fractions[0]=0.001 leaves",
+  ),
+  (
     "whitebox-init",
     None,
     ["--config.attacks.whitebox.init=nobody"],
@@ -370,6 +412,13 @@ TABLE = [
     "embed_fn rejected images of shape [N, 8, 8, 1]",
   ),
   (
+    "embedding-impure",
+    None,
+    [FUNCTION, "--config.model.factory=fault_models:batch_stats"],
+    "done",
+    "embed_fn is not deterministic",
+  ),
+  (
     "checkpoint-mismatch",
     None,
     [
@@ -515,8 +564,8 @@ def finished(tmp_path_factory, digits8):
   return tmp, paths
 
 
-def test_table_has_at_least_20_faults():
-  assert len(TABLE) >= 20
+def test_table_has_at_least_60_faults():
+  assert len(TABLE) >= 60
   assert len({row[0] for row in TABLE}) == len(TABLE)
 
 
@@ -539,6 +588,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2, result.stderr[-3000:]
   assert lines[-1].startswith("privjax: error: "), lines[-1]
+  assert sum(line.startswith("privjax:") for line in lines) == 1, result.stderr[-3000:]
   assert fill(expected) in lines[-1]
   assert "Traceback" not in result.stderr
   assert _snapshot(tmp / "done") == before

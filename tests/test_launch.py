@@ -25,7 +25,9 @@ def test_smoke_audit_writes_report_csv_png_and_checkpoints(smoke_run):
   workdir, first = smoke_run
   for name in ("report.json", "per_image.csv", "reconstructions.png"):
     assert (workdir / name).stat().st_size > 0
-  report = json.loads((workdir / "report.json").read_text())
+  report = json.loads(  # strict JSON: no NaN or Infinity tokens
+    (workdir / "report.json").read_text(), parse_constant=lambda t: pytest.fail(f"not JSON: {t}")
+  )
   assert report["risk_level"] in ("low", "medium", "high")
   assert report["devices"]["count"] == 4
   assert report["metadata"]["model"]["test_accuracy"] > 0.5

@@ -4,6 +4,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import signal
 
 import numpy as np
@@ -310,26 +311,56 @@ def test_degenerate_statistics_are_refused(field, value, message):
     config_lib.validate(config_lib.for_images((8, 8, 1), ml_collections.ConfigDict({field: value})))
 
 
-def test_no_verdict_from_nan():
+_THRESHOLDS = {
+  "high_ssim_gain": 0.3,
+  "high_image_reid": 0.5,
+  "medium_ssim_gain": 0.05,
+  "medium_image_reid": 0.05,
+  "medium_reid_over_chance": 5.0,
+}
+
+
+def _verdict(gain_low, reid, chance):
   import ml_collections
 
   from privjax import risk
 
+  return risk.verdict(
+    ssim_gain_ci_low=gain_low,
+    image_reid_rate=reid,
+    reid_chance=chance,
+    thresholds=ml_collections.ConfigDict(_THRESHOLDS),
+  )[0]
+
+
+def test_no_verdict_from_nan():
   with pytest.raises(privjax.TrainingError, match="no verdict is given from NaN"):
-    risk.verdict(
-      ssim_gain_ci_low=float("nan"),
-      image_reid_rate=0.5,
-      reid_chance=0.01,
-      thresholds=ml_collections.ConfigDict(
-        {
-          "high_ssim_gain": 0.3,
-          "high_image_reid": 0.5,
-          "medium_ssim_gain": 0.05,
-          "medium_image_reid": 0.05,
-          "medium_reid_over_chance": 5.0,
-        }
-      ),
-    )
+    _verdict(float("nan"), 0.5, 0.01)
+
+
+@pytest.mark.parametrize(
+  "reid,chance,level",
+  [
+    (0.6, 0.01, "high"),  # 60x chance
+    (0.6, 0.5, "low"),  # 2 targets: 0.6 is 1.2x chance, no evidence of identity
+    (0.6, 0.1, "high"),  # exactly 6x chance
+    (0.1, 0.01, "medium"),
+    (0.1, 0.05, "low"),  # 2x chance
+  ],
+)
+def test_image_reid_counts_only_above_a_multiple_of_chance(reid, chance, level):
+  assert _verdict(0.0, reid, chance) == level
+
+
+def test_report_json_is_strict_json():
+  from privjax.report import strict_json
+
+  text = strict_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
+  assert json.loads(text, parse_constant=lambda t: pytest.fail(f"not strict JSON: {t}")) == {
+    "a": None,
+    "b": [1.0, None],
+    "c": {"d": None},
+  }
 
 
 class _ArrayLike:  # a NumPy-compatible object that is not a JAX array (a torch tensor, say)
@@ -393,3 +424,24 @@ def test_sigterm_in_any_stage_is_one_line_and_resumes(reference, tmp_path, marke
   result = launch("configs/smoke.py", tmp_path, *LONG)
   assert result.returncode == 0, result.stderr[-3000:]
   assert _metrics(tmp_path) == _metrics(reference)
+
+
+def test_a_changed_byte_in_the_latest_checkpoint_falls_back_to_the_previous_one(
+  reference, tmp_path
+):
+  # A same-size change that orbax itself restores without complaint (a number changes).
+  shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
+  decoder = tmp_path / "checkpoints" / "decoder"
+  latest = max((p for p in decoder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+  data = max((latest / "state").glob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size)
+  damaged = bytearray(data.read_bytes())
+  damaged[len(damaged) // 2] ^= 0x01
+  data.write_bytes(bytes(damaged))
+  for cached in (tmp_path / "cache").glob("attack-decoder-*.npz"):
+    cached.unlink()  # so the decoder stage reads its checkpoint again
+  result = launch("configs/smoke.py", tmp_path, *LONG)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"checkpoint step {latest.name} in {decoder} cannot be restored" in result.stderr
+  assert "do not match the checksum" in result.stderr
+  assert (decoder / f"{latest.name}.damaged").is_dir()
+  assert _metrics(tmp_path) == _metrics(reference)  # retrained from the previous step

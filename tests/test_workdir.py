@@ -244,15 +244,19 @@ def test_stale_temporaries_are_removed_when_the_workdir_is_locked(old_and_new):
 # --- Checkpoints: a damaged latest step falls back to the previous good one ------------
 
 
+def _weights(step):  # [64, 16]: distinct values, so a changed byte changes a number
+  return jnp.arange(1024, dtype=jnp.float32).reshape(64, 16) + step
+
+
 def _two_steps(directory):
   mngr = checkpoint.manager(str(directory))
   for step in (10, 20):
-    checkpoint.save(mngr, step, {"w": jnp.full((4, 3), float(step))}, {"step": step})
+    checkpoint.save(mngr, step, {"w": _weights(step)}, {"step": step})
   mngr.wait_until_finished()
   mngr.close()
 
 
-ABSTRACT = {"w": jax.ShapeDtypeStruct((4, 3), jnp.float32)}
+ABSTRACT = {"w": jax.ShapeDtypeStruct((64, 16), jnp.float32)}
 
 
 def _truncate(path):
@@ -260,8 +264,22 @@ def _truncate(path):
   path.write_bytes(data[: len(data) // 2])
 
 
+def _flip_a_data_byte(step):  # same size, one bit: orbax itself restores it as a changed number
+  path = max((step / "state").glob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size)
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0x01
+  path.write_bytes(bytes(data))
+
+
+def _edit_meta(step):  # same size: the record says another step
+  path = step / "meta" / "metadata"
+  path.write_text(path.read_text().replace('"step": 20', '"step": 29'))
+
+
 DAMAGE = {
   "data-truncated": lambda step: [_truncate(p) for p in (step / "state" / "d").iterdir()],
+  "data-byte-flipped": _flip_a_data_byte,
+  "meta-edited": _edit_meta,
   "manifest-deleted": lambda step: (step / "state" / "manifest.ocdbt").unlink(),
   "meta-garbled": lambda step: (step / "meta" / "metadata").write_text('{"step": 2'),
   "metadata-deleted": lambda step: (step / "state" / "_METADATA").unlink(),
@@ -277,11 +295,13 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_step(tmp_path, dam
     with caplog.at_level("WARNING"):
       step, state, meta = checkpoint.restore_latest(mngr, ABSTRACT)
     assert step == 10 and meta == {"step": 10}
-    np.testing.assert_array_equal(state["w"], np.full((4, 3), 10.0))
+    np.testing.assert_array_equal(state["w"], _weights(10))
     assert "checkpoint step 20" in caplog.text and "cannot be restored" in caplog.text
+    if damage in ("data-byte-flipped", "meta-edited"):  # caught by privjax's checksum
+      assert "do not match the checksum" in caplog.text
     # The damaged step is set aside, so training can save step 20 again.
     assert (tmp_path / "20.damaged").is_dir() and not (tmp_path / "20").exists()
-    checkpoint.save(mngr, 20, {"w": jnp.full((4, 3), 21.0)}, {"step": 21})
+    checkpoint.save(mngr, 20, {"w": _weights(21)}, {"step": 21})
     mngr.wait_until_finished()
   finally:
     mngr.close()
