@@ -297,42 +297,23 @@ def _audit(
   metadata,
   t_start,
 ):
+  """Extract, attack, score, judge, report: the stages, each a function below."""
   timer = _Timer()
   mesh = parallel.data_mesh()
-  eb = cfg.eval_batch_size
-  precomputed = embed_fn is None
-  cache = os.path.join(workdir, "cache") if workdir else None
-
   with timer.stage("extraction"):
-    if precomputed:
+    if embed_fn is None:
       f_aux = _check_features(aux_features, aux.shape[0], name="aux_features")
       f_tgt = _check_features(target_features, targets.shape[0], name="target_features")
+      model = None
     else:
-      embed_jit = jax.jit(embed_fn)
-      params = parallel.replicate(_as_arrays(params), mesh)
-      guarded = functools.partial(_guarded, image_shape=targets.shape[1:])
-      model_key = guarded(_model_key)(embed_jit, params, targets.shape[1:], eb)
-      guarded(check_deterministic)(embed_jit, params, aux, mesh=mesh, batch_size=eb)
-      f_aux, f_tgt = (
-        guarded(_cached_features)(
-          embed_jit,
-          params,
-          images,
-          mesh=mesh,
-          batch_size=eb,
-          name=name,
-          cache_dir=cache,
-          model_key=model_key,
-        )
-        for images, name in ((aux, "aux_images"), (targets, "target_images"))
+      f_aux, f_tgt, model = _extract(
+        embed_fn, params, aux, targets, cfg=cfg, mesh=mesh, workdir=workdir
       )
     if f_aux.shape[1] != f_tgt.shape[1]:
       raise ModelError(
         f"embed_fn returned {f_aux.shape[1]}-d features for aux_images but "
         f"{f_tgt.shape[1]}-d for target_images"
       )
-
-  model = (embed_fn, embed_jit, params, model_key) if not precomputed else None
   attack = functools.partial(
     _attack_and_score,
     targets=targets,
@@ -344,31 +325,9 @@ def _audit(
     timer=timer,
   )
   outcomes, scores, verdicts = attack(aux, f_aux)
-  strength = []
-  # Nested parts: every fraction's auxiliary images include the smaller fractions'.
-  perm = np.random.default_rng((cfg.seed, 17)).permutation(aux.shape[0])
-  for fraction in cfg.attack_strength.aux_fractions:
-    part = np.sort(perm[: _part_size(fraction, aux.shape[0])])
-    if fraction == 1.0:
-      part_scores = scores
-    else:
-      _, part_scores, _ = attack(aux[part], f_aux[part], stage=f"aux{fraction:g}-")
-    strength.append(
-      {
-        "aux_fraction": float(fraction),
-        "num_aux": int(len(part)),
-        "attacks": {n: sc.summary() for n, sc in part_scores.items()},
-      }
-    )
+  strength = _attack_strength(attack, aux, f_aux, scores, cfg)
   with timer.stage("scoring"):
-    fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
-    mean_aux = np.broadcast_to(aux.mean(axis=0, keepdims=True), targets.shape)
-    mean_image_ssim = parallel.batched_map(
-      jax.jit(functools.partial(metrics.ssim, filter_size=fs, filter_sigma=sigma)),
-      [targets, mean_aux],
-      batch_size=eb,
-      mesh=mesh,
-    )
+    mean_image_ssim = _mean_image_ssim(aux, targets, cfg=cfg, mesh=mesh)
   deciding = risk.most_severe(
     {
       n: (v[0], scores[n].gain_ci[0], float(scores[n].per_image["image_reid_hit"].mean()))
@@ -385,20 +344,10 @@ def _audit(
     labels=labels,
     feature_dim=int(f_tgt.shape[1]),
     mean_image_ssim=mean_image_ssim,
-    model_reid=not precomputed,
+    model_reid=model is not None,
     strength=strength,
     config=cfg,
-    environment={
-      "versions": _versions(),
-      "devices": {
-        "count": jax.device_count(),
-        "kind": jax.devices()[0].device_kind,
-        "platform": jax.devices()[0].platform,
-        "processes": jax.process_count(),
-      },
-      "metadata": metadata or {},
-      "seconds": dict(timer.seconds, total=round(time.perf_counter() - t_start, 3)),
-    },
+    environment=_environment(metadata, dict(timer.seconds, total=_since(t_start))),
   )
   if workdir is not None:
     if parallel.is_writer():
@@ -413,6 +362,87 @@ def _audit(
     "; ".join(verdicts[deciding][1]),
   )
   return report
+
+
+def _extract(embed_fn, params, aux, targets, *, cfg, mesh, workdir):
+  """Features of the auxiliary and target images through a JAX model, checked and cached.
+
+  Returns (aux features, target features, model): model is (embed_fn, jitted embed_fn,
+  replicated params, a key of the lowered program and params) for the attackers that
+  use the model and for re-identification.
+  """
+  eb = cfg.eval_batch_size
+  embed_jit = jax.jit(embed_fn)
+  params = parallel.replicate(_as_arrays(params), mesh)
+  guarded = functools.partial(_guarded, image_shape=targets.shape[1:])
+  model_key = guarded(_model_key)(embed_jit, params, targets.shape[1:], eb)
+  guarded(check_deterministic)(embed_jit, params, aux, mesh=mesh, batch_size=eb)
+  f_aux, f_tgt = (
+    guarded(_cached_features)(
+      embed_jit,
+      params,
+      images,
+      mesh=mesh,
+      batch_size=eb,
+      name=name,
+      cache_dir=os.path.join(workdir, "cache") if workdir else None,
+      model_key=model_key,
+    )
+    for images, name in ((aux, "aux_images"), (targets, "target_images"))
+  )
+  return f_aux, f_tgt, (embed_fn, embed_jit, params, model_key)
+
+
+def _attack_strength(attack, aux, f_aux, scores, cfg) -> list:
+  """Every attacker re-run on nested random parts of the auxiliary set (the fractions in
+  config.attack_strength.aux_fractions; a fraction's part includes every smaller one's)."""
+  strength = []
+  perm = np.random.default_rng((cfg.seed, 17)).permutation(aux.shape[0])
+  for fraction in cfg.attack_strength.aux_fractions:
+    part = np.sort(perm[: _part_size(fraction, aux.shape[0])])
+    if fraction == 1.0:
+      part_scores = scores
+    else:
+      _, part_scores, _ = attack(aux[part], f_aux[part], stage=f"aux{fraction:g}-")
+    strength.append(
+      {
+        "aux_fraction": float(fraction),
+        "num_aux": int(len(part)),
+        "attacks": {n: sc.summary() for n, sc in part_scores.items()},
+      }
+    )
+  return strength
+
+
+def _mean_image_ssim(aux, targets, *, cfg, mesh) -> np.ndarray:
+  """[N] SSIM of each target with the mean auxiliary image (a no-information reference)."""
+  fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
+  mean_aux = np.broadcast_to(aux.mean(axis=0, keepdims=True), targets.shape)
+  return parallel.batched_map(
+    jax.jit(functools.partial(metrics.ssim, filter_size=fs, filter_sigma=sigma)),
+    [targets, mean_aux],
+    batch_size=cfg.eval_batch_size,
+    mesh=mesh,
+  )
+
+
+def _environment(metadata, seconds) -> dict:
+  """What ran the audit: versions, devices, the caller's metadata and stage timings."""
+  return {
+    "versions": _versions(),
+    "devices": {
+      "count": jax.device_count(),
+      "kind": jax.devices()[0].device_kind,
+      "platform": jax.devices()[0].platform,
+      "processes": jax.process_count(),
+    },
+    "metadata": metadata or {},
+    "seconds": seconds,
+  }
+
+
+def _since(t_start: float) -> float:
+  return round(time.perf_counter() - t_start, 3)
 
 
 def _attack_and_score(aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, timer, stage=""):
