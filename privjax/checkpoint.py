@@ -124,7 +124,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
 def _verify(state, meta) -> str:
   """Why a restored step cannot be trusted ('' when its checksum matches)."""
   if not isinstance(meta, dict) or _CHECKSUM not in meta:
-    return "no checksum saved with it"
+    return "saved without a checksum (by a privjax older than checksummed checkpoints)"
   if checksum(state, meta) != meta[_CHECKSUM]:
     return "its contents do not match the checksum saved with them"
   return ""

@@ -74,3 +74,29 @@ def test_workdir_is_marked_and_holds_no_temporaries(smoke_run):
   for name in ("report.json", "per_image.csv", "reconstructions.png"):
     assert (workdir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
   assert f"report: {workdir}/report.json" in first.stdout
+
+
+def _raised_while_handling(first, then):
+  try:
+    try:
+      raise first
+    except BaseException:  # noqa: B036
+      raise then  # noqa: B904 (implicit chaining: then.__context__ is first)
+  except BaseException as e:  # noqa: B036
+    return e
+
+
+def test_a_stop_signal_is_found_whatever_exception_it_became():
+  import signal
+
+  import launch as launch_py
+  from privjax.errors import Interrupted, ModelError
+
+  # What CI saw: SIGTERM raised inside jax.jit's signature inspection, and JAX's
+  # traceback filter raising a TypeError while handling it.
+  e = _raised_while_handling(Interrupted("stopped by SIGTERM; resume"), TypeError("lineno None"))
+  assert launch_py._stop_reason(e) == ("stopped by SIGTERM; resume", signal.SIGTERM)
+  e = _raised_while_handling(KeyboardInterrupt(), ModelError("embed_fn failed"))
+  message, signum = launch_py._stop_reason(e)
+  assert signum == signal.SIGINT and message.startswith("interrupted by Ctrl-C")
+  assert launch_py._stop_reason(_raised_while_handling(ValueError(), TypeError())) is None

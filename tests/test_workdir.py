@@ -276,7 +276,15 @@ def _edit_meta(step):  # same size: the record says another step
   path.write_text(path.read_text().replace('"step": 20', '"step": 29'))
 
 
+def _drop_checksum(step):  # as a privjax from before checksummed checkpoints wrote it
+  path = step / "meta" / "metadata"
+  meta = json.loads(path.read_text())
+  del meta["contents_sha256"]
+  path.write_text(json.dumps(meta))
+
+
 DAMAGE = {
+  "no-checksum": _drop_checksum,
   "data-truncated": lambda step: [_truncate(p) for p in (step / "state" / "d").iterdir()],
   "data-byte-flipped": _flip_a_data_byte,
   "meta-edited": _edit_meta,
@@ -299,6 +307,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_step(tmp_path, dam
     assert "checkpoint step 20" in caplog.text and "cannot be restored" in caplog.text
     if damage in ("data-byte-flipped", "meta-edited"):  # caught by privjax's checksum
       assert "do not match the checksum" in caplog.text
+    if damage == "no-checksum":
+      assert "saved without a checksum" in caplog.text
     # The damaged step is set aside, so training can save step 20 again.
     assert (tmp_path / "20.damaged").is_dir() and not (tmp_path / "20").exists()
     checkpoint.save(mngr, 20, {"w": _weights(21)}, {"step": 21})

@@ -82,6 +82,29 @@ class Context:
   fitted: Callable[[str], Fitted]  # another configured attacker by name, fitted once
 
 
+# Fewer auxiliary images than this to fit on, or to select on, and an attacker's
+# numbers are flagged as data-starved: they may understate what a better-supplied
+# attacker recovers.
+MIN_TRAIN_EXAMPLES = 200
+MIN_VAL_EXAMPLES = 20
+
+
+def data_warnings(aux: AuxSet) -> list[str]:
+  """Why any attacker fitted on `aux` may understate the leakage (empty when none)."""
+  out = []
+  if len(aux.train) < MIN_TRAIN_EXAMPLES:
+    out.append(
+      f"data-starved: fitted on {len(aux.train)} auxiliary images (< {MIN_TRAIN_EXAMPLES}); "
+      "an attacker with more similar images may recover more"
+    )
+  if len(aux.val) < MIN_VAL_EXAMPLES:
+    out.append(
+      f"model selection on only {len(aux.val)} held-out auxiliary images "
+      f"(< {MIN_VAL_EXAMPLES}): its choices (early stopping, penalties, prior weights) are noisy"
+    )
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Fitted:
   """A fitted attacker."""

@@ -16,28 +16,17 @@ from privjax import parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
 from privjax.train import train_decoder
 
-# Fewer auxiliary images than this to fit on, or to validate on, and the decoder's
-# numbers are flagged as data-starved: they may understate what a better-supplied
-# attacker recovers.
-MIN_TRAIN_EXAMPLES = 200
-MIN_VAL_EXAMPLES = 20
 # A best validation loss within this fraction of the mean image's is "flat".
 FLAT_IMPROVEMENT = 0.02
 
 
 def training_warnings(convergence: dict, train_cfg) -> list[str]:
-  """Why a training run's numbers may understate the leakage (empty when none)."""
+  """Why a training run's numbers may understate the leakage (empty when none).
+
+  The data-starved flags (too few auxiliary or held-out images) are every attacker's,
+  added by the runner (base.data_warnings).
+  """
   out = []
-  if convergence["train_examples"] < MIN_TRAIN_EXAMPLES:
-    out.append(
-      f"data-starved: fitted on {convergence['train_examples']} auxiliary images "
-      f"(< {MIN_TRAIN_EXAMPLES}); an attacker with more similar images may recover more"
-    )
-  if convergence["val_examples"] < MIN_VAL_EXAMPLES:
-    out.append(
-      f"model selection on only {convergence['val_examples']} held-out auxiliary images "
-      f"(< {MIN_VAL_EXAMPLES}): early stopping is noisy"
-    )
   history, best = convergence["history"], convergence["best_val_loss"]
   floor = convergence["mean_image_val_loss"]
   if best >= (1 - FLAT_IMPROVEMENT) * floor:

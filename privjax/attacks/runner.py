@@ -164,12 +164,13 @@ def run_all(
       )
     recon = np.clip(recon, 0.0, 1.0)
     seconds = round(time.perf_counter() - t, 3)
-    outcome = Outcome(name, kind, recon, f.info, tuple(f.warnings), "", seconds)
+    warnings = (*base.data_warnings(aux), *f.warnings)
+    outcome = Outcome(name, kind, recon, f.info, warnings, "", seconds)
     if path:
       cache.save(
         path,
         {"reconstructions": recon},
-        {"info": f.info, "warnings": list(f.warnings), "seconds": seconds},
+        {"info": f.info, "warnings": list(warnings), "seconds": seconds},
       )
     outcomes.append(outcome)
     logging.info("attack %s done in %.1fs", name, seconds)
