@@ -55,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   # "precomputed": the npz source holds the features (no model to run).
   c.model.kind = "builtin"
   c.model.embed_dim = 64  # Embedding (penultimate layer) size.
+  c.model.width = 32  # Channels of the first convolution (the second has twice as many).
   c.model.train_steps = 600
   c.model.batch_size = 64
   c.model.learning_rate = 2e-3
@@ -63,6 +64,26 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.checkpoint = ""  # "flax": orbax checkpoint directory of the params.
   c.model.method = ""  # "flax": method giving the embedding ("" = __call__).
   c.model.factory = ""  # "function": "package.module:make".
+
+  # The independent evaluator that judges identity leakage (type I / type II success at a
+  # false match rate; privjax/identity.py): a second recognition model, never the audited
+  # one. Its kinds are the model's ("builtin", "flax", "function", same fields) or "off"
+  # (the report then says identity leakage was not checked). It needs labels (identities).
+  # "builtin": another RecognitionCNN, wider, with its own random stream of `seed`,
+  # trained on the auxiliary set (the audited model never saw it; the targets stay unseen)
+  # and tested on the targets; digits: the digit class stands for the identity.
+  c.evaluator = ml_collections.ConfigDict()
+  c.evaluator.kind = "builtin"
+  c.evaluator.embed_dim = 128
+  c.evaluator.width = 48
+  c.evaluator.train_steps = 600
+  c.evaluator.batch_size = 64
+  c.evaluator.learning_rate = 2e-3
+  c.evaluator.module = ""  # "flax": "package.module:ClassName".
+  c.evaluator.kwargs = ml_collections.ConfigDict()  # "flax": constructor keyword arguments.
+  c.evaluator.checkpoint = ""  # "flax": orbax checkpoint directory of the params.
+  c.evaluator.method = ""  # "flax": method giving the embedding ("" = __call__).
+  c.evaluator.factory = ""  # "function": "package.module:make".
 
   # The decoder at 64 channels (the automatic width would be 128): it trains in about
   # 20 s here, and on these 16x16 digits the ridge and whitebox attackers leak more

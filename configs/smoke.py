@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = default.get_config()
   c.data.image_size = 8
   c.model.train_steps = 150
+  c.evaluator.train_steps = 100
   c.train.batch_size = 32
   c.train.num_steps = 40
   c.train.warmup_steps = 5

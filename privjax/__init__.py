@@ -10,11 +10,13 @@ from privjax.errors import (
   TrainingError,
   WorkdirError,
 )
+from privjax.identity import Evaluator
 from privjax.report import Report
 
 __all__ = [
   "ConfigError",
   "DataError",
+  "Evaluator",
   "ModelError",
   "PrivjaxError",
   "Report",

@@ -20,7 +20,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import attacks, embedding, metrics, parallel, recognition, risk, scoring, sources
+from privjax import (
+  attacks,
+  embedding,
+  identity,
+  metrics,
+  parallel,
+  recognition,
+  risk,
+  scoring,
+  sources,
+)
 from privjax import cache as cache_lib
 from privjax import config as config_lib
 from privjax import data as data_lib
@@ -66,17 +76,22 @@ def _versions():
   return out
 
 
-def extract_features(embed_jit, params, images, *, mesh, batch_size: int, name: str):
-  """Embeds [N, H, W, C] images with a jitted `embed_fn(params, images)`; returns [N, D]."""
+def extract_features(
+  embed_jit, params, images, *, mesh, batch_size: int, name: str, who: str = "embed_fn"
+):
+  """Embeds [N, H, W, C] images with a jitted `embed_fn(params, images)`; returns [N, D].
+
+  `who` names the function in errors ("embed_fn", "the evaluator's embed_fn").
+  """
   out = parallel.batched_map(
     functools.partial(embed_jit, params), [images], batch_size=batch_size, mesh=mesh
   )
   if not isinstance(out, np.ndarray) or out.ndim != 2:
     shape = getattr(out, "shape", type(out).__name__)
-    raise ModelError(f"embed_fn must return features of rank 2 [N, D], got {shape} for {name}")
+    raise ModelError(f"{who} must return features of rank 2 [N, D], got {shape} for {name}")
   if not np.all(np.isfinite(out)):
     bad = int(np.sum(~np.all(np.isfinite(out), axis=1)))
-    raise ModelError(f"embed_fn returned non-finite features for {bad} of {len(out)} {name}")
+    raise ModelError(f"{who} returned non-finite features for {bad} of {len(out)} {name}")
   return out.astype(np.float32)
 
 
@@ -92,7 +107,7 @@ def _check_features(features, n: int, *, name: str) -> np.ndarray:
   return f
 
 
-def _guarded(fn, image_shape):
+def _guarded(fn, image_shape, who: str = "embed_fn"):
   """Turns the model's own rejection of the input shape into a one-line ModelError."""
 
   def call(*args, **kwargs):
@@ -103,10 +118,10 @@ def _guarded(fn, image_shape):
     except (TypeError, ValueError) as e:
       # The one-line error says what went wrong; the log at --verbosity=1 keeps where (a
       # bug inside embed_fn), without a traceback on every user's screen.
-      logging.vlog(1, "embed_fn raised:", exc_info=True)
+      logging.vlog(1, "%s raised:", who, exc_info=True)
       first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise ModelError(
-        f"embed_fn rejected images of shape [N, {', '.join(map(str, image_shape))}]: {first} "
+        f"{who} rejected images of shape [N, {', '.join(map(str, image_shape))}]: {first} "
         "(--verbosity=1 logs its traceback)"
       ) from e
 
@@ -161,6 +176,7 @@ def assess(
   target_labels=None,
   aux_features=None,
   target_features=None,
+  evaluator: identity.Evaluator | None = None,
   metadata: dict | None = None,
 ) -> report_lib.Report:
   """Audits how much `embed_fn`'s features leak the images they came from.
@@ -180,6 +196,10 @@ def assess(
       black-box audit (a leaked database): pass them with `embed_fn=None`; nothing
       is embedded, and type-I re-identification is not measured (no model to
       re-embed the reconstructions with), which the report says.
+    evaluator: an independent recognition model (`privjax.Evaluator`) that judges
+      identity leakage (type I / type II success at a false match rate, rank-1; see
+      privjax.identity); needs `target_labels` (identities). None: not checked, which
+      the report says.
     metadata: optional JSON-ready dict stored under "metadata" in the report.
 
   Returns:
@@ -192,6 +212,16 @@ def assess(
     raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
   if not precomputed and (aux_features is not None or target_features is not None):
     raise ModelError("pass either embed_fn or stored aux_features/target_features, not both")
+  if evaluator is not None:
+    if not isinstance(evaluator, identity.Evaluator) or not callable(evaluator.embed_fn):
+      raise ModelError(
+        f"evaluator must be a privjax.Evaluator(embed_fn, params), got {type(evaluator).__name__}"
+      )
+    if labels is None:
+      raise DataError(
+        "an evaluator judges identities: pass target_labels (from the CLI: labels via "
+        "config.data.label_key or identity subfolders)"
+      )
   lock = workdir_lib.locked(workdir) if workdir is not None else contextlib.nullcontext()
   with lock as wd:
     return _audit(
@@ -204,6 +234,7 @@ def assess(
       wd,
       aux_features,
       target_features,
+      evaluator,
       metadata,
       t_start,
     )
@@ -238,7 +269,9 @@ def _model_key(embed_jit, params, image_shape, batch_size: int) -> str:
   return workdir_lib.array_hash(np.frombuffer(program.encode(), np.uint8), params)
 
 
-def check_deterministic(embed_jit, params, images, *, mesh, batch_size: int) -> None:
+def check_deterministic(
+  embed_jit, params, images, *, mesh, batch_size: int, who: str = "embed_fn"
+) -> None:
   """Stops with one line if `embed_fn` is not a pure function of (params, images).
 
   Embeds the first images in a batch of the extraction's size twice, once reversed,
@@ -249,7 +282,9 @@ def check_deterministic(embed_jit, params, images, *, mesh, batch_size: int) -> 
   k, m = min(len(images), 2 * mesh.size), min(len(images), batch_size)
 
   def embed(x, b):
-    return extract_features(embed_jit, params, x, mesh=mesh, batch_size=b, name="probe images")
+    return extract_features(
+      embed_jit, params, x, mesh=mesh, batch_size=b, name="probe images", who=who
+    )
 
   full = embed(images[:m], batch_size)
   checks = (
@@ -262,24 +297,34 @@ def check_deterministic(embed_jit, params, images, *, mesh, batch_size: int) -> 
     diff = float(np.abs(got - want).max())
     if diff > 1e-4 * scale:
       raise ModelError(
-        f"embed_fn is not deterministic: the same images {how} gave features differing by "
+        f"{who} is not deterministic: the same images {how} gave features differing by "
         f"{diff:.3g} (max |feature| {scale:.3g}); it must be a pure function of (params, images)"
       )
 
 
-def _cached_features(embed_jit, params, images, *, mesh, batch_size, name, cache_dir, model_key):
+def _cached_features(
+  embed_jit, params, images, *, mesh, batch_size, name, cache_dir, model_key, who="embed_fn"
+):
   """`extract_features`, cached (checksummed) in `cache_dir` under a key of model and images."""
+  extract = functools.partial(
+    extract_features,
+    embed_jit,
+    params,
+    images,
+    mesh=mesh,
+    batch_size=batch_size,
+    name=name,
+    who=who,
+  )
   if cache_dir is None:
-    return extract_features(embed_jit, params, images, mesh=mesh, batch_size=batch_size, name=name)
+    return extract()
   key = workdir_lib.array_hash(np.frombuffer(model_key.encode(), np.uint8), images)
   path = os.path.join(cache_dir, f"{name}-{key[:32]}.npz")
   stored = cache_lib.load(path)
   if stored is not None:
     logging.info("features of %s restored from %s", name, path)
     return stored[0]["features"]
-  features = extract_features(
-    embed_jit, params, images, mesh=mesh, batch_size=batch_size, name=name
-  )
+  features = extract()
   cache_lib.save(path, {"features": features})
   return features
 
@@ -294,6 +339,7 @@ def _audit(
   workdir,
   aux_features,
   target_features,
+  evaluator,
   metadata,
   t_start,
 ):
@@ -314,6 +360,10 @@ def _audit(
         f"embed_fn returned {f_aux.shape[1]}-d features for aux_images but "
         f"{f_tgt.shape[1]}-d for target_images"
       )
+  calibration = judge = None
+  if evaluator is not None:
+    with timer.stage("identity"):
+      calibration, judge = _evaluator(evaluator, aux, targets, labels, cfg, mesh, workdir)
   attack = functools.partial(
     _attack_and_score,
     targets=targets,
@@ -323,6 +373,7 @@ def _audit(
     mesh=mesh,
     workdir=workdir,
     timer=timer,
+    judge=judge,
   )
   outcomes, scores, verdicts = attack(aux, f_aux)
   strength = _attack_strength(attack, aux, f_aux, scores, cfg)
@@ -346,6 +397,8 @@ def _audit(
     mean_image_ssim=mean_image_ssim,
     model_reid=model is not None,
     strength=strength,
+    calibration=calibration,
+    evaluator_info=None if evaluator is None else evaluator.info,
     config=cfg,
     environment=_environment(metadata, dict(timer.seconds, total=_since(t_start))),
   )
@@ -371,14 +424,27 @@ def _extract(embed_fn, params, aux, targets, *, cfg, mesh, workdir):
   replicated params, a key of the lowered program and params) for the attackers that
   use the model and for re-identification.
   """
+  embed_jit, params, model_key, features = _prepared(
+    embed_fn, params, aux, targets.shape[1:], cfg=cfg, mesh=mesh, workdir=workdir
+  )
+  f_aux, f_tgt = (
+    features(images, name) for images, name in ((aux, "aux_images"), (targets, "target_images"))
+  )
+  return f_aux, f_tgt, (embed_fn, embed_jit, params, model_key)
+
+
+def _prepared(embed_fn, params, probe, image_shape, *, cfg, mesh, workdir, who="embed_fn"):
+  """A model ready to embed: jitted, params replicated, keyed, probed for determinism on
+  `probe` images. Returns (jitted fn, params, key, `features(images, name)`: cached)."""
   eb = cfg.eval_batch_size
   embed_jit = jax.jit(embed_fn)
   params = parallel.replicate(_as_arrays(params), mesh)
-  guarded = functools.partial(_guarded, image_shape=targets.shape[1:])
-  model_key = guarded(_model_key)(embed_jit, params, targets.shape[1:], eb)
-  guarded(check_deterministic)(embed_jit, params, aux, mesh=mesh, batch_size=eb)
-  f_aux, f_tgt = (
-    guarded(_cached_features)(
+  guarded = functools.partial(_guarded, image_shape=image_shape, who=who)
+  model_key = guarded(_model_key)(embed_jit, params, image_shape, eb)
+  guarded(check_deterministic)(embed_jit, params, probe, mesh=mesh, batch_size=eb, who=who)
+
+  def features(images, name):
+    return guarded(_cached_features)(
       embed_jit,
       params,
       images,
@@ -387,10 +453,59 @@ def _extract(embed_fn, params, aux, targets, *, cfg, mesh, workdir):
       name=name,
       cache_dir=os.path.join(workdir, "cache") if workdir else None,
       model_key=model_key,
+      who=who,
     )
-    for images, name in ((aux, "aux_images"), (targets, "target_images"))
+
+  return embed_jit, params, model_key, features
+
+
+def _evaluator(evaluator, aux, targets, labels, cfg, mesh, workdir):
+  """The independent evaluator's calibration on the original targets and its judge.
+
+  Returns (calibration, judge): judge(reconstructions) -> identity.evaluate's output.
+  """
+  who = "the evaluator's embed_fn"
+  embed_jit, params, _, features = _prepared(
+    evaluator.embed_fn,
+    evaluator.params,
+    aux,
+    targets.shape[1:],
+    cfg=cfg,
+    mesh=mesh,
+    workdir=workdir,
+    who=who,
   )
-  return f_aux, f_tgt, (embed_fn, embed_jit, params, model_key)
+  common = {
+    "mesh": mesh,
+    "batch_size": cfg.eval_batch_size,
+    "bootstrap_samples": cfg.bootstrap_samples,
+    "seed": cfg.seed,
+  }
+  calibration = identity.calibrate(
+    features(targets, "evaluator-target_images"), labels, fmrs=tuple(cfg.identity.fmrs), **common
+  )
+  logging.info(
+    "evaluator: %d identities, %d targets with another image of their identity; thresholds %s",
+    calibration.summary["num_identities"],
+    calibration.summary["type2_targets"],
+    ", ".join(
+      f"{t:.3f} at FMR {f:g}" for f, t in zip(calibration.fmrs, calibration.thresholds, strict=True)
+    ),
+  )
+
+  def judge(recon):
+    e = _guarded(extract_features, targets.shape[1:], who)(
+      embed_jit,
+      params,
+      recon,
+      mesh=mesh,
+      batch_size=cfg.eval_batch_size,
+      name="reconstructions",
+      who=who,
+    )
+    return identity.evaluate(calibration, e, **common)
+
+  return calibration, judge
 
 
 def _attack_strength(attack, aux, f_aux, scores, cfg) -> list:
@@ -445,7 +560,9 @@ def _since(t_start: float) -> float:
   return round(time.perf_counter() - t_start, 3)
 
 
-def _attack_and_score(aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, timer, stage=""):
+def _attack_and_score(
+  aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, timer, judge=None, stage=""
+):
   """Runs every configured attacker on (aux, f_aux) against the targets and scores each.
 
   Returns (outcomes, scores, verdicts): the runner's Outcomes, name -> Scores and name ->
@@ -503,6 +620,7 @@ def _attack_and_score(aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, 
         mesh=mesh,
         reembed=reembed,
         target_features=standardize(f_tgt),
+        judge_identity=judge,
       )
       for o in outcomes
       if not o.skipped
@@ -513,16 +631,26 @@ def _attack_and_score(aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, 
       image_reid_rate=float(sc.per_image["image_reid_hit"].mean()),
       reid_chance=1.0 / targets.shape[0],
       thresholds=cfg.risk,
+      identity=_identity_input(sc.identity, cfg.risk.identity_fmr),
     )
     for name, sc in scores.items()
   }
   return outcomes, scores, verdicts
 
 
+def _identity_input(judged, fmr):
+  """(type-II SAR at `fmr`, its chance level) for the verdict; None when not measured."""
+  row = None if judged is None else identity.at_fmr(judged, fmr)
+  if row is None or "type2_sar" not in row:
+    return None
+  return row["type2_sar"]["rate"], max(fmr, row["impostor_accept"])
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
   """The CLI's audit: load the configured data and model, then `assess` (same code path)."""
   t = time.perf_counter()
   embedding.validate(config.model)
+  embedding.validate(config.evaluator, "evaluator")
   data = data_lib.load(config)
   precomputed = isinstance(data, sources.Precomputed)
   if precomputed != (config.model.kind == "precomputed"):
@@ -532,7 +660,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
       + (" with features" if precomputed else "")
     )
   audit_cfg = ml_collections.ConfigDict(config.to_dict())
-  for key in ("data", "model"):
+  for key in ("data", "model", "evaluator"):
     del audit_cfg[key]
   target_images = data.target_images if precomputed else data.targets.images
   # Check the whole config before any work, so a bad value costs nothing and writes nothing.
@@ -556,36 +684,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
           np.concatenate([data.aux.images, data.targets.images]),
           np.concatenate([data.aux.labels, data.targets.labels]),
         )
-        rec_dir = os.path.join(workdir, "checkpoints", "recognition")
-        workdir_lib.claim_stage(
-          rec_dir,
-          {
-            "model": config.model.to_dict(),
-            "seed": config.seed,
-            "train": workdir_lib.array_hash(data.model_train.images, data.model_train.labels),
-            "test": workdir_lib.array_hash(test.images, test.labels),
-          },
-          overwrite=config.overwrite,
-          what="recognition model",
-        )
-        embed_fn, params, info = recognition.train_or_restore(
-          data.model_train,
-          test,
-          config,
-          mesh=mesh,
-          checkpoint_dir=rec_dir,
+        embed_fn, params, info = _builtin(
+          config, "model", data.model_train, test, workdir=workdir, mesh=mesh
         )
         model_info.update(info)
-      elif config.model.kind == "flax":
-        embed_fn, params = embedding.load_flax(config.model, target_images.shape[1:])
-        model_info.update(
-          module=config.model.module,
-          checkpoint=config.model.checkpoint,
-          method=config.model.method or "__call__",
-        )
       else:
-        embed_fn, params = embedding.load_function(config.model, config)
-        model_info.update(factory=config.model.factory)
+        embed_fn, params, info = _user_model(config, "model", target_images.shape[1:])
+        model_info.update(info)
+    evaluator = _load_evaluator(config, data, precomputed, target_images, workdir, mesh)
     description = (
       f"npz {config.data.path}: stored features of {len(aux_images)} aux / "
       f"{len(target_images)} target images"
@@ -601,11 +707,84 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
       workdir=workdir,
       target_labels=target_labels,
       **features,
+      evaluator=evaluator,
       metadata={
         "data": description,
         "model": model_info,
         "data_config": config.data.to_dict(),
         "model_config": config.model.to_dict(),
+        "evaluator_config": config.evaluator.to_dict(),
         "seconds_data_and_model": round(time.perf_counter() - t, 3),
       },
     )
+
+
+def _builtin(config, field, train, test, *, workdir, mesh):
+  """The builtin RecognitionCNN of config.`field`, trained (or restored) in the workdir."""
+  mc = config[field]
+  ckpt_dir = os.path.join(workdir, "checkpoints", "recognition" if field == "model" else field)
+  workdir_lib.claim_stage(
+    ckpt_dir,
+    {
+      field: mc.to_dict(),
+      "seed": config.seed,
+      "train": workdir_lib.array_hash(train.images, train.labels),
+      "test": workdir_lib.array_hash(test.images, test.labels),
+    },
+    overwrite=config.overwrite,
+    what="recognition model" if field == "model" else field,
+  )
+  return recognition.train_or_restore(
+    train,
+    test,
+    mc,
+    seed=config.seed,
+    eval_batch_size=config.eval_batch_size,
+    mesh=mesh,
+    checkpoint_dir=ckpt_dir,
+    field=field,
+  )
+
+
+def _user_model(config, field, image_shape):
+  """(embed_fn, params, info) of a "flax" or "function" config.`field`."""
+  m = config[field]
+  if m.kind == "flax":
+    embed_fn, params = embedding.load_flax(m, image_shape, field)
+    return (
+      embed_fn,
+      params,
+      {"module": m.module, "checkpoint": m.checkpoint, "method": m.method or "__call__"},
+    )
+  embed_fn, params = embedding.load_function(m, config, field)
+  return embed_fn, params, {"factory": m.factory}
+
+
+def _load_evaluator(config, data, precomputed, target_images, workdir, mesh):
+  """The configured independent evaluator (identity.Evaluator), or None when "off"."""
+  ev = config.evaluator
+  if ev.kind == "off":
+    return None
+  info = {"kind": ev.kind}
+  target_labels = data.target_labels if precomputed else data.targets.labels
+  if target_labels is None:
+    raise ConfigError(
+      f"config.evaluator.kind={ev.kind!r} judges identities: it needs labels on the targets "
+      "(config.data.label_key or identity subfolders); set config.evaluator.kind='off' to "
+      "audit without it (the report then says identity leakage was not checked)"
+    )
+  if ev.kind == "builtin":
+    if precomputed or data.aux.labels is None:
+      raise ConfigError(
+        "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, and "
+        + ("this npz holds no auxiliary labels" if precomputed else "they have no labels")
+        + "; use a 'flax' or 'function' evaluator, or config.evaluator.kind='off'"
+      )
+    embed_fn, params, trained = _builtin(
+      config, "evaluator", data.aux, data.targets, workdir=workdir, mesh=mesh
+    )
+    info.update(trained, trained_on="the auxiliary set", tested_on="the targets")
+  else:
+    embed_fn, params, loaded = _user_model(config, "evaluator", target_images.shape[1:])
+    info.update(loaded)
+  return identity.Evaluator(embed_fn, params, info)

@@ -93,6 +93,17 @@ def audit_config() -> ml_collections.ConfigDict:
   c.risk.medium_ssim_gain = 0.05  # Medium if the gain's CI lower bound reaches this ...
   c.risk.medium_image_reid = 0.05  # ... or image re-id reaches this and
   c.risk.medium_reid_over_chance = 5.0  # ... is at least this many times chance.
+  # Identity leakage, when an independent evaluator is configured (privjax/identity.py):
+  # high/medium if the type-II success rate at FMR identity_fmr reaches these (and is at
+  # least medium_reid_over_chance x its chance level).
+  c.risk.identity_fmr = 0.01  # One of identity.fmrs.
+  c.risk.high_identity_sar = 0.5
+  c.risk.medium_identity_sar = 0.1
+
+  # The evaluator's thresholds: fixed on the original targets alone, at these false match
+  # rates (the fraction of impostor pairs of originals it accepts).
+  c.identity = ml_collections.ConfigDict()
+  c.identity.fmrs = (0.01, 0.001)
 
   c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
   return c
@@ -268,7 +279,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     f"config.seed must be an integer in [0, 2**32), got {c.seed!r}",
   )
   require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
-  for name in ("high_ssim_gain", "high_image_reid", "medium_ssim_gain", "medium_image_reid"):
+  risk_rates = ("ssim_gain", "image_reid", "identity_sar")
+  for name in (f"{level}_{r}" for level in ("high", "medium") for r in risk_rates):
     number(f"risk.{name}", c.risk[name], 0.0, 1.0)
   number("risk.medium_reid_over_chance", c.risk.medium_reid_over_chance, 1.0)
   require(
@@ -277,4 +289,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
     "config.risk medium thresholds must not exceed the high ones, got "
     f"ssim_gain {c.risk.medium_ssim_gain} > {c.risk.high_ssim_gain} or image_reid "
     f"{c.risk.medium_image_reid} > {c.risk.high_image_reid}",
+  )
+  require(
+    c.risk.medium_identity_sar <= c.risk.high_identity_sar,
+    f"config.risk.medium_identity_sar {c.risk.medium_identity_sar} must not exceed "
+    f"high_identity_sar {c.risk.high_identity_sar}",
+  )
+  numbers("identity.fmrs", c.identity.fmrs, 0.0, 0.5)
+  require(
+    all(f > 0 for f in c.identity.fmrs),
+    f"config.identity.fmrs must be false match rates in (0, 0.5], got {c.identity.fmrs!r}",
+  )
+  require(
+    any(c.risk.identity_fmr == f for f in c.identity.fmrs),
+    f"config.risk.identity_fmr must be one of config.identity.fmrs {tuple(c.identity.fmrs)}, "
+    f"got {c.risk.identity_fmr!r}",
   )

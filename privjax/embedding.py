@@ -8,6 +8,9 @@
   "function"     a factory named by import path, `make(config) -> (embed_fn, params)`,
                  for any pure JAX embedding function;
   "precomputed"  no model: the npz source holds the features.
+
+`config.evaluator` (the independent model that judges identity leakage, see
+privjax/identity.py) takes the same kinds but "precomputed", plus "off".
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from privjax import parallel, recognition
 from privjax.errors import ConfigError, ModelError
 
 KINDS = ("builtin", "flax", "function", "precomputed")
+EVALUATOR_KINDS = ("off", "builtin", "flax", "function")
 
 
 def import_object(path: str, *, field: str):
@@ -41,26 +45,28 @@ def import_object(path: str, *, field: str):
   return getattr(module, attr)
 
 
-def validate(m) -> None:
-  """Checks config.model for its kind; raises ConfigError naming the bad field."""
-  if m.kind not in KINDS:
-    raise ConfigError(f"config.model.kind must be one of {list(KINDS)}, got {m.kind!r}")
+def validate(m, field: str = "model") -> None:
+  """Checks config.model (or config.evaluator, `field`) for its kind; raises ConfigError
+  naming the bad field."""
+  kinds = KINDS if field == "model" else EVALUATOR_KINDS
+  if m.kind not in kinds:
+    raise ConfigError(f"config.{field}.kind must be one of {list(kinds)}, got {m.kind!r}")
   if m.kind == "builtin":
-    recognition.validate(m)
+    recognition.validate(m, field)
   elif m.kind == "flax":
     if not m.module or not m.checkpoint:
-      raise ConfigError("config.model.kind='flax' needs config.model.module and .checkpoint")
+      raise ConfigError(f"config.{field}.kind='flax' needs config.{field}.module and .checkpoint")
   elif m.kind == "function" and not m.factory:
-    raise ConfigError("config.model.kind='function' needs config.model.factory")
+    raise ConfigError(f"config.{field}.kind='function' needs config.{field}.factory")
 
 
-def _restore_params(directory: str):
+def _restore_params(directory: str, field: str):
   """Restores a pytree from an orbax checkpoint: a CheckpointManager dir (latest step)
   or a single StandardCheckpointer checkpoint."""
   directory = os.path.abspath(directory)
   if not os.path.isdir(directory):
     raise ConfigError(
-      f"config.model.checkpoint must be an orbax checkpoint directory, got {directory!r}"
+      f"config.{field}.checkpoint must be an orbax checkpoint directory, got {directory!r}"
     )
   steps = [int(e) for e in os.listdir(directory) if e.isdigit()]
   path = os.path.join(directory, str(max(steps))) if steps else directory
@@ -94,17 +100,17 @@ def _first_mismatch(expected, got) -> str | None:
   return None
 
 
-def load_flax(m, image_shape):
+def load_flax(m, image_shape, field: str = "model"):
   """(embed_fn, params) of a Flax module restored from an orbax checkpoint."""
-  cls = import_object(m.module, field="model.module")
+  cls = import_object(m.module, field=f"{field}.module")
   kwargs = m.kwargs.to_dict() if hasattr(m.kwargs, "to_dict") else dict(m.kwargs or {})
   try:
     module = cls(**kwargs)
   except TypeError as e:
-    raise ConfigError(f"config.model.kwargs do not fit {m.module}: {e}") from e
+    raise ConfigError(f"config.{field}.kwargs do not fit {m.module}: {e}") from e
   method = getattr(type(module), m.method, None) if m.method else None
   if m.method and method is None:
-    raise ConfigError(f"config.model.method={m.method!r}: {m.module} has no such method")
+    raise ConfigError(f"config.{field}.method={m.method!r}: {m.module} has no such method")
   try:
     expected = jax.eval_shape(
       functools.partial(module.init, method=method),
@@ -115,7 +121,7 @@ def load_flax(m, image_shape):
     raise ModelError(
       f"{m.module} rejects images of shape {list(image_shape)}: {str(e).splitlines()[0]}"
     ) from e
-  restored = _restore_params(m.checkpoint)
+  restored = _restore_params(m.checkpoint, field)
   variables = (
     restored if isinstance(restored, dict) and "params" in restored else {"params": restored}
   )
@@ -126,9 +132,9 @@ def load_flax(m, image_shape):
   return functools.partial(module.apply, method=method), variables
 
 
-def load_function(m, config):
+def load_function(m, config, field: str = "model"):
   """(embed_fn, params) from a user factory `make(config)`."""
-  make = import_object(m.factory, field="model.factory")
+  make = import_object(m.factory, field=f"{field}.factory")
   out = make(config)
   if not (isinstance(out, tuple) and len(out) == 2 and callable(out[0])):
     raise ModelError(f"{m.factory} must return (embed_fn, params), got {type(out).__name__}")

@@ -25,10 +25,11 @@ class RecognitionCNN(nn.Module):
 
   num_classes: int
   embed_dim: int = 64
+  width: int = 32  # channels of the first convolution; the second has twice as many
 
   def setup(self):
-    self.conv1 = nn.Conv(32, (3, 3))
-    self.conv2 = nn.Conv(64, (3, 3))
+    self.conv1 = nn.Conv(self.width, (3, 3))
+    self.conv2 = nn.Conv(2 * self.width, (3, 3))
     self.dense = nn.Dense(self.embed_dim)
     self.head = nn.Dense(self.num_classes)
 

@@ -35,39 +35,53 @@ def embed_fn_for(model: RecognitionCNN):
   return functools.partial(model.apply, method=RecognitionCNN.embed)
 
 
-def validate(model_config) -> None:
-  """Checks config.model for the builtin model; raises ConfigError naming the bad field."""
+def validate(model_config, field: str = "model") -> None:
+  """Checks config.model (or config.evaluator) for the builtin model; raises ConfigError
+  naming the bad field."""
   m = model_config
   if m.kind != "builtin":
-    raise ConfigError(f"config.model.kind must be 'builtin', got {m.kind!r}")
-  for name in ("embed_dim", "train_steps", "batch_size"):
+    raise ConfigError(f"config.{field}.kind must be 'builtin', got {m.kind!r}")
+  for name in ("width", "embed_dim", "train_steps", "batch_size"):
     v = m[name]
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-      raise ConfigError(f"config.model.{name} must be a positive integer, got {v!r}")
+      raise ConfigError(f"config.{field}.{name} must be a positive integer, got {v!r}")
   lr = m.learning_rate
   if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-    raise ConfigError(f"config.model.learning_rate must be a number > 0, got {lr!r}")
+    raise ConfigError(f"config.{field}.learning_rate must be a number > 0, got {lr!r}")
 
 
-def train_or_restore(train: Split, test: Split, config, *, mesh, checkpoint_dir: str | None):
+def train_or_restore(
+  train: Split,
+  test: Split,
+  mc,
+  *,
+  seed: int,
+  eval_batch_size: int,
+  mesh,
+  checkpoint_dir: str | None,
+  field: str = "model",
+):
   """Returns (embed_fn, params, info) of the reference CNN, training it only if needed.
 
   Args:
     train: the labelled model-train split.
     test: held-out labelled images for the test accuracy (never seen in training).
-    config: the audit config; reads config.model and config.seed.
+    mc: the model's config (config.model, or config.evaluator for the evaluator).
+    seed: the run's seed (config.seed).
+    eval_batch_size: the batch for the test accuracy.
     mesh: the data mesh.
     checkpoint_dir: where the trained params are kept; None keeps nothing.
+    field: "model" (the audited model) or "evaluator" (the independent evaluator):
+      names it in logs and errors, and picks the random stream of `seed` its init and
+      batch order draw from, so the two models never share them.
 
   Returns:
     The embedding function, the replicated params and a JSON-ready info dict
     (architecture, training steps, test accuracy, whether it was restored).
   """
-  mc = config.model
-  if train.labels is None:
-    raise ConfigError("config.model.kind='builtin' needs labels on the model-train split")
+  stream, name = (1, "recognition model") if field == "model" else (2, "evaluator")
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-  model = RecognitionCNN(num_classes=num_classes, embed_dim=mc.embed_dim)
+  model = RecognitionCNN(num_classes=num_classes, embed_dim=mc.embed_dim, width=mc.width)
   tx = optax.adam(optax.cosine_decay_schedule(mc.learning_rate, mc.train_steps))
 
   def loss(params, batch):
@@ -80,35 +94,37 @@ def train_or_restore(train: Split, test: Split, config, *, mesh, checkpoint_dir:
   batch_size = parallel.fit_batch_size(mc.batch_size, mesh, what="recognition training")
 
   def batch_fn(step):
-    idx = batch_indices(train.images.shape[0], batch_size, step, config.seed + 1)
+    idx = batch_indices(train.images.shape[0], batch_size, step, seed + stream)
     return {"images": train.images[idx], "labels": train.labels[idx]}
 
   # The same loop as the decoder's: checkpointed (at the end, and at SIGTERM or Ctrl-C,
   # which resume), a non-finite loss stops it, a finished run is restored without a step.
   params, meta, _ = train_lib.fit(
     train_lib.make_training(init_params, loss, tx, mesh=mesh),
-    jax.random.fold_in(jax.random.key(config.seed), 1),
+    jax.random.fold_in(jax.random.key(seed), stream),
     batch_fn,
-    name="recognition model",
+    name=name,
     num_steps=mc.train_steps,
     batch_size=batch_size,
     checkpoint_every=mc.train_steps,
     checkpoint_dir=checkpoint_dir,
     mesh=mesh,
-    remedy="try a lower config.model.learning_rate",
+    remedy=f"try a lower config.{field}.learning_rate",
   )
   info = {
-    "architecture": f"RecognitionCNN(conv32-pool-conv64-pool-dense{mc.embed_dim}-head"
+    "architecture": f"RecognitionCNN(conv{mc.width}-pool-conv{2 * mc.width}-pool-"
+    f"dense{mc.embed_dim}-head"
     f"{num_classes}); embedding = the {mc.embed_dim}-d penultimate layer",
     "train_examples": int(train.images.shape[0]),
     "train_steps": int(mc.train_steps),
     "training": meta["stopped"],
     "test_examples": int(test.images.shape[0]),
-    "test_accuracy": accuracy(model, params, test, mesh=mesh, batch_size=config.eval_batch_size),
+    "test_accuracy": accuracy(model, params, test, mesh=mesh, batch_size=eval_batch_size),
     "restored": meta["restored"],
   }
   logging.info(
-    "recognition model %s: test accuracy %.4f on %d held-out images",
+    "%s %s: test accuracy %.4f on %d held-out images",
+    name,
     f"restored from {checkpoint_dir}" if meta["restored"] else "trained",
     info["test_accuracy"],
     info["test_examples"],

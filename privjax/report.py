@@ -20,6 +20,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+from privjax import identity as identity_lib
 from privjax import metrics
 from privjax.scoring import PSNR_CAP_DB
 from privjax.workdir import publish
@@ -28,6 +29,7 @@ REPORT_JSON = "report.json"
 PER_IMAGE_CSV = "per_image.csv"
 GRID_PNG = "reconstructions.png"
 STRENGTH_PNG = "attack_strength.png"
+IDENTITY_PNG = "evaluator_scores.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,22 @@ _NO_MODEL_REID = (
   "not measured: the audit ran on stored features with no model to re-embed the "
   "reconstructions with; image-space re-identification (image_reid_rate) still applies"
 )
+_IDENTITY_PROTOCOL = (
+  "an independent evaluator embeds the original targets and every reconstruction; its "
+  "thresholds are fixed on the originals alone (at each FMR, the cosine at most that "
+  "fraction of impostor pairs of originals exceed; accept when above). type I: a "
+  "reconstruction against its own original; type II: against the OTHER originals of its "
+  "identity (targets whose identity has one image are excluded); SAR: the mean accepted "
+  "fraction over targets, 95% bootstrap CI; rank-1: the nearest other original is of the "
+  "target's identity; impostor_accept: the attacker's reconstructions accepted against "
+  "other identities' originals (its chance level); genuine_accept_rate and rank1 under "
+  "thresholds: the evaluator's own on two originals (the ceiling)"
+)
+_NO_EVALUATOR = (
+  "not checked: no independent evaluator configured (config.evaluator, or assess(evaluator=)), "
+  "so identity leakage as another recognition system would judge it (type-II SAR@FMR) is not "
+  "part of this verdict"
+)
 _SEED_CONTROLS = (
   "every attacker's initialisation and training batch order, the held-out validation part of "
   "the auxiliary set, the random features, the bootstrap resamples (and, from the CLI, the "
@@ -88,6 +106,8 @@ def build(
   strength: list,
   config,
   environment: dict,
+  calibration=None,
+  evaluator_info: dict | None = None,
 ) -> Report:
   """The Report of an audit: the deciding attacker's numbers at the top, every attacker's row.
 
@@ -106,6 +126,8 @@ def build(
       (config.attack_strength; empty when off).
     config: the resolved audit config.
     environment: versions, devices, metadata and seconds, stored as they are.
+    calibration: the evaluator's `identity.Calibration` on the originals, or None.
+    evaluator_info: what the evaluator is (kind, architecture, accuracy), or None.
   """
   best = scores[deciding]
   by_name = {o.name: o for o in outcomes}
@@ -128,6 +150,22 @@ def build(
     reasons.append(
       "caveat: some attackers may be under-powered (see warnings); the true risk may be higher"
     )
+  if calibration is None:
+    evaluator = {"measured": False, "why": _NO_EVALUATOR}
+    reasons.append(_NO_EVALUATOR)
+  else:
+    evaluator = {
+      "measured": True,
+      "model": evaluator_info or {},
+      "protocol": _IDENTITY_PROTOCOL,
+      **calibration.summary,
+      "histograms": identity_lib.histograms(calibration, best.type2_scores),
+    }
+    if not calibration.summary["type2_targets"]:
+      reasons.append(
+        "not checked: type-II identity leakage (no identity has two target images); type I "
+        "is reported"
+      )
   summary = {
     "risk_level": level,
     "risk_reasons": reasons,
@@ -155,6 +193,7 @@ def build(
     "reid_chance": 1.0 / n,
     "warnings": warnings,
     "attacks": rows,
+    "evaluator": evaluator,
     "attack_strength": strength,
     "num_targets": int(n),
     "num_aux": int(aux_count),
@@ -227,17 +266,67 @@ def strength_png(strength: list) -> bytes:
   return buf.getvalue()
 
 
+def identity_png(summary: dict) -> bytes:
+  """The evaluator's genuine and impostor score distributions on the original targets, its
+  thresholds, and the deciding attacker's type-II scores."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  ev = summary["evaluator"]
+  h = ev["histograms"]
+  edges = np.asarray(h["bin_edges"])
+  centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+  fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+
+  def density(counts):
+    c = np.asarray(counts, np.float64)
+    return c / max(c.sum(), 1) / width
+
+  ax.bar(centres, density(h["impostor"]), width, alpha=0.5, label="impostor pairs (originals)")
+  ax.bar(centres, density(h["genuine"]), width, alpha=0.5, label="genuine pairs (originals)")
+  if "attack_type2" in h:
+    ax.stairs(
+      density(h["attack_type2"]),
+      edges,
+      color="black",
+      label=f"{summary['deciding_attack']}: reconstruction vs same identity (type II)",
+    )
+  for row, style in zip(ev["thresholds"], (":", "--", "-.", "-"), strict=False):
+    ax.axvline(
+      row["threshold"],
+      color="red",
+      linestyle=style,
+      linewidth=1,
+      label=f"threshold at FMR {row['fmr']:g} ({row['threshold']:.3f})",
+    )
+  ax.set(xlabel="evaluator cosine similarity", ylabel="density")
+  ax.legend(fontsize=8, loc="upper left")
+  fig.suptitle("Independent evaluator: score distributions and thresholds")
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  plt.close(fig)
+  return buf.getvalue()
+
+
 def summary_line(report: Report, path: str) -> str:
   """The one line the CLI prints: verdict, deciding attacker, its numbers, where the report is."""
   s = report.summary
   reid = "n/a" if s["reid_rate"] is None else format(s["reid_rate"], ".3f")
   warn = f" | {len(s['warnings'])} warning(s), see report" if s["warnings"] else ""
+  row = identity_lib.at_fmr(s.get("identity", {}), s["config"]["risk"]["identity_fmr"])
+  ident = (
+    f" | type-II SAR@FMR {row['fmr']:g} {row['type2_sar']['rate']:.3f}"
+    if row is not None and "type2_sar" in row
+    else ""
+  )
   return (
     f"privjax: {s['risk_level']} risk (decided by {s['deciding_attack']}) | SSIM {s['ssim']:.3f} "
     f"vs baseline {s['baseline_ssim']:.3f} (gain {s['ssim_gain']:.3f}, 95% CI "
     f"[{s['ssim_gain_ci'][0]:.3f}, {s['ssim_gain_ci'][1]:.3f}]), PSNR {s['psnr']:.1f} dB | image "
-    f"re-id {s['image_reid_rate']:.3f}, model re-id {reid}, chance {s['reid_chance']:.4f}{warn} | "
-    f"report: {path}"
+    f"re-id {s['image_reid_rate']:.3f}, model re-id {reid}, chance {s['reid_chance']:.4f}"
+    f"{ident}{warn} | report: {path}"
   )
 
 
@@ -329,6 +418,9 @@ def write(report: Report, workdir: str, *, per_row: int) -> dict:
     report.originals, report.reconstructions, report.per_image["ssim"], per_row=per_row
   )
   files = {PER_IMAGE_CSV: per_image_csv(report.per_image), GRID_PNG: grid}
+  if report.summary["evaluator"]["measured"]:
+    files[IDENTITY_PNG] = identity_png(report.summary)
+    paths[IDENTITY_PNG] = os.path.join(workdir, IDENTITY_PNG)
   if report.summary.get("attack_strength"):
     files[STRENGTH_PNG] = strength_png(report.summary["attack_strength"])
     paths[STRENGTH_PNG] = os.path.join(workdir, STRENGTH_PNG)

@@ -1,15 +1,16 @@
 """The verdict: a privacy-risk level from the audit's numbers and documented thresholds.
 
-The verdict rests on the two model-independent measures: the SSIM gain over the
-no-information baseline (its 95% CI lower bound, so noise never raises the level)
-and image-space rank-1 re-identification. The type-I rate (re-identification by the
-audited model itself) is reported but never decides: a decoder can reproduce a
-low-dimensional embedding without reproducing the image.
+The verdict rests on model-independent measures: the SSIM gain over the no-information
+baseline (its 95% CI lower bound, so noise never raises the level), image-space rank-1
+re-identification and, when an independent evaluator is configured, type-II identity
+leakage (its success rate at the false match rate risk.identity_fmr, see
+privjax/identity.py). The type-I rate by the audited model itself is reported but never
+decides: a decoder can reproduce a low-dimensional embedding without reproducing the image.
 
-  high    gain CI low >= risk.high_ssim_gain, or image re-id >= risk.high_image_reid
-          and >= risk.medium_reid_over_chance x chance
-  medium  gain CI low >= risk.medium_ssim_gain, or image re-id >= risk.medium_image_reid
-          and >= risk.medium_reid_over_chance x chance
+  high    gain CI low >= risk.high_ssim_gain, or image re-id >= risk.high_image_reid,
+          or type-II SAR >= risk.high_identity_sar (each rate also >=
+          risk.medium_reid_over_chance x its chance level)
+  medium  the same with the medium thresholds
   low     otherwise
 """
 
@@ -20,44 +21,74 @@ import math
 from privjax.errors import TrainingError
 
 
-def verdict(*, ssim_gain_ci_low: float, image_reid_rate: float, reid_chance: float, thresholds):
-  """Returns (level, reasons): level in {"low", "medium", "high"}, reasons a list of strings."""
+def verdict(
+  *, ssim_gain_ci_low: float, image_reid_rate: float, reid_chance: float, thresholds, identity=None
+):
+  """Returns (level, reasons): level in {"low", "medium", "high"}, reasons a list of strings.
+
+  `identity`, when an evaluator judged the reconstructions: (type-II SAR at
+  risk.identity_fmr, its chance level: the larger of that FMR and the attacker's own
+  impostor accept rate).
+  """
   t = thresholds
-  if not all(math.isfinite(v) for v in (ssim_gain_ci_low, image_reid_rate, reid_chance)):
+  values = (ssim_gain_ci_low, image_reid_rate, reid_chance, *(identity or ()))
+  if not all(math.isfinite(v) for v in values):
     raise TrainingError(
       f"cannot judge: a non-finite score (SSIM gain CI low {ssim_gain_ci_low}, image re-id "
-      f"{image_reid_rate}, chance {reid_chance}); no verdict is given from NaN"
+      f"{image_reid_rate}, chance {reid_chance}, identity {identity}); no verdict is given "
+      "from NaN"
     )
-  gain = f"SSIM gain over baseline, 95% CI lower bound {ssim_gain_ci_low:.3f}"
-  reid = (
-    f"image-space rank-1 re-identification {image_reid_rate:.3f} "
-    f"({image_reid_rate / reid_chance:.1f}x chance {reid_chance:.4f})"
-  )
-  over_chance = image_reid_rate >= t.medium_reid_over_chance * reid_chance
-  reid_high = image_reid_rate >= t.high_image_reid and over_chance
-  if ssim_gain_ci_low >= t.high_ssim_gain or reid_high:
-    reasons = []
-    if ssim_gain_ci_low >= t.high_ssim_gain:
-      reasons.append(f"{gain} >= high threshold {t.high_ssim_gain}")
-    if reid_high:
-      reasons.append(
-        f"{reid} >= high threshold {t.high_image_reid} and >= {t.medium_reid_over_chance}x chance"
+  over = t.medium_reid_over_chance
+
+  def rate(text, value, chance):
+    return f"{text} {value:.3f} ({value / chance:.1f}x chance {chance:.4f})"
+
+  # (what, value, high threshold, medium threshold, chance level or None)
+  criteria = [
+    (
+      f"SSIM gain over baseline, 95% CI lower bound {ssim_gain_ci_low:.3f}",
+      ssim_gain_ci_low,
+      t.high_ssim_gain,
+      t.medium_ssim_gain,
+      None,
+    ),
+    (
+      rate("image-space rank-1 re-identification", image_reid_rate, reid_chance),
+      image_reid_rate,
+      t.high_image_reid,
+      t.medium_image_reid,
+      reid_chance,
+    ),
+  ]
+  if identity is not None:
+    sar, chance = identity
+    criteria.append(
+      (
+        rate(f"type-II identity SAR@FMR {t.identity_fmr:g} by the evaluator", sar, chance),
+        sar,
+        t.high_identity_sar,
+        t.medium_identity_sar,
+        chance,
       )
-    return "high", reasons
-  reid_medium = image_reid_rate >= t.medium_image_reid and over_chance
-  if ssim_gain_ci_low >= t.medium_ssim_gain or reid_medium:
-    reasons = []
-    if ssim_gain_ci_low >= t.medium_ssim_gain:
-      reasons.append(f"{gain} >= medium threshold {t.medium_ssim_gain} (< high {t.high_ssim_gain})")
-    if reid_medium:
-      reasons.append(
-        f"{reid} >= medium threshold {t.medium_image_reid} and >= "
-        f"{t.medium_reid_over_chance}x chance (< high {t.high_image_reid})"
-      )
-    return "medium", reasons
+    )
+
+  def meets(value, threshold, chance):
+    return value >= threshold and (chance is None or value >= over * chance)
+
+  def why(text, threshold, chance, level, above=None):
+    extra = "" if chance is None else f" and >= {over}x chance"
+    tail = "" if above is None else f" (< high {above})"
+    return f"{text} >= {level} threshold {threshold}{extra}{tail}"
+
+  high = [why(c[0], c[2], c[4], "high") for c in criteria if meets(c[1], c[2], c[4])]
+  if high:
+    return "high", high
+  medium = [why(c[0], c[3], c[4], "medium", c[2]) for c in criteria if meets(c[1], c[3], c[4])]
+  if medium:
+    return "medium", medium
   return "low", [
-    f"{gain} < medium threshold {t.medium_ssim_gain}",
-    f"{reid} below medium threshold {t.medium_image_reid} or {t.medium_reid_over_chance}x chance",
+    f"{c[0]} below medium threshold {c[3]}" + ("" if c[4] is None else f" or {over}x chance")
+    for c in criteria
   ]
 
 

@@ -112,6 +112,8 @@ class Scores:
   best_model_match: np.ndarray | None  # [N] the same by the audited model's cosine, or None
   gain_ci: tuple[float, float]  # 95% bootstrap CI of the mean SSIM gain over the baseline
   exact: bool  # all pairs scored (else the shortlist estimate)
+  identity: dict | None = None  # the evaluator's judgement (identity.evaluate), or None
+  type2_scores: np.ndarray | None = None  # its type-II similarity scores, for the histogram
 
   def summary(self) -> dict:
     """JSON-ready means: ssim, psnr, mse, baseline_ssim, ssim_gain, its CI, re-id rates."""
@@ -126,10 +128,14 @@ class Scores:
       "image_reid_rate": float(p["image_reid_hit"].mean()),
       "reid_rate": float(p["reid_hit"].mean()) if "reid_hit" in p else None,
     }
+    if self.identity is not None:
+      out["identity"] = self.identity
     return out
 
 
-def score(recon, targets, *, cfg, mesh, reembed=None, target_features=None) -> Scores:
+def score(
+  recon, targets, *, cfg, mesh, reembed=None, target_features=None, judge_identity=None
+) -> Scores:
   """Scores reconstructions [N, H, W, C] of `targets` [N, H, W, C].
 
   Args:
@@ -139,6 +145,8 @@ def score(recon, targets, *, cfg, mesh, reembed=None, target_features=None) -> S
     mesh: the data mesh.
     reembed: optional `images -> features` of the audited model, for type-I re-id.
     target_features: [N, D] the targets' features in the same units as `reembed`'s.
+    judge_identity: optional `recon -> (summary, {"type2_scores": ...})` of the
+      independent evaluator (privjax.identity.evaluate on its embeddings).
   """
   fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
   eb = cfg.eval_batch_size
@@ -162,4 +170,13 @@ def score(recon, targets, *, cfg, mesh, reembed=None, target_features=None) -> S
     per_image["reid_hit"] = metrics.rank1_hits(cos).astype(np.int64)
     model_best = np.argmax(cos, axis=1)
   ci = metrics.bootstrap_mean_ci(gain, samples=cfg.bootstrap_samples, seed=cfg.seed)
-  return Scores(per_image, ident["best"], model_best, tuple(float(v) for v in ci), ident["exact"])
+  identity, type2 = (None, None) if judge_identity is None else judge_identity(recon)
+  return Scores(
+    per_image,
+    ident["best"],
+    model_best,
+    tuple(float(v) for v in ci),
+    ident["exact"],
+    identity,
+    None if type2 is None else type2["type2_scores"],
+  )

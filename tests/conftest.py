@@ -52,6 +52,8 @@ def rng():
 SMOKE_OVERRIDES = [
   "--config.model.train_steps=30",
   "--config.model.batch_size=16",
+  "--config.evaluator.train_steps=30",
+  "--config.evaluator.batch_size=16",
   "--config.train.num_steps=20",
   "--config.train.warmup_steps=2",
   "--config.train.eval_every=10",

@@ -90,6 +90,28 @@ def _close(a, b, what):
   assert a["risk_level"] == b["risk_level"], what
 
 
+def _close_tree(a, b, what, atol):
+  """Every number in two JSON trees within `atol`; everything else equal."""
+  if isinstance(a, dict):
+    assert a.keys() == b.keys(), what
+    for k in a:
+      _close_tree(a[k], b[k], f"{what}.{k}", atol)
+  elif isinstance(a, list) and a and isinstance(a[0], (dict, list, float)):
+    assert len(a) == len(b), what
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+      _close_tree(x, y, f"{what}[{i}]", atol)
+  elif isinstance(a, float):
+    np.testing.assert_allclose(b, a, rtol=RTOL, atol=atol, err_msg=what)
+  else:
+    assert a == b, what
+
+
+# The evaluator's rates count pairs above a threshold: a pair whose score sits within float
+# noise (1e-6) of it may fall either way on another device count, moving a rate by one
+# pair's weight (about 1e-4 here). Allow a few such pairs, no more.
+IDENTITY_ATOL = 1e-3
+
+
 def assert_same_audit(a, b):
   _close(a, b, "")
   # Every attacker's row, not only the deciding one's (ridge's float64 products, the
@@ -97,6 +119,20 @@ def assert_same_audit(a, b):
   assert a["attacks"].keys() == b["attacks"].keys()
   for name in a["attacks"]:
     _close(a["attacks"][name], b["attacks"][name], f"attacks.{name}.")
+    _close_tree(a["attacks"][name]["identity"], b["attacks"][name]["identity"], name, IDENTITY_ATOL)
+  # The evaluator: its training, thresholds, own rates and score histograms.
+  ev_a, ev_b = (dict(r["evaluator"], model=None, histograms=None) for r in (a, b))
+  _close_tree(ev_a, ev_b, "evaluator", IDENTITY_ATOL)
+  np.testing.assert_allclose(
+    b["evaluator"]["model"]["test_accuracy"],
+    a["evaluator"]["model"]["test_accuracy"],
+    atol=2.5 / a["evaluator"]["model"]["test_examples"],  # two borderline predictions
+  )
+  for name, counts in a["evaluator"]["histograms"].items():
+    if name != "bin_edges":  # a score within float noise of a bin edge may change bins
+      assert np.abs(np.subtract(counts, b["evaluator"]["histograms"][name])).sum() <= max(
+        4, 1e-3 * sum(counts)
+      ), name
   assert a["deciding_attack"] == b["deciding_attack"]
   np.testing.assert_allclose(_losses(b), _losses(a), rtol=RTOL)
   assert a["convergence"]["steps"] == b["convergence"]["steps"]

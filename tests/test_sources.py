@@ -1,6 +1,7 @@
 """Bring your own data and model: every source and model kind end to end from the CLI."""
 
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -56,19 +57,39 @@ def _write_folder(root, digits8, identities=6, per_identity=12):
       Image.fromarray(img).resize((20, 24)).save(root / f"person_{label}" / f"{k}.png")
 
 
-def test_folder_source_with_identity_subfolders(tmp_path, digits8):
+_PIXEL_EVALUATOR = """
+def make(config):  # an evaluator: centred pixels, compared by cosine
+  return (lambda params, images: images.reshape(images.shape[0], -1) - params), 0.5
+"""
+
+
+def test_folder_source_with_identity_subfolders_and_a_function_evaluator(tmp_path, digits8):
   _write_folder(tmp_path / "faces", digits8)
+  (tmp_path / "pixel_evaluator.py").write_text(_PIXEL_EVALUATOR)
   result = launch(
     "configs/folder.py",
     tmp_path / "w",
     *SMOKE_OVERRIDES,
     f"--config.data.path={tmp_path / 'faces'}",
     "--config.data.channels=1",
+    "--config.evaluator.kind=function",
+    "--config.evaluator.factory=pixel_evaluator:make",
+    pythonpath=tmp_path,
   )
   _ok(result)
   r = _report(tmp_path / "w")
   assert r["image_shape"] == [8, 8, 1]
   assert r["num_targets"] == 14 and "image_label_match_rate" in r
+  # The subfolders are the identities the evaluator judges.
+  ev = r["evaluator"]
+  assert ev["measured"] and ev["model"] == {"kind": "function", "factory": "pixel_evaluator:make"}
+  with open(tmp_path / "w" / "per_image.csv") as f:
+    identities = {row["label"] for row in csv.DictReader(f)}
+  assert ev["num_identities"] == len(identities) >= 2
+  assert ev["type2_targets"] + ev["single_image_targets_excluded"] == 14
+  for row in r["identity"]["fmrs"]:
+    assert 0 <= row["type1_sar"]["rate"] <= 1 and 0 <= row["impostor_accept"] <= 1
+  assert (tmp_path / "w" / "evaluator_scores.png").stat().st_size > 1000
 
 
 def test_npz_images_layout_with_labels(tmp_path, digits8):
