@@ -67,13 +67,14 @@ def get_config() -> ml_collections.ConfigDict:
 
   # The independent evaluator that judges identity leakage (type I / type II success at a
   # false match rate; privjax/identity.py): a second recognition model, never the audited
-  # one. Its kinds are the model's ("builtin", "flax", "function", same fields) or "off"
-  # (the report then says identity leakage was not checked). It needs labels (identities).
+  # one. Its kinds are the model's ("builtin", "flax", "function", same fields), "off"
+  # (the report then says identity leakage was not checked) or "auto": "builtin" when the
+  # auxiliary and target images are labelled, else "off". It needs labels (identities).
   # "builtin": another RecognitionCNN, wider, with its own random stream of `seed`,
   # trained on the auxiliary set (the audited model never saw it; the targets stay unseen)
   # and tested on the targets; digits: the digit class stands for the identity.
   c.evaluator = ml_collections.ConfigDict()
-  c.evaluator.kind = "builtin"
+  c.evaluator.kind = "auto"
   c.evaluator.embed_dim = 128
   c.evaluator.width = 48
   c.evaluator.train_steps = 600

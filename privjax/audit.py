@@ -761,12 +761,21 @@ def _user_model(config, field, image_shape):
 
 
 def _load_evaluator(config, data, precomputed, target_images, workdir, mesh):
-  """The configured independent evaluator (identity.Evaluator), or None when "off"."""
+  """The configured independent evaluator (identity.Evaluator), or None when "off" (or
+  "auto" on data without the labels to train the builtin one on, which it logs)."""
   ev = config.evaluator
+  target_labels = data.target_labels if precomputed else data.targets.labels
+  if ev.kind == "auto":
+    if precomputed or target_labels is None or data.aux.labels is None:
+      logging.warning(
+        "config.evaluator.kind='auto': no labelled auxiliary and target images to train the "
+        "builtin evaluator on, so identity leakage is not checked (the report says so)"
+      )
+      return None
+    ev = ml_collections.ConfigDict(dict(ev.to_dict(), kind="builtin"))
   if ev.kind == "off":
     return None
   info = {"kind": ev.kind}
-  target_labels = data.target_labels if precomputed else data.targets.labels
   if target_labels is None:
     raise ConfigError(
       f"config.evaluator.kind={ev.kind!r} judges identities: it needs labels on the targets "

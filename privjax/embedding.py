@@ -10,7 +10,8 @@
   "precomputed"  no model: the npz source holds the features.
 
 `config.evaluator` (the independent model that judges identity leakage, see
-privjax/identity.py) takes the same kinds but "precomputed", plus "off".
+privjax/identity.py) takes the same kinds but "precomputed", plus "off" and "auto"
+("builtin" when the auxiliary and target images are labelled, else "off").
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from privjax import parallel, recognition
 from privjax.errors import ConfigError, ModelError
 
 KINDS = ("builtin", "flax", "function", "precomputed")
-EVALUATOR_KINDS = ("off", "builtin", "flax", "function")
+EVALUATOR_KINDS = ("auto", "off", "builtin", "flax", "function")
 
 
 def import_object(path: str, *, field: str):
@@ -51,7 +52,7 @@ def validate(m, field: str = "model") -> None:
   kinds = KINDS if field == "model" else EVALUATOR_KINDS
   if m.kind not in kinds:
     raise ConfigError(f"config.{field}.kind must be one of {list(kinds)}, got {m.kind!r}")
-  if m.kind == "builtin":
+  if m.kind in ("builtin", "auto"):  # "auto" may become "builtin"
     recognition.validate(m, field)
   elif m.kind == "flax":
     if not m.module or not m.checkpoint:

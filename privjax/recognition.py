@@ -39,8 +39,6 @@ def validate(model_config, field: str = "model") -> None:
   """Checks config.model (or config.evaluator) for the builtin model; raises ConfigError
   naming the bad field."""
   m = model_config
-  if m.kind != "builtin":
-    raise ConfigError(f"config.{field}.kind must be 'builtin', got {m.kind!r}")
   for name in ("width", "embed_dim", "train_steps", "batch_size"):
     v = m[name]
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:

@@ -80,9 +80,9 @@ _IDENTITY_PROTOCOL = (
   "thresholds: the evaluator's own on two originals (the ceiling)"
 )
 _NO_EVALUATOR = (
-  "not checked: no independent evaluator configured (config.evaluator, or assess(evaluator=)), "
-  "so identity leakage as another recognition system would judge it (type-II SAR@FMR) is not "
-  "part of this verdict"
+  "not checked: identity leakage as an independent recognition system would judge it "
+  "(type-II SAR@FMR): no evaluator ran (config.evaluator 'off', or 'auto' on images without "
+  "identity labels; from Python, assess(evaluator=...))"
 )
 _SEED_CONTROLS = (
   "every attacker's initialisation and training batch order, the held-out validation part of "

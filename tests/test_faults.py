@@ -36,6 +36,9 @@ USER_MODULE = textwrap.dedent("""
   def fixed_256(config):  # a model built for 16x16 inputs
     return (lambda params, x: x.reshape(x.shape[0], 256) @ params), jnp.ones((256, 4))
 
+  def flat(config):
+    return (lambda params, x: x.reshape(x.shape[0], -1)), None
+
   def batch_stats(config):  # a BatchNorm left in training mode: features depend on the batch
     def embed(params, x):
       f = x.reshape(x.shape[0], -1)
@@ -103,6 +106,15 @@ def _bad_npz(tmp, x, y):
     target_features=np.ones((20, 4)),
     target_labels=y[:5],
   )
+  np.savez(tmp / "unlabelled.npz", images=x[:60])
+  np.savez(
+    tmp / "features_labelled.npz",
+    aux_images=x[:30],
+    aux_features=np.ones((30, 4)),
+    target_images=x[30:50],
+    target_features=np.ones((20, 4)),
+    target_labels=y[30:50],
+  )
   np.save(tmp / "array.npy", x[:60])
   os.rename(tmp / "array.npy", tmp / "array.npz")
   (tmp / "text.npz").write_text("images,labels\n")
@@ -144,6 +156,7 @@ def _setup(tmp, digits8):
 
 
 FUNCTION = "--config.model.kind=function"
+EVALUATOR = "--config.evaluator.kind=function"
 NPZ = "configs/npz.py"
 FOLDER = "configs/folder.py"
 # (id, config file, overrides ({t} = the test's temp dir), workdir ("done": the finished
@@ -376,6 +389,115 @@ TABLE = [
     "done",
     "'mnist' is not prepared in",
   ),
+  # The independent evaluator (config.evaluator) and the identity thresholds.
+  (
+    "evaluator-kind",
+    None,
+    ["--config.evaluator.kind=precomputed"],
+    "done",
+    "config.evaluator.kind must be one of ['auto', 'off', 'builtin', 'flax', 'function'], got "
+    "'precomputed'",
+  ),
+  (
+    "evaluator-width",
+    None,
+    ["--config.evaluator.width=0"],
+    "done",
+    "config.evaluator.width must be a positive integer, got 0",
+  ),
+  (
+    "evaluator-no-factory",
+    None,
+    ["--config.evaluator.kind=function"],
+    "done",
+    "config.evaluator.kind='function' needs config.evaluator.factory",
+  ),
+  (
+    "evaluator-flax-no-checkpoint",
+    None,
+    ["--config.evaluator.kind=flax", "--config.evaluator.module=fault_models:Tower"],
+    "done",
+    "config.evaluator.kind='flax' needs config.evaluator.module and .checkpoint",
+  ),
+  (
+    "evaluator-no-such-name",
+    None,
+    [EVALUATOR, "--config.evaluator.factory=fault_models:nope"],
+    "done",
+    "config.evaluator.factory='fault_models:nope': module 'fault_models' has no 'nope'",
+  ),
+  (
+    "evaluator-rank",
+    None,
+    [EVALUATOR, "--config.evaluator.factory=fault_models:rank1"],
+    "done",
+    "the evaluator's embed_fn must return features of rank 2",
+  ),
+  (
+    "evaluator-nan",
+    None,
+    [EVALUATOR, "--config.evaluator.factory=fault_models:nan"],
+    "done",
+    "the evaluator's embed_fn returned non-finite features",
+  ),
+  (
+    "evaluator-impure",
+    None,
+    [EVALUATOR, "--config.evaluator.factory=fault_models:batch_stats"],
+    "done",
+    "the evaluator's embed_fn is not deterministic",
+  ),
+  (
+    "evaluator-shape",
+    None,
+    [EVALUATOR, "--config.evaluator.factory=fault_models:fixed_256"],
+    "done",
+    "the evaluator's embed_fn rejected images of shape [N, 8, 8, 1]",
+  ),
+  (
+    "evaluator-unlabelled",
+    NPZ,
+    [
+      "--config.data.path={t}/unlabelled.npz",
+      "--config.model.kind=function",
+      "--config.model.factory=fault_models:flat",
+      "--config.evaluator.kind=builtin",
+    ],
+    "done",
+    "config.evaluator.kind='builtin' judges identities: it needs labels on the targets",
+  ),
+  (
+    "evaluator-builtin-on-features",
+    NPZ,
+    [
+      "--config.data.path={t}/features_labelled.npz",
+      "--config.model.kind=precomputed",
+      "--config.evaluator.kind=builtin",
+    ],
+    "done",
+    "this npz holds no auxiliary labels",
+  ),
+  (
+    "identity-fmr",
+    None,
+    ["--config.risk.identity_fmr=0.05"],
+    "done",
+    "config.risk.identity_fmr must be one of config.identity.fmrs (0.01, 0.001), got 0.05",
+  ),
+  (
+    "identity-fmrs-range",
+    None,
+    ["--config.identity.fmrs=(0.6, 0.01)"],
+    "done",
+    "config.identity.fmrs[0] must be a number in [0.0, 0.5], got 0.6",
+  ),
+  (
+    "identity-sar-order",
+    None,
+    ["--config.risk.medium_identity_sar=0.9"],
+    "done",
+    "config.risk.medium_identity_sar 0.9 must not exceed high_identity_sar 0.5",
+  ),
   (
     "no-such-module",
     None,
@@ -564,8 +686,8 @@ def finished(tmp_path_factory, digits8):
   return tmp, paths
 
 
-def test_table_has_at_least_60_faults():
-  assert len(TABLE) >= 60
+def test_table_has_at_least_80_faults():
+  assert len(TABLE) >= 80
   assert len({row[0] for row in TABLE}) == len(TABLE)
 
 

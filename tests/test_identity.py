@@ -199,9 +199,7 @@ def test_the_report_holds_the_evaluator_and_says_when_there_is_none(digits8, dig
     lambda p, im: im.reshape(im.shape[0], -1), None, x[:300], x[300:400], config=cfg
   ).to_dict()
   assert plain["evaluator"] == {"measured": False, "why": plain["evaluator"]["why"]}
-  assert any(
-    reason.startswith("not checked: no independent evaluator") for reason in plain["risk_reasons"]
-  )
+  assert any(reason.startswith("not checked: identity leakage") for reason in plain["risk_reasons"])
 
 
 def test_an_evaluator_without_labels_is_refused(digits8):
