@@ -28,15 +28,33 @@ from privjax import parallel  # noqa: E402
 ROW_KEYS = ("ssim", "psnr", "ssim_gain_ci", "image_reid_rate", "reid_rate", "seconds")
 
 
+def _identity(row: dict) -> dict:
+  """Type-I / type-II SAR at each FMR and rank-1 by the independent evaluator, when it ran."""
+  if "identity" not in row:
+    return {}
+  out = {"identity_rank1": row["identity"].get("rank1", {}).get("rate")}
+  for r in row["identity"]["fmrs"]:
+    out[f"type1_sar@{r['fmr']:g}"] = r["type1_sar"]["rate"]
+    if "type2_sar" in r:
+      out[f"type2_sar@{r['fmr']:g}"] = r["type2_sar"]["rate"]
+      out[f"type2_sar_ci@{r['fmr']:g}"] = r["type2_sar"]["ci"]
+  return out
+
+
 def _rows(report: dict) -> dict:
   out = {}
   for name, row in report["attacks"].items():
     out[name] = (
       {"skipped": row["skipped"]}
       if "skipped" in row
-      else {k: row[k] for k in ROW_KEYS} | {"risk_level": row["risk_level"]}
+      else {k: row[k] for k in ROW_KEYS} | {"risk_level": row["risk_level"]} | _identity(row)
     )
   return out
+
+
+def _evaluator(report: dict) -> dict:
+  """The evaluator's accuracy, thresholds and own (ceiling) rates, without the histograms."""
+  return {k: v for k, v in report["evaluator"].items() if k not in ("histograms", "protocol")}
 
 
 def bench_default(smoke: bool, export: str) -> dict:
@@ -58,6 +76,7 @@ def bench_default(smoke: bool, export: str) -> dict:
     "deciding_attack": report["deciding_attack"],
     "risk_level": report["risk_level"],
     "attacks": _rows(report),
+    "evaluator": _evaluator(report),
   }
   print(f"default audit: {wall:.1f}s, decided by {out['deciding_attack']}", flush=True)
   for name, row in out["attacks"].items():
