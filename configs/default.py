@@ -44,8 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Preprocessing: channels (1, 3; 0 keeps), centre crop, resize to image_size x image_size
   # (0 keeps the size). The decoder reconstructs, and SSIM is computed, at this resolution.
   c.data.image_size = 16
-  c.data.channels = 0
-  c.data.center_crop = False
+  c.data.channels = 0  # 1 (grey) or 3 (RGB); 0 keeps the source's channels.
+  c.data.center_crop = False  # Crop a centred square (of crop_fraction) before resizing.
   c.data.crop_fraction = 1.0  # Side of the centre crop as a fraction of the shorter side.
 
   c.model = ml_collections.ConfigDict()
@@ -56,9 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.kind = "builtin"
   c.model.embed_dim = 64  # Embedding (penultimate layer) size.
   c.model.width = 32  # Channels of the first convolution (the second has twice as many).
-  c.model.train_steps = 600
-  c.model.batch_size = 64
-  c.model.learning_rate = 2e-3
+  c.model.train_steps = 600  # "builtin": Adam steps (cosine decay), a fixed number.
+  c.model.batch_size = 64  # "builtin": training batch.
+  c.model.learning_rate = 2e-3  # "builtin": peak learning rate.
   c.model.module = ""  # "flax": "package.module:ClassName".
   c.model.kwargs = ml_collections.ConfigDict()  # "flax": constructor keyword arguments.
   c.model.checkpoint = ""  # "flax": orbax checkpoint directory of the params.
@@ -74,12 +74,12 @@ def get_config() -> ml_collections.ConfigDict:
   # trained on the auxiliary set (the audited model never saw it; the targets stay unseen)
   # and tested on the targets; digits: the digit class stands for the identity.
   c.evaluator = ml_collections.ConfigDict()
-  c.evaluator.kind = "auto"
-  c.evaluator.embed_dim = 128
-  c.evaluator.width = 48
-  c.evaluator.train_steps = 600
-  c.evaluator.batch_size = 64
-  c.evaluator.learning_rate = 2e-3
+  c.evaluator.kind = "auto"  # "auto", "off", "builtin", "flax" or "function".
+  c.evaluator.embed_dim = 128  # "builtin": embedding size (the audited model's is 64).
+  c.evaluator.width = 48  # "builtin": first convolution's channels (the audited model: 32).
+  c.evaluator.train_steps = 600  # "builtin": Adam steps on the auxiliary set.
+  c.evaluator.batch_size = 64  # "builtin": training batch.
+  c.evaluator.learning_rate = 2e-3  # "builtin": peak learning rate.
   c.evaluator.module = ""  # "flax": "package.module:ClassName".
   c.evaluator.kwargs = ml_collections.ConfigDict()  # "flax": constructor keyword arguments.
   c.evaluator.checkpoint = ""  # "flax": orbax checkpoint directory of the params.

@@ -43,9 +43,9 @@ def audit_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128  # Global batch; rounded up to a multiple of the device count.
   c.train.num_steps = 4000  # Upper bound on steps; early stopping usually ends sooner.
-  c.train.learning_rate = 2e-3
-  c.train.warmup_steps = 100
-  c.train.weight_decay = 1e-4
+  c.train.learning_rate = 2e-3  # Peak learning rate of the warmup + cosine schedule.
+  c.train.warmup_steps = 100  # Linear warmup steps from 0 to the peak learning rate.
+  c.train.weight_decay = 1e-4  # AdamW decoupled weight decay.
   c.train.loss = "mse"  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim".
   c.train.val_fraction = 0.1  # Part of the auxiliary set held out for early stopping.
   c.train.eval_every = 100  # Steps between validation evaluations (and progress logs).
@@ -80,9 +80,9 @@ def audit_config() -> ml_collections.ConfigDict:
   # matrix product) re-ranked by exact SSIM, and the baseline estimated from
   # `baseline_samples` random mismatched pairs per target.
   c.reid = ml_collections.ConfigDict()
-  c.reid.exact_max_targets = 2000
-  c.reid.shortlist = 32
-  c.reid.baseline_samples = 64
+  c.reid.exact_max_targets = 2000  # All pairs up to this many targets; a shortlist above.
+  c.reid.shortlist = 32  # Nearest originals by pixel distance re-ranked by exact SSIM.
+  c.reid.baseline_samples = 64  # Random mismatched pairs per target for the baseline (above).
   c.bootstrap_samples = 2000  # Resamples for the 95% confidence interval of the gain.
   c.min_targets = 10  # Fewer targets make the rates and intervals meaningless.
 
@@ -97,13 +97,13 @@ def audit_config() -> ml_collections.ConfigDict:
   # high/medium if the type-II success rate at FMR identity_fmr reaches these (and is at
   # least medium_reid_over_chance x its chance level).
   c.risk.identity_fmr = 0.01  # One of identity.fmrs.
-  c.risk.high_identity_sar = 0.5
-  c.risk.medium_identity_sar = 0.1
+  c.risk.high_identity_sar = 0.5  # High if type-II SAR at identity_fmr reaches this ...
+  c.risk.medium_identity_sar = 0.1  # ... medium if it reaches this (each >= 5x its chance).
 
   # The evaluator's thresholds: fixed on the original targets alone, at these false match
   # rates (the fraction of impostor pairs of originals it accepts).
   c.identity = ml_collections.ConfigDict()
-  c.identity.fmrs = (0.01, 0.001)
+  c.identity.fmrs = (0.01, 0.001)  # False match rates to report SAR at (each in (0, 0.5]).
 
   c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
   return c
@@ -305,3 +305,108 @@ def validate(c: ml_collections.ConfigDict) -> None:
     f"config.risk.identity_fmr must be one of config.identity.fmrs {tuple(c.identity.fmrs)}, "
     f"got {c.risk.identity_fmr!r}",
   )
+
+
+def _comments_in(path: str) -> tuple[dict, dict]:
+  """({dotted field: comment on its line}, {dotted field: comment block just above it}) of
+  a config source's assignments `c.a.b = ...` and `"key": value` entries of a DEFAULTS
+  dict (as "*.key")."""
+  import ast
+  import io
+  import tokenize
+
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  lines = text.splitlines()
+  trailing = {}
+  for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+    if tok.type == tokenize.COMMENT and lines[tok.start[0] - 1][: tok.start[1]].strip():
+      trailing[tok.start[0]] = tok.string.lstrip("#").strip()
+
+  def above(line):
+    block, i = [], line - 2
+    while i >= 0 and lines[i].strip().startswith("#"):
+      block.insert(0, lines[i].strip().lstrip("#").strip())
+      i -= 1
+    return " ".join(block)
+
+  def on_line(node):
+    lines_of = range(node.lineno, node.end_lineno + 1)
+    return next((trailing[line] for line in lines_of if line in trailing), "")
+
+  def dotted(node):
+    parts = []
+    while isinstance(node, ast.Attribute):
+      parts.insert(0, node.attr)
+      node = node.value
+    return ".".join(parts) if isinstance(node, ast.Name) and parts else None
+
+  same, before = {}, {}
+
+  def note(name, node):
+    if on_line(node):
+      same.setdefault(name, on_line(node))
+    if above(node.lineno):
+      before.setdefault(name, above(node.lineno))
+
+  for node in ast.walk(ast.parse(text)):
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+      target = node.targets[0]
+      if dotted(target):
+        note(dotted(target), node)
+      if (
+        isinstance(target, ast.Name)
+        and target.id == "DEFAULTS"
+        and isinstance(node.value, ast.Dict)
+      ):
+        for key in node.value.keys:
+          if isinstance(key, ast.Constant):
+            note(f"*.{key.value}", key)
+  return same, before
+
+
+def describe(config: ml_collections.ConfigDict, sources=()) -> str:
+  """Every field of `config`, its value and its comment from the config sources.
+
+  `sources` are the config files that built it (the most specific first); the comments of
+  privjax's own defaults (this module) and of each attacker type's DEFAULTS follow.
+  """
+  import sys
+
+  from privjax.attacks import base
+
+  # A comment on a field's own line wins (the most specific source first); else the
+  # block above its definition here, where each field's meaning is, then in the sources.
+  parsed = {path: _comments_in(path) for path in [*sources, __file__]}
+  comments = {}
+  for pick, order in ((0, [*sources, __file__]), (1, [__file__, *sources])):
+    for path in order:
+      for key, text in parsed[path][pick].items():
+        comments.setdefault(key, text)
+  attack_comments = {}
+  for kind in base.builtin_names():
+    same, before = _comments_in(sys.modules[base.get(kind).__module__].__file__)
+    attack_comments[kind] = {k[2:]: v for k, v in {**before, **same}.items() if k[:2] == "*."}
+  flat = []
+
+  def walk(node, prefix):
+    for key in node:
+      value, path = node[key], f"{prefix}{key}"
+      if isinstance(value, (ml_collections.ConfigDict, dict)) and len(value):
+        walk(value, f"{path}.")
+      else:
+        flat.append((path, value))
+
+  walk(config, "")
+  out = []
+  for path, value in flat:
+    text = comments.get(path)
+    parts = path.split(".")
+    if text is None and parts[0] == "attacks" and len(parts) == 3:
+      kind = config.attacks[parts[1]].get("type", parts[1])
+      text = attack_comments.get(kind, {}).get(parts[2])
+      if parts[2] == "type":
+        text = "the attacker: a built-in name, 'package.module:function', or 'off'"
+    shown = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    out.append(f"{path} = {shown!r}" + (f"  # {text}" if text else ""))
+  return "\n".join(out)

@@ -89,7 +89,7 @@ def _raised_while_handling(first, then):
 def test_a_stop_signal_is_found_whatever_exception_it_became():
   import signal
 
-  import launch as launch_py
+  from privjax import cli as launch_py
   from privjax.errors import Interrupted, ModelError
 
   # What CI saw: SIGTERM raised inside jax.jit's signature inspection, and JAX's
