@@ -141,7 +141,7 @@ def _main(argv):
   if len(argv) > 1:
     _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.print_config:
-    print(config_lib.describe(_loaded_config(), sources=_config_sources()))
+    _print(config_lib.describe(_loaded_config(), sources=_config_sources()))
     return
   if not FLAGS.workdir:
     _usage_error("--workdir is required: the directory for checkpoints and the report")
@@ -265,6 +265,14 @@ def _wait_for_coordinator(address: str, timeout: float):
       time.sleep(0.5)
 
 
+def _print(text: str) -> None:
+  """Prints to stdout; a reader that stops early (`privjax --help | head`) is not an error."""
+  try:
+    print(text, flush=True)
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _help() -> str:
   lines = [
     "privjax: audit how much a recognition model's feature vectors leak its images.",
@@ -289,7 +297,7 @@ def _parse_flags(argv):
   file) as a one-line error and exit code 2 instead of a usage dump; --help lists
   privjax's own flags."""
   if any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
-    print(_help())
+    _print(_help())
     sys.exit(0)
   try:
     return FLAGS(argv)
