@@ -137,6 +137,7 @@ def _check_inputs(aux_images, target_images, target_labels, config):
       f"{targets.shape[1:]}"
     )
   labels = data_lib.check_labels(target_labels, targets.shape[0], name="target_labels")
+  label_names = None if labels is None else data_lib.encode_labels(target_labels, name="")[1]
   cfg = config_lib.for_images(targets.shape[1:], config)
   config_lib.validate(cfg)
   if targets.shape[0] < cfg.min_targets:
@@ -157,7 +158,7 @@ def _check_inputs(aux_images, target_images, target_labels, config):
         f"config.attack_strength.aux_fractions[{i}]={fraction} leaves {k} of the "
         f"{aux.shape[0]} auxiliary images, too few for an attacker to fit and validate on"
       )
-  return aux, targets, labels, cfg
+  return aux, targets, (labels, label_names), cfg
 
 
 def _part_size(fraction: float, n: int) -> int:
@@ -177,6 +178,7 @@ def assess(
   aux_features=None,
   target_features=None,
   evaluator: identity.Evaluator | None = None,
+  target_sources=None,
   metadata: dict | None = None,
 ) -> report_lib.Report:
   """Audits how much `embed_fn`'s features leak the images they came from.
@@ -200,13 +202,22 @@ def assess(
       identity leakage (type I / type II success at a false match rate, rank-1; see
       privjax.identity); needs `target_labels` (identities). None: not checked, which
       the report says.
+    target_sources: optional [N] strings saying where each target came from (a file
+      name, a record id), written beside each row of per_image.csv.
     metadata: optional JSON-ready dict stored under "metadata" in the report.
 
   Returns:
     A `Report`; `report.to_dict()` has every metric and the verdict.
   """
   t_start = time.perf_counter()
-  aux, targets, labels, cfg = _check_inputs(aux_images, target_images, target_labels, config)
+  aux, targets, (labels, label_names), cfg = _check_inputs(
+    aux_images, target_images, target_labels, config
+  )
+  if target_sources is not None and len(target_sources) != targets.shape[0]:
+    raise DataError(
+      f"target_sources must name each of the {targets.shape[0]} targets, got {len(target_sources)}"
+    )
+  per_target = {"label_name": label_names, "source": target_sources}
   precomputed = embed_fn is None
   if precomputed and (aux_features is None or target_features is None):
     raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
@@ -235,6 +246,7 @@ def assess(
       aux_features,
       target_features,
       evaluator,
+      per_target,
       metadata,
       t_start,
     )
@@ -340,6 +352,7 @@ def _audit(
   aux_features,
   target_features,
   evaluator,
+  per_target,
   metadata,
   t_start,
 ):
@@ -393,6 +406,7 @@ def _audit(
     targets=targets,
     aux_count=aux.shape[0],
     labels=labels,
+    per_target=per_target,
     feature_dim=int(f_tgt.shape[1]),
     mean_image_ssim=mean_image_ssim,
     model_reid=model is not None,
@@ -673,7 +687,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
       aux_images, target_labels = data.aux_images, data.target_labels
       features = {"aux_features": data.aux_features, "target_features": data.target_features}
     else:
-      aux_images, target_labels, features = data.aux.images, data.targets.labels, {}
+      aux_images, features = data.aux.images, {}
+      target_labels = (  # by name where the source names them (identity folders)
+        data.targets.labels
+        if data.label_names is None or data.targets.labels is None
+        else np.asarray(data.label_names)[data.targets.labels]
+      )
       if config.model.kind == "builtin":
         if data.model_train is None or data.model_train.labels is None or data.aux.labels is None:
           raise ConfigError(
@@ -708,6 +727,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
       target_labels=target_labels,
       **features,
       evaluator=evaluator,
+      target_sources=None if precomputed else data.targets.sources,
       metadata={
         "data": description,
         "model": model_info,

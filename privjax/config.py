@@ -67,7 +67,7 @@ def audit_config() -> ml_collections.ConfigDict:
   # Attacker strength against its data: re-run every attacker on nested random parts
   # of the auxiliary set (fractions in (0, 1]; empty: off) and report leakage per part.
   c.attack_strength = ml_collections.ConfigDict()
-  c.attack_strength.aux_fractions = ()  # e.g. (0.1, 0.25, 0.5, 1.0)
+  c.attack_strength.aux_fractions = ()  # Parts to re-run on, e.g. (0.1, 0.25, 0.5, 1.0).
 
   c.eval_batch_size = 256  # Batch for extraction, reconstruction and scoring.
 

@@ -23,6 +23,7 @@ class Split:
 
   images: np.ndarray  # [N, H, W, C] float32 in [0, 1]
   labels: np.ndarray | None  # [N] int
+  sources: list | None = None  # [N] where each image came from (file, split[index])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,11 +336,13 @@ def load(config) -> AuditData | sources.Precomputed:
   if not d.model_train_split:
     del specs["model_train"]
   roles = resolve_roles(specs, lambda name: splits[name].size, d.split_seed)
-  images, raw_labels = {}, {}
+  images, raw_labels, names = {}, {}, {}
   for role, (name, idx) in roles.items():
     raw, labels = splits[name].read(idx)
     images[role] = preprocess(raw, d, name=f"{role} images ({name})")
     raw_labels[role] = labels
+    named = splits[name].names
+    names[role] = named(idx) if named else [f"{name}[{i}]" for i in idx]
   labels, label_names = _label_ids(raw_labels)
   shape = images["target"].shape[1:]
   counts = ", ".join(f"{len(v)} {r}" for r, v in images.items())
@@ -347,8 +350,8 @@ def load(config) -> AuditData | sources.Precomputed:
     model_train=Split(images["model_train"], labels["model_train"])
     if "model_train" in images
     else None,
-    aux=Split(images["aux"], labels["aux"]),
-    targets=Split(images["target"], labels["target"]),
+    aux=Split(images["aux"], labels["aux"], names["aux"]),
+    targets=Split(images["target"], labels["target"], names["target"]),
     description=f"{d.source} {d.name or d.path or ''}".strip() + f": {counts} images "
     f"(disjoint; splits {specs}, split seed {d.split_seed}), preprocessed to {list(shape)}",
     label_names=label_names,

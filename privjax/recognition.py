@@ -107,6 +107,7 @@ def train_or_restore(
     checkpoint_every=mc.train_steps,
     checkpoint_dir=checkpoint_dir,
     mesh=mesh,
+    log_every=max(1, mc.train_steps // 10),
     remedy=f"try a lower config.{field}.learning_rate",
   )
   info = {

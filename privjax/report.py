@@ -1,11 +1,11 @@
-"""The audit report: a JSON-ready summary, a per-image CSV and a picture grid.
+"""The audit report: a JSON-ready summary, a page to read, a per-image CSV and pictures.
 
-The three files are published as one set (`privjax.workdir.publish`): all are
-written to temporary names first, then renamed into place with report.json last, and
-report.json is absent while the others are switched. So a report.json always sits
-beside the CSV and picture of its own run, whenever a run is killed; a set a killed
-run had fully written is completed, and its stray temporaries removed, when the
-workdir is next locked.
+The files (report.json, report.html, per_image.csv, the PNGs) are published as one set
+(`privjax.workdir.publish`): all are written to temporary names first, then renamed
+into place with report.json last, and report.json is absent while the others are
+switched. So a report.json always sits beside the page, CSV and pictures of its own
+run, whenever a run is killed; a set a killed run had fully written is completed, and
+its stray temporaries removed, when the workdir is next locked.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from privjax import identity as identity_lib
-from privjax import metrics
+from privjax import metrics, page, plots
 from privjax.scoring import PSNR_CAP_DB
 from privjax.workdir import publish
 
 REPORT_JSON = "report.json"
 PER_IMAGE_CSV = "per_image.csv"
 GRID_PNG = "reconstructions.png"
+REPORT_HTML = "report.html"
 STRENGTH_PNG = "attack_strength.png"
 IDENTITY_PNG = "evaluator_scores.png"
 
@@ -106,6 +107,7 @@ def build(
   strength: list,
   config,
   environment: dict,
+  per_target: dict | None = None,
   calibration=None,
   evaluator_info: dict | None = None,
 ) -> Report:
@@ -119,6 +121,8 @@ def build(
     targets: [N, H, W, C] the original targets.
     aux_count: the number of auxiliary images.
     labels: [N] target labels or None.
+    per_target: per-target text columns for per_image.csv ("label_name", "source"), each
+      [N] strings or None.
     feature_dim: the feature dimension.
     mean_image_ssim: [N] each target's SSIM against the mean auxiliary image.
     model_reid: whether type-I re-identification was measured (a model to re-embed with).
@@ -227,6 +231,15 @@ def build(
       )
     summary["label_chance"] = metrics.label_chance(labels)
   summary["seconds"] = environment["seconds"]
+  # The CLI's data, model and evaluator sections join the audit's config; the per-image
+  # list goes last, after every summary field.
+  meta = environment["metadata"]
+  sections = {
+    k: meta[f"{k}_config"] for k in ("data", "model", "evaluator") if f"{k}_config" in meta
+  }
+  summary["config"] = {**summary["config"], **sections}
+  summary["metadata"] = {k: v for k, v in meta.items() if not k.endswith("_config")}
+  summary["ssim_per_image"] = summary.pop("ssim_per_image")
   per_image = dict(best.per_image)
   per_image["mean_image_ssim"] = mean_image_ssim.astype(np.float64)
   for name, sc in scores.items():
@@ -234,80 +247,10 @@ def build(
       per_image[f"ssim_{name}"] = sc.per_image["ssim"]
   if labels is not None:
     per_image["label"] = labels.astype(np.int64)
+  for column, values in (per_target or {}).items():
+    if values is not None:
+      per_image[column] = np.asarray([str(v) for v in values], dtype=object)
   return Report(summary, per_image, targets, by_name[deciding].reconstructions)
-
-
-def strength_png(strength: list) -> bytes:
-  """Leakage against the attacker's auxiliary data size: SSIM gain and image re-id per attacker."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
-  sizes = [row["num_aux"] for row in strength]
-  for name in strength[-1]["attacks"]:
-    rows = [row["attacks"].get(name) for row in strength]
-    if any(r is None for r in rows):
-      continue
-    gain = np.array([r["ssim_gain"] for r in rows])
-    lo = np.array([r["ssim_gain_ci"][0] for r in rows])
-    hi = np.array([r["ssim_gain_ci"][1] for r in rows])
-    (line,) = axes[0].plot(sizes, gain, "o-", label=name)
-    axes[0].fill_between(sizes, lo, hi, color=line.get_color(), alpha=0.2)
-    axes[1].plot(sizes, [r["image_reid_rate"] for r in rows], "o-", label=name)
-  axes[0].set(xlabel="auxiliary images", ylabel="SSIM gain over baseline (95% CI)")
-  axes[1].set(xlabel="auxiliary images", ylabel="image re-identification rate", ylim=(0, 1.02))
-  axes[0].legend()
-  fig.suptitle("Leakage against the attacker's data")
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  return buf.getvalue()
-
-
-def identity_png(summary: dict) -> bytes:
-  """The evaluator's genuine and impostor score distributions on the original targets, its
-  thresholds, and the deciding attacker's type-II scores."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-
-  ev = summary["evaluator"]
-  h = ev["histograms"]
-  edges = np.asarray(h["bin_edges"])
-  centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-  fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
-
-  def density(counts):
-    c = np.asarray(counts, np.float64)
-    return c / max(c.sum(), 1) / width
-
-  ax.bar(centres, density(h["impostor"]), width, alpha=0.5, label="impostor pairs (originals)")
-  ax.bar(centres, density(h["genuine"]), width, alpha=0.5, label="genuine pairs (originals)")
-  if "attack_type2" in h:
-    ax.stairs(
-      density(h["attack_type2"]),
-      edges,
-      color="black",
-      label=f"{summary['deciding_attack']}: reconstruction vs same identity (type II)",
-    )
-  for row, style in zip(ev["thresholds"], (":", "--", "-.", "-"), strict=False):
-    ax.axvline(
-      row["threshold"],
-      color="red",
-      linestyle=style,
-      linewidth=1,
-      label=f"threshold at FMR {row['fmr']:g} ({row['threshold']:.3f})",
-    )
-  ax.set(xlabel="evaluator cosine similarity", ylabel="density")
-  ax.legend(fontsize=8, loc="upper left")
-  fig.suptitle("Independent evaluator: score distributions and thresholds")
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  return buf.getvalue()
 
 
 def summary_line(report: Report, path: str) -> str:
@@ -331,7 +274,9 @@ def summary_line(report: Report, path: str) -> str:
 
 
 def per_image_csv(per_image: dict) -> bytes:
-  columns = list(per_image)
+  """One row per target, in input order: where it came from and its label first."""
+  first = [c for c in ("source", "label", "label_name") if c in per_image]
+  columns = first + [c for c in per_image if c not in first]
   n = len(per_image[columns[0]])
   buf = io.StringIO()
   w = csv.writer(buf)
@@ -340,7 +285,10 @@ def per_image_csv(per_image: dict) -> bytes:
     row = [i]
     for c in columns:
       v = per_image[c][i]
-      row.append(f"{v:.6g}" if isinstance(v, (float, np.floating)) else int(v))
+      if isinstance(v, (float, np.floating)):
+        row.append(f"{v:.6g}")
+      else:
+        row.append(v if isinstance(v, str) else int(v))
     w.writerow(row)
   return buf.getvalue().encode()
 
@@ -397,11 +345,11 @@ def strict_json(record) -> str:
 
 
 def write(report: Report, workdir: str, *, per_row: int) -> dict:
-  """Publishes report.json, per_image.csv and reconstructions.png in `workdir` as one set.
+  """Publishes report.json, report.html, per_image.csv and the PNGs in `workdir` as one set.
 
-  The CSV and the picture are written to temporary names, then report.json; once all
-  three are complete, report.json is removed, the other two are renamed into place and
-  report.json is renamed last (see `privjax.workdir.publish`). A kill before then keeps
+  The other files are written to temporary names, then report.json; once all are
+  complete, report.json is removed, the others are renamed into place and report.json
+  is renamed last (see `privjax.workdir.publish`). A kill before then keeps
   the previous set; a kill during the renames leaves no report.json (the set is
   incomplete, never mixed) until the next run on the workdir completes it.
 
@@ -413,22 +361,29 @@ def write(report: Report, workdir: str, *, per_row: int) -> dict:
       previous set is unchanged.
   """
   os.makedirs(workdir, exist_ok=True)
-  paths = {name: os.path.join(workdir, name) for name in (REPORT_JSON, PER_IMAGE_CSV, GRID_PNG)}
-  grid = grid_png(
-    report.originals, report.reconstructions, report.per_image["ssim"], per_row=per_row
-  )
-  files = {PER_IMAGE_CSV: per_image_csv(report.per_image), GRID_PNG: grid}
-  if report.summary["evaluator"]["measured"]:
-    files[IDENTITY_PNG] = identity_png(report.summary)
-    paths[IDENTITY_PNG] = os.path.join(workdir, IDENTITY_PNG)
-  if report.summary.get("attack_strength"):
-    files[STRENGTH_PNG] = strength_png(report.summary["attack_strength"])
-    paths[STRENGTH_PNG] = os.path.join(workdir, STRENGTH_PNG)
-  publish(
-    workdir,
-    {
-      **files,
-      REPORT_JSON: strict_json(report.to_dict()).encode(),  # last: the set's index
-    },
-  )
-  return paths
+  s = report.summary
+  images = {
+    "grid": grid_png(
+      report.originals, report.reconstructions, report.per_image["ssim"], per_row=per_row
+    ),
+    "ssim_histogram": plots.ssim_histogram(
+      report.per_image["ssim"], report.per_image["baseline_ssim"]
+    ),
+  }
+  if s.get("convergence") and s["convergence"]["history"]:
+    images["curves"] = plots.training_curves(s["convergence"]["history"])
+  if s["evaluator"]["measured"]:
+    images["evaluator"] = plots.evaluator_scores(s)
+  if s.get("attack_strength"):
+    images["strength"] = plots.strength(s["attack_strength"])
+  files = {
+    PER_IMAGE_CSV: per_image_csv(report.per_image),
+    GRID_PNG: images["grid"],
+    REPORT_HTML: page.render(s, images).encode(),
+  }
+  for name, key in ((IDENTITY_PNG, "evaluator"), (STRENGTH_PNG, "strength")):
+    if key in images:
+      files[name] = images[key]
+  files[REPORT_JSON] = strict_json(report.to_dict()).encode()  # last: the set's index
+  publish(workdir, files)
+  return {name: os.path.join(workdir, name) for name in files}

@@ -46,10 +46,16 @@ def _to_unit_float(x, *, name: str, whole_set: bool = False) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class SplitSource:
-  """One named split: `read(indices) -> (list of [H, W, C] arrays, list of labels or None)`."""
+  """One named split: `read(indices) -> (list of [H, W, C] arrays, list of labels or None)`.
+
+  `names(indices)`, where given, says where each example came from (a file's path
+  relative to the folder); otherwise an example is named by its split and index
+  ("all[12]", "train[4031]": the npz row, the TFDS record id).
+  """
 
   size: int
   read: Callable[[np.ndarray], tuple[list, list | None]]
+  names: Callable[[np.ndarray], list] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,7 +357,10 @@ def folder(path: str) -> dict[str, SplitSource]:
   def read(idx):
     return [_read_image(files[i]) for i in idx], ([labels[i] for i in idx] if subdirs else None)
 
-  return {"all": SplitSource(len(files), read)}
+  def names(idx):
+    return [os.path.relpath(files[i], path) for i in idx]
+
+  return {"all": SplitSource(len(files), read, names)}
 
 
 # What each .npz key must hold: (allowed ranks, dtype kinds, the expectation in words).

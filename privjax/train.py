@@ -30,7 +30,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from privjax import checkpoint, metrics, parallel
+from privjax import checkpoint, events, metrics, parallel
 from privjax.data import batch_indices
 from privjax.errors import Interrupted, TrainingError
 from privjax.models import Decoder
@@ -222,6 +222,7 @@ def fit(
   eval_every: int = 0,
   patience: int = 0,
   min_delta: float = 0.0,
+  log_every: int = 0,
   remedy: str = "try a lower learning rate",
 ):
   """The one training loop, for every model privjax trains (the decoder, the builtin CNN).
@@ -230,7 +231,9 @@ def fit(
   of the step only, so a resumed run sees the same batches) up to `num_steps`. With
   `eval_fn(params) -> validation loss`, evaluates every `eval_every` steps, keeps the
   best params and stops after `patience` evaluations without a `min_delta` improvement;
-  without it, the final params are the result. Checkpoints (orbax, every
+  without it, the final params are the result, and `log_every` (> 0) logs the training
+  loss with steps/s and ETA that often. Losses also go to TensorBoard event files under
+  <workdir>/tensorboard/<stage> (`privjax.events`). Checkpoints (orbax, every
   `checkpoint_every` steps and at the end) resume a killed run where it stopped; a
   finished run is restored without a step. SIGTERM or Ctrl-C saves a checkpoint at the
   next step and raises Interrupted; a non-finite loss raises TrainingError before that
@@ -247,6 +250,7 @@ def fit(
   # (eval_every > checkpoint_every) would read a deleted buffer.
   best_params = jax.tree.map(jnp.copy, state.params)
   mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
+  writer = None
   # Every exit (finished, diverged, SIGTERM, Ctrl-C) waits for the saves in flight and
   # closes the manager: no checkpoint is left half-written, no orbax thread outlives the run.
   try:
@@ -258,6 +262,8 @@ def fit(
         state, best_params = tree["train"], tree["best_params"]
         logging.info("%s: resumed from checkpoint at step %d (%s)", name, ckpt_step, checkpoint_dir)
     restored_finished = bool(meta["stopped"])
+    if not restored_finished:
+      writer = events.writer_for(checkpoint_dir)
 
     def save(step):
       if mngr is not None:
@@ -276,6 +282,29 @@ def fit(
 
     step = int(state.step)
     t_last, step_last = time.perf_counter(), step
+
+    def progress(loss, val=None):
+      nonlocal t_last, step_last
+      now = time.perf_counter()
+      rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
+      eta = (num_steps - step) * batch_size / max(rate, 1e-9)
+      scalars = {"loss/train": loss} if val is None else {"loss/train": loss, "loss/val": val}
+      if writer is not None:
+        writer.write_scalars(step, dict(scalars, images_per_second=rate))
+      seen = "" if val is None else f", val {val:.5f} (best {meta['best_val_loss']:.5f} @ "
+      seen += "" if val is None else f"{meta['best_step']})"
+      logging.info(
+        "%s step %d/%d: loss %.5f%s, %.0f img/s, ETA <= %.0fs",
+        name,
+        step,
+        num_steps,
+        loss,
+        seen,
+        rate,
+        eta,
+      )
+      t_last, step_last = now, step
+
     step_metrics = None
     with _stop_requested() as stop:
       while not meta["stopped"]:
@@ -290,7 +319,8 @@ def fit(
         step += 1
         at_eval = eval_fn is not None and (step % eval_every == 0 or step == num_steps)
         at_checkpoint = step % checkpoint_every == 0
-        if at_eval or at_checkpoint or step == num_steps:
+        at_log = eval_fn is None and log_every > 0 and step % log_every == 0
+        if at_eval or at_checkpoint or at_log or step == num_steps:
           # The only host syncs: at evaluations, before a checkpoint and at the end, so a
           # diverged state is never saved over the last good one.
           loss = checked_loss(step)
@@ -302,22 +332,7 @@ def fit(
             best_params = jax.tree.map(jnp.copy, state.params)
           else:
             meta["bad_evals"] += 1
-          now = time.perf_counter()
-          rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
-          eta = (num_steps - step) * batch_size / max(rate, 1e-9)
-          logging.info(
-            "%s step %d/%d: loss %.5f, val %.5f (best %.5f @ %d), %.0f img/s, ETA <= %.0fs",
-            name,
-            step,
-            num_steps,
-            loss,
-            val,
-            meta["best_val_loss"],
-            meta["best_step"],
-            rate,
-            eta,
-          )
-          t_last, step_last = now, step
+          progress(loss, val)
           if meta["bad_evals"] >= patience:
             meta["stopped"] = f"early stop: no improvement in {patience} evaluations"
           elif step >= num_steps:
@@ -326,7 +341,9 @@ def fit(
               if meta["bad_evals"] == 0
               else "reached train.num_steps"
             )
-        elif eval_fn is None and step >= num_steps:
+        elif at_log:
+          progress(loss)
+        if eval_fn is None and step >= num_steps:
           best_params = jax.tree.map(jnp.copy, state.params)
           meta.update(best_step=step, stopped=f"trained {num_steps} steps (final loss {loss:.5f})")
           logging.info("%s: %s", name, meta["stopped"])
@@ -345,6 +362,8 @@ def fit(
             signum=stop.signum,
           )
   finally:
+    if writer is not None:
+      writer.close()
     if mngr is not None:
       mngr.wait_until_finished()
       mngr.close()

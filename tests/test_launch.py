@@ -1,12 +1,22 @@
 """End to end through launch.py on the smoke config: files, resume, exit codes."""
 
+import base64
+import html.parser
+import io
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from privjax import cli
 from privjax import workdir as workdir_lib
-from tests.conftest import launch
+from tests.conftest import REPO_ROOT, launch
 
 
 def _launch(workdir, *overrides):
@@ -89,14 +99,121 @@ def _raised_while_handling(first, then):
 def test_a_stop_signal_is_found_whatever_exception_it_became():
   import signal
 
-  from privjax import cli as launch_py
   from privjax.errors import Interrupted, ModelError
 
   # What CI saw: SIGTERM raised inside jax.jit's signature inspection, and JAX's
   # traceback filter raising a TypeError while handling it.
   e = _raised_while_handling(Interrupted("stopped by SIGTERM; resume"), TypeError("lineno None"))
-  assert launch_py._stop_reason(e) == ("stopped by SIGTERM; resume", signal.SIGTERM)
+  assert cli._stop_reason(e) == ("stopped by SIGTERM; resume", signal.SIGTERM)
   e = _raised_while_handling(KeyboardInterrupt(), ModelError("embed_fn failed"))
-  message, signum = launch_py._stop_reason(e)
+  message, signum = cli._stop_reason(e)
   assert signum == signal.SIGINT and message.startswith("interrupted by Ctrl-C")
-  assert launch_py._stop_reason(_raised_while_handling(ValueError(), TypeError())) is None
+  assert cli._stop_reason(_raised_while_handling(ValueError(), TypeError())) is None
+
+
+class _Page(html.parser.HTMLParser):
+  """Every element with its attributes, and the text of each top-level section."""
+
+  def __init__(self):
+    super().__init__()
+    self.elements, self.sections, self._depth = [], [], 0
+
+  def handle_starttag(self, tag, attrs):
+    self.elements.append((tag, dict(attrs)))
+    if tag == "section" and not self._depth:
+      self.sections.append("")
+    self._depth += tag == "section"
+
+  def handle_endtag(self, tag):
+    self._depth -= tag == "section"
+
+  def handle_data(self, data):
+    if self.sections and self._depth:
+      self.sections[-1] += data
+
+
+def test_report_html_is_one_self_contained_page_that_leads_with_the_verdict(smoke_run):
+  workdir, _ = smoke_run
+  report = json.loads((workdir / "report.json").read_text())
+  parser = _Page()
+  parser.feed((workdir / "report.html").read_text())
+  parser.close()
+  images = [a["src"] for tag, a in parser.elements if tag == "img"]
+  assert len(images) >= 4  # reconstructions, SSIM histogram, evaluator scores, curves
+  for src in images:
+    assert src.startswith("data:image/png;base64,")
+    Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+  for tag, attrs in parser.elements:  # nothing fetched from anywhere: no network at all
+    assert tag not in ("script", "link", "iframe", "object", "embed"), tag
+    for key in ("src", "href", "action", "srcset"):
+      assert not re.match(r"\s*(https?:|//|ftp:)", attrs.get(key) or ""), (tag, attrs)
+  first = " ".join(parser.sections[0].split())
+  assert f"Privacy risk: {report['risk_level']}" in first
+  assert f"Decided by the {report['deciding_attack']} attacker" in first
+  for number in (report["ssim"], report["ssim_gain"], *report["ssim_gain_ci"]):
+    assert f"{number:.3f}" in first
+  assert f"{report['image_reid_rate']:.3f}" in first and f"{report['reid_chance']:.4f}" in first
+  text = " ".join(" ".join(parser.sections).split()) + (workdir / "report.html").read_text()
+  rows = [a for tag, a in parser.elements if tag == "tr"]
+  assert len(rows) >= len(report["attacks"]) + 1
+  for name, row in report["attacks"].items():
+    assert f"<td>{name}</td>" in text or f"<td><b>{name}</b></td>" in text, name
+    assert f"{row['ssim']:.3f}" in text
+
+
+def test_tensorboard_events_hold_the_training_curves(smoke_run):
+  from tensorboard.backend.event_processing import event_accumulator
+
+  workdir, _ = smoke_run
+  report = json.loads((workdir / "report.json").read_text())
+  events = event_accumulator.EventAccumulator(str(workdir / "tensorboard" / "decoder"))
+  events.Reload()
+  val = [(e.step, e.value) for e in events.Scalars("loss/val")]
+  want = [(h["step"], h["val_loss"]) for h in report["convergence"]["history"]]
+  assert [s for s, _ in val] == [s for s, _ in want]
+  np.testing.assert_allclose([v for _, v in val], [v for _, v in want], rtol=1e-6)
+  for stage in ("recognition", "evaluator"):
+    curve = event_accumulator.EventAccumulator(str(workdir / "tensorboard" / stage))
+    curve.Reload()
+    assert len(curve.Scalars("loss/train")) >= 5, stage
+
+
+def test_help_lists_privjax_flags_only():
+  command = shutil.which("privjax", path=os.path.dirname(sys.executable))
+  assert command, "the privjax console script is not installed beside this python"
+  for cmd in ([command, "--help"], [sys.executable, "-m", "privjax", "--help"]):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listed = re.findall(r"^  --(\w+):", result.stdout, flags=re.M)
+    assert listed == list(cli.OWN_FLAGS)
+    assert "--print_config" in result.stdout
+    for foreign in ("test_srcdir", "chex", "jax_", "orbax", "xml_output_file"):
+      assert foreign not in result.stdout, foreign
+
+
+def test_print_config_prints_every_field_with_its_comment():
+  from configs import smoke
+
+  result = subprocess.run(
+    [sys.executable, "-m", "privjax", "--config=configs/smoke.py", "--print_config"],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=REPO_ROOT,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = dict(line.split(" = ", 1) for line in result.stdout.strip().splitlines())
+  fields = []
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, dict) and value:
+        walk(value, f"{prefix}{key}.")
+      else:
+        fields.append(f"{prefix}{key}")
+
+  walk(smoke.get_config().to_dict(), "")
+  assert sorted(lines) == sorted(fields)
+  for field, rest in lines.items():
+    assert "  # " in rest and rest.split("  # ", 1)[1].strip(), f"{field} has no comment"
+  assert lines["train.num_steps"].startswith("40  # Upper bound on steps")

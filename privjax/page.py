@@ -1,0 +1,295 @@
+"""report.html: the audit as one self-contained page a person reads top to bottom.
+
+Everything is inline (PNG plots as data: URIs, one <style> block): no network, no
+scripts, no external fonts; the resolved config sits in a <details> element, which
+opens without JavaScript. The page is built from the report's JSON-ready summary and
+the plots' PNG bytes only.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+
+from privjax import identity as identity_lib
+
+_STYLE = """
+body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  max-width: 1100px; margin: 0 auto; padding: 1.5em; color: #1d1d1f; }
+h1 { font-size: 1.7em; margin: 0.2em 0; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+.verdict { padding: 1em 1.3em; border-radius: 8px; border-left: 8px solid; }
+.high { background: #fdecea; border-color: #c62828; } .medium { background: #fff4e5;
+  border-color: #ef6c00; } .low { background: #e8f5e9; border-color: #2e7d32; }
+.level { text-transform: uppercase; font-weight: 700; }
+table { border-collapse: collapse; font-size: 0.92em; }
+.scroll { overflow-x: auto; max-width: 100%; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+td.text { text-align: left; white-space: normal; min-width: 14em; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+.note { color: #555; font-size: 0.92em; }
+"""
+
+_PLAIN = {
+  "high": "An attacker holding {aux} images like yours can recover recognisable images of your "
+  "targets from their features.",
+  "medium": "An attacker holding {aux} images like yours can recover part of what your targets "
+  "look like from their features.",
+  "low": "The attackers tried here, holding {aux} images like yours, recovered no more of your "
+  "targets from their features than they guess without them.",
+}
+_NEXT = {
+  "high": "Treat these features as revealing the images: do not release or store them where an "
+  "attacker could read them, or transform them before release (noise, quantisation, keeping "
+  "fewer dimensions) and re-run this audit on the transformed features (config.model."
+  "kind='function', or stored features) to see what the change buys and what it costs.",
+  "medium": "Some of the images leak. Check the best reconstructions below; transform the "
+  "features before release (noise, quantisation, keeping fewer dimensions) and re-run this "
+  "audit on the transformed features to see what the change buys.",
+  "low": "Keep auditing: a stronger attacker (more auxiliary images, the whitebox attacker on a "
+  "differentiable model, more training) may recover more. The attacker-strength curve below, "
+  "when present, shows whether leakage still grows with the attacker's data.",
+}
+
+
+def _e(value) -> str:
+  return html.escape(str(value))
+
+
+def _num(value, digits=3) -> str:
+  return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(pair) -> str:
+  return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def _img(png: bytes, alt: str) -> str:
+  data = base64.b64encode(png).decode("ascii")
+  return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+
+def _table(header, rows, *, text_columns=()) -> str:
+  head = "".join(f"<th>{_e(h)}</th>" for h in header)
+  body = "".join(
+    "<tr>"
+    + "".join(
+      f'<td class="text">{c}</td>' if i in text_columns else f"<td>{c}</td>"
+      for i, c in enumerate(row)
+    )
+    + "</tr>"
+    for row in rows
+  )
+  return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+
+
+def _type2(row: dict, fmr: float):
+  found = identity_lib.at_fmr(row.get("identity", {}), fmr)
+  return found["type2_sar"] if found is not None and "type2_sar" in found else None
+
+
+def _first_screen(s: dict) -> str:
+  level = s["risk_level"]
+  fmr = s["config"]["risk"]["identity_fmr"]
+  numbers = [
+    f"SSIM of the reconstructions with their originals <b>{s['ssim']:.3f}</b>, against "
+    f"{s['baseline_ssim']:.3f} with no information about the target: a gain of "
+    f"<b>{s['ssim_gain']:.3f}</b>, 95% CI {_ci(s['ssim_gain_ci'])}",
+    f"image re-identification <b>{s['image_reid_rate']:.3f}</b>: the share of reconstructions "
+    f"closer (SSIM) to their own original than to any of the other {s['num_targets'] - 1} "
+    f"targets; chance {s['reid_chance']:.4f}",
+    f"PSNR {s['psnr']:.1f} dB",
+  ]
+  sar = _type2(s, fmr)
+  if sar is not None:
+    row = identity_lib.at_fmr(s["identity"], fmr)
+    chance = max(fmr, row["impostor_accept"])
+    numbers.append(
+      f"an independent recognition model accepts a reconstruction as the same identity as "
+      f"another image of the target (type II) in <b>{sar['rate']:.3f}</b> of comparisons, 95% "
+      f"CI {_ci(sar['ci'])}, at a false match rate of {fmr:g}; chance {chance:.4f}"
+    )
+  reasons = "".join(f"<li>{_e(r)}</li>" for r in s["risk_reasons"])
+  warnings = "".join(f"<li>{_e(w)}</li>" for w in s["warnings"])
+  return f"""
+<section id="verdict" class="verdict {level}">
+<h1>Privacy risk: <span class="level">{_e(level)}</span></h1>
+<p><b>{_e(_PLAIN[level].format(aux=s["num_aux"]))}</b></p>
+<p>Decided by the <b>{_e(s["deciding_attack"])}</b> attacker, the strongest of
+{len(s["attacks"])} tried, on {s["num_targets"]} target images:</p>
+<ul>{"".join(f"<li>{n}</li>" for n in numbers)}</ul>
+<p><b>What to try next.</b> {_e(_NEXT[level])}</p>
+<details><summary>Why this level ({len(s["risk_reasons"])} reasons)</summary>
+<ul>{reasons}</ul></details>
+{f"<p><b>Warnings</b></p><ul>{warnings}</ul>" if warnings else ""}
+</section>"""
+
+
+def _attackers(s: dict) -> str:
+  fmr = s["config"]["risk"]["identity_fmr"]
+  header = [
+    "attacker",
+    "type",
+    "risk",
+    "SSIM",
+    "PSNR dB",
+    "SSIM gain (95% CI)",
+    "image re-id",
+    "type-I re-id",
+    f"type-II SAR@{fmr:g}",
+    "seconds",
+  ]
+  rows, notes = [], []
+  for name, r in s["attacks"].items():
+    label = f"<b>{_e(name)}</b>" if name == s["deciding_attack"] else _e(name)
+    if "skipped" in r:
+      rows.append([label, _e(r["type"]), "skipped", *[""] * 6, _num(r["seconds"], 1)])
+      notes.append(f"{name}: skipped: {r['skipped']}")
+      continue
+    notes += [f"{name}: {w}" for w in r["warnings"]]
+    sar = _type2(r, fmr)
+    rows.append(
+      [
+        label,
+        _e(r["type"]),
+        _e(r["risk_level"]),
+        _num(r["ssim"]),
+        _num(r["psnr"], 2),
+        f"{r['ssim_gain']:.3f} {_ci(r['ssim_gain_ci'])}",
+        _num(r["image_reid_rate"]),
+        _num(r["reid_rate"]),
+        "n/a" if sar is None else f"{sar['rate']:.3f} {_ci(sar['ci'])}",
+        _num(r["seconds"], 1),
+      ]
+    )
+  return (
+    "<h2>The attackers</h2>"
+    '<p class="note">Each attacker learns to invert the features from the auxiliary images '
+    "only; the verdict follows the most severe. Type-I re-identification uses the audited "
+    "model itself and never decides.</p>"
+    + _table(header, rows)
+    + ("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>" if notes else "")
+  )
+
+
+def _evaluator(s: dict, images: dict) -> str:
+  ev = s["evaluator"]
+  if not ev["measured"]:
+    return f"<h2>Identity leakage</h2><p>{_e(ev['why'])}</p>"
+  model = ev["model"]
+  accuracy = model.get("test_accuracy")
+  rows = []
+  for t in ev["thresholds"]:
+    gar = t.get("genuine_accept_rate")
+    row = identity_lib.at_fmr(s["identity"], t["fmr"]) or {}
+    rows.append(
+      [
+        f"{t['fmr']:g}",
+        f"{t['threshold']:.4f}",
+        f"{t['realised_fmr']:.4f}",
+        "n/a" if gar is None else f"{gar['rate']:.3f} {_ci(gar['ci'])}",
+        f"{row['type1_sar']['rate']:.3f}" if "type1_sar" in row else "n/a",
+        f"{row['type2_sar']['rate']:.3f} {_ci(row['type2_sar']['ci'])}"
+        if "type2_sar" in row
+        else "n/a",
+        _num(row.get("impostor_accept"), 4),
+      ]
+    )
+  plot = _img(images["evaluator"], "evaluator score distributions") if "evaluator" in images else ""
+  return (
+    "<h2>Identity leakage, judged by an independent model</h2>"
+    f"<p>Evaluator: {_e(model.get('kind', '?'))} "
+    f"{_e(model.get('architecture', model.get('factory', model.get('module', ''))))}"
+    + (f"; test accuracy {accuracy:.3f}" if accuracy is not None else "")
+    + f". {ev['num_identities']} identities; {ev['type2_targets']} targets have another image of "
+    f"their identity ({ev['single_image_targets_excluded']} excluded). Thresholds are fixed on "
+    "the original images alone.</p>"
+    + _table(
+      [
+        "FMR",
+        "threshold",
+        "realised FMR",
+        "evaluator's own genuine accept",
+        "type-I SAR",
+        "type-II SAR (95% CI)",
+        "attacker's impostor accept",
+      ],
+      rows,
+    )
+    + plot
+  )
+
+
+def _audited(s: dict) -> str:
+  meta = s["metadata"]
+  model = meta.get("model", {})
+  rows = [
+    ["model", _e(", ".join(f"{k}: {v}" for k, v in model.items()) or "given to privjax.assess")],
+    ["data", _e(meta.get("data", "arrays given to privjax.assess"))],
+    ["auxiliary images (the attacker's)", str(s["num_aux"])],
+    ["target images", str(s["num_targets"])],
+    ["image shape", _e(" x ".join(map(str, s["image_shape"])))],
+    ["feature dimension", str(s["feature_dim"])],
+    [
+      "SSIM window",
+      f"{s['ssim_definition']['filter_size']} px, sigma {s['ssim_definition']['filter_sigma']:.3g}",
+    ],
+    ["seed", str(s["seed"])],
+    [
+      "devices",
+      _e(
+        f"{s['devices']['count']} x {s['devices']['kind']} ({s['devices']['platform']}), "
+        f"{s['devices']['processes']} process(es)"
+      ),
+    ],
+    ["versions", _e(", ".join(f"{k} {v}" for k, v in s["versions"].items()))],
+    ["seconds", _e(", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))],
+  ]
+  return (
+    "<h2>What was audited</h2>"
+    + _table(["", ""], rows, text_columns=(1,))
+    + "<details><summary>The resolved config</summary><pre>"
+    + _e(json.dumps(s["config"], indent=2))
+    + "</pre></details>"
+  )
+
+
+def render(summary: dict, images: dict) -> str:
+  """The HTML page of an audit: `summary` is the report's JSON-ready summary; `images`
+  maps "grid", "ssim_histogram", and when present "curves", "evaluator", "strength" to PNG
+  bytes."""
+  s = summary
+  sections = [_first_screen(s), _attackers(s)]
+  sections.append(
+    "<h2>Reconstructions</h2>"
+    '<p class="note">The deciding attacker\'s best, median and worst targets by SSIM: '
+    "originals above their reconstructions, each labelled with its target index and SSIM."
+    "</p>" + _img(images["grid"], "best, median and worst reconstructions")
+  )
+  sections.append(
+    "<h2>SSIM per target</h2>"
+    + _img(images["ssim_histogram"], "histogram of per-target SSIM against the baseline")
+  )
+  sections.append(_evaluator(s, images))
+  if "curves" in images:
+    conv = s["convergence"]
+    sections.append(
+      "<h2>Decoder training</h2>"
+      f'<p class="note">{_e(conv["stopped"])}; best validation loss '
+      f"{conv['best_val_loss']:.5f} at step {conv['best_step']} (predicting the mean image: "
+      f"{conv['mean_image_val_loss']:.5f}).</p>" + _img(images["curves"], "decoder loss curves")
+    )
+  if "strength" in images:
+    sections.append(
+      "<h2>Leakage against the attacker's data</h2>"
+      + _img(images["strength"], "leakage against the number of auxiliary images")
+    )
+  sections.append(_audited(s))
+  return (
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    f"<title>privjax: {_e(s['risk_level'])} risk</title><style>{_STYLE}</style></head>"
+    "<body>" + "\n".join(sections) + "</body></html>\n"
+  )

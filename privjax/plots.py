@@ -1,0 +1,103 @@
+"""The report's plots (matplotlib, Agg backend), each returned as PNG bytes.
+
+Each takes the report's JSON-ready summary (or its per-image columns), so a plot can be
+redrawn from a report.json alone.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402 (after choosing the backend)
+
+
+def _png(fig) -> bytes:
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=100)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def ssim_histogram(ssim, baseline) -> bytes:
+  """Per-target SSIM of the reconstructions against the no-information baseline's."""
+  fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
+  edges = np.linspace(min(np.min(ssim), np.min(baseline), 0.0), 1.0, 41)
+  ax.hist(baseline, edges, alpha=0.6, label="baseline: against other targets' reconstructions")
+  ax.hist(ssim, edges, alpha=0.6, label="reconstruction against its own original")
+  ax.set(xlabel="SSIM per target", ylabel="targets")
+  ax.legend(fontsize=8, loc="upper left")
+  fig.suptitle("Per-target SSIM of the deciding attacker")
+  return _png(fig)
+
+
+def training_curves(history: list) -> bytes:
+  """The decoder's training and validation loss at each evaluation."""
+  fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
+  steps = [h["step"] for h in history]
+  ax.plot(steps, [h["train_loss"] for h in history], "o-", label="training loss")
+  ax.plot(steps, [h["val_loss"] for h in history], "o-", label="validation loss (held-out aux)")
+  ax.set(xlabel="step", ylabel="loss", yscale="log")
+  ax.legend(fontsize=8)
+  fig.suptitle("Decoder training")
+  return _png(fig)
+
+
+def strength(strength: list) -> bytes:
+  """Leakage against the attacker's auxiliary data size: SSIM gain and image re-id per attacker."""
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+  sizes = [row["num_aux"] for row in strength]
+  for name in strength[-1]["attacks"]:
+    rows = [row["attacks"].get(name) for row in strength]
+    if any(r is None for r in rows):
+      continue
+    gain = np.array([r["ssim_gain"] for r in rows])
+    lo = np.array([r["ssim_gain_ci"][0] for r in rows])
+    hi = np.array([r["ssim_gain_ci"][1] for r in rows])
+    (line,) = axes[0].plot(sizes, gain, "o-", label=name)
+    axes[0].fill_between(sizes, lo, hi, color=line.get_color(), alpha=0.2)
+    axes[1].plot(sizes, [r["image_reid_rate"] for r in rows], "o-", label=name)
+  axes[0].set(xlabel="auxiliary images", ylabel="SSIM gain over baseline (95% CI)")
+  axes[1].set(xlabel="auxiliary images", ylabel="image re-identification rate", ylim=(0, 1.02))
+  axes[0].legend()
+  fig.suptitle("Leakage against the attacker's data")
+  return _png(fig)
+
+
+def evaluator_scores(summary: dict) -> bytes:
+  """The evaluator's genuine and impostor score distributions on the original targets, its
+  thresholds, and the deciding attacker's type-II scores."""
+  ev = summary["evaluator"]
+  h = ev["histograms"]
+  edges = np.asarray(h["bin_edges"])
+  centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+  fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+
+  def density(counts):
+    c = np.asarray(counts, np.float64)
+    return c / max(c.sum(), 1) / width
+
+  ax.bar(centres, density(h["impostor"]), width, alpha=0.5, label="impostor pairs (originals)")
+  ax.bar(centres, density(h["genuine"]), width, alpha=0.5, label="genuine pairs (originals)")
+  if "attack_type2" in h:
+    ax.stairs(
+      density(h["attack_type2"]),
+      edges,
+      color="black",
+      label=f"{summary['deciding_attack']}: reconstruction vs same identity (type II)",
+    )
+  for row, style in zip(ev["thresholds"], (":", "--", "-.", "-"), strict=False):
+    ax.axvline(
+      row["threshold"],
+      color="red",
+      linestyle=style,
+      linewidth=1,
+      label=f"threshold at FMR {row['fmr']:g} ({row['threshold']:.3f})",
+    )
+  ax.set(xlabel="evaluator cosine similarity", ylabel="density")
+  ax.legend(fontsize=8, loc="upper left")
+  fig.suptitle("Independent evaluator: score distributions and thresholds")
+  return _png(fig)
