@@ -1,5 +1,6 @@
 """privjax: measure how much an image recognition model's feature vectors leak its images."""
 
+from privjax import parallel
 from privjax.audit import assess, run
 from privjax.config import audit_config
 from privjax.errors import (
@@ -26,3 +27,5 @@ __all__ = [
   "audit_config",
   "run",
 ]
+
+parallel.default_cpu_layout()  # one JAX device per CPU core, as the command line uses

@@ -24,6 +24,7 @@ from privjax import (
   attacks,
   embedding,
   identity,
+  logs,
   metrics,
   parallel,
   recognition,
@@ -180,6 +181,7 @@ def assess(
   evaluator: identity.Evaluator | None = None,
   target_sources=None,
   metadata: dict | None = None,
+  progress: bool = True,
 ) -> report_lib.Report:
   """Audits how much `embed_fn`'s features leak the images they came from.
 
@@ -205,10 +207,44 @@ def assess(
     target_sources: optional [N] strings saying where each target came from (a file
       name, a record id), written beside each row of per_image.csv.
     metadata: optional JSON-ready dict stored under "metadata" in the report.
+    progress: print progress to stderr (stages, training steps with images/s and ETA,
+      the verdict); False prints warnings only. The command line always shows it.
 
   Returns:
     A `Report`; `report.to_dict()` has every metric and the verdict.
   """
+  with logs.progress(progress):
+    return _assess(
+      embed_fn,
+      params,
+      aux_images,
+      target_images,
+      config=config,
+      workdir=workdir,
+      target_labels=target_labels,
+      aux_features=aux_features,
+      target_features=target_features,
+      evaluator=evaluator,
+      target_sources=target_sources,
+      metadata=metadata,
+    )
+
+
+def _assess(
+  embed_fn,
+  params,
+  aux_images,
+  target_images,
+  *,
+  config,
+  workdir,
+  target_labels,
+  aux_features,
+  target_features,
+  evaluator,
+  target_sources,
+  metadata,
+):
   t_start = time.perf_counter()
   aux, targets, (labels, label_names), cfg = _check_inputs(
     aux_images, target_images, target_labels, config

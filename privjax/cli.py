@@ -19,7 +19,6 @@ exits 130 with one line (see privjax.errors.Interrupted).
 """
 
 import errno
-import logging as py_logging
 import os
 import signal
 import socket
@@ -30,7 +29,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from privjax import audit, parallel
+from privjax import audit, logs, parallel
 from privjax import config as config_lib
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
@@ -90,13 +89,6 @@ OWN_FLAGS = (
 )
 
 
-class _QuietDependencies(py_logging.Filter):
-  """Drops orbax's per-save INFO chatter so privjax's progress lines stay readable."""
-
-  def filter(self, record):
-    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   try:
     _main(argv)
@@ -145,7 +137,7 @@ def _main(argv):
     return
   if not FLAGS.workdir:
     _usage_error("--workdir is required: the directory for checkpoints and the report")
-  logging.get_absl_handler().addFilter(_QuietDependencies())
+  logs.quiet_cli()
   parallel.use_cpu_cores(FLAGS.cpu_devices)  # before JAX starts its backends
   _start_distributed()  # before any JAX computation
   if FLAGS.compilation_cache:

@@ -62,6 +62,10 @@ def _num(value, digits=3) -> str:
   return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _short(value) -> str:
+  return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _ci(pair) -> str:
   return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
 
@@ -72,7 +76,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _table(header, rows, *, text_columns=()) -> str:
-  head = "".join(f"<th>{_e(h)}</th>" for h in header)
+  head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
   body = "".join(
     "<tr>"
     + "".join(
@@ -82,7 +86,7 @@ def _table(header, rows, *, text_columns=()) -> str:
     + "</tr>"
     for row in rows
   )
-  return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+  return f'<div class="scroll"><table>{head}{body}</table></div>'
 
 
 def _type2(row: dict, fmr: float):
@@ -226,7 +230,7 @@ def _audited(s: dict) -> str:
   meta = s["metadata"]
   model = meta.get("model", {})
   rows = [
-    ["model", _e(", ".join(f"{k}: {v}" for k, v in model.items()) or "given to privjax.assess")],
+    ["model", _e(", ".join(f"{k}: {_short(v)}" for k, v in model.items()) or "privjax.assess")],
     ["data", _e(meta.get("data", "arrays given to privjax.assess"))],
     ["auxiliary images (the attacker's)", str(s["num_aux"])],
     ["target images", str(s["num_targets"])],
@@ -249,7 +253,7 @@ def _audited(s: dict) -> str:
   ]
   return (
     "<h2>What was audited</h2>"
-    + _table(["", ""], rows, text_columns=(1,))
+    + _table(None, rows, text_columns=(1,))
     + "<details><summary>The resolved config</summary><pre>"
     + _e(json.dumps(s["config"], indent=2))
     + "</pre></details>"

@@ -49,6 +49,18 @@ def use_cpu_cores(count: int = 0) -> int:
   return count
 
 
+def default_cpu_layout() -> None:
+  """The command line's CPU layout (`use_cpu_cores`) for Python API users too, unless the
+  caller's JAX setup says otherwise: XLA_FLAGS or jax_num_cpu_devices sets a device
+  count, or JAX has already started its backends (then its devices are used as they are)."""
+  if jax.config.jax_num_cpu_devices != -1:
+    return
+  try:
+    use_cpu_cores()
+  except RuntimeError:  # JAX already ran an operation: the layout is fixed
+    pass
+
+
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """A 1-D mesh over all devices (of every process) with the axis "data".
 

@@ -217,3 +217,14 @@ def test_print_config_prints_every_field_with_its_comment():
   for field, rest in lines.items():
     assert "  # " in rest and rest.split("  # ", 1)[1].strip(), f"{field} has no comment"
   assert lines["train.num_steps"].startswith("40  # Upper bound on steps")
+
+
+def test_the_page_renders_in_a_browser_without_overflowing(smoke_run, tmp_path):
+  from benchmarks import report_screenshot
+
+  if report_screenshot.browser() is None:
+    pytest.skip("no Chromium on PATH (Debian: apt install chromium); the page is not rendered")
+  workdir, _ = smoke_run
+  shot = report_screenshot.screenshot(str(workdir / "report.html"), str(tmp_path / "page.png"))
+  assert shot["right_margin_blank"], "something overflows the page at 1280 px"
+  assert shot["height"] > 1500  # the whole page, not a blank or truncated render

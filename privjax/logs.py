@@ -1,0 +1,63 @@
+"""What privjax prints while it runs: its own progress, each message once, and warnings.
+
+The command line and the Python API show the same lines: stage starts and ends, training
+steps with images/s and ETA, the verdict. Third-party INFO chatter a user cannot act on
+(orbax's per-save lines, JAX's backend probing) is dropped; every WARNING is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from absl import logging as absl_logging
+
+_OWN = f"{os.sep}privjax{os.sep}"
+
+
+class Quiet(logging.Filter):
+  """Keeps warnings from anyone and privjax's own INFO lines, each distinct message once."""
+
+  def __init__(self):
+    super().__init__()
+    self._seen = set()
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.WARNING:
+      return True
+    if _OWN not in record.pathname:
+      return False
+    message = record.getMessage()
+    if message in self._seen:
+      return False
+    self._seen.add(message)
+    return True
+
+
+def quiet_cli() -> None:
+  """The command line's filter on absl's handler (which app.run installs)."""
+  absl_logging.get_absl_handler().addFilter(Quiet())
+
+
+@contextlib.contextmanager
+def progress(show: bool = True):
+  """Shows privjax's progress on stderr for the duration of an API call (`show=False`:
+  warnings only). Under an absl app (the command line) its own handler already shows it."""
+  logger = absl_logging.get_absl_logger()
+  if absl_logging.get_absl_handler() in logging.root.handlers:
+    yield
+    return
+  handler = logging.StreamHandler()
+  handler.setFormatter(logging.Formatter("%(asctime)s privjax: %(message)s", "%H:%M:%S"))
+  handler.addFilter(Quiet())
+  level, propagate = logger.level, logger.propagate
+  logger.setLevel(logging.INFO if show else logging.WARNING)
+  logger.addHandler(handler)
+  logger.propagate = False
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
