@@ -138,7 +138,8 @@ def _check_inputs(aux_images, target_images, target_labels, config):
       f"{targets.shape[1:]}"
     )
   labels = data_lib.check_labels(target_labels, targets.shape[0], name="target_labels")
-  label_names = None if labels is None else data_lib.encode_labels(target_labels, name="")[1]
+  names = None if labels is None else data_lib.encode_labels(target_labels, name="")[1]
+  label_names = None if names is None else [names[i] for i in labels]  # per target
   cfg = config_lib.for_images(targets.shape[1:], config)
   config_lib.validate(cfg)
   if targets.shape[0] < cfg.min_targets:

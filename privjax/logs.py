@@ -43,21 +43,23 @@ def quiet_cli() -> None:
 @contextlib.contextmanager
 def progress(show: bool = True):
   """Shows privjax's progress on stderr for the duration of an API call (`show=False`:
-  warnings only). Under an absl app (the command line) its own handler already shows it."""
+  warnings only). Under an absl app (the command line) its handler already shows it;
+  where the caller configured Python logging, the lines go to the caller's handlers."""
   logger = absl_logging.get_absl_logger()
   if absl_logging.get_absl_handler() in logging.root.handlers:
     yield
     return
-  handler = logging.StreamHandler()
-  handler.setFormatter(logging.Formatter("%(asctime)s privjax: %(message)s", "%H:%M:%S"))
-  handler.addFilter(Quiet())
-  level, propagate = logger.level, logger.propagate
+  handler = None
+  if not logging.root.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s privjax: %(message)s", "%H:%M:%S"))
+    handler.addFilter(Quiet())
+    logger.addHandler(handler)
+  level = logger.level
   logger.setLevel(logging.INFO if show else logging.WARNING)
-  logger.addHandler(handler)
-  logger.propagate = False
   try:
     yield
   finally:
-    logger.removeHandler(handler)
+    if handler is not None:
+      logger.removeHandler(handler)
     logger.setLevel(level)
-    logger.propagate = propagate

@@ -183,3 +183,39 @@ def test_shortlist_identification_agrees_with_exact(digits8):
   assert np.mean(exact["hits"] == short["hits"]) >= 0.97
   assert np.mean(exact["best"] == short["best"]) >= 0.97
   assert abs(exact["baseline"].mean() - short["baseline"].mean()) < 0.01
+
+
+def test_the_api_shows_progress_unless_told_not_to(digits8, caplog):
+  import logging
+
+  x, _ = digits8
+  cfg = ml_collections.ConfigDict({"attacks": {"nearest": {}}, "bootstrap_samples": 100})
+  caplog.set_level(logging.DEBUG)  # whatever the root allows: the switch alone decides
+  for show in (True, False):
+    caplog.clear()
+    privjax.assess(_project, _orthogonal(64), x[:300], x[300:360], config=cfg, progress=show)
+    own = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    if show:
+      assert any(m.startswith("stage attacks ...") for m in own)
+      assert any(m.startswith("verdict: ") for m in own)
+    else:
+      assert own == []
+
+
+def test_quiet_keeps_privjax_lines_once_and_every_warning():
+  import logging
+
+  from privjax import logs
+
+  quiet = logs.Quiet()
+
+  def record(path, level, message):
+    return logging.LogRecord("absl", level, path, 1, message, None, None)
+
+  own = "/x/privjax/audit.py"
+  assert quiet.filter(record(own, logging.INFO, "stage attacks ..."))
+  assert not quiet.filter(record(own, logging.INFO, "stage attacks ..."))  # once
+  assert not quiet.filter(record("/x/orbax/checkpoint/x.py", logging.INFO, "saved step 40"))
+  assert quiet.filter(record("/x/jax/_src/xla_bridge.py", logging.WARNING, "no GPU"))
+  assert quiet.filter(record(own, logging.WARNING, "a warning"))
+  assert quiet.filter(record(own, logging.WARNING, "a warning"))  # warnings every time

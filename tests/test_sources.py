@@ -84,8 +84,12 @@ def test_folder_source_with_identity_subfolders_and_a_function_evaluator(tmp_pat
   ev = r["evaluator"]
   assert ev["measured"] and ev["model"] == {"kind": "function", "factory": "pixel_evaluator:make"}
   with open(tmp_path / "w" / "per_image.csv") as f:
-    identities = {row["label"] for row in csv.DictReader(f)}
-  assert ev["num_identities"] == len(identities) >= 2
+    rows = list(csv.DictReader(f))
+  assert ev["num_identities"] == len({row["label"] for row in rows}) >= 2
+  for row in rows:  # each row traced to its picture, under its identity's folder name
+    assert row["source"] == f"{row['label_name']}/{os.path.basename(row['source'])}"
+    assert (tmp_path / "faces" / row["source"]).is_file()
+    assert row["label_name"].startswith("person_")
   assert ev["type2_targets"] + ev["single_image_targets_excluded"] == 14
   for row in r["identity"]["fmrs"]:
     assert 0 <= row["type1_sar"]["rate"] <= 1 and 0 <= row["impostor_accept"] <= 1
