@@ -301,7 +301,7 @@ def _parse_flags(argv):
     _usage_error(f"unknown config key {e.args[0] if e.args else e}")
   except flags.Error as e:
     _usage_error(str(e))
-  except OSError as e:  # the config file is loaded while flags are parsed
+  except (OSError, ImportError, SyntaxError) as e:  # the config file loads while parsing
     _usage_error(f"cannot load the config file: {e}")
 
 
@@ -311,6 +311,22 @@ def _usage_error(message: str):
   sys.exit(2)
 
 
+def _config_imports(argv) -> None:
+  """Lets a config file import its siblings (`from configs import default`) from any
+  command: the working directory, and the directory above a config package, go first on
+  the import path, as they do for `python launch.py` run from the repository."""
+  paths = [os.getcwd()]
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      folder = os.path.dirname(os.path.abspath(arg.split("=", 1)[1].split(":", 1)[0]))
+      if os.path.isfile(os.path.join(folder, "__init__.py")):
+        paths.insert(0, os.path.dirname(folder))
+  for path in reversed(paths):
+    if path not in sys.path:
+      sys.path.insert(0, path)
+
+
 def console():
   """The `privjax` command (and `python -m privjax`, `python launch.py`)."""
+  _config_imports(sys.argv)
   app.run(main, flags_parser=_parse_flags)

@@ -191,15 +191,20 @@ def test_help_lists_privjax_flags_only():
       assert foreign not in result.stdout, foreign
 
 
-def test_print_config_prints_every_field_with_its_comment():
+def test_print_config_prints_every_field_with_its_comment(tmp_path):
   from configs import smoke
 
+  # The console script from another directory: the config still imports its siblings.
   result = subprocess.run(
-    [sys.executable, "-m", "privjax", "--config=configs/smoke.py", "--print_config"],
+    [
+      shutil.which("privjax", path=os.path.dirname(sys.executable)),
+      f"--config={REPO_ROOT}/configs/smoke.py",
+      "--print_config",
+    ],
     capture_output=True,
     text=True,
     timeout=120,
-    cwd=REPO_ROOT,
+    cwd=tmp_path,
   )
   assert result.returncode == 0, result.stderr[-2000:]
   lines = dict(line.split(" = ", 1) for line in result.stdout.strip().splitlines())
