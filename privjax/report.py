@@ -42,7 +42,7 @@ class Report:
       config, versions, devices and timings (see `to_dict`).
     per_image: dict of per-target columns ([N] arrays), in input order.
     originals: [N, H, W, C] the target images.
-    reconstructions: [N, H, W, C] the decoder's reconstructions of the targets.
+    reconstructions: [N, H, W, C] the deciding attacker's reconstructions of the targets.
   """
 
   summary: dict
