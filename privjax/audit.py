@@ -714,6 +714,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
   for key in ("data", "model", "evaluator"):
     del audit_cfg[key]
   target_images = data.target_images if precomputed else data.targets.images
+  evaluator_kind = _evaluator_kind(config, data, precomputed)
   # Check the whole config before any work, so a bad value costs nothing and writes nothing.
   config_lib.validate(config_lib.for_images(target_images.shape[1:], audit_cfg))
   with workdir_lib.locked(workdir) as workdir:
@@ -747,7 +748,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
       else:
         embed_fn, params, info = _user_model(config, "model", target_images.shape[1:])
         model_info.update(info)
-    evaluator = _load_evaluator(config, data, precomputed, target_images, workdir, mesh)
+    evaluator = _load_evaluator(config, evaluator_kind, data, target_images, workdir, mesh)
     description = (
       f"npz {config.data.path}: stored features of {len(aux_images)} aux / "
       f"{len(target_images)} target images"
@@ -779,6 +780,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
 def _builtin(config, field, train, test, *, workdir, mesh):
   """The builtin RecognitionCNN of config.`field`, trained (or restored) in the workdir."""
   mc = config[field]
+  if mc.kind == "auto":  # the evaluator `_evaluator_kind` resolved to the builtin one
+    mc = ml_collections.ConfigDict(dict(mc.to_dict(), kind="builtin"))
   ckpt_dir = os.path.join(workdir, "checkpoints", "recognition" if field == "model" else field)
   workdir_lib.claim_stage(
     ckpt_dir,
@@ -817,35 +820,52 @@ def _user_model(config, field, image_shape):
   return embed_fn, params, {"factory": m.factory}
 
 
-def _load_evaluator(config, data, precomputed, target_images, workdir, mesh):
-  """The configured independent evaluator (identity.Evaluator), or None when "off" (or
-  "auto" on data without the labels to train the builtin one on, which it logs)."""
-  ev = config.evaluator
-  target_labels = data.target_labels if precomputed else data.targets.labels
-  if ev.kind == "auto":
-    if precomputed or target_labels is None or data.aux.labels is None:
-      logging.warning(
-        "config.evaluator.kind='auto': no labelled auxiliary and target images to train the "
-        "builtin evaluator on, so identity leakage is not checked (the report says so)"
-      )
-      return None
-    ev = ml_collections.ConfigDict(dict(ev.to_dict(), kind="builtin"))
-  if ev.kind == "off":
-    return None
-  info = {"kind": ev.kind}
-  if target_labels is None:
+def _evaluator_kind(config, data, precomputed) -> str:
+  """The evaluator that will run ("off", "builtin", "flax", "function"), decided before any
+  training: "auto" is "builtin" on labelled auxiliary and target images of two or more
+  identities, else "off" (logged; the report says identity leakage was not checked); an
+  explicit kind the data cannot serve is a one-line error now, not after training."""
+  kind = config.evaluator.kind
+  labels = data.target_labels if precomputed else data.targets.labels
+  aux_labelled = not precomputed and data.aux.labels is not None
+  identities = 0 if labels is None else len(np.unique(labels))
+  if kind == "auto":
+    if aux_labelled and identities >= 2:
+      return "builtin"
+    logging.warning(
+      "config.evaluator.kind='auto': no labelled auxiliary and target images of two or more "
+      "identities to train the builtin evaluator on, so identity leakage is not checked (the "
+      "report says so)"
+    )
+    return "off"
+  if kind == "off":
+    return kind
+  if labels is None:
     raise ConfigError(
-      f"config.evaluator.kind={ev.kind!r} judges identities: it needs labels on the targets "
+      f"config.evaluator.kind={kind!r} judges identities: it needs labels on the targets "
       "(config.data.label_key or identity subfolders); set config.evaluator.kind='off' to "
       "audit without it (the report then says identity leakage was not checked)"
     )
-  if ev.kind == "builtin":
-    if precomputed or data.aux.labels is None:
-      raise ConfigError(
-        "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, and "
-        + ("this npz holds no auxiliary labels" if precomputed else "they have no labels")
-        + "; use a 'flax' or 'function' evaluator, or config.evaluator.kind='off'"
-      )
+  if identities < 2:
+    raise DataError(
+      f"config.evaluator.kind={kind!r} needs targets of at least 2 identities to fix its "
+      f"thresholds from impostor pairs, got {len(labels)} targets of {identities} identity"
+    )
+  if kind == "builtin" and not aux_labelled:
+    raise ConfigError(
+      "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, and "
+      + ("this npz holds no auxiliary labels" if precomputed else "they have no labels")
+      + "; use a 'flax' or 'function' evaluator, or config.evaluator.kind='off'"
+    )
+  return kind
+
+
+def _load_evaluator(config, kind, data, target_images, workdir, mesh):
+  """The independent evaluator (identity.Evaluator) of `_evaluator_kind`, or None."""
+  if kind == "off":
+    return None
+  info = {"kind": kind}
+  if kind == "builtin":
     embed_fn, params, trained = _builtin(
       config, "evaluator", data.aux, data.targets, workdir=workdir, mesh=mesh
     )

@@ -300,9 +300,15 @@ def _parse_flags(argv):
       e = e.__context__
     _usage_error(f"unknown config key {e.args[0] if e.args else e}")
   except flags.Error as e:
-    _usage_error(str(e))
-  except (OSError, ImportError, SyntaxError) as e:  # the config file loads while parsing
-    _usage_error(f"cannot load the config file: {e}")
+    _usage_error(_last_line(str(e)) if "Traceback (most recent call last)" in str(e) else str(e))
+  except Exception as e:  # noqa: BLE001 (the config file runs while flags are parsed)
+    _usage_error(f"cannot load the config file: {type(e).__name__}: {_last_line(str(e))}")
+
+
+def _last_line(message: str) -> str:
+  """The last non-empty line of a message (a wrapped traceback's own error line)."""
+  lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+  return lines[-1] if lines else message
 
 
 def _usage_error(message: str):

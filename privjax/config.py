@@ -267,6 +267,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for i, f in enumerate(fractions):
     number(f"attack_strength.aux_fractions[{i}]", f, 1e-9, 1.0)
   names = list(c.attacks)
+  require(
+    not {"recognition", "evaluator"} & set(names),
+    "config.attacks: 'recognition' and 'evaluator' name the builtin models' workdir stages; "
+    f"give the attacker another name, got {names}",
+  )
   for name in names:
     attacks.check(name, c.attacks[name], names)
   require(

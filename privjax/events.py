@@ -14,9 +14,8 @@ shows them. Only process 0 writes.
 
 from __future__ import annotations
 
-import os
-
 from privjax import parallel
+from privjax import workdir as workdir_lib
 
 
 class ScalarWriter:
@@ -38,15 +37,9 @@ class ScalarWriter:
     self._writer.close()
 
 
-def events_dir(checkpoint_dir: str) -> str:
-  """<workdir>/tensorboard/<stage> for a stage checkpointed in <workdir>/checkpoints/<stage>."""
-  stage = os.path.basename(os.path.normpath(checkpoint_dir))
-  workdir = os.path.dirname(os.path.dirname(os.path.normpath(checkpoint_dir)))
-  return os.path.join(workdir, "tensorboard", stage)
-
-
 def writer_for(checkpoint_dir: str | None) -> ScalarWriter | None:
   """The stage's writer on process 0 of a run with a workdir; None otherwise."""
   if checkpoint_dir is None or not parallel.is_writer():
     return None
-  return ScalarWriter(events_dir(checkpoint_dir))
+  logdir = workdir_lib.events_dir_of(checkpoint_dir)
+  return None if logdir is None else ScalarWriter(logdir)

@@ -42,20 +42,21 @@ def quiet_cli() -> None:
 
 @contextlib.contextmanager
 def progress(show: bool = True):
-  """Shows privjax's progress on stderr for the duration of an API call (`show=False`:
-  warnings only). Under an absl app (the command line) its handler already shows it;
-  where the caller configured Python logging, the lines go to the caller's handlers."""
+  """Prints privjax's progress to stderr for the duration of an API call, each line once,
+  without third-party chatter (those lines do not reach the caller's logging handlers
+  meanwhile, so nothing prints twice); `show=False`: nothing but warnings, which go to the
+  caller's logging as usual. Under an absl app (the command line) its handler shows it."""
   logger = absl_logging.get_absl_logger()
   if absl_logging.get_absl_handler() in logging.root.handlers:
     yield
     return
-  handler = None
-  if not logging.root.handlers:
+  level, propagate, handler = logger.level, logger.propagate, None
+  if show:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s privjax: %(message)s", "%H:%M:%S"))
     handler.addFilter(Quiet())
     logger.addHandler(handler)
-  level = logger.level
+    logger.propagate = False
   logger.setLevel(logging.INFO if show else logging.WARNING)
   try:
     yield
@@ -63,3 +64,4 @@ def progress(show: bool = True):
     if handler is not None:
       logger.removeHandler(handler)
     logger.setLevel(level)
+    logger.propagate = propagate

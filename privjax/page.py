@@ -37,8 +37,8 @@ _PLAIN = {
   "targets from their features.",
   "medium": "An attacker holding {aux} images like yours can recover part of what your targets "
   "look like from their features.",
-  "low": "The attackers tried here, holding {aux} images like yours, recovered no more of your "
-  "targets from their features than they guess without them.",
+  "low": "The attackers tried here, holding {aux} images like yours, did not recover enough of "
+  "your targets from their features to reach medium risk; a stronger attacker may recover more.",
 }
 _NEXT = {
   "high": "Treat these features as revealing the images: do not release or store them where an "
@@ -182,8 +182,9 @@ def _evaluator(s: dict, images: dict) -> str:
   ev = s["evaluator"]
   if not ev["measured"]:
     return f"<h2>Identity leakage</h2><p>{_e(ev['why'])}</p>"
-  model = ev["model"]
+  model = ev["model"] if isinstance(ev["model"], dict) else {"model": ev["model"]}
   accuracy = model.get("test_accuracy")
+  accuracy = accuracy if isinstance(accuracy, (int, float)) else None
   rows = []
   for t in ev["thresholds"]:
     gar = t.get("genuine_accept_rate")
@@ -229,6 +230,7 @@ def _evaluator(s: dict, images: dict) -> str:
 def _audited(s: dict) -> str:
   meta = s["metadata"]
   model = meta.get("model", {})
+  model = model if isinstance(model, dict) else {"model": model}
   rows = [
     ["model", _e(", ".join(f"{k}: {_short(v)}" for k, v in model.items()) or "privjax.assess")],
     ["data", _e(meta.get("data", "arrays given to privjax.assess"))],

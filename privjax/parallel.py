@@ -43,7 +43,8 @@ def use_cpu_cores(count: int = 0) -> int:
   if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
     return 0
   if count <= 0:
-    cores = min(len(os.sched_getaffinity(0)), 8)
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None  # Linux
+    cores = max(1, min(len(usable) if usable else os.cpu_count() or 1, 8))
     count = 1 << (cores.bit_length() - 1)
   jax.config.update("jax_num_cpu_devices", count)
   return count

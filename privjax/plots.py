@@ -1,4 +1,4 @@
-"""The report's plots (matplotlib, Agg backend), each returned as PNG bytes.
+"""The report's plots (matplotlib's Agg renderer, no pyplot), each returned as PNG bytes.
 
 Each takes the report's JSON-ready summary (or its per-image columns), so a plot can be
 redrawn from a report.json alone.
@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import io
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402 (after choosing the backend)
+
+def _figure(ncols: int = 1, figsize=(7, 3.4)):
+  """A figure drawn by matplotlib's Agg renderer alone: pyplot (and the caller's chosen
+  backend, a notebook's say) is never touched."""
+  fig = Figure(figsize=figsize, layout="constrained")
+  return fig, fig.subplots(1, ncols)
 
 
 def _png(fig) -> bytes:
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
   return buf.getvalue()
 
 
 def ssim_histogram(ssim, baseline) -> bytes:
   """Per-target SSIM of the reconstructions against the no-information baseline's."""
-  fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
+  fig, ax = _figure()
   edges = np.linspace(min(np.min(ssim), np.min(baseline), 0.0), 1.0, 41)
   ax.hist(baseline, edges, alpha=0.6, label="baseline: against other targets' reconstructions")
   ax.hist(ssim, edges, alpha=0.6, label="reconstruction against its own original")
@@ -36,7 +39,7 @@ def ssim_histogram(ssim, baseline) -> bytes:
 
 def training_curves(history: list) -> bytes:
   """The decoder's training and validation loss at each evaluation."""
-  fig, ax = plt.subplots(figsize=(7, 3.4), constrained_layout=True)
+  fig, ax = _figure()
   steps = [h["step"] for h in history]
   ax.plot(steps, [h["train_loss"] for h in history], "o-", label="training loss")
   ax.plot(steps, [h["val_loss"] for h in history], "o-", label="validation loss (held-out aux)")
@@ -48,7 +51,7 @@ def training_curves(history: list) -> bytes:
 
 def strength(strength: list) -> bytes:
   """Leakage against the attacker's auxiliary data size: SSIM gain and image re-id per attacker."""
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+  fig, axes = _figure(2, figsize=(9, 3.6))
   sizes = [row["num_aux"] for row in strength]
   for name in strength[-1]["attacks"]:
     rows = [row["attacks"].get(name) for row in strength]
@@ -74,7 +77,7 @@ def evaluator_scores(summary: dict) -> bytes:
   h = ev["histograms"]
   edges = np.asarray(h["bin_edges"])
   centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-  fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+  fig, ax = _figure(figsize=(7, 3.8))
 
   def density(counts):
     c = np.asarray(counts, np.float64)

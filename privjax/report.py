@@ -148,6 +148,15 @@ def build(
       row["info"] = o.info
     rows[o.name] = row
   warnings = [f"{o.name}: {w}" for o in outcomes for w in o.warnings]
+  if calibration is not None:
+    m = calibration.summary["impostor_pairs"]
+    warnings += [
+      f"evaluator: FMR {t['fmr']:g} needs at least {math.ceil(1 / t['fmr'])} impostor pairs, "
+      f"the targets give {m}: its threshold is the highest impostor score, stricter than "
+      "asked, so the SAR there understates the attacker's"
+      for t in calibration.summary["thresholds"]
+      if not t["resolvable"]
+    ]
   level, reasons = verdicts[deciding]
   reasons = [f"{deciding} attacker: {r}" for r in reasons]
   if level != "high" and warnings:

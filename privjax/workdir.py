@@ -341,6 +341,14 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def events_dir_of(directory: str) -> str | None:
+  """<workdir>/tensorboard/<stage> of a stage in <workdir>/checkpoints/<stage>, else None."""
+  parent = os.path.dirname(os.path.normpath(directory))
+  if os.path.basename(parent) != "checkpoints":
+    return None
+  return os.path.join(os.path.dirname(parent), "tensorboard", os.path.basename(directory))
+
+
 def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str) -> None:
   """Makes `directory` hold results of `fingerprint`: reuse, error, or discard if overwrite.
 
@@ -368,6 +376,10 @@ def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str
   if parallel.is_writer():
     if os.path.isdir(directory):
       shutil.rmtree(directory)
+    # The stage's training curves (privjax.events) go with it.
+    stale = events_dir_of(directory)
+    if stale and os.path.isdir(stale):
+      shutil.rmtree(stale)
     os.makedirs(directory)
     atomic_write(path, json.dumps(fingerprint, indent=1, sort_keys=True).encode())
   parallel.barrier(f"claim {directory}: written")
