@@ -135,7 +135,7 @@ def _main(argv):
   if FLAGS.print_config:
     _print(config_lib.describe(_loaded_config(), sources=_config_sources()))
     return
-  if not FLAGS.workdir:
+  if FLAGS.workdir is None:  # (an empty --workdir= is refused by workdir.resolve)
     _usage_error("--workdir is required: the directory for checkpoints and the report")
   logs.quiet_cli()
   parallel.use_cpu_cores(FLAGS.cpu_devices)  # before JAX starts its backends

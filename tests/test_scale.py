@@ -106,10 +106,12 @@ def _close_tree(a, b, what, atol):
     assert a == b, what
 
 
-# The evaluator's rates count pairs above a threshold: a pair whose score sits within float
-# noise (1e-6) of it may fall either way on another device count, moving a rate by one
-# pair's weight (about 1e-4 here). Allow a few such pairs, no more.
-IDENTITY_ATOL = 1e-3
+# The evaluator's rates count what passes a threshold. The builtin evaluator trains on
+# each device count with another reduction order (parameters agree to float noise), so a
+# target whose score sits within that noise of a threshold may fall either way: one
+# target moves a type-I rate by 1/359 (seen: 0.00279 at FMR 0.001, on 1 vs 4 devices).
+# Allow three such targets, no more.
+IDENTITY_ATOL = 3 / 359
 
 
 def assert_same_audit(a, b):
@@ -129,10 +131,9 @@ def assert_same_audit(a, b):
     atol=2.5 / a["evaluator"]["model"]["test_examples"],  # two borderline predictions
   )
   for name, counts in a["evaluator"]["histograms"].items():
-    if name != "bin_edges":  # a score within float noise of a bin edge may change bins
-      assert np.abs(np.subtract(counts, b["evaluator"]["histograms"][name])).sum() <= max(
-        4, 1e-3 * sum(counts)
-      ), name
+    if name != "bin_edges":  # a score within the evaluator's noise of a bin edge may move
+      moved = np.abs(np.subtract(counts, b["evaluator"]["histograms"][name])).sum()
+      assert moved <= max(4, 0.01 * sum(counts)), name  # seen: 14 of 6,334 (1 vs 4 devices)
   assert a["deciding_attack"] == b["deciding_attack"]
   np.testing.assert_allclose(_losses(b), _losses(a), rtol=RTOL)
   assert a["convergence"]["steps"] == b["convergence"]["steps"]
@@ -179,9 +180,12 @@ def test_two_processes_give_the_single_process_audit_and_one_report(reports):
   assert sorted(p.name for p in wd.iterdir() if not p.name.startswith(".")) == [
     "cache",
     "checkpoints",
+    "evaluator_scores.png",
     "per_image.csv",
     "reconstructions.png",
+    "report.html",
     "report.json",
+    "tensorboard",
   ]
 
 

@@ -7,7 +7,9 @@ checkpoint, and CLI cases in the manner of tests/test_faults.py: exit code, a si
 mtime-identical. Then Ctrl-C: exit code 130 and one line.
 """
 
+import dataclasses
 import errno
+import functools
 import json
 import os
 import signal
@@ -142,45 +144,65 @@ def test_full_disk_is_one_line_naming_the_file_and_keeps_the_old_file(tmp_path, 
   assert os.listdir(tmp_path) == ["report.json"]
 
 
-def _tiny_report(value: float) -> report_lib.Report:
-  rng = np.random.default_rng(0)
-  images = rng.uniform(size=(3, 8, 8, 1)).astype(np.float32)
-  return report_lib.Report(
-    summary={"risk_level": "low", "value": value},
-    per_image={"ssim": np.array([0.5, 0.6, value])},
-    originals=images,
-    reconstructions=images[::-1],
+@pytest.fixture(scope="module")
+def audit_report(digits8):
+  """A real (small) audit's report, to publish with one number changed."""
+  import ml_collections
+
+  import privjax
+
+  x, _ = digits8
+  cfg = ml_collections.ConfigDict({"attacks": {"nearest": {}}, "bootstrap_samples": 100})
+  return privjax.assess(
+    lambda p, im: im.reshape(im.shape[0], -1), None, x[:300], x[300:330], config=cfg
   )
 
 
+def _tiny_report(base, value: float) -> report_lib.Report:
+  ssim = base.per_image["ssim"].copy()
+  ssim[-1] = value
+  return dataclasses.replace(
+    base, summary=dict(base.summary, value=value), per_image=dict(base.per_image, ssim=ssim)
+  )
+
+
+SET = [
+  report_lib.PER_IMAGE_CSV,
+  report_lib.GRID_PNG,
+  report_lib.REPORT_HTML,
+  report_lib.REPORT_JSON,
+]
+
+
 def _report_set(workdir):
-  names = (report_lib.REPORT_JSON, report_lib.PER_IMAGE_CSV, report_lib.GRID_PNG)
-  return {n: (workdir / n).read_bytes() for n in names if (workdir / n).exists()}
+  return {n: (workdir / n).read_bytes() for n in SET if (workdir / n).exists()}
 
 
 @pytest.fixture
-def old_and_new(tmp_path):
-  """A workdir holding an old report set; the bytes of the old and of the new set."""
+def old_and_new(tmp_path, audit_report):
+  """A workdir holding an old report set; the bytes of the old and of the new set, and a
+  function making the new report."""
   wd = tmp_path / "w"
   workdir_lib.prepare(str(wd))
   other = tmp_path / "other"
-  report_lib.write(_tiny_report(0.9), str(other), per_row=2)
+  new_report = functools.partial(_tiny_report, audit_report, 0.9)
+  report_lib.write(new_report(), str(other), per_row=2)
   new = _report_set(other)
-  report_lib.write(_tiny_report(0.1), str(wd), per_row=2)
+  report_lib.write(_tiny_report(audit_report, 0.1), str(wd), per_row=2)
   old = _report_set(wd)
-  assert old != new and len(old) == 3
-  return wd, old, new
+  assert all(old[n] != new[n] for n in SET) and len(old) == len(SET)
+  return wd, old, new, new_report
 
 
 def test_report_files_are_published_whole_with_nothing_left_over(old_and_new):
-  wd, _, new = old_and_new
-  report_lib.write(_tiny_report(0.9), str(wd), per_row=2)
+  wd, _, new, new_report = old_and_new
+  report_lib.write(new_report(), str(wd), per_row=2)
   assert _report_set(wd) == new
-  assert sorted(os.listdir(wd)) == [MARKER, "per_image.csv", "reconstructions.png", "report.json"]
+  assert sorted(os.listdir(wd)) == sorted([MARKER, *SET])
 
 
 def test_full_disk_while_publishing_keeps_the_old_set(old_and_new, monkeypatch):
-  wd, old, _ = old_and_new
+  wd, old, _, new_report = old_and_new
   real_write, calls = os.write, []
 
   def fill_up(fd, data):
@@ -191,16 +213,16 @@ def test_full_disk_while_publishing_keeps_the_old_set(old_and_new, monkeypatch):
 
   monkeypatch.setattr(os, "write", fill_up)
   with pytest.raises(WorkdirError, match=f"no space left on device writing {wd}/reconstructions"):
-    report_lib.write(_tiny_report(0.9), str(wd), per_row=2)
+    report_lib.write(new_report(), str(wd), per_row=2)
   monkeypatch.undo()
   assert _report_set(wd) == old
-  assert sorted(os.listdir(wd)) == [MARKER, "per_image.csv", "reconstructions.png", "report.json"]
+  assert sorted(os.listdir(wd)) == sorted([MARKER, *SET])
 
 
 def test_a_kill_while_switching_never_leaves_a_new_csv_beside_an_old_report(
   old_and_new, monkeypatch
 ):
-  wd, _, new = old_and_new
+  wd, _, new, new_report = old_and_new
   real_replace = os.replace
 
   def killed_after_the_csv(src, dst):
@@ -210,7 +232,7 @@ def test_a_kill_while_switching_never_leaves_a_new_csv_beside_an_old_report(
 
   monkeypatch.setattr(os, "replace", killed_after_the_csv)
   with pytest.raises(KeyboardInterrupt):
-    report_lib.write(_tiny_report(0.9), str(wd), per_row=2)
+    report_lib.write(new_report(), str(wd), per_row=2)
   monkeypatch.undo()
   half = _report_set(wd)
   assert report_lib.REPORT_JSON not in half  # the old report.json is gone, not mixed
@@ -224,7 +246,7 @@ def test_a_kill_while_switching_never_leaves_a_new_csv_beside_an_old_report(
 
 
 def test_stale_temporaries_are_removed_when_the_workdir_is_locked(old_and_new):
-  wd, old, _ = old_and_new
+  wd, old, _, _ = old_and_new
   # What a run killed while writing leaves: temporaries with no commit record.
   stale = [
     wd / f".per_image.csv.0123abcd{workdir_lib.TMP_SUFFIX}",
