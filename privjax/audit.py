@@ -214,38 +214,6 @@ def assess(
   Returns:
     A `Report`; `report.to_dict()` has every metric and the verdict.
   """
-  with logs.progress(progress):
-    return _assess(
-      embed_fn,
-      params,
-      aux_images,
-      target_images,
-      config=config,
-      workdir=workdir,
-      target_labels=target_labels,
-      aux_features=aux_features,
-      target_features=target_features,
-      evaluator=evaluator,
-      target_sources=target_sources,
-      metadata=metadata,
-    )
-
-
-def _assess(
-  embed_fn,
-  params,
-  aux_images,
-  target_images,
-  *,
-  config,
-  workdir,
-  target_labels,
-  aux_features,
-  target_features,
-  evaluator,
-  target_sources,
-  metadata,
-):
   t_start = time.perf_counter()
   aux, targets, (labels, label_names), cfg = _check_inputs(
     aux_images, target_images, target_labels, config
@@ -271,7 +239,7 @@ def _assess(
         "config.data.label_key or identity subfolders)"
       )
   lock = workdir_lib.locked(workdir) if workdir is not None else contextlib.nullcontext()
-  with lock as wd:
+  with logs.progress(progress), lock as wd:
     return _audit(
       embed_fn,
       params,
