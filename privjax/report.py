@@ -157,6 +157,14 @@ def build(
       for t in calibration.summary["thresholds"]
       if not t["resolvable"]
     ]
+    own = identity_lib.at_fmr(calibration.summary, config.risk.identity_fmr)
+    gar = own.get("genuine_accept_rate") if own else None
+    if gar is not None and gar["rate"] < config.risk.medium_reid_over_chance * own["fmr"]:
+      warnings.append(
+        f"evaluator: it accepts only {gar['rate']:.3f} of genuine pairs of originals at FMR "
+        f"{own['fmr']:g} (< {config.risk.medium_reid_over_chance:g}x the FMR): it barely tells "
+        "these identities apart, so a low type-II SAR shows nothing about identity leakage"
+      )
   level, reasons = verdicts[deciding]
   reasons = [f"{deciding} attacker: {r}" for r in reasons]
   if level != "high" and warnings:

@@ -213,3 +213,27 @@ def test_an_evaluator_without_labels_is_refused(digits8):
       config=ml_collections.ConfigDict({"attacks": {"nearest": {}}}),
       evaluator=privjax.Evaluator(_pixels, 0.5),
     )
+
+
+def test_an_evaluator_that_cannot_tell_identities_apart_is_a_warning(digits8):
+  x, y = digits8
+  cfg = ml_collections.ConfigDict({"attacks": {"nearest": {}}, "bootstrap_samples": 100})
+  proj = jnp.asarray(np.random.default_rng(0).normal(size=(64, 16)), jnp.float32)
+  blind = privjax.Evaluator(lambda p, im: jnp.sin(1e4 * im.reshape(im.shape[0], -1) @ p), proj)
+  r = privjax.assess(
+    lambda p, im: im.reshape(im.shape[0], -1),
+    None,
+    x[:300],
+    x[300:400],
+    config=cfg,
+    target_labels=y[300:400],
+    evaluator=blind,
+    progress=False,
+  ).to_dict()
+  assert _row(r["evaluator"])["genuine_accept_rate"]["rate"] < 0.05
+  assert any(w.startswith("evaluator: it accepts only") for w in r["warnings"]), r["warnings"]
+
+
+def test_a_seeing_evaluator_raises_no_such_warning(digit_audits):
+  warnings = digit_audits["invertible"]["warnings"]
+  assert not any(w.startswith("evaluator: it accepts only") for w in warnings), warnings
