@@ -31,6 +31,7 @@ from privjax import (
   risk,
   scoring,
   sources,
+  sweep,
 )
 from privjax import cache as cache_lib
 from privjax import config as config_lib
@@ -55,16 +56,19 @@ _VERSIONED = (
 
 
 class _Timer:
-  def __init__(self):
+  def __init__(self, log: bool = True):
     self.seconds = {}
+    self.log = log  # False: time silently (the defense sweep logs a line per point)
 
   @contextlib.contextmanager
   def stage(self, name):
-    logging.info("stage %s ...", name)
+    if self.log:
+      logging.info("stage %s ...", name)
     t = time.perf_counter()
     yield
     self.seconds[name] = round(time.perf_counter() - t, 3)
-    logging.info("stage %s done in %.1fs", name, self.seconds[name])
+    if self.log:
+      logging.info("stage %s done in %.1fs", name, self.seconds[name])
 
 
 def _versions():
@@ -181,6 +185,7 @@ def assess(
   target_features=None,
   evaluator: identity.Evaluator | None = None,
   target_sources=None,
+  aux_labels=None,
   metadata: dict | None = None,
   progress: bool = True,
 ) -> report_lib.Report:
@@ -207,6 +212,9 @@ def assess(
       the report says.
     target_sources: optional [N] strings saying where each target came from (a file
       name, a record id), written beside each row of per_image.csv.
+    aux_labels: optional [N_aux] labels of the auxiliary images, in the same terms as
+      `target_labels`: the defense sweep (config.defense.sweep) measures utility with
+      them (k-NN identification against the auxiliary gallery, a linear probe).
     metadata: optional JSON-ready dict stored under "metadata" in the report.
     progress: print progress to stderr (stages, training steps with images/s and ETA,
       the verdict); False prints warnings only. The command line always shows it.
@@ -223,6 +231,7 @@ def assess(
       f"target_sources must name each of the {targets.shape[0]} targets, got {len(target_sources)}"
     )
   per_target = {"label_name": label_names, "source": target_sources}
+  sweep_labels = _sweep_labels(target_labels, aux_labels, aux.shape[0])
   precomputed = embed_fn is None
   if precomputed and (aux_features is None or target_features is None):
     raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
@@ -252,9 +261,25 @@ def assess(
       target_features,
       evaluator,
       per_target,
+      sweep_labels,
       metadata,
       t_start,
     )
+
+
+def _sweep_labels(target_labels, aux_labels, n_aux):
+  """(aux ids, target ids) in one encoding for the sweep's utility, or (None, None)."""
+  if aux_labels is None or target_labels is None:
+    return None, None
+  data_lib.check_labels(aux_labels, n_aux, name="aux_labels")
+  t, a = np.asarray(target_labels), np.asarray(aux_labels)
+  if (t.dtype.kind in "US") != (a.dtype.kind in "US"):
+    raise DataError(
+      f"aux_labels and target_labels must both be integers or both names, got {a.dtype} "
+      f"and {t.dtype}"
+    )
+  ids = data_lib.encode_labels(np.concatenate([t, a]), name="labels")[0]
+  return ids[len(t) :], ids[: len(t)]
 
 
 def _as_arrays(params):
@@ -358,6 +383,7 @@ def _audit(
   target_features,
   evaluator,
   per_target,
+  sweep_labels,
   metadata,
   t_start,
 ):
@@ -378,6 +404,7 @@ def _audit(
         f"embed_fn returned {f_aux.shape[1]}-d features for aux_images but "
         f"{f_tgt.shape[1]}-d for target_images"
       )
+  config_lib.check_sweep(cfg, dim=f_aux.shape[1])  # the strengths bounded by the width
   calibration = judge = None
   if evaluator is not None:
     with timer.stage("identity"):
@@ -403,6 +430,43 @@ def _audit(
       for n, v in verdicts.items()
     }
   )
+  defense = None
+  if len(cfg.defense.sweep):
+    with timer.stage("defense_sweep"):
+      defense = sweep.run(
+        functools.partial(
+          _attack_and_score,
+          aux,
+          targets=targets,
+          model=None,
+          cfg=_sweep_config(cfg),
+          mesh=mesh,
+          workdir=workdir,
+          timer=_Timer(log=False),
+          judge=judge,
+        ),
+        f_aux=f_aux,
+        f_tgt=f_tgt,
+        aux_labels=sweep_labels[0],
+        target_labels=sweep_labels[1],
+        split=split_validation(aux.shape[0], cfg.train.val_fraction, cfg.seed),
+        cfg=cfg,
+        mesh=mesh,
+        workdir=workdir,
+        data_key=workdir_lib.array_hash(
+          f_aux,
+          f_tgt,
+          aux,
+          targets,
+          *(x for x in sweep_labels if x is not None),
+          *(
+            ()
+            if calibration is None
+            else (calibration.embeddings, np.array(calibration.thresholds))
+          ),
+        ),
+        audit={"risk_level": verdicts[deciding][0], "deciding_attack": deciding},
+      )
   report = report_lib.build(
     outcomes=outcomes,
     scores=scores,
@@ -418,6 +482,7 @@ def _audit(
     strength=strength,
     calibration=calibration,
     evaluator_info=None if evaluator is None else evaluator.info,
+    defense=defense,
     config=cfg,
     environment=_environment(metadata, dict(timer.seconds, total=_since(t_start))),
   )
@@ -527,6 +592,15 @@ def _evaluator(evaluator, aux, targets, labels, cfg, mesh, workdir):
   return calibration, judge
 
 
+def _sweep_config(cfg):
+  """The audit config with only the sweep's attackers (config.defense.attacks)."""
+  out = ml_collections.ConfigDict(cfg.to_dict())
+  out.attacks = ml_collections.ConfigDict(
+    {n: cfg.attacks[n].to_dict() for n in cfg.defense.attacks}
+  )
+  return out
+
+
 def _attack_strength(attack, aux, f_aux, scores, cfg) -> list:
   """Every attacker re-run on nested random parts of the auxiliary set (the fractions in
   config.attack_strength.aux_fractions; a fraction's part includes every smaller one's)."""
@@ -580,10 +654,23 @@ def _since(t_start: float) -> float:
 
 
 def _attack_and_score(
-  aux, f_aux, *, targets, f_tgt, model, cfg, mesh, workdir, timer, judge=None, stage=""
+  aux,
+  f_aux,
+  f_tgt,
+  *,
+  targets,
+  model,
+  cfg,
+  mesh,
+  workdir,
+  timer,
+  judge=None,
+  stage="",
+  fitted=None,
 ):
   """Runs every configured attacker on (aux, f_aux) against the targets and scores each.
 
+  `fitted`: fitted attackers kept across calls on the same auxiliary set (runner.run_all).
   Returns (outcomes, scores, verdicts): the runner's Outcomes, name -> Scores and name ->
   (level, reasons) of the attackers that ran.
   """
@@ -604,7 +691,9 @@ def _attack_and_score(
       )
       return standardize(f)
 
-  model_key = model[3] if model is not None else workdir_lib.array_hash(f_aux, f_tgt)
+  # Stored features: the auxiliary features stand for the model (the runner keys each
+  # attacker's reconstructions by the target features too).
+  model_key = model[3] if model is not None else workdir_lib.array_hash(f_aux)
   train_idx, val_idx = split_validation(aux.shape[0], cfg.train.val_fraction, cfg.seed)
   # Everything an attacker's result depends on besides its own settings: the model (or
   # the stored features), the images and the held-out split (train.val_fraction).
@@ -629,6 +718,7 @@ def _attack_and_score(
       workdir=workdir,
       overwrite=cfg.overwrite,
       stage=stage,
+      fitted=fitted,
     )
   with timer.stage(f"{stage}attack_scoring"):
     scores = {
@@ -684,21 +774,28 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
   target_images = data.target_images if precomputed else data.targets.images
   evaluator_kind = _evaluator_kind(config, data, precomputed)
   # Check the whole config before any work, so a bad value costs nothing and writes nothing.
-  config_lib.validate(config_lib.for_images(target_images.shape[1:], audit_cfg))
+  checked = config_lib.for_images(target_images.shape[1:], audit_cfg)
+  config_lib.validate(checked)
+  if config.model.kind == "builtin":  # its feature width is known before it trains
+    config_lib.check_sweep(checked, dim=config.model.embed_dim)
+  elif precomputed:
+    config_lib.check_sweep(checked, dim=data.aux_features.shape[1])
   with workdir_lib.locked(workdir) as workdir:
     mesh = parallel.data_mesh()
     model_info = {"kind": config.model.kind}
     if precomputed:
-      embed_fn = params = None
+      embed_fn = params = aux_labels = None
       aux_images, target_labels = data.aux_images, data.target_labels
       features = {"aux_features": data.aux_features, "target_features": data.target_features}
     else:
       aux_images, features = data.aux.images, {}
-      target_labels = (  # by name where the source names them (identity folders)
-        data.targets.labels
-        if data.label_names is None or data.targets.labels is None
-        else np.asarray(data.label_names)[data.targets.labels]
-      )
+
+      def named(labels):  # by name where the source names them (identity folders)
+        if data.label_names is None or labels is None:
+          return labels
+        return np.asarray(data.label_names)[labels]
+
+      target_labels, aux_labels = named(data.targets.labels), named(data.aux.labels)
       if config.model.kind == "builtin":
         if data.model_train is None or data.model_train.labels is None or data.aux.labels is None:
           raise ConfigError(
@@ -734,6 +831,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
       **features,
       evaluator=evaluator,
       target_sources=None if precomputed else data.targets.sources,
+      aux_labels=aux_labels,
       metadata={
         "data": description,
         "model": model_info,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from privjax import attacks
+from privjax import attacks, defenses, embedding
 from privjax.errors import ConfigError
 
 # The Gaussian SSIM of Wang et al. 2004 (and skimage's `gaussian_weights=True`):
@@ -105,6 +105,20 @@ def audit_config() -> ml_collections.ConfigDict:
   c.identity = ml_collections.ConfigDict()
   c.identity.fmrs = (0.01, 0.001)  # False match rates to report SAR at (each in (0, 0.5]).
 
+  # Defenses (privjax/defenses.py): a sweep of feature-level defenses over strengths. At
+  # each point the attackers below are re-fitted on DEFENDED auxiliary features (adaptive:
+  # they know the defense) and, for contrast, the attackers fitted on undefended features
+  # attack the defended targets (non-adaptive); the point's verdict is the adaptive one
+  # (the non-adaptive one where it leaks more). Each entry `name: {type, strengths}`;
+  # empty: no sweep (configs/defense_sweep.py runs one). Output: sweep.json and
+  # privacy_utility.png beside the report.
+  c.defense = ml_collections.ConfigDict()
+  c.defense.sweep = ml_collections.ConfigDict()  # name -> {type, strengths[, param]}; empty: off.
+  # Which of config.attacks attack every sweep point (each point re-fits them). The
+  # whitebox attacker does not model a defense: it is skipped at the sweep's points.
+  c.defense.attacks = ("ridge", "nearest")
+  c.defense.utility = ""  # Extra utility "package.module:function" (README); "" for none.
+
   c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
   return c
 
@@ -141,6 +155,11 @@ def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
         raise ConfigError(f"config.attacks must be a non-empty group of attackers, got {value!r}")
       base[key] = {name: attacks.with_defaults(name, entry) for name, entry in value.items()}
       continue
+    if prefix == "defense." and key == "sweep":  # the sweep's entries replace the default
+      if not isinstance(value, dict):
+        raise ConfigError(f"config.defense.sweep must be a group of defenses, got {value!r}")
+      base[key] = {name: sweep_entry(name, entry) for name, entry in value.items()}
+      continue
     if key not in base:
       raise ConfigError(f"unknown config key '{prefix}{key}'; known keys: {sorted(base)}")
     if isinstance(base[key], dict):
@@ -150,6 +169,63 @@ def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
     else:
       base[key] = value
   return base
+
+
+SWEEP_ENTRY_KEYS = ("type", "strengths", "param")
+
+
+def sweep_entry(name: str, entry) -> dict:
+  """`config.defense.sweep.<name>` completed: type defaults to the name, param to the
+  defense's own strength keyword (a user defense's: "strength")."""
+  if not isinstance(entry, dict):
+    raise ConfigError(f"config.defense.sweep.{name} must be a group of settings, got {entry!r}")
+  unknown = sorted(set(entry) - set(SWEEP_ENTRY_KEYS))
+  if unknown:
+    raise ConfigError(
+      f"unknown config key 'defense.sweep.{name}.{unknown[0]}'; known keys: "
+      f"{list(SWEEP_ENTRY_KEYS)}"
+    )
+  kind = entry.get("type", name)
+  param = entry.get("param") or ""
+  if isinstance(kind, str) and kind in defenses.builtin_names():
+    param = defenses.get(kind).param
+  return {"type": kind, "strengths": entry.get("strengths", ()), "param": param or "strength"}
+
+
+def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
+  """Checks config.defense (dim: the feature width once known, for its bounds)."""
+  d = c.defense
+  for name in d.sweep:
+    e = d.sweep[name]
+    require(
+      isinstance(e.type, str) and e.type != "",
+      f"config.defense.sweep.{name}.type must be a non-empty string, got {e.type!r}",
+    )
+    defense = defenses.get(e.type, e.param, field=f"defense.sweep.{name}.type")
+    require(
+      isinstance(e.strengths, (list, tuple)) and len(e.strengths) > 0,
+      f"config.defense.sweep.{name}.strengths must be a non-empty list "
+      f"({defense.about}), got {e.strengths!r}",
+    )
+    for i, s in enumerate(e.strengths):
+      defenses.check_strength(name, defense, i, s, dim)
+    require(
+      len(set(e.strengths)) == len(e.strengths),
+      f"config.defense.sweep.{name}.strengths must not repeat a value, got {tuple(e.strengths)}",
+    )
+  require(
+    isinstance(d.attacks, (list, tuple)) and len(d.attacks) > 0,
+    f"config.defense.attacks must name at least one of config.attacks, got {d.attacks!r}",
+  )
+  for name in d.attacks:
+    require(
+      name in c.attacks and c.attacks[name].type != attacks.OFF,
+      f"config.defense.attacks: {name!r} is not a running attacker of config.attacks "
+      f"{[n for n in c.attacks if c.attacks[n].type != attacks.OFF]}",
+    )
+  require(isinstance(d.utility, str), f"config.defense.utility must be a string, got {d.utility!r}")
+  if d.utility:
+    embedding.import_object(d.utility, field="defense.utility")
 
 
 def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
@@ -310,6 +386,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     f"config.risk.identity_fmr must be one of config.identity.fmrs {tuple(c.identity.fmrs)}, "
     f"got {c.risk.identity_fmr!r}",
   )
+  check_sweep(c)
 
 
 def _comments_in(path: str) -> tuple[dict, dict]:
@@ -370,6 +447,13 @@ def _comments_in(path: str) -> tuple[dict, dict]:
   return same, before
 
 
+_SWEEP_COMMENTS = {
+  "type": f"the defense: one of {defenses.builtin_names()} or 'package.module:function'",
+  "strengths": "the values of its strength parameter to sweep",
+  "param": "the keyword its strengths go to (the built-ins' own: sigma, bits, k)",
+}
+
+
 def describe(config: ml_collections.ConfigDict, sources=()) -> str:
   """Every field of `config`, its value and its comment from the config sources.
 
@@ -412,6 +496,8 @@ def describe(config: ml_collections.ConfigDict, sources=()) -> str:
       text = attack_comments.get(kind, {}).get(parts[2])
       if parts[2] == "type":
         text = "the attacker: a built-in name, 'package.module:function', or 'off'"
+    if text is None and parts[:2] == ["defense", "sweep"] and len(parts) == 4:
+      text = _SWEEP_COMMENTS.get(parts[3])
     shown = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
     out.append(f"{path} = {shown!r}" + (f"  # {text}" if text else ""))
   return "\n".join(out)

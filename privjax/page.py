@@ -13,6 +13,7 @@ import html
 import json
 
 from privjax import identity as identity_lib
+from privjax import utility as utility_lib
 
 _STYLE = """
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -94,6 +95,74 @@ def _type2(row: dict, fmr: float):
   return found["type2_sar"] if found is not None and "type2_sar" in found else None
 
 
+def _next(s: dict) -> str:
+  sweep = s.get("defense")
+  if not sweep:
+    return _NEXT[s["risk_level"]] + (
+      " configs/defense_sweep.py measures what noise, quantisation and dimension cuts buy."
+      if s["risk_level"] != "low"
+      else ""
+    )
+  return f"{sweep['best_tradeoff_line']}. See Defenses below for every point tried."
+
+
+def _defenses(s: dict, images: dict) -> str:
+  sweep = s.get("defense")
+  if not sweep:
+    return ""
+  ref = sweep["undefended"]
+  head = utility_lib.headline(ref["utility"])
+  rows = []
+
+  def row(name, strength, p):
+    u = utility_lib.headline(p["utility"])
+    d = p["deciding"]
+    fitted = {"refitted": "defended", "non-adaptive": "undefended"}.get(d.get("fitted_on"), "")
+    return [
+      _e(name),
+      _e(strength),
+      _e(p["risk_level"]),
+      _e(f"{d['attacker']} ({fitted})" if fitted else d["attacker"]),
+      f"{d['ssim_gain']:.3f} {_ci(d['ssim_gain_ci'])}",
+      _num(d["image_reid_rate"]),
+      "n/a" if u is None else _num(u[1]),
+    ]
+
+  rows.append(row("none (undefended)", "", ref))
+  for name, entry in sweep["defenses"].items():
+    for p in entry["points"]:
+      rows.append(row(name, f"{entry['param']}={p['strength']:g}", p))
+  table = _table(
+    [
+      "defense",
+      "strength",
+      "risk",
+      "deciding attacker (fitted on)",
+      "SSIM gain (95% CI)",
+      "image re-id",
+      "utility" if head is None else head[0],
+    ],
+    rows,
+    text_columns=(0, 1, 2, 3),
+  )
+  notes = "".join(f"<li>{_e(w)}</li>" for w in sweep["warnings"])
+  return (
+    "<h2>Defenses</h2>"
+    f"<p><b>{_e(sweep['best_tradeoff_line'])}</b></p>"
+    '<p class="note">At each point the attackers '
+    f"({_e(', '.join(sweep['attackers']))}) know the defense: they re-fit on the defended "
+    "auxiliary features or keep what they fitted on undefended ones, whichever leaks more "
+    "(sweep.json has both). Utility is measured on the same defended features"
+    + (
+      "" if head is None else f" ({_e(head[0])}, chance {_num(ref['utility'][head[0]]['chance'])})"
+    )
+    + f". {_e(sweep['caveat'])}</p>"
+    + table
+    + (f"<ul>{notes}</ul>" if notes else "")
+    + _img(images["defense"], "privacy against utility for each defense")
+  )
+
+
 def _first_screen(s: dict) -> str:
   level = s["risk_level"]
   fmr = s["config"]["risk"]["identity_fmr"]
@@ -124,7 +193,7 @@ def _first_screen(s: dict) -> str:
 <p>Decided by the <b>{_e(s["deciding_attack"])}</b> attacker, the strongest of
 {len(s["attacks"])} tried, on {s["num_targets"]} target images:</p>
 <ul>{"".join(f"<li>{n}</li>" for n in numbers)}</ul>
-<p><b>What to try next.</b> {_e(_NEXT[level])}</p>
+<p><b>What to try next.</b> {_e(_next(s))}</p>
 <details><summary>Why this level ({len(s["risk_reasons"])} reasons)</summary>
 <ul>{reasons}</ul></details>
 {f"<p><b>Warnings</b></p><ul>{warnings}</ul>" if warnings else ""}
@@ -292,6 +361,7 @@ def render(summary: dict, images: dict) -> str:
       "<h2>Leakage against the attacker's data</h2>"
       + _img(images["strength"], "leakage against the number of auxiliary images")
     )
+  sections.append(_defenses(s, images))
   sections.append(_audited(s))
   return (
     '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -104,3 +104,41 @@ def evaluator_scores(summary: dict) -> bytes:
   ax.legend(fontsize=8, loc="upper left")
   fig.suptitle("Independent evaluator: score distributions and thresholds")
   return _png(fig)
+
+
+def privacy_utility(sweep: dict) -> bytes:
+  """The defense sweep's curve: utility against the deciding attacker's SSIM gain and image
+  re-id, one line per defense, each point labelled with its strength; the undefended
+  features as a star."""
+  from privjax import utility
+
+  fig, axes = _figure(2, figsize=(10, 4.2))
+  ref = sweep["undefended"]
+  head = utility.headline(ref["utility"])
+  name = "utility (none measured: point index)" if head is None else head[0]
+  for entry_name, entry in sweep["defenses"].items():
+    pts = entry["points"]
+    xs = [
+      i if utility.headline(p["utility"]) is None else utility.headline(p["utility"])[1]
+      for i, p in enumerate(pts)
+    ]
+    for ax, key in zip(axes, ("ssim_gain", "image_reid_rate"), strict=True):
+      ys = [p["deciding"][key] for p in pts]
+      (line,) = ax.plot(xs, ys, "o-", label=f"{entry_name} ({entry['param']})")
+      for x, y, p in zip(xs, ys, pts, strict=True):
+        ax.annotate(
+          f"{p['strength']:g}",
+          (x, y),
+          fontsize=7,
+          xytext=(3, 3),
+          textcoords="offset points",
+          color=line.get_color(),
+        )
+  if head is not None:
+    for ax, key in zip(axes, ("ssim_gain", "image_reid_rate"), strict=True):
+      ax.plot([head[1]], [ref["deciding"][key]], "k*", markersize=12, label="undefended")
+  axes[0].set(xlabel=name, ylabel="SSIM gain over baseline (adaptive)")
+  axes[1].set(xlabel=name, ylabel="image re-identification (adaptive)", ylim=(0, 1.02))
+  axes[0].legend(fontsize=8)
+  fig.suptitle("Privacy against utility: each defense over its strengths")
+  return _png(fig)

@@ -31,6 +31,8 @@ GRID_PNG = "reconstructions.png"
 REPORT_HTML = "report.html"
 STRENGTH_PNG = "attack_strength.png"
 IDENTITY_PNG = "evaluator_scores.png"
+SWEEP_JSON = "sweep.json"
+SWEEP_PNG = "privacy_utility.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +112,7 @@ def build(
   per_target: dict | None = None,
   calibration=None,
   evaluator_info: dict | None = None,
+  defense: dict | None = None,
 ) -> Report:
   """The Report of an audit: the deciding attacker's numbers at the top, every attacker's row.
 
@@ -132,6 +135,7 @@ def build(
     environment: versions, devices, metadata and seconds, stored as they are.
     calibration: the evaluator's `identity.Calibration` on the originals, or None.
     evaluator_info: what the evaluator is (kind, architecture, accuracy), or None.
+    defense: the defense sweep (privjax.sweep.run; sweep.json), or None when none ran.
   """
   best = scores[deciding]
   by_name = {o.name: o for o in outcomes}
@@ -148,6 +152,7 @@ def build(
       row["info"] = o.info
     rows[o.name] = row
   warnings = [f"{o.name}: {w}" for o in outcomes for w in o.warnings]
+  warnings += [f"defense sweep: {w}" for w in (defense or {}).get("warnings", [])]
   if calibration is not None:
     m = calibration.summary["impostor_pairs"]
     warnings += [
@@ -216,6 +221,7 @@ def build(
     "attacks": rows,
     "evaluator": evaluator,
     "attack_strength": strength,
+    "defense": defense,
     "num_targets": int(n),
     "num_aux": int(aux_count),
     "image_shape": list(targets.shape[1:]),
@@ -393,14 +399,22 @@ def write(report: Report, workdir: str, *, per_row: int) -> dict:
     images["evaluator"] = plots.evaluator_scores(s)
   if s.get("attack_strength"):
     images["strength"] = plots.strength(s["attack_strength"])
+  if s.get("defense"):
+    images["defense"] = plots.privacy_utility(s["defense"])
   files = {
     PER_IMAGE_CSV: per_image_csv(report.per_image),
     GRID_PNG: images["grid"],
     REPORT_HTML: page.render(s, images).encode(),
   }
-  for name, key in ((IDENTITY_PNG, "evaluator"), (STRENGTH_PNG, "strength")):
+  for name, key in (
+    (IDENTITY_PNG, "evaluator"),
+    (STRENGTH_PNG, "strength"),
+    (SWEEP_PNG, "defense"),
+  ):
     if key in images:
       files[name] = images[key]
+  if s.get("defense"):
+    files[SWEEP_JSON] = strict_json(s["defense"]).encode()
   files[REPORT_JSON] = strict_json(report.to_dict()).encode()  # last: the set's index
   publish(workdir, files)
   return {name: os.path.join(workdir, name) for name in files}

@@ -55,6 +55,7 @@ def run_all(
   workdir: str | None,
   overwrite: bool,
   stage: str = "",
+  fitted: dict | None = None,
 ) -> list[Outcome]:
   """Runs every attacker not "off", in config order; returns one Outcome each.
 
@@ -70,9 +71,13 @@ def run_all(
     overwrite: discard a checkpoint stage made with different inputs (else an error).
     stage: a prefix keeping this run's checkpoints and caches apart from other runs'
       in the same workdir (the attacker-strength runs on parts of the auxiliary set).
+    fitted: a dict of fitted attackers by name kept by the caller, so that calls on the
+      same auxiliary set with other target features fit each attacker once (the defense
+      sweep's non-adaptive attacks); None: fitted for this call only.
   """
   names = [n for n in attacks_cfg if attacks_cfg[n].type != base.OFF]
-  fitted: dict[str, base.Fitted] = {}
+  fitted = {} if fitted is None else fitted
+  targets_key = workdir_lib.array_hash(target_features)
   keys: dict[str, str] = {}
 
   def key(name):
@@ -89,6 +94,7 @@ def run_all(
           context["filter_size"],
           context["filter_sigma"],
           data_key,
+          targets_key,
           deps,
         ],
         sort_keys=True,

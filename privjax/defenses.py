@@ -1,0 +1,245 @@
+"""Feature-level defenses: transformations of the feature vectors a model releases.
+
+A defense is a pure, jittable function `defense(features, key, **params) -> features`
+on a batch [B, D] (the output may have another width D'). Its strength is one of its
+keyword parameters (`sigma`, `bits`, `k`); the others are fitted on the auxiliary
+features by the defense's `fit` (a scale, a range, a principal basis), so the same
+strength means the same thing whatever the model's units. Every parameter reaches the
+function traced, so one compiled program serves every strength of a sweep.
+
+`apply` runs a defense over a whole array, data-parallel: row i gets the key
+`fold_in(key, i)`, so the result does not depend on the batch size or the number of
+devices, and the same key always gives the same features.
+
+Built-ins register with `@register`; a user's defense is named by import path,
+`"package.module:function"`, with its strength keyword given by `param` in its sweep
+entry (see configs/defense_sweep.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from privjax import parallel
+from privjax.embedding import import_object
+from privjax.errors import ConfigError, ModelError
+
+
+@dataclasses.dataclass(frozen=True)
+class Defense:
+  """A registered defense."""
+
+  fn: Callable  # (features [B, D], key, **params) -> features [B, D']
+  param: str  # the keyword the sweep's strengths go to
+  fit: Callable | None  # (aux features [N, D] float64) -> {name: array}, or None
+  check: Callable | None  # (strength, dim) -> an error message, or None when fine
+  about: str  # what the strength means, for messages and the report
+
+
+_REGISTRY: dict[str, Defense] = {}
+
+
+def register(name: str, *, param: str, about: str, fit=None, check=None):
+  """Decorator: registers `defense(features, key, **params)` under `name`."""
+
+  def wrap(fn):
+    _REGISTRY[name] = Defense(fn, param, fit, check, about)
+    return fn
+
+  return wrap
+
+
+def builtin_names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def get(kind: str, param: str = "strength", *, field: str = "defense") -> Defense:
+  """The defense registered as `kind`, or the function at import path "module:name"
+  (`param`: a user defense's strength keyword; `field`: the config field, for errors)."""
+  if kind in _REGISTRY:
+    return _REGISTRY[kind]
+  if ":" not in kind:
+    raise ConfigError(
+      f"unknown defense type {kind!r}: expected one of {builtin_names()} or a "
+      "'package.module:function' import path"
+    )
+  fn = import_object(kind, field=field)
+  if not callable(fn):
+    raise ConfigError(f"config.{field}={kind!r} is not callable, got {type(fn).__name__}")
+  return Defense(fn, param, None, None, f"{param} (user defense)")
+
+
+def check_strength(name: str, defense: Defense, index: int, strength, dim: int | None) -> None:
+  """Raises ConfigError for a strength the defense cannot take (dim: the feature width,
+  None when not known yet)."""
+  where = f"config.defense.sweep.{name}.strengths[{index}]"
+  if not isinstance(strength, (int, float)) or isinstance(strength, bool):
+    raise ConfigError(f"{where} must be a number ({defense.about}), got {strength!r}")
+  problem = None if defense.check is None else defense.check(strength, dim)
+  if problem:
+    raise ConfigError(f"{where}={strength!r}: {problem}")
+
+
+# --- the built-ins -------------------------------------------------------------------
+
+
+def _std(f: np.ndarray) -> np.ndarray:
+  """Per-dimension std of the auxiliary features; a constant dimension gets 1."""
+  s = f.std(axis=0)
+  return np.where(s > 0, s, 1.0).astype(np.float32)
+
+
+def _nonnegative(strength, dim):
+  del dim
+  return None if strength >= 0 else "a noise scale must be >= 0"
+
+
+def _unit(x):
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@register("none", param="strength", about="ignored: the features unchanged")
+def none(features, key, *, strength=0.0):
+  """The features as released: the undefended reference point."""
+  del key, strength
+  return features
+
+
+@register(
+  "gaussian_noise",
+  param="sigma",
+  about="sigma: noise std in units of each dimension's std on the auxiliary set",
+  fit=lambda f: {"scale": _std(f)},
+  check=_nonnegative,
+)
+def gaussian_noise(features, key, *, sigma, scale):
+  """Adds N(0, (sigma * scale)^2) noise, scale the per-dimension std of the auxiliary set."""
+  return features + sigma * scale * jax.random.normal(key, features.shape, features.dtype)
+
+
+def _bits(strength, dim):
+  del dim
+  if strength != int(strength) or not 1 <= strength <= 16:
+    return "bits per dimension must be an integer in [1, 16]"
+  return None
+
+
+@register(
+  "quantize",
+  param="bits",
+  about="bits per dimension over the auxiliary set's range",
+  fit=lambda f: {"low": f.min(axis=0).astype(np.float32), "high": f.max(axis=0).astype(np.float32)},
+  check=_bits,
+)
+def quantize(features, key, *, bits, low, high):
+  """Rounds each dimension to 2^bits levels spanning its auxiliary range (clipped to it)."""
+  del key
+  levels = jnp.exp2(jnp.asarray(bits, features.dtype)) - 1
+  span = jnp.maximum(high - low, 1e-12)
+  q = jnp.round((jnp.clip(features, low, high) - low) / span * levels)
+  return q / levels * span + low
+
+
+def _pca_fit(f: np.ndarray) -> dict:
+  mean = f.mean(axis=0)
+  _, _, vt = np.linalg.svd(f - mean, full_matrices=True)  # rows: directions, by variance
+  basis = np.zeros((f.shape[1], f.shape[1]))
+  basis[:, : vt.shape[0]] = vt.T
+  return {"mean": mean.astype(np.float32), "basis": basis.astype(np.float32)}
+
+
+def _components(strength, dim):
+  if strength != int(strength) or strength < 1:
+    return "the number of principal directions kept must be an integer >= 1"
+  if dim is not None and strength > dim:
+    return f"cannot keep more principal directions than the {dim} feature dimensions"
+  return None
+
+
+@register(
+  "pca_truncate",
+  param="k",
+  about="k: principal directions of the auxiliary features kept",
+  fit=_pca_fit,
+  check=_components,
+)
+def pca_truncate(features, key, *, k, mean, basis):
+  """Projects onto the top-k principal directions of the auxiliary set (same width D)."""
+  del key
+  keep = (jnp.arange(basis.shape[1]) < k).astype(features.dtype)
+  coords = (features - mean) @ basis
+  return (coords * keep) @ basis.T + mean
+
+
+def _unit_std(f: np.ndarray) -> dict:
+  return {"scale": _std(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))}
+
+
+@register(
+  "normalize_noise",
+  param="sigma",
+  about="sigma: noise std after L2 normalisation, in units of each dimension's std there",
+  fit=_unit_std,
+  check=_nonnegative,
+)
+def normalize_noise(features, key, *, sigma, scale):
+  """L2-normalises, then adds N(0, (sigma * scale)^2) noise (the face-embedding setting)."""
+  return gaussian_noise(_unit(features), key, sigma=sigma, scale=scale)
+
+
+# --- running one ---------------------------------------------------------------------
+
+
+def fit(defense: Defense, aux_features: np.ndarray) -> dict:
+  """The defense's fitted parameters on the (undefended) auxiliary features."""
+  if defense.fit is None:
+    return {}
+  return dict(defense.fit(np.asarray(aux_features, np.float64)))
+
+
+@functools.cache
+def _rowwise(fn: Callable):
+  """fn over a batch with a key per row: one jitted program per defense function."""
+
+  def run(key, params, features, rows):
+    def one(f, i):
+      return fn(f[None], jax.random.fold_in(key, i), **params)[0]
+
+    return jax.vmap(one)(features, rows)
+
+  return jax.jit(run)
+
+
+def apply(
+  defense: Defense, features, key, params: dict, *, mesh, batch_size: int, name: str
+) -> np.ndarray:
+  """The defense over all rows of `features` [N, D]; row i uses fold_in(key, i).
+
+  Raises:
+    ModelError: the defense fails on these features or returns non-finite values.
+  """
+  features = np.asarray(features, np.float32)
+  replicated = parallel.replicate((key, jax.tree.map(jnp.asarray, params)), mesh)
+  try:
+    out = parallel.batched_map(
+      functools.partial(_rowwise(defense.fn), *replicated),
+      [features, np.arange(features.shape[0], dtype=np.int32)],
+      batch_size=batch_size,
+      mesh=mesh,
+    )
+  except (TypeError, ValueError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ModelError(f"defense {name} failed on [N, {features.shape[1]}] features: {first}") from e
+  if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != features.shape[0]:
+    raise ModelError(
+      f"defense {name} must return features [N, D'], got {getattr(out, 'shape', type(out))}"
+    )
+  if not np.all(np.isfinite(out)):
+    raise ModelError(f"defense {name} returned non-finite features")
+  return out.astype(np.float32)
