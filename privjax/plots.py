@@ -134,9 +134,24 @@ def privacy_utility(sweep: dict) -> bytes:
           textcoords="offset points",
           color=line.get_color(),
         )
-  if head is not None:
-    for ax, key in zip(axes, ("ssim_gain", "image_reid_rate"), strict=True):
+  t = sweep["thresholds"]
+  for ax, key, what in zip(
+    axes, ("ssim_gain", "image_reid_rate"), ("ssim_gain", "image_reid"), strict=True
+  ):
+    ax.axhline(t[f"high_{what}"], color="red", linewidth=0.8, linestyle="--", label="high from")
+    ax.axhline(
+      t[f"medium_{what}"], color="orange", linewidth=0.8, linestyle="--", label="medium from"
+    )
+    if head is not None:
       ax.plot([head[1]], [ref["deciding"][key]], "k*", markersize=12, label="undefended")
+      if "chance" in ref["utility"].get(head[0], {}):
+        ax.axvline(
+          ref["utility"][head[0]]["chance"],
+          color="gray",
+          linewidth=0.8,
+          linestyle=":",
+          label="utility at chance",
+        )
   axes[0].set(xlabel=name, ylabel="SSIM gain over baseline (adaptive)")
   axes[1].set(xlabel=name, ylabel="image re-identification (adaptive)", ylim=(0, 1.02))
   axes[0].legend(fontsize=8)

@@ -268,6 +268,7 @@ def run(
       "points": points,
     }
   best, line = best_tradeoff(result, undefended)
+  logging.info("defense sweep: %s", line)
   warnings = []
   if audit["deciding_attack"] not in d.attacks:
     warnings.append(
@@ -287,6 +288,10 @@ def run(
     "defenses": result,
     "best_tradeoff": best,
     "best_tradeoff_line": line,
+    "thresholds": {
+      k: cfg.risk[k]
+      for k in ("medium_ssim_gain", "high_ssim_gain", "medium_image_reid", "high_image_reid")
+    },
     "warnings": warnings,
     "caveat": CAVEAT,
   }
@@ -314,7 +319,14 @@ def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
   if head is None:
     return best, f"{setting} reaches 'low' risk (no utility measured to compare points)"
   ref = utility.headline(undefended["utility"])
-  return best, (
-    f"best trade-off: {setting}: 'low' risk keeping {head[0]} {value:.3f}"
-    + ("" if ref is None else f" (undefended {ref[1]:.3f})")
+  measured = p["utility"].get(head[0], {})
+  chance = measured.get("chance")
+  line = f"best trade-off: {setting}: 'low' risk keeping {head[0]} {value:.3f}" + (
+    "" if ref is None else f" (undefended {ref[1]:.3f}"
   )
+  if chance is not None:
+    line += f", chance {chance:.3f}"
+  line += ")" if ref is not None else ""
+  if chance is not None and measured["ci"][0] <= chance:
+    line += "; that is no better than chance: no point tried keeps the features useful at low risk"
+  return best, line

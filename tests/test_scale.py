@@ -23,6 +23,9 @@ from tests.conftest import REPO_ROOT, launch
 RTOL = 1e-4
 # Long enough to kill mid-training, short enough for the suite.
 OVERRIDES = ["--config.train.num_steps=120", "--config.train.checkpoint_every=20"]
+# The smoke audit with a two-point defense sweep, so the sweep's points (defended
+# features, re-fitted attackers, utility) are compared across devices and processes too.
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale_config.py")
 
 
 def _free_port() -> int:
@@ -40,7 +43,7 @@ def _start_processes(workdir, logs, *, num_processes=2, devices=2):
     cmd = [
       sys.executable,
       "launch.py",
-      "--config=configs/smoke.py",
+      f"--config={CONFIG}",
       f"--workdir={workdir}",
       f"--coordinator_address=127.0.0.1:{port}",
       f"--num_processes={num_processes}",
@@ -106,6 +109,14 @@ def _close_tree(a, b, what, atol):
     assert a == b, what
 
 
+def _without(tree, key):
+  if isinstance(tree, dict):
+    return {k: _without(v, key) for k, v in tree.items() if k != key}
+  if isinstance(tree, list):
+    return [_without(v, key) for v in tree]
+  return tree
+
+
 # The evaluator's rates count what passes a threshold. The builtin evaluator trains on
 # each device count with another reduction order (parameters agree to float noise), so a
 # target whose score sits within that noise of a threshold may fall either way: one
@@ -137,6 +148,9 @@ def assert_same_audit(a, b):
   assert a["deciding_attack"] == b["deciding_attack"]
   np.testing.assert_allclose(_losses(b), _losses(a), rtol=RTOL)
   assert a["convergence"]["steps"] == b["convergence"]["steps"]
+  # The defense sweep: every point's numbers (its identity rates judged by the same
+  # evaluator, so with the same allowance; the reasons' text rounds those numbers).
+  _close_tree(*(_without(r["defense"], "risk_reasons") for r in (a, b)), "defense", IDENTITY_ATOL)
   sa, sb = np.array(a["ssim_per_image"]), np.array(b["ssim_per_image"])
   np.testing.assert_allclose(sb, sa, rtol=RTOL, atol=1e-6)
   # Same per-image SSIM order: sorted by one run, the other run's values do not
@@ -150,7 +164,7 @@ def reports(tmp_path_factory):
   out = {}
   for n in (1, 2, 4, 8):
     wd = tmp_path_factory.mktemp(f"devices{n}")
-    r = launch("configs/smoke.py", wd, *OVERRIDES, devices=n)
+    r = launch(CONFIG, wd, *OVERRIDES, devices=n)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((wd / "report.json").read_text())
     assert report["devices"] == {"count": n, "kind": "cpu", "platform": "cpu", "processes": 1}
@@ -182,9 +196,12 @@ def test_two_processes_give_the_single_process_audit_and_one_report(reports):
     "checkpoints",
     "evaluator_scores.png",
     "per_image.csv",
+    "privacy_utility.png",
     "reconstructions.png",
     "report.html",
     "report.json",
+    "sweep",
+    "sweep.json",
     "tensorboard",
   ]
 
