@@ -390,6 +390,10 @@ def _audit(
   """Extract, attack, score, judge, report: the stages, each a function below."""
   timer = _Timer()
   mesh = parallel.data_mesh()
+  if embed_fn is not None and len(cfg.defense.sweep):  # before anything is written
+    sample = jax.ShapeDtypeStruct((1, *targets.shape[1:]), jnp.float32)
+    out = _guarded(jax.eval_shape, targets.shape[1:])(embed_fn, params, sample)
+    config_lib.check_sweep(cfg, dim=int(out.shape[-1]) if getattr(out, "ndim", 0) == 2 else None)
   with timer.stage("extraction"):
     if embed_fn is None:
       f_aux = _check_features(aux_features, aux.shape[0], name="aux_features")
@@ -596,7 +600,7 @@ def _sweep_config(cfg):
   """The audit config with only the sweep's attackers (config.defense.attacks)."""
   out = ml_collections.ConfigDict(cfg.to_dict())
   out.attacks = ml_collections.ConfigDict(
-    {n: cfg.attacks[n].to_dict() for n in cfg.defense.attacks}
+    {n: cfg.attacks[n].to_dict() for n in config_lib.sweep_attackers(cfg)}
   )
   return out
 

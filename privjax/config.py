@@ -114,9 +114,9 @@ def audit_config() -> ml_collections.ConfigDict:
   # privacy_utility.png beside the report.
   c.defense = ml_collections.ConfigDict()
   c.defense.sweep = ml_collections.ConfigDict()  # name -> {type, strengths[, param]}; empty: off.
-  # Which of config.attacks attack every sweep point (each point re-fits them). The
-  # whitebox attacker does not model a defense: it is skipped at the sweep's points.
-  c.defense.attacks = ("ridge", "nearest")
+  # Which of config.attacks attack every sweep point (each point re-fits them); empty:
+  # every running attacker but the whitebox one, which does not model a defense.
+  c.defense.attacks = ()
   c.defense.utility = ""  # Extra utility "package.module:function" (README); "" for none.
 
   c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
@@ -192,6 +192,14 @@ def sweep_entry(name: str, entry) -> dict:
   return {"type": kind, "strengths": entry.get("strengths", ()), "param": param or "strength"}
 
 
+def sweep_attackers(c: ml_collections.ConfigDict) -> list[str]:
+  """The attackers of the defense sweep: config.defense.attacks, or when empty every
+  running attacker of config.attacks but the whitebox type."""
+  if len(c.defense.attacks):
+    return list(c.defense.attacks)
+  return [n for n in c.attacks if c.attacks[n].type not in (attacks.OFF, "whitebox")]
+
+
 def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
   """Checks config.defense (dim: the feature width once known, for its bounds)."""
   d = c.defense
@@ -214,8 +222,13 @@ def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
       f"config.defense.sweep.{name}.strengths must not repeat a value, got {tuple(e.strengths)}",
     )
   require(
-    isinstance(d.attacks, (list, tuple)) and len(d.attacks) > 0,
-    f"config.defense.attacks must name at least one of config.attacks, got {d.attacks!r}",
+    isinstance(d.attacks, (list, tuple)),
+    f"config.defense.attacks must be a list of names in config.attacks, got {d.attacks!r}",
+  )
+  require(
+    not len(d.sweep) or sweep_attackers(c),
+    "config.defense.attacks: no attacker to run at the sweep's points (the whitebox "
+    "attacker does not model a defense); name one of config.attacks",
   )
   for name in d.attacks:
     require(

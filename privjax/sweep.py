@@ -37,6 +37,7 @@ import numpy as np
 from absl import logging
 
 from privjax import cache, defenses, risk, utility
+from privjax import config as config_lib
 from privjax.errors import ConfigError, ModelError
 
 CAVEAT = (
@@ -165,6 +166,7 @@ def run(
     audit: the undefended audit's {"risk_level", "deciding_attack"} (all its attackers).
   """
   d = cfg.defense
+  names = config_lib.sweep_attackers(cfg)
   user_fn = None
   if d.utility:
     from privjax.embedding import import_object
@@ -176,7 +178,7 @@ def run(
   }
   settings.update(
     decoder=cfg.decoder.to_dict(),
-    attacks={n: cfg.attacks[n].to_dict() for n in d.attacks},
+    attacks={n: cfg.attacks[n].to_dict() for n in names},
     utility=d.utility,
     eval_batch_size=cfg.eval_batch_size,
   )
@@ -270,10 +272,10 @@ def run(
   best, line = best_tradeoff(result, undefended)
   logging.info("defense sweep: %s", line)
   warnings = []
-  if audit["deciding_attack"] not in d.attacks:
+  if audit["deciding_attack"] not in names:
     warnings.append(
       f"the audit's deciding attacker {audit['deciding_attack']!r} ({audit['risk_level']}) is "
-      f"not among the sweep's attackers {list(d.attacks)}: every point may understate the "
+      f"not among the sweep's attackers {names}: every point may understate the "
       "leakage (add it to config.defense.attacks)"
     )
   if _SEVERITY[audit["risk_level"]] > _SEVERITY[undefended["risk_level"]]:
@@ -282,7 +284,7 @@ def run(
       f"audit's reach {audit['risk_level']}: the sweep's verdicts understate by at least that"
     )
   return {
-    "attackers": list(d.attacks),
+    "attackers": names,
     "audit": audit,
     "undefended": undefended,
     "defenses": result,
