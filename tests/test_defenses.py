@@ -315,3 +315,31 @@ def test_a_killed_sweep_resumes_to_the_same_sweep_json(tmp_path):
   assert (tmp_path / "killed" / "sweep.json").read_bytes() == (
     tmp_path / "whole" / "sweep.json"
   ).read_bytes()
+
+
+def test_a_defense_applies_to_stored_features(digits8):
+  x, y = digits8
+  q = np.linalg.qr(np.random.default_rng(2).normal(size=(64, 64)))[0].astype(np.float32)
+  flat = x.reshape(len(x), -1)
+  cfg = tiny_config()
+  cfg.attacks = {"ridge": {"num_features": 64}, "whitebox": {"init": "ridge"}}
+  cfg.defense = {"sweep": {"quantize": {"strengths": (1,)}}}
+  r = privjax.assess(
+    None,
+    None,
+    x[:500],
+    x[500:700],
+    aux_features=flat[:500] @ q,
+    target_features=flat[500:700] @ q,
+    config=cfg,
+    target_labels=y[500:700],
+    aux_labels=y[:500],
+    progress=False,
+  ).to_dict()
+  s = r["defense"]
+  assert s["attackers"] == ["ridge"]  # the whitebox attacker does not model a defense
+  (point,) = s["defenses"]["quantize"]["points"]
+  assert point["risk_level"] in ("low", "medium", "high") and "knn_rank1" in point["utility"]
+  assert (
+    point["refitted"]["ridge"]["ssim_gain"] < s["undefended"]["attackers"]["ridge"]["ssim_gain"]
+  )
