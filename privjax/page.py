@@ -114,13 +114,12 @@ def _defenses(s: dict, images: dict) -> str:
   head = utility_lib.headline(ref["utility"])
   rows = []
 
-  def row(name, strength, p):
+  def row(point, p):
     u = utility_lib.headline(p["utility"])
     d = p["deciding"]
     fitted = {"refitted": "defended", "non-adaptive": "undefended"}.get(d.get("fitted_on"), "")
     return [
-      _e(name),
-      _e(strength),
+      _e(point),
       _e(p["risk_level"]),
       _e(f"{d['attacker']} ({fitted})" if fitted else d["attacker"]),
       f"{d['ssim_gain']:.3f} {_ci(d['ssim_gain_ci'])}",
@@ -128,14 +127,13 @@ def _defenses(s: dict, images: dict) -> str:
       "n/a" if u is None else _num(u[1]),
     ]
 
-  rows.append(row("none (undefended)", "", ref))
+  rows.append(row("undefended", ref))
   for name, entry in sweep["defenses"].items():
     for p in entry["points"]:
-      rows.append(row(name, f"{entry['param']}={p['strength']:g}", p))
+      rows.append(row(f"{name} {entry['param']}={p['strength']:g}", p))
   table = _table(
     [
-      "defense",
-      "strength",
+      "defense and strength",
       "risk",
       "deciding attacker (fitted on)",
       "SSIM gain (95% CI)",
@@ -143,7 +141,7 @@ def _defenses(s: dict, images: dict) -> str:
       "utility" if head is None else head[0],
     ],
     rows,
-    text_columns=(0, 1, 2, 3),
+    text_columns=(0, 1, 2),
   )
   notes = "".join(f"<li>{_e(w)}</li>" for w in sweep["warnings"])
   return (

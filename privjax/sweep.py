@@ -273,10 +273,15 @@ def run(
   logging.info("defense sweep: %s", line)
   warnings = []
   if audit["deciding_attack"] not in names:
+    how = (
+      "it does not model a defense, so the points may understate what an attacker holding "
+      "the model's weights recovers"
+      if cfg.attacks[audit["deciding_attack"]].type == "whitebox"
+      else "every point may understate the leakage (add it to config.defense.attacks)"
+    )
     warnings.append(
       f"the audit's deciding attacker {audit['deciding_attack']!r} ({audit['risk_level']}) is "
-      f"not among the sweep's attackers {names}: every point may understate the "
-      "leakage (add it to config.defense.attacks)"
+      f"not among the sweep's attackers {names}: {how}"
     )
   if _SEVERITY[audit["risk_level"]] > _SEVERITY[undefended["risk_level"]]:
     warnings.append(
