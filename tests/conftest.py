@@ -96,6 +96,122 @@ def launch(
   )
 
 
+# Python's warning filters in a fresh `python launch.py` (no -W, no PYTHONWARNINGS).
+_FRESH_WARNING_FILTERS = [
+  ("default", DeprecationWarning, "__main__"),
+  ("ignore", DeprecationWarning, ""),
+  ("ignore", PendingDeprecationWarning, ""),
+  ("ignore", ImportWarning, ""),
+  ("ignore", ResourceWarning, ""),
+]
+
+# The JAX settings the command changes (its --compilation_cache).
+_CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+
+
+@pytest.fixture
+def launch_here(capfd):
+  """`launch`, in this process: calls launch.py's entry point (privjax.cli.console) with the
+  same sys.argv and returns a CompletedProcess of what the fresh process would give: its
+  exit status, stdout and stderr (captured at the file descriptors, so C++ output counts).
+
+  A fresh process pays JAX's import and start-up (seconds); this does not. Each call
+  starts from what a fresh process has: absl flags unparsed and none of the
+  `--config.FIELD` flags the last call defined; absl's one-time app setup done again
+  (its handler on the root logger, writing to this stderr; --verbosity raised to INFO);
+  Python's default warning filters, warnings printed to stderr; the user's modules and
+  config files imported anew; the working directory the repository. An uncaught
+  exception prints its traceback to stderr and gives status 1, as Python would.
+  Everything the run changes in this process (flags, logging handlers, filters and
+  levels, the SIGTERM handler, JAX's compilation-cache settings, sys.path, sys.modules'
+  user modules) is put back afterwards. Not for what is fixed when JAX starts (device
+  count, XLA_FLAGS: this process has 4 CPU devices), environment variables read at
+  import, or signals: those need `launch`.
+  """
+  import logging
+  import signal
+  import subprocess
+  import sys
+  import traceback
+  import warnings
+
+  from absl import app, command_name, flags
+  from absl import logging as absl_logging
+  from jax._src import compilation_cache
+
+  from privjax import cli
+
+  def show_warning(message, category, filename, lineno, file=None, line=None):
+    del file  # Python's own showwarning, which pytest replaces while a test runs
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+  def run(config, workdir, *overrides, pythonpath=None):
+    args = [f"--config={config}", f"--workdir={workdir}", *overrides]
+    pythonpath = [str(pythonpath)] if pythonpath else []
+    config_dir = os.path.dirname(os.path.join(REPO_ROOT, config))
+    user_dirs = [os.path.join(REPO_ROOT, "configs"), config_dir, *pythonpath]
+    flag_names, modules = set(flags.FLAGS), set(sys.modules)
+    root, absl_logger = logging.getLogger(), absl_logging.get_absl_logger()
+    levels = root.level, absl_logger.level
+    handler = absl_logging.get_absl_handler()
+    sigterm = signal.getsignal(signal.SIGTERM)
+    cache = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+    capfd.readouterr()
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+      mp.chdir(REPO_ROOT)
+      mp.setattr(sys, "argv", ["launch.py", *args])
+      mp.setattr(sys, "path", [REPO_ROOT, *pythonpath, *sys.path])  # launch.py's dir, PYTHONPATH
+      # A fresh process's app.run drops the stderr handler that logging.basicConfig added
+      # on absl's first log call (orbax logs on import); here that handler writes to
+      # pytest's capture, which app.run does not see as stderr, so it is dropped here.
+      handlers = [h for h in root.handlers if type(h) is not logging.StreamHandler]
+      mp.setattr(root, "handlers", handlers)
+      mp.setattr(handler, "filters", list(handler.filters))
+      mp.setattr(handler.python_handler, "stream", sys.stderr)
+      mp.setattr(app._run_init, "done", False)
+      mp.setattr(app._register_and_parse_flags_with_usage, "done", False)
+      mp.setattr(app, "faulthandler", None)  # pytest's own faulthandler stays
+      mp.setattr(command_name, "make_process_name_useful", lambda: None)  # pytest's name too
+      mp.setattr(cli, "_SIGTERM_SEEN", [])
+      warnings.resetwarnings()
+      for action, category, module in reversed(_FRESH_WARNING_FILTERS):
+        warnings.filterwarnings(action, category=category, module=module)
+      warnings.showwarning = show_warning
+      flags.FLAGS.unparse_flags()
+      try:
+        cli.console()
+        code = 0
+      except SystemExit as e:  # sys.exit(status): None is 0, a message is printed and 1
+        code = 0 if e.code is None else e.code
+        if not isinstance(code, int):
+          print(code, file=sys.stderr)
+          code = 1
+      except Exception:  # noqa: BLE001 (uncaught: what Python prints, and status 1)
+        traceback.print_exc()
+        code = 1
+      finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        flags.FLAGS.unparse_flags()  # (before the levels: it resets --verbosity)
+        for name in set(flags.FLAGS) - flag_names:
+          if name.startswith("config."):
+            delattr(flags.FLAGS, name)
+        root.setLevel(levels[0])
+        absl_logger.setLevel(levels[1])
+        signal.signal(signal.SIGTERM, sigterm)
+        for name, value in cache.items():
+          jax.config.update(name, value)
+        compilation_cache.reset_cache()
+        for name in set(sys.modules) - modules:
+          path = getattr(sys.modules[name], "__file__", None) or ""
+          if any(path.startswith(d + os.sep) for d in user_dirs):
+            del sys.modules[name]
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["launch.py", *args], code, out, err)
+
+  return run
+
+
 def last_line(result) -> str:
   lines = result.stderr.strip().splitlines()
   return lines[-1] if lines else ""

@@ -1,16 +1,23 @@
 """Bad input, end to end through the CLI: one line, exit code 2, no traceback, and nothing
 already in the workdir changes.
 
-The table covers config, data, model and workdir faults. Each runs launch.py against a
+The table covers config, data, model and workdir faults. Each runs the command against a
 workdir that holds a finished audit, and compares the workdir's files (content and
-modification times, all but the lock file) before and after.
+modification times, all but the lock file) before and after. The rows run launch.py's entry
+point in this process (conftest.launch_here: a fresh process each would pay JAX's start-up,
+~80 times); the last test checks that this prints what a fresh `python launch.py` does.
 """
 
+import logging
 import os
+import re
+import signal
 import textwrap
 
 import numpy as np
 import pytest
+from absl import flags
+from absl import logging as absl_logging
 from PIL import Image
 
 from privjax.workdir import LOCK_FILE
@@ -677,6 +684,14 @@ def _snapshot(workdir):
   return out
 
 
+def _fill(row, tmp):
+  """A table row's launch arguments (config, workdir, *overrides), {t} filled in."""
+  _, config, overrides, workdir, _ = row
+  fill = lambda s: s.replace("{t}", str(tmp))  # noqa: E731
+  workdir = tmp / "done" if workdir == "done" else fill(workdir)
+  return (fill(config) if config else "configs/smoke.py", workdir, *map(fill, overrides))
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, digits8):
   tmp = tmp_path_factory.mktemp("faults")
@@ -693,20 +708,14 @@ def test_table_has_at_least_80_faults():
 
 @pytest.mark.parametrize("name,config,overrides,workdir,expected", TABLE, ids=[r[0] for r in TABLE])
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(
-  finished, name, config, overrides, workdir, expected
+  finished, launch_here, name, config, overrides, workdir, expected
 ):
   tmp, _ = finished
   fill = lambda s: s.replace("{t}", str(tmp))  # noqa: E731
-  workdir = tmp / "done" if workdir == "done" else fill(workdir)
+  args = _fill((name, config, overrides, workdir, expected), tmp)
   before = _snapshot(tmp / "done")
   file_before = (tmp / "a_file").read_text()
-  result = launch(
-    fill(config) if config else "configs/smoke.py",
-    workdir,
-    *map(fill, overrides),
-    pythonpath=tmp / "userpkg",
-    timeout=120,
-  )
+  result = launch_here(*args, pythonpath=tmp / "userpkg")
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2, result.stderr[-3000:]
   assert lines[-1].startswith("privjax: error: "), lines[-1]
@@ -716,3 +725,22 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
   assert _snapshot(tmp / "done") == before
   assert (tmp / "a_file").read_text() == file_before
   assert not os.path.exists("/sys/privjax-workdir")
+
+
+def test_in_process_run_prints_what_a_fresh_process_does(finished, launch_here):
+  # A row that logs, imports the user's module and runs JAX before its error; it runs
+  # after the whole table, so this also checks that no row's state leaked into the next.
+  tmp, _ = finished
+  args = _fill(next(row for row in TABLE if row[0] == "evaluator-nan"), tmp)
+  sigterm = signal.getsignal(signal.SIGTERM)
+  here = launch_here(*args, pythonpath=tmp / "userpkg")
+  fresh = launch(*args, pythonpath=tmp / "userpkg", timeout=120)
+  # Without absl's line prefix (level, date, time, thread id) and numbers (stage times).
+  strip = lambda s: re.sub(r"\d+", "0", re.sub(r"(?m)^[IWEF]\d{4} [\d:.]+ +\d+ ", "", s))  # noqa: E731
+  assert (here.returncode, here.stdout) == (fresh.returncode, fresh.stdout) == (2, "")
+  assert strip(here.stderr) == strip(fresh.stderr), (here.stderr, fresh.stderr)
+  assert strip(here.stderr).count("\n") >= 3, here.stderr  # its progress lines were shown
+  assert not flags.FLAGS.is_parsed()
+  assert not [name for name in flags.FLAGS if name.startswith("config.")]
+  assert absl_logging.get_absl_handler() not in logging.getLogger().handlers
+  assert signal.getsignal(signal.SIGTERM) is sigterm
