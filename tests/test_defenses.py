@@ -343,3 +343,17 @@ def test_a_defense_applies_to_stored_features(digits8):
   assert (
     point["refitted"]["ridge"]["ssim_gain"] < s["undefended"]["attackers"]["ridge"]["ssim_gain"]
   )
+
+
+def test_a_defense_that_fails_or_returns_nan_is_one_line(features):
+  mesh = parallel.data_mesh()
+  for fn, match in (
+    (lambda f, key, *, strength: f * jnp.nan, "defense bad returned non-finite features"),
+    (lambda f, key, *, strength: f @ jnp.ones((3, 3)), "defense bad failed on \\[N, 16\\]"),
+  ):
+    d = defenses.Defense(fn, "strength", None, None, "strength")
+    with pytest.raises(privjax.ModelError, match=match) as e:
+      defenses.apply(
+        d, features, jax.random.key(0), {"strength": 1.0}, mesh=mesh, batch_size=64, name="bad"
+      )
+    assert "\n" not in str(e.value)

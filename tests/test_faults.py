@@ -149,6 +149,13 @@ def _setup(tmp, digits8):
   np.savez(tmp / "range.npz", images=x[:60] * 255.0, labels=y[:60])
   (tmp / "userpkg").mkdir()
   (tmp / "userpkg" / "fault_models.py").write_text(USER_MODULE)
+  (tmp / "sweep.py").write_text(
+    "import ml_collections\n\nfrom configs import smoke\n\n\ndef get_config():\n"
+    "  c = smoke.get_config()\n  c.defense.sweep = ml_collections.ConfigDict({\n"
+    "    'gaussian_noise': {'strengths': (0.5,)},\n"
+    "    'quantize': {'type': 'quantize', 'strengths': (2,)},\n"
+    "    'pca_truncate': {'strengths': (4,)}})\n  return c\n"
+  )
   (tmp / "added_key.py").write_text(
     "from configs import smoke\n\n\ndef get_config():\n  c = smoke.get_config()\n"
     "  c.train.extra_setting = 1  # a key added to a group\n  return c\n"
@@ -166,6 +173,7 @@ FUNCTION = "--config.model.kind=function"
 EVALUATOR = "--config.evaluator.kind=function"
 NPZ = "configs/npz.py"
 FOLDER = "configs/folder.py"
+SWEEP = "{t}/sweep.py"
 # (id, config file, overrides ({t} = the test's temp dir), workdir ("done": the finished
 # audit, or a path under {t}), the expected text of the one-line error)
 TABLE = [
@@ -505,6 +513,66 @@ TABLE = [
     "done",
     "config.risk.medium_identity_sar 0.9 must not exceed high_identity_sar 0.5",
   ),
+  # The defense sweep (config.defense): bad strengths, types and attackers.
+  (
+    "defense-negative-sigma",
+    SWEEP,
+    ["--config.defense.sweep.gaussian_noise.strengths=(0.5, -1.0)"],
+    "done",
+    "config.defense.sweep.gaussian_noise.strengths[1]=-1.0: a noise scale must be >= 0",
+  ),
+  (
+    "defense-zero-bits",
+    SWEEP,
+    ["--config.defense.sweep.quantize.strengths=(0,)"],
+    "done",
+    "config.defense.sweep.quantize.strengths[0]=0: bits per dimension must be an integer in "
+    "[1, 16]",
+  ),
+  (
+    "defense-k-above-width",
+    SWEEP,
+    ["--config.defense.sweep.pca_truncate.strengths=(4, 65)"],
+    "done",
+    "config.defense.sweep.pca_truncate.strengths[1]=65: cannot keep more principal directions "
+    "than the 64 feature dimensions",
+  ),
+  (
+    "defense-no-strengths",
+    SWEEP,
+    ["--config.defense.sweep.gaussian_noise.strengths=()"],
+    "done",
+    "config.defense.sweep.gaussian_noise.strengths must be a non-empty list",
+  ),
+  (
+    "defense-unknown-type",
+    SWEEP,
+    ["--config.defense.sweep.quantize.type=blur"],
+    "done",
+    "unknown defense type 'blur': expected one of ['gaussian_noise', 'none', 'normalize_noise', "
+    "'pca_truncate', 'quantize']",
+  ),
+  (
+    "defense-no-such-name",
+    SWEEP,
+    ["--config.defense.sweep.quantize.type=fault_models:nope"],
+    "done",
+    "config.defense.sweep.quantize.type='fault_models:nope': module 'fault_models' has no 'nope'",
+  ),
+  (
+    "defense-attacker",
+    SWEEP,
+    ["--config.defense.attacks=('ridge', 'whitebox2')"],
+    "done",
+    "config.defense.attacks: 'whitebox2' is not a running attacker of config.attacks",
+  ),
+  (
+    "defense-utility",
+    SWEEP,
+    ["--config.defense.utility=fault_models:nope"],
+    "done",
+    "config.defense.utility='fault_models:nope': module 'fault_models' has no 'nope'",
+  ),
   (
     "no-such-module",
     None,
@@ -702,7 +770,7 @@ def finished(tmp_path_factory, digits8):
 
 
 def test_table_has_at_least_80_faults():
-  assert len(TABLE) >= 80
+  assert len(TABLE) >= 89
   assert len({row[0] for row in TABLE}) == len(TABLE)
 
 
