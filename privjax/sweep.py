@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import os
 import time
@@ -38,6 +39,7 @@ from absl import logging
 
 from privjax import cache, defenses, risk, utility
 from privjax import config as config_lib
+from privjax.embedding import import_object
 from privjax.errors import ConfigError, ModelError
 
 CAVEAT = (
@@ -45,6 +47,18 @@ CAVEAT = (
   "stronger or better-informed attacker may recover more from the same defended features."
 )
 _SEVERITY = {"low": 0, "medium": 1, "high": 2}
+
+
+def _code(fn) -> str:
+  """A hash of a function's source (a defense's, a utility's), so that a point computed
+  with other code is never restored; "" when there is none to read."""
+  if fn is None:
+    return ""
+  try:
+    text = inspect.getsource(fn)
+  except (OSError, TypeError):
+    text = getattr(fn, "__qualname__", repr(fn))
+  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _stable_int(*parts) -> int:
@@ -167,11 +181,7 @@ def run(
   """
   d = cfg.defense
   names = config_lib.sweep_attackers(cfg)
-  user_fn = None
-  if d.utility:
-    from privjax.embedding import import_object
-
-    user_fn = import_object(d.utility, field="defense.utility")
+  user_fn = import_object(d.utility, field="defense.utility") if d.utility else None
   settings = {
     k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k]
     for k in ("seed", "ssim", "reid", "bootstrap_samples", "risk", "identity", "train")
@@ -179,7 +189,7 @@ def run(
   settings.update(
     decoder=cfg.decoder.to_dict(),
     attacks={n: cfg.attacks[n].to_dict() for n in names},
-    utility=d.utility,
+    utility=[d.utility, _code(user_fn)],
     eval_batch_size=cfg.eval_batch_size,
   )
   clean = {}  # the attackers fitted on undefended features, shared by every point
@@ -225,7 +235,7 @@ def run(
     points = []
     for strength in entry.strengths:
       done += 1
-      key = point_key(entry.type, entry.param, float(strength))
+      key = point_key(entry.type, entry.param, float(strength), _code(defense.fn))
       t = time.perf_counter()
 
       point, restored = stored(
