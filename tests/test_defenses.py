@@ -3,6 +3,7 @@ refused, utility at its chance level, the sweep's numbers, files and compile reu
 
 import json
 import re
+import shutil
 
 import chex
 import jax
@@ -157,20 +158,16 @@ def _invertible(p, images):  # an orthogonal map of the pixels: it leaks everyth
   return images.reshape(images.shape[0], -1) @ p
 
 
-@pytest.fixture(scope="module")
-def swept(digits8, tmp_path_factory):
+SWEPT = {"gaussian_noise": {"strengths": (0.25, 64.0)}, "pca_truncate": {"strengths": (64,)}}
+
+
+def _swept_audit(digits8, workdir, sweep):
   x, y = digits8
   q = np.linalg.qr(np.random.default_rng(0).normal(size=(64, 64)))[0].astype(np.float32)
   cfg = tiny_config()
   cfg.attacks = {"ridge": {"num_features": 128}, "nearest": {}}
-  cfg.defense = {
-    "sweep": {
-      "gaussian_noise": {"strengths": (0.25, 64.0)},
-      "pca_truncate": {"strengths": (64,)},
-    }
-  }
-  workdir = tmp_path_factory.mktemp("sweep")
-  report = privjax.assess(
+  cfg.defense = {"sweep": sweep}
+  return privjax.assess(
     _invertible,
     jnp.asarray(q),
     x[:900],
@@ -180,8 +177,32 @@ def swept(digits8, tmp_path_factory):
     target_labels=y[900:1200],
     aux_labels=y[:900],
     progress=False,
-  )
-  return report.to_dict(), workdir
+  ).to_dict()
+
+
+@pytest.fixture(scope="module")
+def swept(digits8, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("sweep")
+  return _swept_audit(digits8, workdir, SWEPT), workdir
+
+
+def test_a_changed_defense_list_reuses_the_points_it_still_holds(swept, digits8, tmp_path):
+  summary, finished = swept
+  workdir = tmp_path / "copy"
+  shutil.copytree(finished, workdir)  # the module's other tests read the finished one
+  files = {p: p.stat().st_mtime_ns for p in (workdir / "sweep").glob("point-*.npz")}
+  # One defense dropped, one strength added: the other points come back unchanged.
+  again = _swept_audit(digits8, workdir, {"gaussian_noise": {"strengths": (64.0, 0.25, 1.0)}})[
+    "defense"
+  ]
+  after = {p: p.stat().st_mtime_ns for p in (workdir / "sweep").glob("point-*.npz")}
+  assert set(files) < set(after) and len(after) == len(files) + 1
+  assert all(after[p] == files[p] for p in files)  # nothing rewritten
+  old = {p["strength"]: p for p in summary["defense"]["defenses"]["gaussian_noise"]["points"]}
+  new = {p["strength"]: p for p in again["defenses"]["gaussian_noise"]["points"]}
+  assert json.dumps(new[64.0]) == json.dumps(old[64.0])
+  assert json.dumps(new[0.25]) == json.dumps(old[0.25])
+  assert list(again["defenses"]) == ["gaussian_noise"]
 
 
 def test_keeping_every_principal_direction_reproduces_the_undefended_numbers(swept):
