@@ -287,6 +287,19 @@ def summary_line(report: Report, path: str) -> str:
     if row is not None and "type2_sar" in row
     else ""
   )
+  sweep = s.get("defense")
+  if sweep:
+    best = sweep["best_tradeoff"]
+    points = sum(len(e["points"]) for e in sweep["defenses"].values())
+    warn += (
+      f" | defense sweep: {points} points, "
+      + (
+        "none reached low"
+        if best is None
+        else f"best low: {best['defense']} {best['param']}={best['strength']:g}"
+      )
+      + " (sweep.json)"
+    )
   return (
     f"privjax: {s['risk_level']} risk (decided by {s['deciding_attack']}) | SSIM {s['ssim']:.3f} "
     f"vs baseline {s['baseline_ssim']:.3f} (gain {s['ssim_gain']:.3f}, 95% CI "
