@@ -80,6 +80,12 @@ def image_scores(originals, reconstructions, *, filter_size: int, filter_sigma: 
   }
 
 
+# Jitted once, the SSIM window static, for callers that map them over batches: every call
+# with the same shapes and window reuses one compiled program.
+ssim_jit = jax.jit(ssim, static_argnames=("filter_size", "filter_sigma"))
+image_scores_jit = jax.jit(image_scores, static_argnames=("filter_size", "filter_sigma"))
+
+
 def _local_stats(x, filter_fn):
   mu = filter_fn(x)
   var = filter_fn(x * x) - mu * mu

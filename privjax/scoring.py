@@ -48,6 +48,12 @@ def pairwise_ssim(queries, gallery, *, mesh, filter_size: int, filter_sigma: flo
   return np.concatenate(columns, axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("k",))
+def _shortlist(targets, queries, *, k: int):
+  """[Q, k] indices of the k targets nearest each query by pixel distance."""
+  return jax.lax.top_k(-metrics.squared_distances(queries, targets), k)[1]
+
+
 def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
   """Image-space identification of each reconstruction among all original targets.
 
@@ -69,12 +75,14 @@ def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
     }
   k = min(cfg.reid.shortlist, n - 1)
   t_dev = parallel.replicate(jnp.asarray(targets), mesh)
-  nearest = jax.jit(lambda t, q: jax.lax.top_k(-metrics.squared_distances(q, t), k + 1)[1])
   shortlist = parallel.batched_map(  # targets passed as an argument, never a constant
-    functools.partial(nearest, t_dev), [recon], batch_size=cfg.eval_batch_size, mesh=mesh
+    functools.partial(_shortlist, t_dev, k=k + 1),
+    [recon],
+    batch_size=cfg.eval_batch_size,
+    mesh=mesh,
   )
   rows = np.arange(n)
-  ssim_pairs = jax.jit(functools.partial(metrics.ssim, filter_size=fs, filter_sigma=sigma))
+  ssim_pairs = functools.partial(metrics.ssim_jit, filter_size=fs, filter_sigma=sigma)
 
   def pair_ssim(q_idx, g_idx):  # SSIM(original g, reconstruction q), gathered in chunks
     q_flat, g_flat = q_idx.ravel(), g_idx.ravel()
@@ -150,7 +158,7 @@ def score(
   """
   fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
   eb = cfg.eval_batch_size
-  fn = jax.jit(functools.partial(metrics.image_scores, filter_size=fs, filter_sigma=sigma))
+  fn = functools.partial(metrics.image_scores_jit, filter_size=fs, filter_sigma=sigma)
   s = parallel.batched_map(fn, [targets, recon], batch_size=eb, mesh=mesh)
   ident = identify(recon, targets, s["ssim"], cfg=cfg, mesh=mesh)
   gain = s["ssim"] - ident["baseline"]

@@ -377,6 +377,38 @@ def split_validation(n: int, fraction: float, seed: int):
   return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
+class _OptimizerSettings(NamedTuple):
+  """The `config.train` fields `make_optimizer` reads, hashable (a cache key)."""
+
+  learning_rate: float
+  warmup_steps: int
+  num_steps: int
+  weight_decay: float
+
+
+class _DecoderPrograms(NamedTuple):
+  training: Training
+  val_loss: Callable  # (params, features, images) -> [B] per-example loss
+  loss: Callable  # (predictions, images) -> [B] per-example loss
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder_programs(
+  decoder, make_tx, optimizer, loss_kind, filter_size, filter_sigma, feature_dim, mesh
+):
+  """The decoder's jitted programs, built once per architecture, settings and mesh, so
+  retraining on new data of the same shapes compiles nothing (the data are arguments).
+  The optimizer is `make_tx(optimizer)`; the builder is part of the key."""
+  loss_fn = functools.partial(
+    per_example_loss, kind=loss_kind, filter_size=filter_size, filter_sigma=filter_sigma
+  )
+  return _DecoderPrograms(
+    training=decoder_training(decoder, make_tx(optimizer), loss_fn, feature_dim, mesh=mesh),
+    val_loss=jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x)),
+    loss=jax.jit(loss_fn),
+  )
+
+
 def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None = None, split=None):
   """Trains the decoder on auxiliary (features, images); returns (decoder, params, convergence).
 
@@ -396,12 +428,15 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   """
   tc = config.train
   decoder = make_decoder(config, images.shape[1:], features.shape[1])
-  tx = make_optimizer(tc)
-  loss_fn = functools.partial(
-    per_example_loss,
-    kind=tc.loss,
-    filter_size=config.ssim.filter_size,
-    filter_sigma=config.ssim.filter_sigma,
+  programs = _decoder_programs(
+    decoder,
+    make_optimizer,
+    _OptimizerSettings(tc.learning_rate, tc.warmup_steps, tc.num_steps, tc.weight_decay),
+    tc.loss,
+    config.ssim.filter_size,
+    config.ssim.filter_sigma,
+    features.shape[1],
+    mesh,
   )
   if split is None:
     split = split_validation(features.shape[0], tc.val_fraction, config.seed)
@@ -418,12 +453,10 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   batch_size = parallel.fit_batch_size(
     min(tc.batch_size, len(train_idx)), mesh, what="decoder training"
   )
-  training = decoder_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
-  val_fn = jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x))
   # What predicting the mean training image scores on the validation images: a decoder
   # that does no better learned nothing from the features.
   mean_image = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
-  mean_image_val_loss = float(np.mean(jax.jit(loss_fn)(mean_image, y_val)))
+  mean_image_val_loss = float(np.mean(programs.loss(mean_image, y_val)))
 
   logging.info(
     "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
@@ -441,7 +474,7 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
 
   def eval_fn(params):
     losses = parallel.batched_map(
-      functools.partial(val_fn, params),
+      functools.partial(programs.val_loss, params),
       [x_val, y_val],
       batch_size=config.eval_batch_size,
       mesh=mesh,
@@ -449,7 +482,7 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     return float(np.mean(losses))
 
   best_params, meta, step = fit(
-    training,
+    programs.training,
     jax.random.key(config.seed),
     batch_fn,
     name="decoder",

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import privjax
+from privjax import attacks, parallel, scoring
 from privjax import config as config_lib
+from tests.compiles import counting
 from tests.conftest import tiny_config
 
 _PROJ = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
@@ -245,3 +247,50 @@ def test_an_attack_strength_part_too_small_to_fit_on_is_refused(digits8):
   cfg.attack_strength = {"aux_fractions": (0.001, 1.0)}
   with pytest.raises(privjax.ConfigError, match=r"aux_fractions\[0\]=0.001 leaves 0 of the 300"):
     _stored(x, 300, 60, cfg)
+
+
+def test_refitting_and_scoring_on_new_data_of_the_same_shapes_compiles_nothing(digits8):
+  # Sizes no other test uses, so the warm-up round compiles whatever the test order.
+  x, _ = digits8
+  n_aux, n_tgt = 216, 44
+  mesh = parallel.data_mesh()
+  cfg = config_lib.for_images(x.shape[1:], ml_collections.ConfigDict({"eval_batch_size": 48}))
+  cfg.bootstrap_samples = 50
+  shortlist = ml_collections.ConfigDict(cfg.to_dict())  # the shortlist path of identify
+  shortlist.reid.exact_max_targets, shortlist.reid.shortlist = 10, 5
+  shortlist.reid.baseline_samples = 6
+  ctx = attacks.Context(
+    mesh=mesh,
+    seed=0,
+    eval_batch_size=cfg.eval_batch_size,
+    filter_size=cfg.ssim.filter_size,
+    filter_sigma=cfg.ssim.filter_sigma,
+    checkpoint_dir=None,
+    model=None,
+    fitted=None,
+  )
+  settings = {"ridge": {"num_features": 40, "bandwidths": (1.0, 2.0)}, "nearest": {}}
+
+  def one_round(start):
+    images = x[start : start + n_aux + n_tgt]
+    std = attacks.Standardizer.fit(_tanh_features(images[:n_aux]))
+    f = std(_tanh_features(images))
+    split = np.arange(n_aux)
+    aux = attacks.AuxSet(f[:n_aux], images[:n_aux], split[:-24], split[-24:])
+    out = {}
+    for name, own in settings.items():
+      own = attacks.own_config(ml_collections.ConfigDict(attacks.with_defaults(name, own)))
+      recon = attacks.get(name)(aux, ctx, own).reconstruct(f[n_aux:])
+      targets = images[n_aux:]
+      out[name] = [scoring.score(recon, targets, cfg=c, mesh=mesh) for c in (cfg, shortlist)]
+    return out
+
+  with counting() as warm:
+    first = one_round(0)
+  with counting() as again:
+    second = one_round(900)
+  assert warm.count > 0  # the counter sees compilations
+  assert again.count == 0, again.names
+  for name in settings:  # fresh data: fresh answers, not a stale program's
+    assert first[name][0].summary()["ssim"] != second[name][0].summary()["ssim"]
+    assert not second[name][1].exact

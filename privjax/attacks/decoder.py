@@ -47,6 +47,12 @@ def training_warnings(convergence: dict, train_cfg) -> list[str]:
   return out
 
 
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def _decode(params, features, *, decoder):
+  """Compiled once per decoder architecture (a hashable Flax module) and batch shape."""
+  return decoder.apply(params, features)
+
+
 @register("decoder", checkpoints=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Trains the decoder on aux.train, early-stopped on aux.val; reconstructs by a forward pass.
@@ -70,7 +76,7 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     checkpoint_dir=ctx.checkpoint_dir,
     split=(aux.train, aux.val),
   )
-  decode = functools.partial(jax.jit(decoder.apply), params)
+  decode = functools.partial(_decode, params, decoder=decoder)
 
   def reconstruct(features):
     return parallel.batched_map(decode, [features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh)

@@ -22,19 +22,25 @@ def _unit(x):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+@jax.jit
+def _nearest(gallery, queries):
+  """[B] index of each query's nearest gallery row by cosine (the gallery an argument, so a
+  new auxiliary set of the same shape reuses the compiled program)."""
+  return jnp.argmax(_unit(queries) @ _unit(gallery).T, axis=1)
+
+
 @register("nearest")
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Looks up the nearest auxiliary image (all of the auxiliary set: nothing is fitted)."""
   del cfg
   gallery = parallel.replicate(jnp.asarray(aux.features), ctx.mesh)
 
-  @jax.jit
-  def nearest(gallery, queries):
-    return jnp.argmax(_unit(queries) @ _unit(gallery).T, axis=1)
-
   def reconstruct(features):
     idx = parallel.batched_map(
-      functools.partial(nearest, gallery), [features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
+      functools.partial(_nearest, gallery),
+      [features],
+      batch_size=ctx.eval_batch_size,
+      mesh=ctx.mesh,
     )
     return aux.images[np.asarray(idx)]
 

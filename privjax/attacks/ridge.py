@@ -43,6 +43,28 @@ def random_features(x, w, b):
   return jnp.concatenate([x / jnp.sqrt(d), jnp.sqrt(2.0 / m) * jnp.cos(x @ w + b)], axis=1)
 
 
+# Jitted once at import, with the data as arguments (never constants of the program), so
+# refitting on new data of the same shapes compiles nothing.
+_featurize = jax.jit(random_features)
+
+
+def _a_t_b(t):
+  return jnp.einsum("np,nq->pq", t["a"], t["b"], precision=jax.lax.Precision.HIGHEST)
+
+
+@functools.cache
+def _cross_products_fn(mesh):
+  """a^T b of a row-sharded batch {"a", "b"}, replicated over `mesh`: jitted once per mesh."""
+  return jax.jit(_a_t_b, out_shardings=parallel.replicated(mesh))
+
+
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _predict(coef, offset, w, b, x, *, shape):
+  """[B, D] standardised features -> [B, *shape] clipped reconstructions."""
+  out = random_features(x, w, b) @ coef + offset
+  return jnp.clip(out, 0.0, 1.0).reshape(x.shape[0], *shape)
+
+
 def cross_products(a: np.ndarray, b: np.ndarray, *, mesh) -> np.ndarray:
   """a^T b for [N, P] and [N, Q] host arrays, in float64: rows sharded over the mesh.
 
@@ -58,10 +80,7 @@ def cross_products(a: np.ndarray, b: np.ndarray, *, mesh) -> np.ndarray:
       },
       mesh,
     )
-    out = jax.jit(
-      lambda t: jnp.einsum("np,nq->pq", t["a"], t["b"], precision=jax.lax.Precision.HIGHEST),
-      out_shardings=parallel.replicated(mesh),
-    )(batch)
+    out = _cross_products_fn(mesh)(batch)
     return np.asarray(parallel.fetch(out), np.float64)
 
 
@@ -74,11 +93,10 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   rng = np.random.default_rng((ctx.seed, 13))
   w0 = rng.standard_normal((d, cfg.num_features)).astype(np.float32)
   b = rng.uniform(0, 2 * np.pi, cfg.num_features).astype(np.float32)
-  featurize = jax.jit(random_features)
 
   def phi(x, bandwidth):
     w = jnp.asarray(w0 / (bandwidth * np.sqrt(d)))
-    fn = functools.partial(featurize, w=w, b=jnp.asarray(b))
+    fn = functools.partial(_featurize, w=w, b=jnp.asarray(b))
     return parallel.batched_map(fn, [x], batch_size=ctx.eval_batch_size, mesh=ctx.mesh).astype(
       np.float64
     )
@@ -114,17 +132,19 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   lam = penalty * max(float(np.trace(gram)) / gram.shape[0], 1e-12)
   coef = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross)  # [F, P]
   w = jnp.asarray(w0 / (bandwidth * np.sqrt(d)))
-  coef_dev = parallel.replicate(jnp.asarray(coef, jnp.float32), ctx.mesh)
-  offset = jnp.asarray(mu_y - mu_p @ coef, jnp.float32)
-
-  @jax.jit
-  def predict(coef, x):
-    out = random_features(x, w, jnp.asarray(b)) @ coef + offset
-    return jnp.clip(out, 0.0, 1.0).reshape(x.shape[0], *shape)
+  weights = parallel.replicate(
+    (
+      jnp.asarray(coef, jnp.float32),
+      jnp.asarray(mu_y - mu_p @ coef, jnp.float32),
+      w,
+      jnp.asarray(b),
+    ),
+    ctx.mesh,
+  )
 
   def reconstruct(features):
     return parallel.batched_map(
-      functools.partial(predict, coef_dev),
+      functools.partial(_predict, *weights, shape=shape),
       [features],
       batch_size=ctx.eval_batch_size,
       mesh=ctx.mesh,

@@ -89,6 +89,10 @@ def invert(embed, params, start, features, *, steps: int, learning_rate: float, 
   return jax.nn.sigmoid(z)
 
 
+# Jitted once: a rerun with the same model function, settings and shapes compiles nothing.
+_invert = jax.jit(invert, static_argnames=("embed", "steps", "learning_rate"))
+
+
 @register("whitebox", defaults=DEFAULTS, check=check)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Chooses the prior weight on aux.val; reconstructs by optimising through the model."""
@@ -104,9 +108,12 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       f"the audited model is not differentiable JAX ({type(e).__name__}: {first})"
     ) from e
 
-  run = jax.jit(
-    functools.partial(invert, model.embed, steps=cfg.steps, learning_rate=cfg.learning_rate)
-  )
+  settings = {"steps": cfg.steps, "learning_rate": cfg.learning_rate}
+  try:  # compiled once per embed function, settings and shapes
+    hash(model.embed)
+    run = functools.partial(_invert, model.embed, **settings)
+  except TypeError:  # an unhashable callable: jitted for this attack only
+    run = jax.jit(functools.partial(invert, model.embed, **settings))
   mean_image = aux.images[aux.train].mean(axis=0)
 
   def start(features):
@@ -121,8 +128,8 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     )
 
   val_features, val_images = aux.features[aux.val], aux.images[aux.val]
-  score = jax.jit(
-    functools.partial(metrics.ssim, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma)
+  score = functools.partial(
+    metrics.ssim_jit, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma
   )
   selection = []
   for w in cfg.tv_weights:
