@@ -221,21 +221,32 @@ def apply(
 ) -> np.ndarray:
   """The defense over all rows of `features` [N, D]; row i uses fold_in(key, i).
 
+  Computed in float64 and returned as float32: XLA sums a row's products in an order
+  that depends on the per-device batch shape, and in float32 those last-bit differences
+  (amplified by every attacker's training) would make the sweep's numbers depend on the
+  device count; in float64 they vanish in the rounding to float32, as in ridge's products.
+
   Raises:
     ModelError: the defense fails on these features or returns non-finite values.
   """
-  features = np.asarray(features, np.float32)
-  replicated = parallel.replicate((key, jax.tree.map(jnp.asarray, params)), mesh)
+  wide = {
+    k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
+    for k, v in params.items()
+  }
   try:
-    out = parallel.batched_map(
-      functools.partial(_rowwise(defense.fn), *replicated),
-      [features, np.arange(features.shape[0], dtype=np.int32)],
-      batch_size=batch_size,
-      mesh=mesh,
-    )
+    with jax.enable_x64(True):
+      replicated = parallel.replicate((key, jax.tree.map(jnp.asarray, wide)), mesh)
+      out = parallel.batched_map(
+        functools.partial(_rowwise(defense.fn), *replicated),
+        [np.asarray(features, np.float64), np.arange(features.shape[0], dtype=np.int32)],
+        batch_size=batch_size,
+        mesh=mesh,
+      )
   except (TypeError, ValueError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ModelError(f"defense {name} failed on [N, {features.shape[1]}] features: {first}") from e
+    raise ModelError(
+      f"defense {name} failed on [N, {np.shape(features)[1]}] features: {first}"
+    ) from e
   if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != features.shape[0]:
     raise ModelError(
       f"defense {name} must return features [N, D'], got {getattr(out, 'shape', type(out))}"
