@@ -1,5 +1,6 @@
 """Test setup: four CPU devices, so every test runs the sharded code paths."""
 
+import functools
 import os
 
 # Must run before JAX initialises its backends.
@@ -111,9 +112,43 @@ _CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compil
 
 @pytest.fixture
 def launch_here(capfd):
+  """`launch`, in this process: see `run_here` (the test's capfd captures the output)."""
+  return functools.partial(run_here, capfd)
+
+
+@pytest.fixture(scope="session")
+def launch_here_shared():
+  """`launch_here` for module- and session-scoped fixtures, which cannot use the
+  per-test capfd: each call captures fds 1 and 2 itself, as capfd does."""
+  from _pytest.capture import FDCapture, MultiCapture
+
+  def run(*args, **kwargs):
+    capture = MultiCapture(in_=None, out=FDCapture(1), err=FDCapture(2))
+    capture.start_capturing()
+    try:
+      return run_here(capture, *args, **kwargs)
+    finally:
+      capture.stop_capturing()
+
+  return run
+
+
+@pytest.fixture(scope="session")
+def smoke_audit(tmp_path_factory, launch_here_shared):
+  """One finished `configs/smoke.py` audit (no overrides), run in this process, shared by
+  the tests that only read a finished workdir: (workdir, CompletedProcess). Copy the
+  workdir before changing anything in it."""
+  workdir = tmp_path_factory.mktemp("smoke_audit")
+  result = launch_here_shared("configs/smoke.py", workdir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return workdir, result
+
+
+def run_here(capture, config, workdir, *overrides, pythonpath=None):
   """`launch`, in this process: calls launch.py's entry point (privjax.cli.console) with the
   same sys.argv and returns a CompletedProcess of what the fresh process would give: its
-  exit status, stdout and stderr (captured at the file descriptors, so C++ output counts).
+  exit status, stdout and stderr (read from `capture`: capfd, or any capture of the file
+  descriptors, so C++ output counts).
 
   A fresh process pays JAX's import and start-up (seconds); this does not. Each call
   starts from what a fresh process has: absl flags unparsed and none of the
@@ -145,71 +180,68 @@ def launch_here(capfd):
     del file  # Python's own showwarning, which pytest replaces while a test runs
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-  def run(config, workdir, *overrides, pythonpath=None):
-    args = [f"--config={config}", f"--workdir={workdir}", *overrides]
-    pythonpath = [str(pythonpath)] if pythonpath else []
-    config_dir = os.path.dirname(os.path.join(REPO_ROOT, config))
-    user_dirs = [os.path.join(REPO_ROOT, "configs"), config_dir, *pythonpath]
-    flag_names, modules = set(flags.FLAGS), set(sys.modules)
-    root, absl_logger = logging.getLogger(), absl_logging.get_absl_logger()
-    levels = root.level, absl_logger.level
-    handler = absl_logging.get_absl_handler()
-    sigterm = signal.getsignal(signal.SIGTERM)
-    cache = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
-    capfd.readouterr()
-    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
-      mp.chdir(REPO_ROOT)
-      mp.setattr(sys, "argv", ["launch.py", *args])
-      mp.setattr(sys, "path", [REPO_ROOT, *pythonpath, *sys.path])  # launch.py's dir, PYTHONPATH
-      # A fresh process's app.run drops the stderr handler that logging.basicConfig added
-      # on absl's first log call (orbax logs on import); here that handler writes to
-      # pytest's capture, which app.run does not see as stderr, so it is dropped here.
-      handlers = [h for h in root.handlers if type(h) is not logging.StreamHandler]
-      mp.setattr(root, "handlers", handlers)
-      mp.setattr(handler, "filters", list(handler.filters))
-      mp.setattr(handler.python_handler, "stream", sys.stderr)
-      mp.setattr(app._run_init, "done", False)
-      mp.setattr(app._register_and_parse_flags_with_usage, "done", False)
-      mp.setattr(app, "faulthandler", None)  # pytest's own faulthandler stays
-      mp.setattr(command_name, "make_process_name_useful", lambda: None)  # pytest's name too
-      mp.setattr(cli, "_SIGTERM_SEEN", [])
-      warnings.resetwarnings()
-      for action, category, module in reversed(_FRESH_WARNING_FILTERS):
-        warnings.filterwarnings(action, category=category, module=module)
-      warnings.showwarning = show_warning
-      flags.FLAGS.unparse_flags()
-      try:
-        cli.console()
-        code = 0
-      except SystemExit as e:  # sys.exit(status): None is 0, a message is printed and 1
-        code = 0 if e.code is None else e.code
-        if not isinstance(code, int):
-          print(code, file=sys.stderr)
-          code = 1
-      except Exception:  # noqa: BLE001 (uncaught: what Python prints, and status 1)
-        traceback.print_exc()
+  args = [f"--config={config}", f"--workdir={workdir}", *overrides]
+  pythonpath = [str(pythonpath)] if pythonpath else []
+  config_dir = os.path.dirname(os.path.join(REPO_ROOT, config))
+  user_dirs = [os.path.join(REPO_ROOT, "configs"), config_dir, *pythonpath]
+  flag_names, modules = set(flags.FLAGS), set(sys.modules)
+  root, absl_logger = logging.getLogger(), absl_logging.get_absl_logger()
+  levels = root.level, absl_logger.level
+  handler = absl_logging.get_absl_handler()
+  sigterm = signal.getsignal(signal.SIGTERM)
+  cache = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+  capture.readouterr()
+  with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
+    mp.chdir(REPO_ROOT)
+    mp.setattr(sys, "argv", ["launch.py", *args])
+    mp.setattr(sys, "path", [REPO_ROOT, *pythonpath, *sys.path])  # launch.py's dir, PYTHONPATH
+    # A fresh process's app.run drops the stderr handler that logging.basicConfig added
+    # on absl's first log call (orbax logs on import); here that handler writes to
+    # pytest's capture, which app.run does not see as stderr, so it is dropped here.
+    handlers = [h for h in root.handlers if type(h) is not logging.StreamHandler]
+    mp.setattr(root, "handlers", handlers)
+    mp.setattr(handler, "filters", list(handler.filters))
+    mp.setattr(handler.python_handler, "stream", sys.stderr)
+    mp.setattr(app._run_init, "done", False)
+    mp.setattr(app._register_and_parse_flags_with_usage, "done", False)
+    mp.setattr(app, "faulthandler", None)  # pytest's own faulthandler stays
+    mp.setattr(command_name, "make_process_name_useful", lambda: None)  # pytest's name too
+    mp.setattr(cli, "_SIGTERM_SEEN", [])
+    warnings.resetwarnings()
+    for action, category, module in reversed(_FRESH_WARNING_FILTERS):
+      warnings.filterwarnings(action, category=category, module=module)
+    warnings.showwarning = show_warning
+    flags.FLAGS.unparse_flags()
+    try:
+      cli.console()
+      code = 0
+    except SystemExit as e:  # sys.exit(status): None is 0, a message is printed and 1
+      code = 0 if e.code is None else e.code
+      if not isinstance(code, int):
+        print(code, file=sys.stderr)
         code = 1
-      finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        flags.FLAGS.unparse_flags()  # (before the levels: it resets --verbosity)
-        for name in set(flags.FLAGS) - flag_names:
-          if name.startswith("config."):
-            delattr(flags.FLAGS, name)
-        root.setLevel(levels[0])
-        absl_logger.setLevel(levels[1])
-        signal.signal(signal.SIGTERM, sigterm)
-        for name, value in cache.items():
-          jax.config.update(name, value)
-        compilation_cache.reset_cache()
-        for name in set(sys.modules) - modules:
-          path = getattr(sys.modules[name], "__file__", None) or ""
-          if any(path.startswith(d + os.sep) for d in user_dirs):
-            del sys.modules[name]
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(["launch.py", *args], code, out, err)
-
-  return run
+    except Exception:  # noqa: BLE001 (uncaught: what Python prints, and status 1)
+      traceback.print_exc()
+      code = 1
+    finally:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      flags.FLAGS.unparse_flags()  # (before the levels: it resets --verbosity)
+      for name in set(flags.FLAGS) - flag_names:
+        if name.startswith("config."):
+          delattr(flags.FLAGS, name)
+      root.setLevel(levels[0])
+      absl_logger.setLevel(levels[1])
+      signal.signal(signal.SIGTERM, sigterm)
+      for name, value in cache.items():
+        jax.config.update(name, value)
+      compilation_cache.reset_cache()
+      for name in set(sys.modules) - modules:
+        path = getattr(sys.modules[name], "__file__", None) or ""
+        if any(path.startswith(d + os.sep) for d in user_dirs):
+          del sys.modules[name]
+  out, err = capture.readouterr()
+  return subprocess.CompletedProcess(["launch.py", *args], code, out, err)
 
 
 def last_line(result) -> str:
@@ -265,6 +297,7 @@ def save_module_params(pkg_dir, module_name, cls_name, kwargs, image_shape, path
     cls = getattr(importlib.import_module(module_name), cls_name)
   finally:
     sys.path.pop(0)
+    sys.modules.pop(module_name, None)  # so a run in this process imports its own copy
   params = cls(**kwargs).init(jax.random.key(0), jnp.zeros((1, *image_shape)))
   ckpt = ocp.StandardCheckpointer()
   ckpt.save(path, params)

@@ -16,19 +16,12 @@ from PIL import Image
 
 from privjax import cli
 from privjax import workdir as workdir_lib
-from tests.conftest import REPO_ROOT, launch
-
-
-def _launch(workdir, *overrides):
-  return launch("configs/smoke.py", workdir, *overrides)
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("smoke")
-  first = _launch(workdir)
-  assert first.returncode == 0, first.stderr[-3000:]
-  return workdir, first
+def smoke_run(smoke_audit):
+  return smoke_audit  # (workdir, result): the session's smoke audit, run in this process
 
 
 def test_smoke_audit_writes_report_csv_png_and_checkpoints(smoke_run):
@@ -54,10 +47,11 @@ def test_smoke_audit_writes_report_csv_png_and_checkpoints(smoke_run):
   assert "privjax: " in first.stdout and "risk" in first.stdout
 
 
-def test_second_run_resumes_instead_of_retraining(smoke_run):
-  workdir, _ = smoke_run
+def test_second_run_resumes_instead_of_retraining(smoke_run, tmp_path, launch_here):
+  workdir = tmp_path / "w"
+  shutil.copytree(smoke_run[0], workdir)  # the shared workdir stays as the first run left it
   before = json.loads((workdir / "report.json").read_text())
-  second = _launch(workdir)
+  second = launch_here("configs/smoke.py", workdir)
   assert second.returncode == 0, second.stderr[-3000:]
   for name in ("decoder", "ridge", "nearest", "whitebox"):
     assert f"attack {name}: reconstructions restored from" in second.stderr
