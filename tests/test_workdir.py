@@ -12,6 +12,7 @@ import errno
 import functools
 import json
 import os
+import shutil
 import signal
 import textwrap
 
@@ -384,10 +385,9 @@ _FULL_DISK = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, smoke_audit):
   tmp = tmp_path_factory.mktemp("workdir_faults")
-  result = launch("configs/smoke.py", tmp / "done")
-  assert result.returncode == 0, result.stderr[-3000:]
+  shutil.copytree(smoke_audit[0], tmp / "done")  # a finished smoke audit's workdir
   (tmp / "mine").mkdir()
   (tmp / "mine" / "report.json").write_text("the user's own report")
   (tmp / "fullpkg").mkdir()
@@ -408,7 +408,7 @@ WORKDIR_FAULTS = [
   "name,workdir,home,full_disk,expected", WORKDIR_FAULTS, ids=[r[0] for r in WORKDIR_FAULTS]
 )
 def test_workdir_faults_exit_2_with_one_line_and_change_nothing(
-  finished, monkeypatch, name, workdir, home, full_disk, expected
+  finished, monkeypatch, launch_here, name, workdir, home, full_disk, expected
 ):
   tmp = finished
   fill = lambda s: s.replace("{t}", str(tmp))  # noqa: E731
@@ -418,12 +418,10 @@ def test_workdir_faults_exit_2_with_one_line_and_change_nothing(
     monkeypatch.setenv("PRIVJAX_FULL_DISK", str(tmp / "done"))
   before, mine = _snapshot(tmp / "done"), _snapshot(tmp / "mine")
   repo_before = set(os.listdir(REPO_ROOT))
-  result = launch(
-    "configs/smoke.py",
-    fill(workdir),
-    pythonpath=tmp / "fullpkg" if full_disk else None,
-    timeout=180,
-  )
+  if full_disk:  # a fresh process: sitecustomize fills the disk before anything runs
+    result = launch("configs/smoke.py", fill(workdir), pythonpath=tmp / "fullpkg", timeout=180)
+  else:
+    result = launch_here("configs/smoke.py", fill(workdir))
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 2, result.stderr[-3000:]
   assert lines[-1].startswith("privjax: error: "), lines[-1]
@@ -456,7 +454,7 @@ def test_ctrl_c_before_training_is_one_line_and_exit_130(tmp_path):
   assert "Traceback" not in stderr
 
 
-def test_ctrl_c_in_training_saves_a_checkpoint_like_sigterm_and_exits_130(tmp_path):
+def test_ctrl_c_in_training_saves_a_checkpoint_like_sigterm_and_exits_130(tmp_path, launch_here):
   code, stderr = launch_until(
     "configs/smoke.py", tmp_path, "decoder step 60/", *LONG, sig=signal.SIGINT
   )
@@ -466,7 +464,7 @@ def test_ctrl_c_in_training_saves_a_checkpoint_like_sigterm_and_exits_130(tmp_pa
   assert "stopped by SIGINT at decoder step" in last and "re-run the same command" in last
   step = int(last.split("decoder step ")[1].split(";")[0])
   assert str(step) in os.listdir(tmp_path / "checkpoints" / "decoder")
-  result = launch("configs/smoke.py", tmp_path, *LONG)
+  result = launch_here("configs/smoke.py", tmp_path, *LONG)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"resumed from checkpoint at step {step}" in result.stderr
   assert json.loads((tmp_path / "report.json").read_text())["risk_level"]
