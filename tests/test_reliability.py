@@ -41,16 +41,16 @@ def _metrics(workdir):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """An uninterrupted run."""
+def reference(tmp_path_factory, launch_here_shared):
+  """An uninterrupted run (in this process: the fresh-process runs below must match it)."""
   workdir = tmp_path_factory.mktemp("reference")
-  result = launch("configs/smoke.py", workdir, *LONG)
+  result = launch_here_shared("configs/smoke.py", workdir, *LONG)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir
 
 
 def test_fresh_runs_with_the_same_seed_are_identical(reference, tmp_path):
-  result = launch("configs/smoke.py", tmp_path, *LONG)
+  result = launch("configs/smoke.py", tmp_path, *LONG)  # a fresh process, as a user runs it
   assert result.returncode == 0, result.stderr[-3000:]
   assert _metrics(tmp_path) == _metrics(reference)
 
@@ -63,17 +63,19 @@ def test_fresh_runs_with_the_same_seed_are_identical(reference, tmp_path):
     ("stage scoring ...", 0.0),
   ],
 )
-def test_sigkill_then_rerun_gives_the_uninterrupted_answer(reference, tmp_path, marker, delay):
+def test_sigkill_then_rerun_gives_the_uninterrupted_answer(
+  reference, tmp_path, launch_here, marker, delay
+):
   code, _ = launch_until(
     "configs/smoke.py", tmp_path, marker, *LONG, sig=signal.SIGKILL, delay=delay
   )
   assert code == -signal.SIGKILL
-  result = launch("configs/smoke.py", tmp_path, *LONG)
+  result = launch_here("configs/smoke.py", tmp_path, *LONG)
   assert result.returncode == 0, result.stderr[-3000:]
   assert _metrics(tmp_path) == _metrics(reference)  # bitwise on CPU
 
 
-def test_sigterm_saves_a_checkpoint_and_resumes(reference, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_resumes(reference, tmp_path, launch_here):
   code, stderr = launch_until(
     "configs/smoke.py", tmp_path, "decoder step 60/", *LONG, sig=signal.SIGTERM
   )
@@ -82,13 +84,13 @@ def test_sigterm_saves_a_checkpoint_and_resumes(reference, tmp_path):
   assert "stopped by SIGTERM at decoder step" in last and "re-run the same command" in last
   step = int(last.split("decoder step ")[1].split(";")[0])
   assert str(step) in os.listdir(tmp_path / "checkpoints" / "decoder")
-  result = launch("configs/smoke.py", tmp_path, *LONG)
+  result = launch_here("configs/smoke.py", tmp_path, *LONG)
   assert result.returncode == 0 and f"resumed from checkpoint at step {step}" in result.stderr
   assert _metrics(tmp_path) == _metrics(reference)
 
 
-def test_rerun_reuses_cached_stages(reference):
-  result = launch("configs/smoke.py", reference, *LONG)
+def test_rerun_reuses_cached_stages(reference, launch_here):
+  result = launch_here("configs/smoke.py", reference, *LONG)
   assert result.returncode == 0
   assert "recognition model restored" in result.stderr
   assert "features of aux_images restored" in result.stderr
@@ -96,31 +98,33 @@ def test_rerun_reuses_cached_stages(reference):
   assert "decoder step" not in result.stderr
 
 
-def test_changed_config_is_refused_unless_overwrite(reference, tmp_path):
+def test_changed_config_is_refused_unless_overwrite(reference, tmp_path, launch_here):
   before = (reference / "report.json").read_bytes()
-  result = launch("configs/smoke.py", reference, *LONG, "--config.decoder.width=8")
+  result = launch_here("configs/smoke.py", reference, *LONG, "--config.decoder.width=8")
   assert result.returncode == 2
   assert "decoder checkpoint was made with different inputs (decoder.width: 16 -> 8" in last_line(
     result
   )
   assert (reference / "report.json").read_bytes() == before
-  result = launch("configs/smoke.py", reference, *LONG, "--config.model.embed_dim=32")
+  result = launch_here("configs/smoke.py", reference, *LONG, "--config.model.embed_dim=32")
   assert result.returncode == 2 and "recognition model was made with different" in last_line(result)
   # Thresholds do not change any cached result: no conflict.
-  result = launch("configs/smoke.py", reference, *LONG, "--config.risk.high_ssim_gain=0.9")
+  result = launch_here("configs/smoke.py", reference, *LONG, "--config.risk.high_ssim_gain=0.9")
   assert result.returncode == 0, result.stderr[-2000:]
   # overwrite=True discards the stale stage and retrains it (in a copy, to keep reference).
   import shutil
 
   shutil.copytree(reference, tmp_path / "w")
-  result = launch(
+  result = launch_here(
     "configs/smoke.py", tmp_path / "w", *LONG, "--config.decoder.width=8", "--config.overwrite=True"
   )
   assert result.returncode == 0, result.stderr[-2000:]
   assert "decoder step" in result.stderr
 
 
-def test_second_concurrent_run_fails_at_once_and_a_killed_run_leaves_no_stale_lock(tmp_path):
+def test_second_concurrent_run_fails_at_once_and_a_killed_run_leaves_no_stale_lock(
+  tmp_path, launch_here
+):
   import subprocess
   import sys
   import time
@@ -148,7 +152,7 @@ def test_second_concurrent_run_fails_at_once_and_a_killed_run_leaves_no_stale_lo
       if "decoder: training on" in line:
         break
     t = time.perf_counter()
-    second = launch("configs/smoke.py", tmp_path, *LONG, timeout=120)
+    second = launch_here("configs/smoke.py", tmp_path, *LONG)  # another process: this one
     assert second.returncode == 2
     assert f"another privjax run (pid {first.pid}) is using workdir" in last_line(second)
     assert time.perf_counter() - t < 60
@@ -156,7 +160,7 @@ def test_second_concurrent_run_fails_at_once_and_a_killed_run_leaves_no_stale_lo
     first.kill()
     first.wait()
   # The dead run's lock is gone (its half-trained decoder is discarded: a new config).
-  third = launch(
+  third = launch_here(
     "configs/smoke.py", tmp_path, *LONG, "--config.train.patience=1", "--config.overwrite=True"
   )
   assert third.returncode == 0, third.stderr[-2000:]
@@ -417,18 +421,18 @@ def test_a_damaged_or_nan_cache_is_recomputed_never_trusted(digits8, tmp_path, c
 
 
 @pytest.mark.parametrize("marker", ["stage extraction ...", "stage attack_scoring ..."])
-def test_sigterm_in_any_stage_is_one_line_and_resumes(reference, tmp_path, marker):
+def test_sigterm_in_any_stage_is_one_line_and_resumes(reference, tmp_path, launch_here, marker):
   code, stderr = launch_until("configs/smoke.py", tmp_path, marker, *LONG, sig=signal.SIGTERM)
   assert code == 143, stderr[-3000:]
   assert stderr.strip().splitlines()[-1].startswith("privjax: stopped by SIGTERM")
   assert "Traceback" not in stderr
-  result = launch("configs/smoke.py", tmp_path, *LONG)
+  result = launch_here("configs/smoke.py", tmp_path, *LONG)
   assert result.returncode == 0, result.stderr[-3000:]
   assert _metrics(tmp_path) == _metrics(reference)
 
 
 def test_a_changed_byte_in_the_latest_checkpoint_falls_back_to_the_previous_one(
-  reference, tmp_path
+  reference, tmp_path, launch_here
 ):
   # A same-size change that orbax itself restores without complaint (a number changes).
   shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
@@ -440,7 +444,7 @@ def test_a_changed_byte_in_the_latest_checkpoint_falls_back_to_the_previous_one(
   data.write_bytes(bytes(damaged))
   for cached in (tmp_path / "cache").glob("attack-decoder-*.npz"):
     cached.unlink()  # so the decoder stage reads its checkpoint again
-  result = launch("configs/smoke.py", tmp_path, *LONG)
+  result = launch_here("configs/smoke.py", tmp_path, *LONG)
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"checkpoint step {latest.name} in {decoder} cannot be restored" in result.stderr
   assert "do not match the checksum" in result.stderr
