@@ -16,7 +16,7 @@ from PIL import Image
 from configs import npz as npz_config
 from privjax import data, sources
 from privjax.errors import DataError
-from tests.conftest import SMOKE_OVERRIDES, launch, png_header, save_module_params
+from tests.conftest import SMOKE_OVERRIDES, png_header, save_module_params
 
 
 def _ok(result):
@@ -38,8 +38,11 @@ def _report(workdir):
     ("configs/celeb_a.py", []),
   ],
 )
-def test_tfds_configs_run_end_to_end_on_mock_data(tmp_path, config, splits):
-  result = launch(config, tmp_path, *SMOKE_OVERRIDES, *splits, mock_tfds_examples=120)
+def test_tfds_configs_run_end_to_end_on_mock_data(tmp_path, launch_here, config, splits):
+  import tensorflow_datasets as tfds
+
+  with tfds.testing.mock_data(num_examples=120):
+    result = launch_here(config, tmp_path, *SMOKE_OVERRIDES, *splits)
   _ok(result)
   r = _report(tmp_path)
   assert r["num_targets"] >= 12
@@ -63,10 +66,12 @@ def make(config):  # an evaluator: centred pixels, compared by cosine
 """
 
 
-def test_folder_source_with_identity_subfolders_and_a_function_evaluator(tmp_path, digits8):
+def test_folder_source_with_identity_subfolders_and_a_function_evaluator(
+  tmp_path, digits8, launch_here
+):
   _write_folder(tmp_path / "faces", digits8)
   (tmp_path / "pixel_evaluator.py").write_text(_PIXEL_EVALUATOR)
-  result = launch(
+  result = launch_here(
     "configs/folder.py",
     tmp_path / "w",
     *SMOKE_OVERRIDES,
@@ -96,10 +101,10 @@ def test_folder_source_with_identity_subfolders_and_a_function_evaluator(tmp_pat
   assert (tmp_path / "w" / "evaluator_scores.png").stat().st_size > 1000
 
 
-def test_npz_images_layout_with_labels(tmp_path, digits8):
+def test_npz_images_layout_with_labels(tmp_path, digits8, launch_here):
   x, y = digits8
   np.savez(tmp_path / "d.npz", images=(x[:400, :, :, 0] * 255).astype(np.uint8), labels=y[:400])
-  result = launch(
+  result = launch_here(
     "configs/npz.py", tmp_path / "w", *SMOKE_OVERRIDES, f"--config.data.path={tmp_path / 'd.npz'}"
   )
   _ok(result)
@@ -107,7 +112,7 @@ def test_npz_images_layout_with_labels(tmp_path, digits8):
   assert r["num_targets"] == 80 and r["reid_rate"] is not None
 
 
-def test_npz_precomputed_features_black_box_audit(tmp_path, digits8):
+def test_npz_precomputed_features_black_box_audit(tmp_path, digits8, launch_here):
   x, y = digits8
   proj = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
   feats = x.reshape(len(x), -1) @ proj
@@ -119,7 +124,7 @@ def test_npz_precomputed_features_black_box_audit(tmp_path, digits8):
     target_features=feats[300:360],
     target_labels=y[300:360],
   )
-  result = launch(
+  result = launch_here(
     "configs/npz.py",
     tmp_path / "w",
     *SMOKE_OVERRIDES,
@@ -163,11 +168,11 @@ def user_module(tmp_path):
   return pkg
 
 
-def test_flax_module_from_orbax_checkpoint(tmp_path, user_module):
+def test_flax_module_from_orbax_checkpoint(tmp_path, user_module, launch_here):
   save_module_params(
     user_module, "my_models", "Tower", {"features": 16}, (16, 16, 1), tmp_path / "ckpt" / "tower"
   )
-  result = launch(
+  result = launch_here(
     "configs/default.py",
     tmp_path / "w",
     *SMOKE_OVERRIDES,
@@ -184,8 +189,8 @@ def test_flax_module_from_orbax_checkpoint(tmp_path, user_module):
   assert r["feature_dim"] == 16 and r["metadata"]["model"]["method"] == "embed"
 
 
-def test_user_embedding_function_by_import_path(tmp_path, user_module):
-  result = launch(
+def test_user_embedding_function_by_import_path(tmp_path, user_module, launch_here):
+  result = launch_here(
     "configs/default.py",
     tmp_path / "w",
     *SMOKE_OVERRIDES,
