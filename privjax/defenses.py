@@ -207,7 +207,9 @@ def fit(defense: Defense, aux_features: np.ndarray) -> dict:
 def _rowwise(fn: Callable):
   """fn over a batch with a key per row: one jitted program per defense function."""
 
-  def run(key, params, features, rows):
+  def run(key_data, params, features, rows):
+    key = jax.random.wrap_key_data(key_data)
+
     def one(f, i):
       return fn(f[None], jax.random.fold_in(key, i), **params)[0]
 
@@ -235,7 +237,10 @@ def apply(
   }
   try:
     with jax.enable_x64(True):
-      replicated = parallel.replicate((key, jax.tree.map(jnp.asarray, wide)), mesh)
+      # The key travels as host data: a key array made on this process's device cannot be
+      # placed on another process's devices.
+      key_data = np.asarray(jax.random.key_data(key))
+      replicated = parallel.replicate((key_data, wide), mesh)
       out = parallel.batched_map(
         functools.partial(_rowwise(defense.fn), *replicated),
         [np.asarray(features, np.float64), np.arange(features.shape[0], dtype=np.int32)],
