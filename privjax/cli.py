@@ -104,7 +104,7 @@ def main(argv):
 
 
 _RESUME = "finished stages are kept in the workdir: re-run the same command to resume"
-_SIGTERM_SEEN = []  # set by _stop_on_sigterm; the signal may be raised inside any code
+_STOPS_SEEN = []  # signals _on_stop_signal saw; the code they interrupted may swallow them
 
 
 def _stop_reason(e: BaseException):
@@ -113,8 +113,8 @@ def _stop_reason(e: BaseException):
   Training stops itself with a checkpoint and raises Interrupted. Outside training the
   signal raises wherever Python happens to be, possibly inside a library that turns
   it into another exception while handling it (JAX's traceback filter once raised a
-  TypeError there), so the whole exception chain is searched, and a SIGTERM the
-  handler saw counts even if the code it interrupted swallowed its exception.
+  TypeError there), so the whole exception chain is searched, and a SIGTERM or Ctrl-C
+  the handler saw counts even if the code it interrupted swallowed its exception.
   """
   seen = set()
   while e is not None and id(e) not in seen:
@@ -124,7 +124,9 @@ def _stop_reason(e: BaseException):
     if isinstance(e, KeyboardInterrupt):
       return f"interrupted by Ctrl-C (SIGINT); {_RESUME}", signal.SIGINT
     e = e.__cause__ or e.__context__
-  if _SIGTERM_SEEN:
+  if _STOPS_SEEN and _STOPS_SEEN[-1] == signal.SIGINT:
+    return f"interrupted by Ctrl-C (SIGINT); {_RESUME}", signal.SIGINT
+  if _STOPS_SEEN:
     return f"stopped by SIGTERM; {_RESUME}", signal.SIGTERM
   return None
 
@@ -137,6 +139,10 @@ def _main(argv):
     return
   if FLAGS.workdir is None:  # (an empty --workdir= is refused by workdir.resolve)
     _usage_error("--workdir is required: the directory for checkpoints and the report")
+  # SIGTERM and Ctrl-C outside decoder training (which saves a checkpoint first) stop the
+  # run with one line; every finished stage is already in the workdir.
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, _on_stop_signal)
   logs.quiet_cli()
   parallel.use_cpu_cores(FLAGS.cpu_devices)  # before JAX starts its backends
   _start_distributed()  # before any JAX computation
@@ -151,9 +157,6 @@ def _main(argv):
   )
   config = _loaded_config()
   workdir = FLAGS.workdir
-  # SIGTERM outside decoder training (which saves a checkpoint first) stops the run
-  # with one line; every finished stage is already in the workdir.
-  signal.signal(signal.SIGTERM, _stop_on_sigterm)
   try:
     workdir = workdir_lib.resolve(workdir)  # a wrong workdir is refused before any work
     report = audit.run(config, workdir)
@@ -166,6 +169,8 @@ def _main(argv):
     if full is None:
       raise
     _usage_error(f"no space left on device writing {full or workdir}")
+  if _STOPS_SEEN:  # a library swallowed the stop's exception: the run still stops here
+    raise KeyboardInterrupt
   print(report_lib.summary_line(report, os.path.join(workdir, "report.json")))
 
 
@@ -188,9 +193,11 @@ def _config_sources() -> list:
   ]
 
 
-def _stop_on_sigterm(signum, frame):
+def _on_stop_signal(signum, frame):
   del frame
-  _SIGTERM_SEEN.append(signum)
+  _STOPS_SEEN.append(signum)
+  if signum == signal.SIGINT:
+    raise KeyboardInterrupt
   raise Interrupted(f"stopped by SIGTERM; {_RESUME}")
 
 

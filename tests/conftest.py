@@ -189,6 +189,7 @@ def run_here(capture, config, workdir, *overrides, pythonpath=None):
   levels = root.level, absl_logger.level
   handler = absl_logging.get_absl_handler()
   sigterm = signal.getsignal(signal.SIGTERM)
+  sigint = signal.getsignal(signal.SIGINT)
   cache = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
   capture.readouterr()
   with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
@@ -206,7 +207,7 @@ def run_here(capture, config, workdir, *overrides, pythonpath=None):
     mp.setattr(app._register_and_parse_flags_with_usage, "done", False)
     mp.setattr(app, "faulthandler", None)  # pytest's own faulthandler stays
     mp.setattr(command_name, "make_process_name_useful", lambda: None)  # pytest's name too
-    mp.setattr(cli, "_SIGTERM_SEEN", [])
+    mp.setattr(cli, "_STOPS_SEEN", [])
     warnings.resetwarnings()
     for action, category, module in reversed(_FRESH_WARNING_FILTERS):
       warnings.filterwarnings(action, category=category, module=module)
@@ -233,6 +234,7 @@ def run_here(capture, config, workdir, *overrides, pythonpath=None):
       root.setLevel(levels[0])
       absl_logger.setLevel(levels[1])
       signal.signal(signal.SIGTERM, sigterm)
+      signal.signal(signal.SIGINT, sigint)
       for name, value in cache.items():
         jax.config.update(name, value)
       compilation_cache.reset_cache()

@@ -105,6 +105,19 @@ def test_a_stop_signal_is_found_whatever_exception_it_became():
   assert cli._stop_reason(_raised_while_handling(ValueError(), TypeError())) is None
 
 
+def test_a_stop_the_interrupted_code_swallowed_still_stops_the_run(monkeypatch):
+  import signal
+
+  # A Ctrl-C whose KeyboardInterrupt a library caught (CI once saw a run finish, exit 0,
+  # after SIGINT): the handler's record still decides, and a finished run exits 130.
+  for signum, start in ((signal.SIGINT, "interrupted by Ctrl-C"), (signal.SIGTERM, "stopped by")):
+    monkeypatch.setattr(cli, "_STOPS_SEEN", [])
+    with pytest.raises((KeyboardInterrupt, cli.Interrupted)):
+      cli._on_stop_signal(signum, None)
+    message, got = cli._stop_reason(ValueError("unrelated"))
+    assert got == signum and message.startswith(start)
+
+
 class _Page(html.parser.HTMLParser):
   """Every element with its attributes, and the text of each top-level section."""
 
