@@ -194,8 +194,9 @@ def _config_sources() -> list:
 
 
 def _on_stop_signal(signum, frame):
-  del frame
   _STOPS_SEEN.append(signum)
+  if frame is not None and frame.f_code.co_name == "_xla_gc_callback":
+    return  # Python ignores (and prints) what a gc callback raises: the record stops the run
   if signum == signal.SIGINT:
     raise KeyboardInterrupt
   raise Interrupted(f"stopped by SIGTERM; {_RESUME}")
