@@ -118,8 +118,19 @@ def _judge(refitted: dict, clean_fitted: dict) -> dict:
     }
   )
   deciding = dict(a if order == "refitted" else n, fitted_on=order)
+  # As in the audit's own verdict: below high, an attacker's warning (too little data, a
+  # decoder that did not converge) means the point's level may understate the leakage.
+  warned = sorted(
+    {
+      f"{name}: {w}"
+      for rows in (refitted, clean_fitted)
+      for name, r in rows.items()
+      for w in r.get("warnings", [])
+    }
+  )
   return {
     "risk_level": deciding["risk_level"],
+    "understated": warned if deciding["risk_level"] != "high" else [],
     "deciding": deciding,
     "refitted_deciding": a,
     "non_adaptive_deciding": n,
@@ -333,8 +344,14 @@ def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
     "utility": None if head is None else {"name": head[0], "value": head[1]},
   }
   setting = f"{name} with {entry['param']}={p['strength']:g}"
+  caveat = (
+    f"; caveat: {len(p['understated'])} attacker warning(s) at that point say the true "
+    "risk may be higher (sweep.json 'understated')"
+    if p.get("understated")
+    else ""
+  )
   if head is None:
-    return best, f"{setting} reaches 'low' risk (no utility measured to compare points)"
+    return best, f"{setting} reaches 'low' risk (no utility measured to compare points){caveat}"
   ref = utility.headline(undefended["utility"])
   measured = p["utility"].get(head[0], {})
   chance = measured.get("chance")
@@ -346,4 +363,4 @@ def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
   line += ")" if ref is not None else ""
   if chance is not None and measured["ci"][0] <= chance:
     line += "; that is no better than chance: no point tried keeps the features useful at low risk"
-  return best, line
+  return best, line + caveat
