@@ -1,6 +1,5 @@
 """privjax: measure how much an image recognition model's feature vectors leak its images."""
 
-from privjax import parallel
 from privjax.audit import assess, run
 from privjax.config import audit_config
 from privjax.errors import (
@@ -12,6 +11,7 @@ from privjax.errors import (
   WorkdirError,
 )
 from privjax.identity import Evaluator
+from privjax.parallel import use_cpu_cores
 from privjax.report import Report
 
 __all__ = [
@@ -26,6 +26,5 @@ __all__ = [
   "assess",
   "audit_config",
   "run",
+  "use_cpu_cores",
 ]
-
-parallel.default_cpu_layout()  # one JAX device per CPU core, as the command line uses

@@ -1,17 +1,22 @@
 """The audit's configuration: defaults, defaults adapted to an image shape, checks.
 
-One flat-ish `ml_collections.ConfigDict` drives every stage. `audit_config()` holds
-the defaults (also the base of configs/default.py); `for_images()` adapts the few
-fields that depend on the image size (the SSIM window); `validate()` checks every
-field a stage reads and raises `ConfigError` with a one-line message.
+One `ml_collections.ConfigDict` with a group per stage drives the audit; the orchestrator
+hands each stage its own group. `audit_config()` holds the defaults (also the base of
+configs/default.py); `for_images()` merges a user's overrides onto them and adapts the
+few fields that depend on the image size (the SSIM window); `validate()` checks every
+field and raises `ConfigError` with a one-line message. The value checks are
+privjax/checks.py's, shared with the plug-ins; an attacker's are its own.
 """
 
 from __future__ import annotations
 
 import ml_collections
+from absl import logging
 
-from privjax import attacks, defenses, embedding
+from privjax import attacks, defenses, scoring
+from privjax.checks import number, numbers, positive_int, require
 from privjax.errors import ConfigError
+from privjax.registry import import_object
 
 # The Gaussian SSIM of Wang et al. 2004 (and skimage's `gaussian_weights=True`):
 # an 11x11 window with sigma 1.5, constants K1=0.01, K2=0.03.
@@ -24,54 +29,47 @@ MIN_BOOTSTRAP_SAMPLES = 100
 
 
 def audit_config() -> ml_collections.ConfigDict:
-  """Returns the default audit config (decoder, training, scoring, verdict)."""
+  """Returns the default audit config: one group per stage, each commented field by field."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # Root of every random choice: init, batch order, validation split, bootstrap.
   c.overwrite = False  # Discard workdir results made with different inputs (else: error).
-
-  # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
-  c.decoder = ml_collections.ConfigDict()
-  # Channels at the decoder's lowest resolution, halved per upsampling stage (at least
-  # 16); 0 grows them with the image: 8 per pixel of side in [64, 512] (64x64 -> 512,
-  # DCGAN's widths).
-  c.decoder.width = 0
-  c.decoder.start_size = 4  # Spatial size after the dense layer (upsampled by 2 per stage).
-  c.decoder.hidden = 0  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
-
-  # Decoder training (optax Adam, warmup + cosine decay, early stopping on a
-  # held-out part of the auxiliary set).
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 128  # Global batch; rounded up to a multiple of the device count.
-  c.train.num_steps = 4000  # Upper bound on steps; early stopping usually ends sooner.
-  c.train.learning_rate = 2e-3  # Peak learning rate of the warmup + cosine schedule.
-  c.train.warmup_steps = 100  # Linear warmup steps from 0 to the peak learning rate.
-  c.train.weight_decay = 1e-4  # AdamW decoupled weight decay.
-  c.train.loss = "mse"  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim".
-  c.train.val_fraction = 0.1  # Part of the auxiliary set held out for early stopping.
-  c.train.eval_every = 100  # Steps between validation evaluations (and progress logs).
-  c.train.patience = 5  # Stop after this many evaluations without improvement.
-  c.train.min_delta = 1e-5  # Smallest validation-loss decrease that counts as improvement.
-  c.train.checkpoint_every = 500  # Steps between orbax checkpoints (and one at the end).
-
-  # The attackers (privjax/attacks): each entry `name: {type, settings}` runs; the
-  # verdict follows the most severe. `type` is a built-in name ("decoder", "ridge",
-  # "nearest", "whitebox"), a user's "package.module:function", or "off" to skip it.
-  # The decoder attacker's settings are config.decoder and config.train above; entries
-  # take their type's defaults for the fields they leave out. Every attacker holds out
-  # the same train.val_fraction of the auxiliary set for its own model selection.
-  c.attacks = ml_collections.ConfigDict()
-  # Each built-in attacker's settings and their meaning: its module's DEFAULTS.
-  for name in ("decoder", "ridge", "nearest", "whitebox"):
-    c.attacks[name] = ml_collections.ConfigDict(attacks.with_defaults(name, {}))
-
+  # The part of the auxiliary set every attacker holds out for its own model selection
+  # (early stopping, penalties, prior weights); never the targets.
+  c.val_fraction = 0.1
+  c.attacks = _attacks()
   # Attacker strength against its data: re-run every attacker on nested random parts
   # of the auxiliary set (fractions in (0, 1]; empty: off) and report leakage per part.
   c.attack_strength = ml_collections.ConfigDict()
   c.attack_strength.aux_fractions = ()  # Parts to re-run on, e.g. (0.1, 0.25, 0.5, 1.0).
-
   c.eval_batch_size = 256  # Batch for extraction, reconstruction and scoring.
+  _scoring(c)
+  # Extra per-target metrics (privjax/scoring.py METRICS): name -> {type, high, medium}.
+  # `type` is a registered metric or "package.module:function" `fn(originals,
+  # reconstructions) -> [B]` (higher: more leakage); each gets a per_image.csv column and a
+  # mean per attacker; a mean reaching `high` (or `medium`) raises the verdict (0: off).
+  c.metrics = ml_collections.ConfigDict()
+  c.risk = _risk()
+  # The evaluator's thresholds: fixed on the original targets alone, at these false match
+  # rates (the fraction of impostor pairs of originals it accepts).
+  c.identity = ml_collections.ConfigDict()
+  c.identity.fmrs = (0.01, 0.001)  # False match rates to report SAR at (each in (0, 0.5]).
+  c.defense = _defense()
+  c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
+  return c
 
-  # Scoring.
+
+def _attacks() -> ml_collections.ConfigDict:
+  # The attackers (privjax/attacks): each entry `name: {type, settings}` runs; the
+  # verdict follows the most severe. `type` is a built-in name ("decoder", "ridge",
+  # "nearest", "whitebox"), a user's "package.module:function", or "off" to skip it.
+  # Entries take their type's defaults for the fields they leave out; each built-in's
+  # settings and their meaning are its module's DEFAULTS (--print_config shows them).
+  return ml_collections.ConfigDict(
+    {name: attacks.with_defaults(name, {}) for name in ("decoder", "ridge", "nearest", "whitebox")}
+  )
+
+
+def _scoring(c) -> None:
   c.ssim = ml_collections.ConfigDict()
   c.ssim.filter_size = DEFAULT_SSIM_FILTER_SIZE  # Odd; shrunk for images smaller than it.
   c.ssim.filter_sigma = DEFAULT_SSIM_FILTER_SIGMA
@@ -86,25 +84,25 @@ def audit_config() -> ml_collections.ConfigDict:
   c.bootstrap_samples = 2000  # Resamples for the 95% confidence interval of the gain.
   c.min_targets = 10  # Fewer targets make the rates and intervals meaningless.
 
+
+def _risk() -> ml_collections.ConfigDict:
   # Verdict thresholds (see privjax/risk.py and the README).
-  c.risk = ml_collections.ConfigDict()
-  c.risk.high_ssim_gain = 0.3  # High if the gain's CI lower bound reaches this ...
-  c.risk.high_image_reid = 0.5  # ... or image-space rank-1 re-identification reaches this.
-  c.risk.medium_ssim_gain = 0.05  # Medium if the gain's CI lower bound reaches this ...
-  c.risk.medium_image_reid = 0.05  # ... or image re-id reaches this and
-  c.risk.medium_reid_over_chance = 5.0  # ... is at least this many times chance.
+  r = ml_collections.ConfigDict()
+  r.high_ssim_gain = 0.3  # High if the gain's CI lower bound reaches this ...
+  r.high_image_reid = 0.5  # ... or image-space rank-1 re-identification reaches this.
+  r.medium_ssim_gain = 0.05  # Medium if the gain's CI lower bound reaches this ...
+  r.medium_image_reid = 0.05  # ... or image re-id reaches this and
+  r.medium_reid_over_chance = 5.0  # ... is at least this many times chance.
   # Identity leakage, when an independent evaluator is configured (privjax/identity.py):
   # high/medium if the type-II success rate at FMR identity_fmr reaches these (and is at
   # least medium_reid_over_chance x its chance level).
-  c.risk.identity_fmr = 0.01  # One of identity.fmrs.
-  c.risk.high_identity_sar = 0.5  # High if type-II SAR at identity_fmr reaches this ...
-  c.risk.medium_identity_sar = 0.1  # ... medium if it reaches this (each >= 5x its chance).
+  r.identity_fmr = 0.01  # One of identity.fmrs.
+  r.high_identity_sar = 0.5  # High if type-II SAR at identity_fmr reaches this ...
+  r.medium_identity_sar = 0.1  # ... medium if it reaches this (each >= 5x its chance).
+  return r
 
-  # The evaluator's thresholds: fixed on the original targets alone, at these false match
-  # rates (the fraction of impostor pairs of originals it accepts).
-  c.identity = ml_collections.ConfigDict()
-  c.identity.fmrs = (0.01, 0.001)  # False match rates to report SAR at (each in (0, 0.5]).
 
+def _defense() -> ml_collections.ConfigDict:
   # Defenses (privjax/defenses.py): a sweep of feature-level defenses over strengths. At
   # each point the attackers below are re-fitted on DEFENDED auxiliary features (adaptive:
   # they know the defense) and, for contrast, the attackers fitted on undefended features
@@ -112,15 +110,13 @@ def audit_config() -> ml_collections.ConfigDict:
   # (the non-adaptive one where it leaks more). Each entry `name: {type, strengths}`;
   # empty: no sweep (configs/defense_sweep.py runs one). Output: sweep.json and
   # privacy_utility.png beside the report.
-  c.defense = ml_collections.ConfigDict()
-  c.defense.sweep = ml_collections.ConfigDict()  # name -> {type, strengths[, param]}; empty: off.
+  d = ml_collections.ConfigDict()
+  d.sweep = ml_collections.ConfigDict()  # name -> {type, strengths[, param]}; empty: off.
   # Which of config.attacks attack every sweep point (each point re-fits them); empty:
-  # every running attacker but the whitebox one, which does not model a defense.
-  c.defense.attacks = ()
-  c.defense.utility = ""  # Extra utility "package.module:function" (README); "" for none.
-
-  c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
-  return c
+  # every running attacker that can attack defended features (not the whitebox one).
+  d.attacks = ()
+  d.utility = ""  # Extra utility "package.module:function" (README); "" for none.
+  return d
 
 
 def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
@@ -150,10 +146,16 @@ def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
 
 def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
   for key, value in overrides.items():
-    if prefix == "" and key == "attacks":  # a set of attackers replaces the default set
+    if prefix == "" and key == "attacks":  # merged attacker by attacker
       if not isinstance(value, dict) or not value:
         raise ConfigError(f"config.attacks must be a non-empty group of attackers, got {value!r}")
-      base[key] = {name: attacks.with_defaults(name, entry) for name, entry in value.items()}
+      for name, entry in value.items():
+        base[key][name] = _merge_attacker(name, base[key].get(name), entry)
+      continue
+    if prefix == "" and key == "metrics":  # the metrics' entries replace the default
+      if not isinstance(value, dict):
+        raise ConfigError(f"config.metrics must be a group of metrics, got {value!r}")
+      base[key] = {name: metric_entry(name, entry) for name, entry in value.items()}
       continue
     if prefix == "defense." and key == "sweep":  # the sweep's entries replace the default
       if not isinstance(value, dict):
@@ -169,6 +171,68 @@ def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
     else:
       base[key] = value
   return base
+
+
+def _merge_attacker(name: str, current: dict | None, entry) -> dict:
+  """`config.attacks.<name>` after `entry`: naming an attacker changes its fields (a new
+  type starts from that type's defaults), type "off" removes it, a new name adds one."""
+  if not isinstance(entry, dict):
+    raise ConfigError(f"config.attacks.{name} must be a group of settings, got {entry!r}")
+  if current is not None and entry.get("type", current["type"]) == current["type"]:
+    entry = {**current, **entry}
+  return attacks.with_defaults(name, entry)
+
+
+# Keys an earlier layout had, and where they live now (the decoder's settings moved under
+# its attacker entry): still read, with one warning line naming each new key.
+MOVED_KEYS = {"decoder": "attacks.decoder", "train": "attacks.decoder"}
+MOVED_TOP = {"train.val_fraction": "val_fraction"}
+
+
+def moved_key(old: str) -> str | None:
+  """The new dotted name of an old config key ("train.num_steps"), or None if not moved."""
+  if old in MOVED_TOP:
+    return MOVED_TOP[old]
+  group, _, field = old.partition(".")
+  return f"{MOVED_KEYS[group]}.{field}" if group in MOVED_KEYS and field else None
+
+
+def _migrated(overrides: dict) -> dict:
+  """`overrides` with the old layout's keys moved to their new place (one warning line)."""
+  moved, out = [], {k: v for k, v in overrides.items() if k not in MOVED_KEYS}
+  for group in MOVED_KEYS:
+    if not isinstance(overrides.get(group), dict):
+      continue
+    for field, value in overrides[group].items():
+      new = moved_key(f"{group}.{field}")
+      node = out
+      *parents, leaf = new.split(".")
+      for part in parents:
+        node = node.setdefault(part, {})
+      node.setdefault(leaf, value)  # the new key, where also given, wins
+      moved.append(f"{group}.{field} -> {new}")
+  if moved:
+    logging.warning("deprecated config keys, read at their new place: %s", ", ".join(moved))
+  return out
+
+
+METRIC_ENTRY_KEYS = ("type", "high", "medium")
+
+
+def metric_entry(name: str, entry) -> dict:
+  """`config.metrics.<name>` completed: type defaults to the name, thresholds to 0 (off)."""
+  if not isinstance(entry, dict):
+    raise ConfigError(f"config.metrics.{name} must be a group of settings, got {entry!r}")
+  unknown = sorted(set(entry) - set(METRIC_ENTRY_KEYS))
+  if unknown:
+    raise ConfigError(
+      f"unknown config key 'metrics.{name}.{unknown[0]}'; known keys: {list(METRIC_ENTRY_KEYS)}"
+    )
+  return {
+    "type": entry.get("type", name),
+    "high": entry.get("high", 0.0),
+    "medium": entry.get("medium", 0.0),
+  }
 
 
 SWEEP_ENTRY_KEYS = ("type", "strengths", "param")
@@ -194,10 +258,15 @@ def sweep_entry(name: str, entry) -> dict:
 
 def sweep_attackers(c: ml_collections.ConfigDict) -> list[str]:
   """The attackers of the defense sweep: config.defense.attacks, or when empty every
-  running attacker of config.attacks but the whitebox type."""
+  running attacker of config.attacks that can attack defended features (not the whitebox
+  type: it differentiates through the model, which a defended feature no longer has)."""
   if len(c.defense.attacks):
     return list(c.defense.attacks)
-  return [n for n in c.attacks if c.attacks[n].type not in (attacks.OFF, "whitebox")]
+  return [
+    n
+    for n in c.attacks
+    if c.attacks[n].type != attacks.OFF and attacks.capabilities(c.attacks[n].type).models_defense
+  ]
 
 
 def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
@@ -238,7 +307,7 @@ def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
     )
   require(isinstance(d.utility, str), f"config.defense.utility must be a string, got {d.utility!r}")
   if d.utility:
-    embedding.import_object(d.utility, field="defense.utility")
+    import_object(d.utility, field="defense.utility")
 
 
 def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
@@ -250,7 +319,7 @@ def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
   merged = audit_config().to_dict()
   if config is not None:
     overrides = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    _merge(merged, overrides)
+    _merge(merged, _migrated(overrides))
   c = ml_collections.ConfigDict(merged)
   h, w = int(image_shape[0]), int(image_shape[1])
   c.ssim.filter_size, c.ssim.filter_sigma = ssim_window(
@@ -259,91 +328,41 @@ def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
   return c
 
 
-def require(cond: bool, message: str) -> None:
-  """Raises ConfigError(message) unless `cond`."""
-  if not cond:
-    raise ConfigError(message)
+def resolve(image_shape, config=None, *, feature_dim: int | None = None):
+  """The audit's config, once: `for_images`, then `validate` (feature_dim: the features'
+  width when known before any work, bounding the sweep's strengths)."""
+  c = for_images(image_shape, config)
+  validate(c, feature_dim=feature_dim)
+  return c
 
 
-def positive_int(name: str, value, *, zero_ok: bool = False) -> None:
-  """Checks config.`name` is an integer > 0 (or >= 0 with zero_ok)."""
-  require(
-    isinstance(value, int)
-    and not isinstance(value, bool)
-    and (value > 0 or zero_ok and value == 0),
-    f"config.{name} must be a {'non-negative' if zero_ok else 'positive'} integer, got {value!r}",
-  )
+def validate(c: ml_collections.ConfigDict, *, feature_dim: int | None = None) -> None:
+  """Checks every field the audit reads; raises ConfigError naming the first bad one.
+
+  Each group has its checks (an attacker's are its type's own, registered with it);
+  `feature_dim`, when known, bounds the defense sweep's strengths.
+  """
+  _check_general(c)
+  _check_attacks(c)
+  _check_scoring(c)
+  _check_metrics(c)
+  _check_risk(c)
+  check_sweep(c, dim=feature_dim)
 
 
-def number(name: str, value, low=None, high=None) -> None:
-  """Checks config.`name` is a number in [low, high] (either bound optional)."""
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-  if ok and low is not None:
-    ok = value >= low
-  if ok and high is not None:
-    ok = value <= high
-  bounds = f" in [{low}, {high}]" if low is not None or high is not None else ""
-  require(ok, f"config.{name} must be a number{bounds}, got {value!r}")
-
-
-def numbers(name: str, values, low=None, high=None) -> None:
-  """Checks config.`name` is a non-empty list or tuple of numbers in [low, high]."""
-  require(
-    isinstance(values, (list, tuple)) and len(values) > 0,
-    f"config.{name} must be a non-empty list of numbers, got {values!r}",
-  )
-  for i, v in enumerate(values):
-    number(f"{name}[{i}]", v, low, high)
-
-
-def validate(c: ml_collections.ConfigDict) -> None:
-  """Checks every field the audit reads; raises ConfigError naming the first bad one."""
-  positive_int("decoder.width", c.decoder.width, zero_ok=True)
-  positive_int("decoder.start_size", c.decoder.start_size)
-  positive_int("decoder.hidden", c.decoder.hidden, zero_ok=True)
-  t = c.train
-  for name in ("batch_size", "num_steps", "eval_every", "patience", "checkpoint_every"):
-    positive_int(f"train.{name}", t[name])
-  require(
-    isinstance(t.warmup_steps, int) and 0 <= t.warmup_steps < t.num_steps,
-    f"config.train.warmup_steps must be an integer in [0, train.num_steps), got {t.warmup_steps!r}",
-  )
-  number("train.learning_rate", t.learning_rate, 0.0)
-  require(t.learning_rate > 0, f"config.train.learning_rate must be > 0, got {t.learning_rate}")
-  number("train.weight_decay", t.weight_decay, 0.0)
-  number("train.min_delta", t.min_delta, 0.0)
-  number("train.val_fraction", t.val_fraction, 0.0, 0.5)
-  require(
-    t.val_fraction > 0, f"config.train.val_fraction must be in (0, 0.5], got {t.val_fraction}"
-  )
-  require(
-    t.loss in ("mse", "ssim", "mse+ssim"),
-    f"config.train.loss must be one of 'mse', 'ssim', 'mse+ssim', got {t.loss!r}",
-  )
+def _check_general(c) -> None:
+  number("val_fraction", c.val_fraction, 0.0, 0.5)
+  require(c.val_fraction > 0, f"config.val_fraction must be in (0, 0.5], got {c.val_fraction}")
   positive_int("eval_batch_size", c.eval_batch_size)
-  positive_int("ssim.filter_size", c.ssim.filter_size)
+  positive_int("grid_examples", c.grid_examples)
   require(
-    c.ssim.filter_size % 2 == 1,
-    f"config.ssim.filter_size must be odd, got {c.ssim.filter_size}",
+    isinstance(c.seed, int) and not isinstance(c.seed, bool) and 0 <= c.seed < 2**32,
+    f"config.seed must be an integer in [0, 2**32), got {c.seed!r}",
   )
-  number("ssim.filter_sigma", c.ssim.filter_sigma, 0.0)
-  require(
-    c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}"
-  )
-  positive_int("bootstrap_samples", c.bootstrap_samples)
-  require(
-    c.bootstrap_samples >= MIN_BOOTSTRAP_SAMPLES,
-    f"config.bootstrap_samples must be at least {MIN_BOOTSTRAP_SAMPLES} for a meaningful 95% "
-    f"interval, got {c.bootstrap_samples}",
-  )
-  for name in ("exact_max_targets", "shortlist", "baseline_samples"):
-    positive_int(f"reid.{name}", c.reid[name])
-  positive_int("min_targets", c.min_targets)
-  require(
-    c.min_targets >= MIN_TARGETS_FLOOR,
-    f"config.min_targets must be at least {MIN_TARGETS_FLOOR} (fewer targets make the rates "
-    f"and intervals meaningless), got {c.min_targets}",
-  )
+  require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
+
+
+def _check_attacks(c) -> None:
   require(
     isinstance(c.attacks, ml_collections.ConfigDict) and len(c.attacks) > 0,
     f"config.attacks must be a non-empty group of attackers, got {c.attacks!r}",
@@ -367,12 +386,47 @@ def validate(c: ml_collections.ConfigDict) -> None:
     any(c.attacks[n].type != attacks.OFF for n in names),
     "config.attacks: every attacker is 'off'; at least one must run",
   )
-  positive_int("grid_examples", c.grid_examples)
+
+
+def _check_scoring(c) -> None:
+  positive_int("ssim.filter_size", c.ssim.filter_size)
   require(
-    isinstance(c.seed, int) and not isinstance(c.seed, bool) and 0 <= c.seed < 2**32,
-    f"config.seed must be an integer in [0, 2**32), got {c.seed!r}",
+    c.ssim.filter_size % 2 == 1,
+    f"config.ssim.filter_size must be odd, got {c.ssim.filter_size}",
   )
-  require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
+  number("ssim.filter_sigma", c.ssim.filter_sigma, 0.0)
+  require(
+    c.ssim.filter_sigma > 0, f"config.ssim.filter_sigma must be > 0, got {c.ssim.filter_sigma}"
+  )
+  positive_int("bootstrap_samples", c.bootstrap_samples)
+  require(
+    c.bootstrap_samples >= MIN_BOOTSTRAP_SAMPLES,
+    f"config.bootstrap_samples must be at least {MIN_BOOTSTRAP_SAMPLES} for a meaningful 95% "
+    f"interval, got {c.bootstrap_samples}",
+  )
+  for name in ("exact_max_targets", "shortlist", "baseline_samples"):
+    positive_int(f"reid.{name}", c.reid[name])
+  positive_int("min_targets", c.min_targets)
+  require(
+    c.min_targets >= MIN_TARGETS_FLOOR,
+    f"config.min_targets must be at least {MIN_TARGETS_FLOOR} (fewer targets make the rates "
+    f"and intervals meaningless), got {c.min_targets}",
+  )
+
+
+def _check_metrics(c) -> None:
+  for name in c.metrics:
+    m = c.metrics[name]
+    scoring.METRICS.get(m.type, field=f"metrics.{name}.type")
+    number(f"metrics.{name}.high", m.high, 0.0)
+    number(f"metrics.{name}.medium", m.medium, 0.0)
+    require(
+      not (m.high and m.medium) or m.medium <= m.high,
+      f"config.metrics.{name}.medium {m.medium} must not exceed its high {m.high}",
+    )
+
+
+def _check_risk(c) -> None:
   risk_rates = ("ssim_gain", "image_reid", "identity_sar")
   for name in (f"{level}_{r}" for level in ("high", "medium") for r in risk_rates):
     number(f"risk.{name}", c.risk[name], 0.0, 1.0)
@@ -399,7 +453,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
     f"config.risk.identity_fmr must be one of config.identity.fmrs {tuple(c.identity.fmrs)}, "
     f"got {c.risk.identity_fmr!r}",
   )
-  check_sweep(c)
 
 
 def _comments_in(path: str) -> tuple[dict, dict]:

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from privjax import parallel
-from privjax.embedding import import_object
 from privjax.errors import ConfigError, ModelError
+from privjax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,37 +42,27 @@ class Defense:
   about: str  # what the strength means, for messages and the report
 
 
-_REGISTRY: dict[str, Defense] = {}
+DEFENSES = Registry("defense")
 
 
 def register(name: str, *, param: str, about: str, fit=None, check=None):
-  """Decorator: registers `defense(features, key, **params)` under `name`."""
-
-  def wrap(fn):
-    _REGISTRY[name] = Defense(fn, param, fit, check, about)
-    return fn
-
-  return wrap
+  """Decorator: registers `defense(features, key, **params)` under `name`, declaring the
+  keyword its strengths go to (`param`), what a strength means (`about`), the fit of its
+  other parameters on the auxiliary features and the check of a strength."""
+  return DEFENSES.register(name, param=param, about=about, fit=fit, check=check)
 
 
 def builtin_names() -> list[str]:
-  return sorted(_REGISTRY)
+  return DEFENSES.names()
 
 
 def get(kind: str, param: str = "strength", *, field: str = "defense") -> Defense:
   """The defense registered as `kind`, or the function at import path "module:name"
   (`param`: a user defense's strength keyword; `field`: the config field, for errors)."""
-  if kind in _REGISTRY:
-    return _REGISTRY[kind]
-  if ":" not in kind:
-    raise ConfigError(
-      f"unknown defense type {kind!r}: expected one of {builtin_names()} or a "
-      "'package.module:function' import path"
-    )
-  fn = import_object(kind, field=field)
-  if not callable(fn):
-    raise ConfigError(f"config.{field}={kind!r} is not callable, got {type(fn).__name__}")
-  return Defense(fn, param, None, None, f"{param} (user defense)")
+  found = DEFENSES.get(kind, field=field)
+  if found.builtin:
+    return Defense(found.fn, **found.declared)
+  return Defense(found.fn, param, None, None, f"{param} (user defense)")
 
 
 def check_strength(name: str, defense: Defense, index: int, strength, dim: int | None) -> None:

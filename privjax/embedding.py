@@ -1,6 +1,8 @@
 """The audited model: what turns images into the features the attack inverts.
 
-`config.model.kind` picks one:
+`config.model.kind` picks one (the loadable kinds are plug-ins, `MODELS`: a user's
+loader "package.module:function" `load(m, image_shape, config, field) -> (embed_fn, params,
+info)` is found the same way):
   "builtin"      privjax's RecognitionCNN, trained on the model-train split (recognition.py);
   "flax"         a Flax linen module named by import path ("package.module:ClassName"),
                  built with config.model.kwargs, params restored from an orbax checkpoint,
@@ -17,7 +19,6 @@ privjax/identity.py) takes the same kinds but "precomputed", plus "off" and "aut
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 
 import jax
@@ -27,38 +28,48 @@ import orbax.checkpoint as ocp
 
 from privjax import parallel, recognition
 from privjax.errors import ConfigError, ModelError
+from privjax.registry import Registry, import_object
 
-KINDS = ("builtin", "flax", "function", "precomputed")
-EVALUATOR_KINDS = ("auto", "off", "builtin", "flax", "function")
+MODELS = Registry("model kind")
+OWN_KINDS = ("builtin", "precomputed")  # trained in the workdir / stored features: no loader
+EVALUATOR_OWN_KINDS = ("auto", "off", "builtin")
 
 
-def import_object(path: str, *, field: str):
-  """Imports "package.module:name"; raises ConfigError naming the field on failure."""
-  if not isinstance(path, str) or path.count(":") != 1:
-    raise ConfigError(f"config.{field} must be 'package.module:name', got {path!r}")
-  module_name, attr = path.split(":")
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as e:
-    raise ConfigError(f"config.{field}={path!r}: cannot import module {module_name!r}: {e}") from e
-  if not hasattr(module, attr):
-    raise ConfigError(f"config.{field}={path!r}: module {module_name!r} has no {attr!r}")
-  return getattr(module, attr)
+def kinds(field: str = "model") -> list[str]:
+  """The kinds config.`field` (model or evaluator) takes by name."""
+  own = OWN_KINDS if field == "model" else EVALUATOR_OWN_KINDS
+  return [*own, *MODELS.names()]
 
 
 def validate(m, field: str = "model") -> None:
   """Checks config.model (or config.evaluator, `field`) for its kind; raises ConfigError
   naming the bad field."""
-  kinds = KINDS if field == "model" else EVALUATOR_KINDS
-  if m.kind not in kinds:
-    raise ConfigError(f"config.{field}.kind must be one of {list(kinds)}, got {m.kind!r}")
+  own = OWN_KINDS if field == "model" else EVALUATOR_OWN_KINDS
   if m.kind in ("builtin", "auto"):  # "auto" may become "builtin"
     recognition.validate(m, field)
-  elif m.kind == "flax":
-    if not m.module or not m.checkpoint:
-      raise ConfigError(f"config.{field}.kind='flax' needs config.{field}.module and .checkpoint")
-  elif m.kind == "function" and not m.factory:
-    raise ConfigError(f"config.{field}.kind='function' needs config.{field}.factory")
+    return
+  if m.kind in own:
+    return
+  if not isinstance(m.kind, str) or (m.kind not in MODELS and ":" not in m.kind):
+    raise ConfigError(f"config.{field}.kind must be one of {kinds(field)}, got {m.kind!r}")
+  needs = MODELS.get(m.kind, field=f"{field}.kind").declared.get("needs", ())
+  if not all(m.get(key) for key in needs):
+    fields = " and .".join(needs)
+    raise ConfigError(f"config.{field}.kind={m.kind!r} needs config.{field}.{fields}")
+
+
+def load(config, field: str, image_shape) -> tuple:
+  """(embed_fn, params, info) of a loadable config.`field` kind (a plug-in), checked."""
+  m = config[field]
+  embed_fn, params, info = MODELS.get(m.kind, field=f"{field}.kind").fn(
+    m, image_shape, config, field
+  )
+  if not callable(embed_fn) or not isinstance(info, dict):
+    raise ModelError(
+      f"config.{field}.kind={m.kind!r} must load (embed_fn, params, info dict), got "
+      f"({type(embed_fn).__name__}, ..., {type(info).__name__})"
+    )
+  return embed_fn, params, info
 
 
 def _restore_params(directory: str, field: str):
@@ -101,8 +112,10 @@ def _first_mismatch(expected, got) -> str | None:
   return None
 
 
-def load_flax(m, image_shape, field: str = "model"):
-  """(embed_fn, params) of a Flax module restored from an orbax checkpoint."""
+@MODELS.register("flax", needs=("module", "checkpoint"))
+def load_flax(m, image_shape, config, field: str = "model"):
+  """(embed_fn, params, info) of a Flax module restored from an orbax checkpoint."""
+  del config
   cls = import_object(m.module, field=f"{field}.module")
   kwargs = m.kwargs.to_dict() if hasattr(m.kwargs, "to_dict") else dict(m.kwargs or {})
   try:
@@ -130,13 +143,16 @@ def load_flax(m, image_shape, field: str = "model"):
   if problem:
     raise ModelError(f"checkpoint {m.checkpoint} does not match {m.module}: {problem}")
   variables = jax.tree.map(lambda e, v: jnp.asarray(v, e.dtype), expected, variables)
-  return functools.partial(module.apply, method=method), variables
+  info = {"module": m.module, "checkpoint": m.checkpoint, "method": m.method or "__call__"}
+  return functools.partial(module.apply, method=method), variables, info
 
 
-def load_function(m, config, field: str = "model"):
-  """(embed_fn, params) from a user factory `make(config)`."""
+@MODELS.register("function", needs=("factory",))
+def load_function(m, image_shape, config, field: str = "model"):
+  """(embed_fn, params, info) from a user factory `make(config)`."""
+  del image_shape
   make = import_object(m.factory, field=f"{field}.factory")
   out = make(config)
   if not (isinstance(out, tuple) and len(out) == 2 and callable(out[0])):
     raise ModelError(f"{m.factory} must return (embed_fn, params), got {type(out).__name__}")
-  return out
+  return (*out, {"factory": m.factory})

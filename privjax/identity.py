@@ -215,12 +215,6 @@ def evaluate(cal: Calibration, recon_embeddings, *, mesh, batch_size, bootstrap_
   return summary, {"type2_scores": sim[other]}
 
 
-def at_fmr(summary: dict, fmr: float) -> dict | None:
-  """The row of `summary["fmrs"]` (or of a calibration's "thresholds") at `fmr`."""
-  rows = summary.get("fmrs", summary.get("thresholds", []))
-  return next((r for r in rows if math.isclose(r["fmr"], fmr)), None)
-
-
 def histograms(cal: Calibration, type2_scores=None) -> dict:
   """JSON-ready histograms of the genuine and impostor scores on originals (and, given, an
   attacker's type-II scores) over common bins."""

@@ -12,8 +12,7 @@ import base64
 import html
 import json
 
-from privjax import identity as identity_lib
-from privjax import utility as utility_lib
+from privjax import readings
 
 _STYLE = """
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -91,7 +90,7 @@ def _table(header, rows, *, text_columns=()) -> str:
 
 
 def _type2(row: dict, fmr: float):
-  found = identity_lib.at_fmr(row.get("identity", {}), fmr)
+  found = readings.at_fmr(row.get("identity", {}), fmr)
   return found["type2_sar"] if found is not None and "type2_sar" in found else None
 
 
@@ -111,11 +110,11 @@ def _defenses(s: dict, images: dict) -> str:
   if not sweep:
     return ""
   ref = sweep["undefended"]
-  head = utility_lib.headline(ref["utility"])
+  head = readings.headline(ref["utility"])
   rows = []
 
   def row(point, p):
-    u = utility_lib.headline(p["utility"])
+    u = readings.headline(p["utility"])
     d = p["deciding"]
     fitted = {"refitted": "defended", "non-adaptive": "undefended"}.get(d.get("fitted_on"), "")
     return [
@@ -175,7 +174,7 @@ def _first_screen(s: dict) -> str:
   ]
   sar = _type2(s, fmr)
   if sar is not None:
-    row = identity_lib.at_fmr(s["identity"], fmr)
+    row = readings.at_fmr(s["identity"], fmr)
     chance = max(fmr, row["impostor_accept"])
     numbers.append(
       f"an independent recognition model accepts a reconstruction as the same identity as "
@@ -200,6 +199,7 @@ def _first_screen(s: dict) -> str:
 
 def _attackers(s: dict) -> str:
   fmr = s["config"]["risk"]["identity_fmr"]
+  extra = list(s["config"].get("metrics", {}))  # config.metrics: one column each
   header = [
     "attacker",
     "type",
@@ -210,13 +210,15 @@ def _attackers(s: dict) -> str:
     "image re-id",
     "type-I re-id",
     f"type-II SAR@{fmr:g}",
+    *(_e(m) for m in extra),
     "seconds",
   ]
   rows, notes = [], []
   for name, r in s["attacks"].items():
     label = f"<b>{_e(name)}</b>" if name == s["deciding_attack"] else _e(name)
     if "skipped" in r:
-      rows.append([label, _e(r["type"]), "skipped", *[""] * 6, _num(r["seconds"], 1)])
+      blank = [""] * (6 + len(extra))
+      rows.append([label, _e(r["type"]), "skipped", *blank, _num(r["seconds"], 1)])
       notes.append(f"{name}: skipped: {r['skipped']}")
       continue
     notes += [f"{name}: {w}" for w in r["warnings"]]
@@ -232,6 +234,7 @@ def _attackers(s: dict) -> str:
         _num(r["image_reid_rate"]),
         _num(r["reid_rate"]),
         "n/a" if sar is None else f"{sar['rate']:.3f} {_ci(sar['ci'])}",
+        *(_num(r.get("metrics", {}).get(m)) for m in extra),
         _num(r["seconds"], 1),
       ]
     )
@@ -255,7 +258,7 @@ def _evaluator(s: dict, images: dict) -> str:
   rows = []
   for t in ev["thresholds"]:
     gar = t.get("genuine_accept_rate")
-    row = identity_lib.at_fmr(s["identity"], t["fmr"]) or {}
+    row = readings.at_fmr(s["identity"], t["fmr"]) or {}
     rows.append(
       [
         f"{t['fmr']:g}",

@@ -16,11 +16,13 @@ same decisions. Only process 0 writes files (`is_writer`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -186,3 +188,32 @@ def batched_map(
       jax.block_until_ready(outputs[-2])
   host = fetch(outputs)
   return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *host)
+
+
+def _a_t_b(t):
+  return jnp.einsum("np,nq->pq", t["a"], t["b"], precision=jax.lax.Precision.HIGHEST)
+
+
+@functools.cache
+def _cross_products_fn(mesh):
+  """a^T b of a row-sharded batch {"a", "b"}, replicated over `mesh`: jitted once per mesh."""
+  return jax.jit(_a_t_b, out_shardings=replicated(mesh))
+
+
+def cross_products(a: np.ndarray, b: np.ndarray, *, mesh) -> np.ndarray:
+  """a^T b for [N, P] and [N, Q] host arrays, in float64: rows sharded over the mesh.
+
+  float64 so that the solve, which can amplify rounding by the condition number of the
+  Gram matrix, gives the same answer on any number of devices (summation order).
+  """
+  with jax.enable_x64(True):
+    rows = -(-a.shape[0] // mesh.size) * mesh.size
+    batch = shard_batch(
+      {
+        "a": pad_rows(np.asarray(a, np.float64), rows),
+        "b": pad_rows(np.asarray(b, np.float64), rows),
+      },
+      mesh,
+    )
+    out = _cross_products_fn(mesh)(batch)
+    return np.asarray(fetch(out), np.float64)

@@ -11,6 +11,8 @@ import io
 import numpy as np
 from matplotlib.figure import Figure
 
+from privjax import readings
+
 
 def _figure(ncols: int = 1, figsize=(7, 3.4)):
   """A figure drawn by matplotlib's Agg renderer alone: pyplot (and the caller's chosen
@@ -110,16 +112,14 @@ def privacy_utility(sweep: dict) -> bytes:
   """The defense sweep's curve: utility against the deciding attacker's SSIM gain and image
   re-id, one line per defense, each point labelled with its strength; the undefended
   features as a star."""
-  from privjax import utility
-
   fig, axes = _figure(2, figsize=(10, 4.2))
   ref = sweep["undefended"]
-  head = utility.headline(ref["utility"])
+  head = readings.headline(ref["utility"])
   name = "utility (none measured: point index)" if head is None else head[0]
   for entry_name, entry in sweep["defenses"].items():
     pts = entry["points"]
     xs = [
-      i if utility.headline(p["utility"]) is None else utility.headline(p["utility"])[1]
+      i if readings.headline(p["utility"]) is None else readings.headline(p["utility"])[1]
       for i, p in enumerate(pts)
     ]
     for ax, key in zip(axes, ("ssim_gain", "image_reid_rate"), strict=True):

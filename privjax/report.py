@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from privjax import identity as identity_lib
-from privjax import metrics, page, plots
+from privjax import metrics, page, plots, readings
 from privjax.scoring import PSNR_CAP_DB
 from privjax.workdir import publish
 
@@ -87,6 +87,10 @@ _NO_EVALUATOR = (
   "(type-II SAR@FMR): no evaluator ran (config.evaluator 'off', or 'auto' on images without "
   "identity labels; from Python, assess(evaluator=...))"
 )
+_FEATURE_STANDARDISATION = (
+  "every attacker learns from features standardised per dimension on the auxiliary set (zero "
+  "mean, unit variance), so their units never decide"
+)
 _SEED_CONTROLS = (
   "every attacker's initialisation and training batch order, the held-out validation part of "
   "the auxiliary set, the random features, the bootstrap resamples (and, from the CLI, the "
@@ -138,8 +142,44 @@ def build(
     defense: the defense sweep (privjax.sweep.run; sweep.json), or None when none ran.
   """
   best = scores[deciding]
-  by_name = {o.name: o for o in outcomes}
+  warnings = _warnings(outcomes, defense, calibration, config.risk)
+  level, reasons = verdicts[deciding]
   n = targets.shape[0]
+  summary = {
+    "risk_level": level,
+    "risk_reasons": _reasons(deciding, level, reasons, warnings, calibration),
+    "deciding_attack": deciding,
+    **best.summary(),  # reid_rate is None without a model to re-embed with
+    "mean_image_ssim": float(mean_image_ssim.mean()),
+    **_methods(best.exact, config.reid, model_reid),
+    "reid_chance": 1.0 / n,
+    "warnings": warnings,
+    "attacks": _attack_rows(outcomes, scores, verdicts),
+    "evaluator": _evaluator(calibration, evaluator_info, best.type2_scores),
+    "attack_strength": strength,
+    "defense": defense,
+    "num_targets": int(n),
+    "num_aux": int(aux_count),
+    "image_shape": list(targets.shape[1:]),
+    "feature_dim": feature_dim,
+    "feature_standardisation": _FEATURE_STANDARDISATION,
+    "ssim_definition": _ssim_definition(config.ssim),
+    "psnr_cap_db": PSNR_CAP_DB,
+    "convergence": _convergence(outcomes),
+    **_provenance(config, environment),
+    **_label_match(best, labels),
+    "seconds": environment["seconds"],
+    # the per-image list goes last, after every summary field
+    "ssim_per_image": [float(v) for v in best.per_image["ssim"]],
+  }
+  per_image = _per_image(best, scores, deciding, mean_image_ssim, labels, per_target)
+  reconstructions = {o.name: o for o in outcomes}[deciding].reconstructions
+  return Report(summary, per_image, targets, reconstructions)
+
+
+def _attack_rows(outcomes, scores: dict, verdicts: dict) -> dict:
+  """name -> every attacker's row: its type and seconds, and why it was skipped or its
+  numbers, verdict, warnings and info."""
   rows = {}
   for o in outcomes:
     row = {"type": o.type, "seconds": o.seconds}
@@ -151,118 +191,145 @@ def build(
       row["warnings"] = list(o.warnings)
       row["info"] = o.info
     rows[o.name] = row
+  return rows
+
+
+def _warnings(outcomes, defense: dict | None, calibration, risk) -> list:
+  """The attackers', the defense sweep's and the evaluator's warnings, each naming its source."""
   warnings = [f"{o.name}: {w}" for o in outcomes for w in o.warnings]
   warnings += [f"defense sweep: {w}" for w in (defense or {}).get("warnings", [])]
   if calibration is not None:
-    m = calibration.summary["impostor_pairs"]
-    warnings += [
-      f"evaluator: FMR {t['fmr']:g} needs at least {math.ceil(1 / t['fmr'])} impostor pairs, "
-      f"the targets give {m}: its threshold is the highest impostor score, stricter than "
-      "asked, so the SAR there understates the attacker's"
-      for t in calibration.summary["thresholds"]
-      if not t["resolvable"]
-    ]
-    own = identity_lib.at_fmr(calibration.summary, config.risk.identity_fmr)
-    gar = own.get("genuine_accept_rate") if own else None
-    if gar is not None and gar["rate"] < config.risk.medium_reid_over_chance * own["fmr"]:
-      warnings.append(
-        f"evaluator: it accepts only {gar['rate']:.3f} of genuine pairs of originals at FMR "
-        f"{own['fmr']:g} (< {config.risk.medium_reid_over_chance:g}x the FMR): it barely tells "
-        "these identities apart, so a low type-II SAR shows nothing about identity leakage"
-      )
-  level, reasons = verdicts[deciding]
+    warnings += _evaluator_warnings(calibration.summary, risk)
+  return warnings
+
+
+def _evaluator_warnings(calibration: dict, risk) -> list:
+  """What limits the evaluator's judgement: an FMR its impostor pairs cannot resolve, and a
+  genuine accept rate too low to tell these identities apart (`risk`: config.risk)."""
+  m = calibration["impostor_pairs"]
+  warnings = [
+    f"evaluator: FMR {t['fmr']:g} needs at least {math.ceil(1 / t['fmr'])} impostor pairs, "
+    f"the targets give {m}: its threshold is the highest impostor score, stricter than "
+    "asked, so the SAR there understates the attacker's"
+    for t in calibration["thresholds"]
+    if not t["resolvable"]
+  ]
+  own = readings.at_fmr(calibration, risk.identity_fmr)
+  gar = own.get("genuine_accept_rate") if own else None
+  if gar is not None and gar["rate"] < risk.medium_reid_over_chance * own["fmr"]:
+    warnings.append(
+      f"evaluator: it accepts only {gar['rate']:.3f} of genuine pairs of originals at FMR "
+      f"{own['fmr']:g} (< {risk.medium_reid_over_chance:g}x the FMR): it barely tells "
+      "these identities apart, so a low type-II SAR shows nothing about identity leakage"
+    )
+  return warnings
+
+
+def _reasons(deciding: str, level: str, reasons: list, warnings: list, calibration) -> list:
+  """The deciding attacker's reasons for `level`, then the caveats: under-powered attackers
+  and what the evaluator could not check."""
   reasons = [f"{deciding} attacker: {r}" for r in reasons]
   if level != "high" and warnings:
     reasons.append(
       "caveat: some attackers may be under-powered (see warnings); the true risk may be higher"
     )
   if calibration is None:
-    evaluator = {"measured": False, "why": _NO_EVALUATOR}
     reasons.append(_NO_EVALUATOR)
-  else:
-    evaluator = {
-      "measured": True,
-      "model": evaluator_info or {},
-      "protocol": _IDENTITY_PROTOCOL,
-      **calibration.summary,
-      "histograms": identity_lib.histograms(calibration, best.type2_scores),
-    }
-    if not calibration.summary["type2_targets"]:
-      reasons.append(
-        "not checked: type-II identity leakage (no identity has two target images); type I "
-        "is reported"
-      )
-  summary = {
-    "risk_level": level,
-    "risk_reasons": reasons,
-    "deciding_attack": deciding,
-    **best.summary(),  # reid_rate is None without a model to re-embed with
-    "ssim_per_image": [float(v) for v in best.per_image["ssim"]],
-    "mean_image_ssim": float(mean_image_ssim.mean()),
+  elif not calibration.summary["type2_targets"]:
+    reasons.append(
+      "not checked: type-II identity leakage (no identity has two target images); type I "
+      "is reported"
+    )
+  return reasons
+
+
+def _evaluator(calibration, evaluator_info: dict | None, type2_scores) -> dict:
+  """The evaluator section: what it is, its protocol, calibration and score histograms (with
+  the deciding attacker's `type2_scores`); why it is absent when none ran."""
+  if calibration is None:
+    return {"measured": False, "why": _NO_EVALUATOR}
+  return {
+    "measured": True,
+    "model": evaluator_info or {},
+    "protocol": _IDENTITY_PROTOCOL,
+    **calibration.summary,
+    "histograms": identity_lib.histograms(calibration, type2_scores),
+  }
+
+
+def _methods(exact: bool, reid, model_reid: bool) -> dict:
+  """How the baseline and each re-identification rate were measured: `exact` whether every
+  pair was scored, `reid` config.reid, `model_reid` whether a model re-embedded."""
+  return {
     "baseline": "mismatched pairs: each target's SSIM against the same attacker's "
     "reconstructions of all other targets' features (what it scores with no information about "
     "the target)"
     + (
       ""
-      if best.exact
-      else f"; estimated from {config.reid.baseline_samples} random "
-      "mismatched reconstructions per target"
+      if exact
+      else f"; estimated from {reid.baseline_samples} random mismatched reconstructions per target"
     ),
     "image_reid_method": "exact: SSIM of every (reconstruction, original) pair"
-    if best.exact
-    else f"shortlist: the {config.reid.shortlist} originals nearest in pixel distance to each "
+    if exact
+    else f"shortlist: the {reid.shortlist} originals nearest in pixel distance to each "
     "reconstruction, re-ranked by exact SSIM (N > reid.exact_max_targets); a competitor "
     "outside the shortlist can make this overstate the rate",
     "image_reid": "rank-1: the reconstruction's SSIM with its own original is strictly higher "
     "than with every other target (ties count as misses); independent of the audited model",
     "reid": _TYPE_I_REID if model_reid else _NO_MODEL_REID,
-    "reid_chance": 1.0 / n,
-    "warnings": warnings,
-    "attacks": rows,
-    "evaluator": evaluator,
-    "attack_strength": strength,
-    "defense": defense,
-    "num_targets": int(n),
-    "num_aux": int(aux_count),
-    "image_shape": list(targets.shape[1:]),
-    "feature_dim": feature_dim,
-    "feature_standardisation": "every attacker learns from features standardised per "
-    "dimension on the auxiliary set (zero mean, unit variance), so their units never decide",
-    "ssim_definition": {
-      "implementation": "dm_pix.ssim (Gaussian window, valid region, K1=0.01, K2=0.03, "
-      "data range 1, mean over valid positions and channels); equals skimage "
-      "structural_similarity(gaussian_weights=True, use_sample_covariance=False)",
-      "filter_size": int(config.ssim.filter_size),
-      "filter_sigma": float(config.ssim.filter_sigma),
-    },
-    "psnr_cap_db": PSNR_CAP_DB,
-    "convergence": by_name["decoder"].info.get("convergence")
-    if "decoder" in by_name and not by_name["decoder"].skipped
-    else None,
-    "config": config.to_dict(),
-    "seed": config.seed,
-    "seed_controls": _SEED_CONTROLS,
-    **{k: environment[k] for k in ("versions", "devices", "metadata")},
   }
-  if labels is not None:
-    summary["image_label_match_rate"] = float(
-      metrics.label_hits(best.best_image_match, labels).mean()
-    )
-    if best.best_model_match is not None:
-      summary["reid_label_match_rate"] = float(
-        metrics.label_hits(best.best_model_match, labels).mean()
-      )
-    summary["label_chance"] = metrics.label_chance(labels)
-  summary["seconds"] = environment["seconds"]
-  # The CLI's data, model and evaluator sections join the audit's config; the per-image
-  # list goes last, after every summary field.
+
+
+def _ssim_definition(ssim) -> dict:
+  """What SSIM means here, with config.ssim's window."""
+  return {
+    "implementation": "dm_pix.ssim (Gaussian window, valid region, K1=0.01, K2=0.03, "
+    "data range 1, mean over valid positions and channels); equals skimage "
+    "structural_similarity(gaussian_weights=True, use_sample_covariance=False)",
+    "filter_size": int(ssim.filter_size),
+    "filter_sigma": float(ssim.filter_sigma),
+  }
+
+
+def _convergence(outcomes) -> dict | None:
+  """The training record of the first attacker that ran and trained a model, or None."""
+  return next(
+    (o.info["convergence"] for o in outcomes if not o.skipped and "convergence" in o.info), None
+  )
+
+
+def _provenance(config, environment: dict) -> dict:
+  """The config (the CLI's data, model and evaluator sections, kept in the metadata, joined
+  to the audit's), the seed and what it controls, versions, devices and other metadata."""
   meta = environment["metadata"]
   sections = {
     k: meta[f"{k}_config"] for k in ("data", "model", "evaluator") if f"{k}_config" in meta
   }
-  summary["config"] = {**summary["config"], **sections}
-  summary["metadata"] = {k: v for k, v in meta.items() if not k.endswith("_config")}
-  summary["ssim_per_image"] = summary.pop("ssim_per_image")
+  return {
+    "config": {**config.to_dict(), **sections},
+    "seed": config.seed,
+    "seed_controls": _SEED_CONTROLS,
+    "versions": environment["versions"],
+    "devices": environment["devices"],
+    "metadata": {k: v for k, v in meta.items() if not k.endswith("_config")},
+  }
+
+
+def _label_match(best, labels) -> dict:
+  """How often the deciding attacker's best image (and model) match has the target's label,
+  and chance; {} without labels."""
+  if labels is None:
+    return {}
+  out = {"image_label_match_rate": float(metrics.label_hits(best.best_image_match, labels).mean())}
+  if best.best_model_match is not None:
+    out["reid_label_match_rate"] = float(metrics.label_hits(best.best_model_match, labels).mean())
+  out["label_chance"] = metrics.label_chance(labels)
+  return out
+
+
+def _per_image(best, scores: dict, deciding: str, mean_image_ssim, labels, per_target) -> dict:
+  """per_image.csv's columns: the deciding attacker's, the mean image's SSIM, the other
+  attackers' SSIM, the labels and the per-target text columns."""
   per_image = dict(best.per_image)
   per_image["mean_image_ssim"] = mean_image_ssim.astype(np.float64)
   for name, sc in scores.items():
@@ -273,7 +340,7 @@ def build(
   for column, values in (per_target or {}).items():
     if values is not None:
       per_image[column] = np.asarray([str(v) for v in values], dtype=object)
-  return Report(summary, per_image, targets, by_name[deciding].reconstructions)
+  return per_image
 
 
 def summary_line(report: Report, path: str) -> str:
@@ -281,7 +348,7 @@ def summary_line(report: Report, path: str) -> str:
   s = report.summary
   reid = "n/a" if s["reid_rate"] is None else format(s["reid_rate"], ".3f")
   warn = f" | {len(s['warnings'])} warning(s), see report" if s["warnings"] else ""
-  row = identity_lib.at_fmr(s.get("identity", {}), s["config"]["risk"]["identity_fmr"])
+  row = readings.at_fmr(s.get("identity", {}), s["config"]["risk"]["identity_fmr"])
   ident = (
     f" | type-II SAR@FMR {row['fmr']:g} {row['type2_sar']['rate']:.3f}"
     if row is not None and "type2_sar" in row

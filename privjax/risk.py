@@ -17,20 +17,37 @@ decides: a decoder can reproduce a low-dimensional embedding without reproducing
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from privjax.errors import TrainingError
 
 
+class _Criterion(NamedTuple):
+  """One measure the verdict weighs: what it is (with its value), its thresholds, its chance."""
+
+  text: str
+  value: float
+  high: float
+  medium: float
+  chance: float | None  # None: a measure with no chance level to beat
+
+
 def verdict(
-  *, ssim_gain_ci_low: float, image_reid_rate: float, reid_chance: float, thresholds, identity=None
+  *,
+  ssim_gain_ci_low: float,
+  image_reid_rate: float,
+  reid_chance: float,
+  thresholds,
+  identity=None,
+  metrics=(),
 ):
   """Returns (level, reasons): level in {"low", "medium", "high"}, reasons a list of strings.
 
   `identity`, when an evaluator judged the reconstructions: (type-II SAR at
   risk.identity_fmr, its chance level: the larger of that FMR and the attacker's own
-  impostor accept rate).
+  impostor accept rate). `metrics`: (name, mean over targets, high, medium) of the
+  config.metrics with thresholds (0: that level off), higher meaning more leakage.
   """
-  t = thresholds
   values = (ssim_gain_ci_low, image_reid_rate, reid_chance, *(identity or ()))
   if not all(math.isfinite(v) for v in values):
     raise TrainingError(
@@ -38,22 +55,32 @@ def verdict(
       f"{image_reid_rate}, chance {reid_chance}, identity {identity}); no verdict is given "
       "from NaN"
     )
-  over = t.medium_reid_over_chance
+  criteria = _criteria(ssim_gain_ci_low, image_reid_rate, reid_chance, thresholds, identity)
+  criteria += [
+    _Criterion(f"metric {name} {value:.3f}", value, high or math.inf, medium or high, None)
+    for name, value, high, medium in metrics
+    if high or medium
+  ]
+  return _level(criteria, thresholds.medium_reid_over_chance)
 
-  def rate(text, value, chance):
-    return f"{text} {value:.3f} ({value / chance:.1f}x chance {chance:.4f})"
 
-  # (what, value, high threshold, medium threshold, chance level or None)
+def _rate(text: str, value: float, chance: float) -> str:
+  return f"{text} {value:.3f} ({value / chance:.1f}x chance {chance:.4f})"
+
+
+def _criteria(ssim_gain_ci_low, image_reid_rate, reid_chance, t, identity) -> list[_Criterion]:
+  """The SSIM gain, image re-identification and, given `identity`, type-II SAR criteria at
+  the risk thresholds `t`."""
   criteria = [
-    (
+    _Criterion(
       f"SSIM gain over baseline, 95% CI lower bound {ssim_gain_ci_low:.3f}",
       ssim_gain_ci_low,
       t.high_ssim_gain,
       t.medium_ssim_gain,
       None,
     ),
-    (
-      rate("image-space rank-1 re-identification", image_reid_rate, reid_chance),
+    _Criterion(
+      _rate("image-space rank-1 re-identification", image_reid_rate, reid_chance),
       image_reid_rate,
       t.high_image_reid,
       t.medium_image_reid,
@@ -63,31 +90,38 @@ def verdict(
   if identity is not None:
     sar, chance = identity
     criteria.append(
-      (
-        rate(f"type-II identity SAR@FMR {t.identity_fmr:g} by the evaluator", sar, chance),
+      _Criterion(
+        _rate(f"type-II identity SAR@FMR {t.identity_fmr:g} by the evaluator", sar, chance),
         sar,
         t.high_identity_sar,
         t.medium_identity_sar,
         chance,
       )
     )
+  return criteria
 
-  def meets(value, threshold, chance):
-    return value >= threshold and (chance is None or value >= over * chance)
 
-  def why(text, threshold, chance, level, above=None):
-    extra = "" if chance is None else f" and >= {over}x chance"
+def _level(criteria: list[_Criterion], over: float):
+  """(level, reasons): the highest level any criterion meets (a rate also at least `over` x
+  its chance), with the criteria that meet it; "low" with every criterion when none does."""
+
+  def meets(c, threshold):
+    return c.value >= threshold and (c.chance is None or c.value >= over * c.chance)
+
+  def why(c, threshold, level, above=None):
+    extra = "" if c.chance is None else f" and >= {over}x chance"
     tail = "" if above is None else f" (< high {above})"
-    return f"{text} >= {level} threshold {threshold}{extra}{tail}"
+    return f"{c.text} >= {level} threshold {threshold}{extra}{tail}"
 
-  high = [why(c[0], c[2], c[4], "high") for c in criteria if meets(c[1], c[2], c[4])]
+  high = [why(c, c.high, "high") for c in criteria if meets(c, c.high)]
   if high:
     return "high", high
-  medium = [why(c[0], c[3], c[4], "medium", c[2]) for c in criteria if meets(c[1], c[3], c[4])]
+  medium = [why(c, c.medium, "medium", c.high) for c in criteria if meets(c, c.medium)]
   if medium:
     return "medium", medium
   return "low", [
-    f"{c[0]} below medium threshold {c[3]}" + ("" if c[4] is None else f" or {over}x chance")
+    f"{c.text} below medium threshold {c.medium}"
+    + ("" if c.chance is None else f" or {over}x chance")
     for c in criteria
   ]
 

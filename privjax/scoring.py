@@ -18,6 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from privjax import metrics, parallel
+from privjax.errors import ModelError
+from privjax.registry import Registry
+
+# Per-target metrics beyond SSIM / PSNR / MSE: a registered name or a user's
+# "package.module:function" in config.metrics; `fn(originals, reconstructions)` maps
+# [B, H, W, C] batches in [0, 1] to [B] values, higher meaning more leakage, jittable.
+# Each reaches per_image.csv, every attacker's row of report.json and report.html, and,
+# with thresholds, the verdict (risk.verdict).
+METRICS = Registry("metric")
 
 # Largest [queries, gallery, H, W, C] float32 block of the all-pairs SSIM (~128 MiB).
 _PAIRWISE_BLOCK_ELEMENTS = 2**25
@@ -54,7 +63,22 @@ def _shortlist(targets, queries, *, k: int):
   return jax.lax.top_k(-metrics.squared_distances(queries, targets), k)[1]
 
 
-def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What scoring reads from the config."""
+
+  filter_size: int  # config.ssim: the SSIM window, fitted to the image size
+  filter_sigma: float
+  batch_size: int  # config.eval_batch_size
+  bootstrap_samples: int  # config.bootstrap_samples: resamples of the gain's 95% CI
+  seed: int  # config.seed
+  exact_max_targets: int  # config.reid: all pairs up to this many targets, else ...
+  shortlist: int  # ... the nearest originals by pixel distance, re-ranked by SSIM, and
+  baseline_samples: int  # ... the baseline from this many mismatched pairs per target
+  metrics: tuple = ()  # (name, type) of config.metrics: extra per-target metrics
+
+
+def identify(recon, targets, own_ssim, *, settings: Settings, mesh) -> dict:
   """Image-space identification of each reconstruction among all original targets.
 
   Returns {"hits": [N] bool rank-1 (ties against the attacker), "best": [N] index of
@@ -62,9 +86,9 @@ def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
   other targets' reconstructions, "exact": bool}. Exact all pairs up to
   `reid.exact_max_targets`; above, a pixel-distance shortlist re-ranked by SSIM.
   """
-  fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
+  fs, sigma = settings.filter_size, settings.filter_sigma
   n = targets.shape[0]
-  if n <= cfg.reid.exact_max_targets:
+  if n <= settings.exact_max_targets:
     # s[j, i] = SSIM(original i, reconstruction j): rows are queries (reconstructions).
     s = pairwise_ssim(recon, targets, mesh=mesh, filter_size=fs, filter_sigma=sigma)
     return {
@@ -73,12 +97,12 @@ def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
       "baseline": (s.sum(axis=0) - np.diag(s)) / (n - 1),
       "exact": True,
     }
-  k = min(cfg.reid.shortlist, n - 1)
+  k = min(settings.shortlist, n - 1)
   t_dev = parallel.replicate(jnp.asarray(targets), mesh)
   shortlist = parallel.batched_map(  # targets passed as an argument, never a constant
     functools.partial(_shortlist, t_dev, k=k + 1),
     [recon],
-    batch_size=cfg.eval_batch_size,
+    batch_size=settings.batch_size,
     mesh=mesh,
   )
   rows = np.arange(n)
@@ -86,12 +110,12 @@ def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
 
   def pair_ssim(q_idx, g_idx):  # SSIM(original g, reconstruction q), gathered in chunks
     q_flat, g_flat = q_idx.ravel(), g_idx.ravel()
-    chunk = 16 * cfg.eval_batch_size  # bounds host memory whatever N is
+    chunk = 16 * settings.batch_size  # bounds host memory whatever N is
     out = [
       parallel.batched_map(
         ssim_pairs,
         [targets[g_flat[i : i + chunk]], recon[q_flat[i : i + chunk]]],
-        batch_size=cfg.eval_batch_size,
+        batch_size=settings.batch_size,
         mesh=mesh,
       )
       for i in range(0, len(q_flat), chunk)
@@ -104,8 +128,8 @@ def identify(recon, targets, own_ssim, *, cfg, mesh) -> dict:
   )
   best_other = scores.max(axis=1)
   best = np.where(own_ssim > best_other, rows, others[rows, np.argmax(scores, axis=1)])
-  rng = np.random.default_rng((cfg.seed, 11))
-  m = min(cfg.reid.baseline_samples, n - 1)
+  rng = np.random.default_rng((settings.seed, 11))
+  m = min(settings.baseline_samples, n - 1)
   sampled = (rows[:, None] + rng.integers(1, n, size=(n, m))) % n  # never the target itself
   baseline = pair_ssim(sampled, np.repeat(rows[:, None], m, 1)).mean(axis=1)
   return {"hits": own_ssim > best_other, "best": best, "baseline": baseline, "exact": False}
@@ -122,6 +146,7 @@ class Scores:
   exact: bool  # all pairs scored (else the shortlist estimate)
   identity: dict | None = None  # the evaluator's judgement (identity.evaluate), or None
   type2_scores: np.ndarray | None = None  # its type-II similarity scores, for the histogram
+  metrics: tuple = ()  # the names of config.metrics' columns in per_image
 
   def summary(self) -> dict:
     """JSON-ready means: ssim, psnr, mse, baseline_ssim, ssim_gain, its CI, re-id rates."""
@@ -136,31 +161,40 @@ class Scores:
       "image_reid_rate": float(p["image_reid_hit"].mean()),
       "reid_rate": float(p["reid_hit"].mean()) if "reid_hit" in p else None,
     }
+    if self.metrics:
+      out["metrics"] = {name: float(p[name].mean()) for name in self.metrics}
     if self.identity is not None:
       out["identity"] = self.identity
     return out
 
 
 def score(
-  recon, targets, *, cfg, mesh, reembed=None, target_features=None, judge_identity=None
+  recon,
+  targets,
+  *,
+  settings: Settings,
+  mesh,
+  reembed=None,
+  target_features=None,
+  judge_identity=None,
 ) -> Scores:
   """Scores reconstructions [N, H, W, C] of `targets` [N, H, W, C].
 
   Args:
     recon: the attacker's reconstructions, in target order.
     targets: the original target images.
-    cfg: the audit config (ssim, reid, bootstrap_samples, seed, eval_batch_size).
+    settings: the SSIM window, batch size, bootstrap and re-identification settings.
     mesh: the data mesh.
     reembed: optional `images -> features` of the audited model, for type-I re-id.
     target_features: [N, D] the targets' features in the same units as `reembed`'s.
     judge_identity: optional `recon -> (summary, {"type2_scores": ...})` of the
       independent evaluator (privjax.identity.evaluate on its embeddings).
   """
-  fs, sigma = cfg.ssim.filter_size, cfg.ssim.filter_sigma
-  eb = cfg.eval_batch_size
+  fs, sigma = settings.filter_size, settings.filter_sigma
+  eb = settings.batch_size
   fn = functools.partial(metrics.image_scores_jit, filter_size=fs, filter_sigma=sigma)
   s = parallel.batched_map(fn, [targets, recon], batch_size=eb, mesh=mesh)
-  ident = identify(recon, targets, s["ssim"], cfg=cfg, mesh=mesh)
+  ident = identify(recon, targets, s["ssim"], settings=settings, mesh=mesh)
   gain = s["ssim"] - ident["baseline"]
   per_image = {
     "ssim": s["ssim"].astype(np.float64),
@@ -177,7 +211,9 @@ def score(
     )
     per_image["reid_hit"] = metrics.rank1_hits(cos).astype(np.int64)
     model_best = np.argmax(cos, axis=1)
-  ci = metrics.bootstrap_mean_ci(gain, samples=cfg.bootstrap_samples, seed=cfg.seed)
+  for name, kind in settings.metrics:
+    per_image[name] = extra_metric(name, kind, targets, recon, settings=settings, mesh=mesh)
+  ci = metrics.bootstrap_mean_ci(gain, samples=settings.bootstrap_samples, seed=settings.seed)
   identity, type2 = (None, None) if judge_identity is None else judge_identity(recon)
   return Scores(
     per_image,
@@ -187,4 +223,42 @@ def score(
     ident["exact"],
     identity,
     None if type2 is None else type2["type2_scores"],
+    tuple(name for name, _ in settings.metrics),
+  )
+
+
+@functools.cache
+def _jitted(fn):
+  return jax.jit(fn)
+
+
+def extra_metric(name, kind, targets, recon, *, settings: Settings, mesh) -> np.ndarray:
+  """[N] float64 values of config.metrics.<name> (a METRICS plug-in), checked at the seam."""
+  fn = METRICS.get(kind, field=f"metrics.{name}.type").fn
+  try:
+    values = parallel.batched_map(
+      _jitted(fn), [targets, recon], batch_size=settings.batch_size, mesh=mesh
+    )
+  except (TypeError, ValueError) as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise ModelError(f"metric {name!r} ({kind}) raised {type(e).__name__}: {first}") from e
+  values = np.asarray(values)
+  if values.shape != (targets.shape[0],) or not np.all(np.isfinite(values)):
+    raise ModelError(
+      f"metric {name!r} ({kind}) must return one finite number per image, got shape "
+      f"{values.shape}{'' if values.shape != (targets.shape[0],) else ' with non-finite values'}"
+    )
+  return values.astype(np.float64)
+
+
+def mean_image_ssim(aux, targets, *, settings: Settings, mesh) -> np.ndarray:
+  """[N] SSIM of each target with the mean auxiliary image (a no-information reference)."""
+  mean_aux = np.broadcast_to(aux.mean(axis=0, keepdims=True), targets.shape)
+  return parallel.batched_map(
+    functools.partial(
+      metrics.ssim_jit, filter_size=settings.filter_size, filter_sigma=settings.filter_sigma
+    ),
+    [targets, mean_aux],
+    batch_size=settings.batch_size,
+    mesh=mesh,
   )

@@ -5,9 +5,13 @@ returns raw images (numpy [H, W(, C)]) and raw labels (ints, strings or None). p
 slices the splits into the audit's roles (data.py) and preprocesses only the images it
 uses, so a large TFDS dataset is never decoded whole.
 
-Pixel values follow one rule, `data.to_unit_float` (uint8 /255, uint16 /65535, bool
+Sources are plug-ins (`SOURCES`, privjax/registry.py): `config.data.source` names a
+built-in ("digits", "tfds", "folder", "npz") or a user's "package.module:function", a
+function of `config.data` returning {split name: SplitSource} (or `Precomputed`).
+
+Pixel values follow one rule, `images.to_unit_float` (uint8 /255, uint16 /65535, bool
 0/1, floats as is and within [0, 1], other integers refused), the same rule as
-`privjax.assess`: every source's images pass through `data.preprocess`, which applies
+`privjax.assess`: every source's images pass through `images.preprocess`, which applies
 it, and the folder and npz sources apply it first themselves, so that an error names
 the file or the npz key.
 """
@@ -28,6 +32,8 @@ from absl import logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from privjax.errors import ConfigError, DataError
+from privjax.images import to_unit_float
+from privjax.registry import Registry
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -35,13 +41,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # header before anything is decoded, so a small file claiming a huge size (a
 # decompression bomb) costs nothing. 50 megapixels is far above any face image.
 MAX_IMAGE_PIXELS = 50_000_000
-
-
-def _to_unit_float(x, *, name: str, whole_set: bool = False) -> np.ndarray:
-  # data.py imports this module, so its rule is imported when first used.
-  from privjax.data import to_unit_float
-
-  return to_unit_float(x, name=name, whole_set=whole_set)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +233,7 @@ def image_array(im: Image.Image, *, name: str) -> np.ndarray:
     x = x[..., None]
   if x.shape[-1] in (2, 4):  # LA, RGBA, RGBX: drop the alpha (or padding) channel
     x = x[..., :-1]
-  return _to_unit_float(x, name=name)
+  return to_unit_float(x, name=name)
 
 
 def _too_large(path: str, pixels: int, size: str = "") -> DataError:
@@ -420,7 +419,7 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 
 
 def _npz_images(arrays, key: str, path: str) -> np.ndarray:
-  x = _to_unit_float(arrays[key], name=f"{path}: {key}", whole_set=True)
+  x = to_unit_float(arrays[key], name=f"{path}: {key}", whole_set=True)
   return x[..., None] if x.ndim == 3 else x
 
 
@@ -429,7 +428,7 @@ def npz(path: str):
 
   Layouts: {images [N, H, W(, C)], labels [N] (optional)}, or {aux_images,
   aux_features, target_images, target_features, target_labels (optional)}. Images are
-  read by `data.to_unit_float`'s rule (uint8 /255, uint16 /65535, bool 0/1, floats as
+  read by `images.to_unit_float`'s rule (uint8 /255, uint16 /65535, bool 0/1, floats as
   is and within [0, 1]). Labels are integers or strings (identity names, mapped to ids
   like folder names). Each key's rank and dtype is checked; object arrays are refused,
   never unpickled.
@@ -471,3 +470,45 @@ def npz(path: str):
   if labels is not None and len(labels) != len(arrays["images"]):
     raise DataError(f"{path}: labels has {len(labels)} rows, images has {len(arrays['images'])}")
   return {"all": _array_split(_npz_images(arrays, "images", path), labels)}
+
+
+SOURCES = Registry("data source")
+
+
+@SOURCES.register("digits")
+def _digits(d) -> dict[str, SplitSource]:
+  del d
+  return digits()
+
+
+@SOURCES.register("tfds")
+def _tfds(d) -> dict[str, SplitSource]:
+  return tfds_splits(d)
+
+
+@SOURCES.register("folder")
+def _folder(d) -> dict[str, SplitSource]:
+  return folder(d.path)
+
+
+@SOURCES.register("npz")
+def _npz(d):
+  return npz(d.path)
+
+
+def open_source(d) -> dict[str, SplitSource] | Precomputed:
+  """The splits of `config.data.source` (`d` is config.data), checked at the seam."""
+  found = SOURCES.get(d.source, field="data.source")
+  splits = found.fn(d)
+  if isinstance(splits, Precomputed):
+    return splits
+  if (
+    not isinstance(splits, dict)
+    or not splits
+    or not all(isinstance(k, str) and isinstance(v, SplitSource) for k, v in splits.items())
+  ):
+    raise DataError(
+      f"data source {d.source!r} must return a non-empty dict of split name -> "
+      f"privjax.sources.SplitSource, got {type(splits).__name__}"
+    )
+  return splits

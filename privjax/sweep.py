@@ -26,6 +26,7 @@ still holds. The attackers' checkpoints and reconstructions are cached per point
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -37,10 +38,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from privjax import cache, defenses, risk, utility
-from privjax import config as config_lib
-from privjax.embedding import import_object
+from privjax import cache, defenses, readings, risk, utility
 from privjax.errors import ConfigError, ModelError
+from privjax.registry import import_object
+from privjax.train import split_validation
 
 CAVEAT = (
   "A defense judged against these attackers is not proven against all attackers: a "
@@ -66,8 +67,9 @@ def _stable_int(*parts) -> int:
   return int(digest[:8], 16) & 0x7FFFFFFF
 
 
-def _attackers(outcomes, scores, verdicts) -> dict:
-  """{name: summary, level and warnings, or the reason it was skipped}."""
+def _attackers(result) -> dict:
+  """{name: summary, level and warnings, or the reason it was skipped} of a round's Result."""
+  outcomes, scores, verdicts = result.outcomes, result.scores, result.verdicts
   rows = {}
   for o in outcomes:
     if o.skipped:
@@ -139,11 +141,25 @@ def _judge(refitted: dict, clean_fitted: dict) -> dict:
   }
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What the sweep reads from the config."""
+
+  entries: dict  # config.defense.sweep: name -> {type, strengths, param}
+  attackers: tuple  # the sweep's attackers (config.sweep_attackers)
+  utility: str  # config.defense.utility: "package.module:function" or ""
+  seed: int
+  batch_size: int  # config.eval_batch_size
+  bootstrap_samples: int  # resamples of the utility's CI
+  thresholds: dict  # config.risk's ssim_gain and image_reid levels, for the curve
+  fingerprint: dict  # every setting a point depends on (its stored result's key)
+
+
 def _point(
-  attack, defense, *, params, key, f_aux, f_tgt, clean, stage, measure, name, mesh, batch_size
+  round_, aux, defense, *, params, key, f_aux, f_tgt, clean, stage, measure, name, batch_size
 ) -> dict:
   """One sweep point: the defense applied (row keys from `key`), attacked both ways, utility."""
-  common = {"mesh": mesh, "batch_size": batch_size, "name": name}
+  common = {"mesh": round_.mesh, "batch_size": batch_size, "name": name}
   d_aux = defenses.apply(defense, f_aux, jax.random.fold_in(key, 0), params, **common)
   d_tgt = defenses.apply(defense, f_tgt, jax.random.fold_in(key, 1), params, **common)
   if d_aux.shape[1] != d_tgt.shape[1]:
@@ -151,68 +167,26 @@ def _point(
       f"defense {name} gave {d_aux.shape[1]}-d auxiliary but {d_tgt.shape[1]}-d target features"
     )
   out = _judge(
-    _attackers(*attack(d_aux, d_tgt, stage=stage)),
-    _attackers(*attack(f_aux, d_tgt, stage="defense-", fitted=clean)),
+    _attackers(round_.run(aux, d_aux, d_tgt, stage=stage)),
+    _attackers(round_.run(aux, f_aux, d_tgt, stage="defense-", fitted=clean)),
   )
   out.update(strength=float(params[defense.param]), utility=measure(d_aux, d_tgt))
   return out
 
 
-def run(
-  attack,
-  *,
-  f_aux: np.ndarray,
-  f_tgt: np.ndarray,
-  aux_labels,
-  target_labels,
-  split,
-  cfg,
-  mesh,
-  workdir: str | None,
-  data_key: str,
-  audit: dict,
-) -> dict:
-  """Runs config.defense.sweep; returns the JSON-ready sweep (sweep.json).
+class _Store:
+  """Sweep points stored (checksummed) in `<workdir>/sweep/`, keyed by what they depend on."""
 
-  Args:
-    attack: `attack(f_aux, f_tgt, *, stage, fitted=None) -> (outcomes, scores, verdicts)`:
-      the sweep's attackers (config.defense.attacks) fitted on `f_aux` against the
-      targets' features `f_tgt`; `stage` keeps a point's checkpoints and caches apart;
-      `fitted` a dict that keeps fitted attackers across calls (the non-adaptive ones).
-    f_aux, f_tgt: the undefended auxiliary and target features.
-    aux_labels, target_labels: [N_aux] and [N] int labels (one encoding), or None:
-      without them only a user's utility is measured.
-    split: (train, val) indices of the auxiliary set (the linear probe's penalty choice).
-    cfg: the audit config.
-    mesh: the data mesh.
-    workdir: where the points are stored, or None.
-    data_key: a hash of everything the points depend on besides the config (features,
-      images, labels, the evaluator's calibration).
-    audit: the undefended audit's {"risk_level", "deciding_attack"} (all its attackers).
-  """
-  d = cfg.defense
-  names = config_lib.sweep_attackers(cfg)
-  user_fn = import_object(d.utility, field="defense.utility") if d.utility else None
-  settings = {
-    k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k]
-    for k in ("seed", "ssim", "reid", "bootstrap_samples", "risk", "identity", "train")
-  }
-  settings.update(
-    decoder=cfg.decoder.to_dict(),
-    attacks={n: cfg.attacks[n].to_dict() for n in names},
-    utility=[d.utility, _code(user_fn)],
-    eval_batch_size=cfg.eval_batch_size,
-  )
-  clean = {}  # the attackers fitted on undefended features, shared by every point
+  def __init__(self, workdir, fingerprint, data_key):
+    self.workdir, self.fingerprint, self.data_key = workdir, fingerprint, data_key
 
-  def measure(aux_f, tgt_f):
-    return utility.measure(
-      aux_f, aux_labels, tgt_f, target_labels, split=split, user_fn=user_fn, mesh=mesh, cfg=cfg
-    )
+  def key(self, *parts) -> str:
+    blob = json.dumps([parts, self.fingerprint, self.data_key], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
-  def stored(key, compute):
+  def get(self, key, compute):
     """(the point, whether it was restored from the workdir)."""
-    path = os.path.join(workdir, "sweep", f"point-{key[:32]}.npz") if workdir else None
+    path = os.path.join(self.workdir, "sweep", f"point-{key[:32]}.npz") if self.workdir else None
     found = cache.load(path) if path else None
     if found is not None and found[1] is not None:
       return found[1], True
@@ -222,12 +196,59 @@ def run(
       cache.save(path, {}, result)
     return result, False
 
-  def point_key(*parts):
-    blob = json.dumps([parts, settings, data_key], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+
+def run(
+  round_,
+  aux,
+  *,
+  f_aux: np.ndarray,
+  f_tgt: np.ndarray,
+  aux_labels,
+  target_labels,
+  settings: Settings,
+  data_key: str,
+  audit: dict,
+  deciding_models_defense: bool,
+) -> dict:
+  """Runs config.defense.sweep; returns the JSON-ready sweep (sweep.json).
+
+  Args:
+    round_: the audit's `attack_round.Round` with only the sweep's attackers
+      (`Round.with_attackers`): each point runs it on defended features.
+    aux: [N_aux, H, W, C] the auxiliary images.
+    f_aux, f_tgt: the undefended auxiliary and target features.
+    aux_labels, target_labels: [N_aux] and [N] int labels (one encoding), or None:
+      without them only a user's utility is measured.
+    settings: the sweep's settings.
+    data_key: a hash of everything the points depend on besides the settings (features,
+      images, labels, the evaluator's calibration).
+    audit: the undefended audit's {"risk_level", "deciding_attack"} (all its attackers).
+    deciding_models_defense: whether the audit's deciding attacker can attack defended
+      features (the whitebox attacker cannot: it is not among the sweep's attackers).
+  """
+  user_fn = import_object(settings.utility, field="defense.utility") if settings.utility else None
+  store = _Store(
+    round_.workdir, dict(settings.fingerprint, utility=[settings.utility, _code(user_fn)]), data_key
+  )
+  split = split_validation(aux.shape[0], round_.val_fraction, round_.seed)
+  clean = {}  # the attackers fitted on undefended features, shared by every point
+
+  def measure(aux_f, tgt_f):
+    return utility.measure(
+      aux_f,
+      aux_labels,
+      tgt_f,
+      target_labels,
+      split=split,
+      user_fn=user_fn,
+      mesh=round_.mesh,
+      samples=settings.bootstrap_samples,
+      seed=settings.seed,
+      batch_size=settings.batch_size,
+    )
 
   def reference():
-    rows = _attackers(*attack(f_aux, f_tgt, stage="defense-", fitted=clean))
+    rows = _attackers(round_.run(aux, f_aux, f_tgt, stage="defense-", fitted=clean))
     return {
       "risk_level": _strongest(rows)["risk_level"],
       "deciding": _strongest(rows),
@@ -235,29 +256,47 @@ def run(
       "utility": measure(f_aux, f_tgt),
     }
 
-  undefended, _ = stored(point_key("undefended"), reference)
-  total = sum(len(d.sweep[n].strengths) for n in d.sweep)
+  undefended, _ = store.get(store.key("undefended"), reference)
+  result = _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings)
+  best, line = best_tradeoff(result, undefended)
+  logging.info("defense sweep: %s", line)
+  return {
+    "attackers": list(settings.attackers),
+    "audit": audit,
+    "undefended": undefended,
+    "defenses": result,
+    "best_tradeoff": best,
+    "best_tradeoff_line": line,
+    "thresholds": dict(settings.thresholds),
+    "warnings": _warnings(audit, undefended, settings.attackers, deciding_models_defense),
+    "caveat": CAVEAT,
+  }
+
+
+def _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings) -> dict:
+  """Every point of every defense: {name: {type, param, about, points}}."""
+  total = sum(len(e["strengths"]) for e in settings.entries.values())
   result = {}
   done = 0
-  for name in d.sweep:
-    entry = d.sweep[name]
-    defense = defenses.get(entry.type, entry.param, field=f"defense.sweep.{name}.type")
+  for name, entry in settings.entries.items():
+    defense = defenses.get(entry["type"], entry["param"], field=f"defense.sweep.{name}.type")
     fitted = defenses.fit(defense, f_aux)
     points = []
-    for strength in entry.strengths:
+    for strength in entry["strengths"]:
       done += 1
-      key = point_key(entry.type, entry.param, float(strength), _code(defense.fn))
+      key = store.key(entry["type"], entry["param"], float(strength), _code(defense.fn))
       t = time.perf_counter()
-
-      point, restored = stored(
+      point, restored = store.get(
         key,
         functools.partial(
           _point,
-          attack,
+          round_,
+          aux,
           defense,
           params=dict(fitted, **{defense.param: float(strength)}),
           key=jax.random.fold_in(
-            jax.random.key(cfg.seed), _stable_int(entry.type, entry.param, float(strength))
+            jax.random.key(settings.seed),
+            _stable_int(entry["type"], entry["param"], float(strength)),
           ),
           f_aux=f_aux,
           f_tgt=f_tgt,
@@ -265,12 +304,11 @@ def run(
           stage=f"defense-{key[:12]}-",
           measure=measure,
           name=name,
-          mesh=mesh,
-          batch_size=cfg.eval_batch_size,
+          batch_size=settings.batch_size,
         ),
       )
       points.append(point)
-      head = utility.headline(point["utility"])
+      head = readings.headline(point["utility"])
       logging.info(
         "defense %d/%d: %s %s=%g: %s risk (%s, fitted on %s features), %s, %s",
         done,
@@ -285,44 +323,34 @@ def run(
         "restored from the workdir" if restored else f"{time.perf_counter() - t:.1f}s",
       )
     result[name] = {
-      "type": entry.type,
+      "type": entry["type"],
       "param": defense.param,
       "about": defense.about,
       "points": points,
     }
-  best, line = best_tradeoff(result, undefended)
-  logging.info("defense sweep: %s", line)
+  return result
+
+
+def _warnings(audit, undefended, names, deciding_models_defense) -> list:
+  """Why the sweep's verdicts may understate the audit's attackers."""
   warnings = []
   if audit["deciding_attack"] not in names:
     how = (
-      "it does not model a defense, so the points may understate what an attacker holding "
-      "the model's weights recovers"
-      if cfg.attacks[audit["deciding_attack"]].type == "whitebox"
-      else "every point may understate the leakage (add it to config.defense.attacks)"
+      "every point may understate the leakage (add it to config.defense.attacks)"
+      if deciding_models_defense
+      else "it does not model a defense, so the points may understate what an attacker "
+      "holding the model's weights recovers"
     )
     warnings.append(
       f"the audit's deciding attacker {audit['deciding_attack']!r} ({audit['risk_level']}) is "
-      f"not among the sweep's attackers {names}: {how}"
+      f"not among the sweep's attackers {list(names)}: {how}"
     )
   if _SEVERITY[audit["risk_level"]] > _SEVERITY[undefended["risk_level"]]:
     warnings.append(
       f"on the undefended features the sweep's attackers reach {undefended['risk_level']}, the "
       f"audit's reach {audit['risk_level']}: the sweep's verdicts understate by at least that"
     )
-  return {
-    "attackers": names,
-    "audit": audit,
-    "undefended": undefended,
-    "defenses": result,
-    "best_tradeoff": best,
-    "best_tradeoff_line": line,
-    "thresholds": {
-      k: cfg.risk[k]
-      for k in ("medium_ssim_gain", "high_ssim_gain", "medium_image_reid", "high_image_reid")
-    },
-    "warnings": warnings,
-    "caveat": CAVEAT,
-  }
+  return warnings
 
 
 def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
@@ -330,7 +358,7 @@ def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
   lows = []
   for name, entry in result.items():
     for p in entry["points"]:
-      head = utility.headline(p["utility"])
+      head = readings.headline(p["utility"])
       if p["risk_level"] == "low":
         lows.append((-np.inf if head is None else head[1], name, entry, p, head))
   if not lows:
@@ -352,7 +380,7 @@ def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
   )
   if head is None:
     return best, f"{setting} reaches 'low' risk (no utility measured to compare points){caveat}"
-  ref = utility.headline(undefended["utility"])
+  ref = readings.headline(undefended["utility"])
   measured = p["utility"].get(head[0], {})
   chance = measured.get("chance")
   line = f"best trade-off: {setting}: 'low' risk keeping {head[0]} {value:.3f}" + (

@@ -14,7 +14,9 @@ the targets:
   the auxiliary features, scored on the targets. Chance: always answering the most
   frequent target label.
 
-A user's utility is a function `utility(aux_features, aux_labels, target_features,
+Both are plug-ins (`UTILITIES`, privjax/registry.py) of one signature, each declaring its
+place in the headline order; a new one is a function plus a registration. A user's
+utility is a function `utility(aux_features, aux_labels, target_features,
 target_labels) -> {name: number}` named by import path (config.defense.utility).
 """
 
@@ -24,9 +26,11 @@ import numpy as np
 
 from privjax import identity, metrics
 from privjax.attacks import Standardizer
-from privjax.attacks.ridge import cross_products
 from privjax.errors import ModelError
+from privjax.parallel import cross_products
+from privjax.registry import Registry
 
+UTILITIES = Registry("utility")
 PROBE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # x the mean eigenvalue of the Gram matrix
 
 
@@ -40,8 +44,12 @@ def _rate(hits: np.ndarray, chance: float, *, samples: int, seed: int, **counts)
   }
 
 
-def knn_rank1(gallery, gallery_labels, queries, query_labels, *, mesh, batch_size, samples, seed):
+@UTILITIES.register("knn_rank1", headline=0)
+def knn_rank1(
+  gallery, gallery_labels, queries, query_labels, *, split, mesh, batch_size, samples, seed
+):
   """Rank-1 identification of each query among the gallery by cosine (see the module doc)."""
+  del split
   known = np.isin(query_labels, gallery_labels)
   if not known.any():
     return None
@@ -58,14 +66,25 @@ def knn_rank1(gallery, gallery_labels, queries, query_labels, *, mesh, batch_siz
   )
 
 
+@UTILITIES.register("linear_probe", headline=1)
 def linear_probe(
-  aux_features, aux_labels, target_features, target_labels, split, *, mesh, samples, seed
+  aux_features,
+  aux_labels,
+  target_features,
+  target_labels,
+  *,
+  split,
+  mesh,
+  batch_size,
+  samples,
+  seed,
 ):
   """Accuracy of a ridge least-squares linear classifier fitted on the auxiliary features.
 
   `split` is (train, val) indices into the auxiliary set: the penalty is chosen on val,
   then the classifier is refitted on all of it.
   """
+  del batch_size
   classes = np.unique(aux_labels)
   known = np.isin(target_labels, classes)
   if len(classes) < 2 or not known.any():
@@ -100,14 +119,23 @@ def linear_probe(
   return dict(out, penalty=float(penalty))
 
 
-def measure(aux_f, aux_labels, tgt_f, tgt_labels, *, split, user_fn, mesh, cfg) -> dict:
-  """Every configured utility of one set of (defended) features; {} without labels or user fn."""
+def measure(
+  aux_f, aux_labels, tgt_f, tgt_labels, *, split, user_fn, mesh, samples, seed, batch_size
+) -> dict:
+  """Every configured utility of one set of (defended) features; {} without labels or user fn.
+
+  `samples` bootstrap resamples (seeded by `seed`) give each rate's 95% CI; `batch_size`
+  is the k-NN search's.
+  """
   out = {}
-  common = {"mesh": mesh, "samples": cfg.bootstrap_samples, "seed": cfg.seed}
+  common = {"split": split, "mesh": mesh, "batch_size": batch_size, "samples": samples}
   if aux_labels is not None and tgt_labels is not None:
-    knn = knn_rank1(aux_f, aux_labels, tgt_f, tgt_labels, batch_size=cfg.eval_batch_size, **common)
-    probe = linear_probe(aux_f, aux_labels, tgt_f, tgt_labels, split, **common)
-    out.update({k: v for k, v in (("knn_rank1", knn), ("linear_probe", probe)) if v is not None})
+    for name in _by_headline():
+      got = UTILITIES.get(name, field="").fn(
+        aux_f, aux_labels, tgt_f, tgt_labels, seed=seed, **common
+      )
+      if got is not None:
+        out[name] = got
   if user_fn is not None:
     got = user_fn(aux_f, aux_labels, tgt_f, tgt_labels)
     if not isinstance(got, dict) or not all(
@@ -120,13 +148,6 @@ def measure(aux_f, aux_labels, tgt_f, tgt_labels, *, split, user_fn, mesh, cfg) 
   return out
 
 
-def headline(measured: dict) -> tuple[str, float] | None:
-  """(name, value) of the utility the curve and the best trade-off use: k-NN rank-1, else
-  the linear probe, else the user's first number; None when nothing was measured."""
-  for name in ("knn_rank1", "linear_probe"):
-    if name in measured:
-      return name, measured[name]["rate"]
-  if measured.get("user"):
-    name, value = next(iter(measured["user"].items()))
-    return name, value
-  return None
+def _by_headline() -> list[str]:
+  """The registered utilities in their declared headline order."""
+  return sorted(UTILITIES.names(), key=lambda n: UTILITIES.get(n, field="").declared["headline"])

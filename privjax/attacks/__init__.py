@@ -10,12 +10,14 @@ from privjax.attacks import decoder, nearest, ridge, whitebox  # noqa: F401 (reg
 from privjax.attacks.base import (
   OFF,
   AuxSet,
+  Capabilities,
   Context,
   Fitted,
   Model,
   Skipped,
   Standardizer,
   builtin_names,
+  capabilities,
   check,
   get,
   own_config,
@@ -25,6 +27,8 @@ from privjax.attacks.base import (
 
 __all__ = [
   "AuxSet",
+  "Capabilities",
+  "capabilities",
   "Context",
   "Fitted",
   "Model",

@@ -24,7 +24,6 @@ attacker is named by import path, `"package.module:function"`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -33,12 +32,19 @@ import ml_collections
 import numpy as np
 
 from privjax.errors import ConfigError
+from privjax.registry import Registry
 
-_REGISTRY: dict[str, Callable] = {}
-_DEFAULTS: dict[str, dict] = {}
-_CHECKS: dict[str, Callable] = {}
-_CHECKPOINTS: set[str] = set()  # types given a checkpoint directory of their own
 OFF = "off"  # `config.attacks.<name>.type = "off"` skips a configured attacker
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+  """What an attacker type needs and can do, declared when it registers; the audit asks
+  these, never an attacker's name. A user's attacker (an import path) has the defaults."""
+
+  checkpoints: bool = False  # trains a model: given ctx.checkpoint_dir of its own
+  needs_model: bool = False  # differentiates through the audited model (ctx.model)
+  models_defense: bool = True  # can attack defended features (joins a defense sweep)
 
 
 class Skipped(Exception):  # noqa: N818 (a reason to skip, not an error)
@@ -144,31 +150,31 @@ class Standardizer:
     return (features - self.mean) / self.scale
 
 
+ATTACKS = Registry("attack")
+
+
 def register(
   name: str,
   *,
   defaults: dict | None = None,
   check: Callable | None = None,
-  checkpoints: bool = False,
+  **capabilities,
 ):
   """Decorator: registers `attack(aux, ctx, cfg) -> Fitted` under `name`.
 
   `defaults` are its settings' default values (a config entry of this type gets them
   for the fields it leaves out); `check(name, cfg, names)` raises ConfigError for a bad
-  value; `checkpoints=True` gives it `ctx.checkpoint_dir` (claimed with a fingerprint of
-  its settings and data, so a changed config never resumes a stale run).
+  value; `capabilities` are `Capabilities`' fields: `checkpoints=True` gives it
+  `ctx.checkpoint_dir` (claimed with a fingerprint of its settings and data, so a changed
+  config never resumes a stale run), `needs_model=True` says it needs the audited model's
+  gradients, `models_defense=False` keeps it out of defense sweeps.
   """
-
-  def wrap(fn):
-    _REGISTRY[name] = fn
-    if checkpoints:
-      _CHECKPOINTS.add(name)
-    _DEFAULTS[name] = dict(defaults or {})
-    if check is not None:
-      _CHECKS[name] = check
-    return fn
-
-  return wrap
+  return ATTACKS.register(
+    name,
+    defaults=dict(defaults or {}),
+    check=check,
+    capabilities=Capabilities(**capabilities),
+  )
 
 
 def with_defaults(name: str, entry: dict) -> dict:
@@ -178,8 +184,10 @@ def with_defaults(name: str, entry: dict) -> dict:
   kind = entry.get("type", name)
   if not isinstance(kind, str) or not kind:
     raise ConfigError(f"config.attacks.{name}.type must be a non-empty string, got {kind!r}")
-  defaults = _DEFAULTS.get(kind, {})
-  unknown = sorted(set(entry) - set(defaults) - {"type"}) if kind in _REGISTRY else []
+  if kind not in ATTACKS:  # "off", or a user's attacker: its settings are its own
+    return {"type": kind, **{k: v for k, v in entry.items() if k != "type"}}
+  defaults = ATTACKS.get(kind, field="").declared["defaults"]
+  unknown = sorted(set(entry) - set(defaults) - {"type"})
   if unknown:
     raise ConfigError(
       f"unknown config key 'attacks.{name}.{unknown[0]}'; known keys: {sorted(defaults)}"
@@ -191,36 +199,24 @@ def check(name: str, cfg: ml_collections.ConfigDict, names: list[str]) -> None:
   """Raises ConfigError if `config.attacks.<name>` is bad (its type's own checks)."""
   if cfg.type == OFF:
     return
-  get(cfg.type)  # an unknown type or a broken import path fails here, before any work
-  if cfg.type in _CHECKS:
-    _CHECKS[cfg.type](name, cfg, names)
+  # An unknown type or a broken import path fails here, before any work.
+  own = ATTACKS.get(cfg.type, field=f"attacks.{name}.type").declared.get("check")
+  if own is not None:
+    own(name, cfg, names)
 
 
-def uses_checkpoints(kind: str) -> bool:
-  return kind in _CHECKPOINTS
+def capabilities(kind: str) -> Capabilities:
+  """What attacker type `kind` declared at registration (defaults for a user's)."""
+  return ATTACKS.get(kind, field="").declared["capabilities"] if kind in ATTACKS else Capabilities()
 
 
 def builtin_names() -> list[str]:
-  return sorted(_REGISTRY)
+  return ATTACKS.names()
 
 
-def get(kind: str) -> Callable:
+def get(kind: str, *, field: str = "attacks") -> Callable:
   """The attacker registered as `kind`, or the function at import path "module:name"."""
-  if kind in _REGISTRY:
-    return _REGISTRY[kind]
-  if ":" not in kind:
-    raise ConfigError(
-      f"unknown attack type {kind!r}: expected one of {builtin_names()} or a "
-      "'package.module:function' import path"
-    )
-  module_name, _, attr = kind.partition(":")
-  try:
-    fn = getattr(importlib.import_module(module_name), attr)
-  except (ImportError, AttributeError) as e:
-    raise ConfigError(f"cannot load attack {kind!r}: {type(e).__name__}: {e}") from e
-  if not callable(fn):
-    raise ConfigError(f"attack {kind!r} is not callable, got {type(fn).__name__}")
-  return fn
+  return ATTACKS.get(kind, field=field).fn
 
 
 def own_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

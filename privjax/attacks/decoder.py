@@ -1,8 +1,9 @@
 """`decoder`: the patent's inverse model, a Flax decoder trained features -> image.
 
-Black-box: the adversary needs only auxiliary (features, image) pairs. Its settings
-are `config.decoder` (architecture) and `config.train` (optax training with early
-stopping on the held-out part of the auxiliary set); see privjax/train.py.
+Black-box: the adversary needs only auxiliary (features, image) pairs. Its settings are
+its entry's (`config.attacks.decoder`): the architecture (width, start_size, hidden) and
+optax training with early stopping on the held-out part of the auxiliary set
+(privjax/train.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,58 @@ import functools
 import jax
 import ml_collections
 
-from privjax import parallel
+from privjax import checks, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
 from privjax.train import train_decoder
+
+ARCHITECTURE = ("width", "start_size", "hidden")  # the Decoder's; the rest is training's
+DEFAULTS = {
+  # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
+  # Channels at the decoder's lowest resolution, halved per upsampling stage (at least 16);
+  # 0 grows them with the image: 8 per pixel of side in [64, 512] (64x64 -> 512).
+  "width": 0,
+  "start_size": 4,  # Spatial size after the dense layer (upsampled by 2 per stage).
+  "hidden": 0,  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
+  # Training: optax AdamW, warmup + cosine decay, early stopping on the held-out part of
+  # the auxiliary set (config.val_fraction).
+  "batch_size": 128,  # Global batch; rounded up to a multiple of the device count.
+  "num_steps": 4000,  # Upper bound on steps; early stopping usually ends sooner.
+  "learning_rate": 2e-3,  # Peak learning rate of the warmup + cosine schedule.
+  "warmup_steps": 100,  # Linear warmup steps from 0 to the peak learning rate.
+  "weight_decay": 1e-4,  # AdamW decoupled weight decay.
+  "loss": "mse",  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim".
+  "eval_every": 100,  # Steps between validation evaluations (and progress logs).
+  "patience": 5,  # Stop after this many evaluations without improvement.
+  "min_delta": 1e-5,  # Smallest validation-loss decrease that counts as improvement.
+  "checkpoint_every": 500,  # Steps between orbax checkpoints (and one at the end).
+}
+LOSSES = ("mse", "ssim", "mse+ssim")
+
+
+def check(name, cfg, names) -> None:
+  """Raises ConfigError for a bad `config.attacks.<name>` of type decoder."""
+  del names
+  f = f"attacks.{name}"
+  checks.positive_int(f"{f}.width", cfg.width, zero_ok=True)
+  checks.positive_int(f"{f}.start_size", cfg.start_size)
+  checks.positive_int(f"{f}.hidden", cfg.hidden, zero_ok=True)
+  for key in ("batch_size", "num_steps", "eval_every", "patience", "checkpoint_every"):
+    checks.positive_int(f"{f}.{key}", cfg[key])
+  checks.require(
+    isinstance(cfg.warmup_steps, int) and 0 <= cfg.warmup_steps < cfg.num_steps,
+    f"config.{f}.warmup_steps must be an integer in [0, {f}.num_steps), got {cfg.warmup_steps!r}",
+  )
+  checks.number(f"{f}.learning_rate", cfg.learning_rate, 0.0)
+  checks.require(
+    cfg.learning_rate > 0, f"config.{f}.learning_rate must be > 0, got {cfg.learning_rate}"
+  )
+  checks.number(f"{f}.weight_decay", cfg.weight_decay, 0.0)
+  checks.number(f"{f}.min_delta", cfg.min_delta, 0.0)
+  checks.require(
+    cfg.loss in LOSSES,
+    f"config.{f}.loss must be one of 'mse', 'ssim', 'mse+ssim', got {cfg.loss!r}",
+  )
+
 
 # A best validation loss within this fraction of the mean image's is "flat".
 FLAT_IMPROVEMENT = 0.02
@@ -43,7 +93,7 @@ def training_warnings(convergence: dict, train_cfg) -> list[str]:
       "warm-up: under-trained or over-fitting at once; try a lower learning rate or more data"
     )
   if convergence["stopped"].startswith("reached train.num_steps (still improving"):
-    out.append("under-trained: still improving at train.num_steps (raise it)")
+    out.append("under-trained: still improving at its num_steps (raise it)")
   return out
 
 
@@ -53,16 +103,14 @@ def _decode(params, features, *, decoder):
   return decoder.apply(params, features)
 
 
-@register("decoder", checkpoints=True)
+@register("decoder", defaults=DEFAULTS, check=check, checkpoints=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
-  """Trains the decoder on aux.train, early-stopped on aux.val; reconstructs by a forward pass.
-
-  `cfg` holds `decoder` and `train` (the audit's config.decoder and config.train).
-  """
+  """Trains the decoder on aux.train, early-stopped on aux.val; reconstructs by a forward pass."""
+  settings = cfg.to_dict()
   run_cfg = ml_collections.ConfigDict(
     {
-      "decoder": cfg.decoder.to_dict(),
-      "train": cfg.train.to_dict(),
+      "decoder": {k: settings[k] for k in ARCHITECTURE},
+      "train": {k: v for k, v in settings.items() if k not in ARCHITECTURE},
       "ssim": {"filter_size": ctx.filter_size, "filter_sigma": ctx.filter_sigma},
       "seed": ctx.seed,
       "eval_batch_size": ctx.eval_batch_size,
@@ -86,4 +134,4 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     "width": decoder.width,
     "hidden": decoder.hidden,
   }
-  return Fitted(reconstruct, info, tuple(training_warnings(convergence, cfg.train)))
+  return Fitted(reconstruct, info, tuple(training_warnings(convergence, run_cfg.train)))

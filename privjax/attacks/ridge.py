@@ -19,8 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import config as config_lib
-from privjax import parallel
+from privjax import checks, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
 
 DEFAULTS = {
@@ -32,9 +31,9 @@ DEFAULTS = {
 
 def check(name, cfg, names) -> None:
   del names
-  config_lib.positive_int(f"attacks.{name}.num_features", cfg.num_features)
-  config_lib.numbers(f"attacks.{name}.bandwidths", cfg.bandwidths, low=1e-6)
-  config_lib.numbers(f"attacks.{name}.penalties", cfg.penalties, low=1e-12)
+  checks.positive_int(f"attacks.{name}.num_features", cfg.num_features)
+  checks.numbers(f"attacks.{name}.bandwidths", cfg.bandwidths, low=1e-6)
+  checks.numbers(f"attacks.{name}.penalties", cfg.penalties, low=1e-12)
 
 
 def random_features(x, w, b):
@@ -48,40 +47,11 @@ def random_features(x, w, b):
 _featurize = jax.jit(random_features)
 
 
-def _a_t_b(t):
-  return jnp.einsum("np,nq->pq", t["a"], t["b"], precision=jax.lax.Precision.HIGHEST)
-
-
-@functools.cache
-def _cross_products_fn(mesh):
-  """a^T b of a row-sharded batch {"a", "b"}, replicated over `mesh`: jitted once per mesh."""
-  return jax.jit(_a_t_b, out_shardings=parallel.replicated(mesh))
-
-
 @functools.partial(jax.jit, static_argnames=("shape",))
 def _predict(coef, offset, w, b, x, *, shape):
   """[B, D] standardised features -> [B, *shape] clipped reconstructions."""
   out = random_features(x, w, b) @ coef + offset
   return jnp.clip(out, 0.0, 1.0).reshape(x.shape[0], *shape)
-
-
-def cross_products(a: np.ndarray, b: np.ndarray, *, mesh) -> np.ndarray:
-  """a^T b for [N, P] and [N, Q] host arrays, in float64: rows sharded over the mesh.
-
-  float64 so that the solve, which can amplify rounding by the condition number of the
-  Gram matrix, gives the same answer on any number of devices (summation order).
-  """
-  with jax.enable_x64(True):
-    rows = -(-a.shape[0] // mesh.size) * mesh.size
-    batch = parallel.shard_batch(
-      {
-        "a": parallel.pad_rows(np.asarray(a, np.float64), rows),
-        "b": parallel.pad_rows(np.asarray(b, np.float64), rows),
-      },
-      mesh,
-    )
-    out = _cross_products_fn(mesh)(batch)
-    return np.asarray(parallel.fetch(out), np.float64)
 
 
 @register("ridge", defaults=DEFAULTS, check=check)
@@ -104,8 +74,8 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   def fit(p, targets):
     mu_p, mu_y = p.mean(0), targets.mean(0)
     pc, yc = p - mu_p, targets - mu_y
-    gram = cross_products(pc, pc, mesh=ctx.mesh)
-    cross = cross_products(pc, yc, mesh=ctx.mesh)
+    gram = parallel.cross_products(pc, pc, mesh=ctx.mesh)
+    cross = parallel.cross_products(pc, yc, mesh=ctx.mesh)
     return mu_p, mu_y, gram, cross
 
   best = (np.inf, None, None)

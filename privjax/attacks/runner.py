@@ -37,20 +37,12 @@ class Outcome:
   seconds: float
 
 
-def _settings(name: str, attacks_cfg, shared: dict) -> dict:
-  entry = base.own_config(attacks_cfg[name]).to_dict()
-  if attacks_cfg[name].type == "decoder":
-    entry.update(shared)
-  return entry
-
-
 def run_all(
   attacks_cfg: ml_collections.ConfigDict,
   aux: base.AuxSet,
   target_features: np.ndarray,
   *,
   context: dict,
-  shared: dict,
   data_key: str,
   workdir: str | None,
   overwrite: bool,
@@ -65,7 +57,6 @@ def run_all(
     target_features: [N, D] standardised target features.
     context: the fields of `base.Context` shared by every attacker (all but
       checkpoint_dir and fitted).
-    shared: the settings the decoder type reads beside its entry ({"decoder", "train"}).
     data_key: a hash of the auxiliary and target data and the model.
     workdir: the audit's workdir, or None.
     overwrite: discard a checkpoint stage made with different inputs (else an error).
@@ -75,93 +66,129 @@ def run_all(
       same auxiliary set with other target features fit each attacker once (the defense
       sweep's non-adaptive attacks); None: fitted for this call only.
   """
+  run = _Run(
+    attacks_cfg,
+    aux,
+    context,
+    data_key,
+    workdir,
+    overwrite,
+    stage,
+    {} if fitted is None else fitted,
+    workdir_lib.array_hash(target_features),
+  )
   names = [n for n in attacks_cfg if attacks_cfg[n].type != base.OFF]
-  fitted = {} if fitted is None else fitted
-  targets_key = workdir_lib.array_hash(target_features)
-  keys: dict[str, str] = {}
+  return [run.restored(name) or run.attack(name, target_features) for name in names]
 
-  def key(name):
-    if name not in keys:
-      settings = _settings(name, attacks_cfg, shared)
+
+@dataclasses.dataclass
+class _Run:
+  """One `run_all` call: the attackers' keys, fitted attackers and cached reconstructions."""
+
+  attacks_cfg: ml_collections.ConfigDict
+  aux: base.AuxSet
+  context: dict
+  data_key: str
+  workdir: str | None
+  overwrite: bool
+  stage: str
+  fitted: dict
+  targets_key: str
+  keys: dict = dataclasses.field(default_factory=dict)
+
+  def settings(self, name: str) -> dict:
+    """The attacker's own settings: its config entry without the registry's `type`."""
+    return base.own_config(self.attacks_cfg[name]).to_dict()
+
+  def key(self, name: str) -> str:
+    """A hash of everything `name`'s reconstructions depend on (and the attackers it uses)."""
+    if name not in self.keys:
+      settings = self.settings(name)
+      running = [n for n in self.attacks_cfg if self.attacks_cfg[n].type != base.OFF]
       deps = sorted(
-        key(v) for v in settings.values() if isinstance(v, str) and v in names and v != name
+        self.key(v) for v in settings.values() if isinstance(v, str) and v in running and v != name
       )
+      c = self.context
       blob = json.dumps(
         [
-          attacks_cfg[name].type,
+          self.attacks_cfg[name].type,
           settings,
-          context["seed"],
-          context["filter_size"],
-          context["filter_sigma"],
-          data_key,
-          targets_key,
+          c["seed"],
+          c["filter_size"],
+          c["filter_sigma"],
+          self.data_key,
+          self.targets_key,
           deps,
         ],
         sort_keys=True,
         default=str,
       )
-      keys[name] = hashlib.sha256(blob.encode()).hexdigest()
-    return keys[name]
+      self.keys[name] = hashlib.sha256(blob.encode()).hexdigest()
+    return self.keys[name]
 
-  def fit(name):
-    if name not in fitted:
-      kind = attacks_cfg[name].type
+  def cache_path(self, name: str) -> str | None:
+    if not self.workdir:
+      return None
+    return os.path.join(
+      self.workdir, "cache", f"attack-{self.stage}{name}-{self.key(name)[:32]}.npz"
+    )
+
+  def fit(self, name: str) -> base.Fitted:
+    """The attacker `name`, fitted once (its checkpoint stage claimed first)."""
+    if name not in self.fitted:
+      kind = self.attacks_cfg[name].type
       ckpt = None
-      if workdir is not None and base.uses_checkpoints(kind):
-        ckpt = os.path.join(workdir, "checkpoints", stage + name)
+      if self.workdir is not None and base.capabilities(kind).checkpoints:
+        ckpt = os.path.join(self.workdir, "checkpoints", self.stage + name)
+        c = self.context
         workdir_lib.claim_stage(
           ckpt,
           {
-            **_settings(name, attacks_cfg, shared),
-            "seed": context["seed"],
-            "ssim": {
-              "filter_size": context["filter_size"],
-              "filter_sigma": context["filter_sigma"],
-            },
-            "aux": data_key,
+            **self.settings(name),
+            "seed": c["seed"],
+            "ssim": {"filter_size": c["filter_size"], "filter_sigma": c["filter_sigma"]},
+            "aux": self.data_key,
           },
-          overwrite=overwrite,
+          overwrite=self.overwrite,
           what=f"{name} checkpoint",
         )
-      ctx = base.Context(**context, checkpoint_dir=ckpt, fitted=fit)
-      cfg = ml_collections.ConfigDict(_settings(name, attacks_cfg, shared))
-      logging.info("attack %s (%s): fitting on %d auxiliary images", name, kind, len(aux.train))
-      fitted[name] = base.get(kind)(aux, ctx, cfg)
-    return fitted[name]
-
-  outcomes = []
-  for name in names:
-    kind = attacks_cfg[name].type
-    t = time.perf_counter()
-    path = (
-      os.path.join(workdir, "cache", f"attack-{stage}{name}-{key(name)[:32]}.npz")
-      if workdir
-      else None
-    )
-    stored = cache.load(path) if path else None
-    if stored is not None:
-      arrays, meta = stored
-      logging.info("attack %s: reconstructions restored from %s", name, path)
-      outcomes.append(
-        Outcome(
-          name,
-          kind,
-          arrays["reconstructions"],
-          meta["info"],
-          tuple(meta["warnings"]),
-          "",
-          meta["seconds"],
-        )
+      ctx = base.Context(**self.context, checkpoint_dir=ckpt, fitted=self.fit)
+      cfg = ml_collections.ConfigDict(self.settings(name))
+      logging.info(
+        "attack %s (%s): fitting on %d auxiliary images", name, kind, len(self.aux.train)
       )
-      continue
+      self.fitted[name] = base.get(kind, field=f"attacks.{name}.type")(self.aux, ctx, cfg)
+    return self.fitted[name]
+
+  def restored(self, name: str) -> Outcome | None:
+    """`name`'s outcome from the workdir's cache, or None."""
+    path = self.cache_path(name)
+    stored = cache.load(path) if path else None
+    if stored is None:
+      return None
+    arrays, meta = stored
+    logging.info("attack %s: reconstructions restored from %s", name, path)
+    return Outcome(
+      name,
+      self.attacks_cfg[name].type,
+      arrays["reconstructions"],
+      meta["info"],
+      tuple(meta["warnings"]),
+      "",
+      meta["seconds"],
+    )
+
+  def attack(self, name: str, target_features: np.ndarray) -> Outcome:
+    """`name` fitted (once) and reconstructing the targets; checked, cached."""
+    kind = self.attacks_cfg[name].type
+    t = time.perf_counter()
     try:
-      f = fit(name)
+      f = self.fit(name)
       recon = np.asarray(f.reconstruct(target_features), np.float32)
     except base.Skipped as e:
       logging.info("attack %s skipped: %s", name, e)
-      outcomes.append(Outcome(name, kind, None, {}, (), str(e), 0.0))
-      continue
-    expected = (len(target_features), *aux.image_shape)
+      return Outcome(name, kind, None, {}, (), str(e), 0.0)
+    expected = (len(target_features), *self.aux.image_shape)
     if recon.shape != expected or not np.all(np.isfinite(recon)):
       raise ModelError(
         f"attack {name!r} returned reconstructions of shape {recon.shape} "
@@ -170,14 +197,13 @@ def run_all(
       )
     recon = np.clip(recon, 0.0, 1.0)
     seconds = round(time.perf_counter() - t, 3)
-    warnings = (*base.data_warnings(aux), *f.warnings)
-    outcome = Outcome(name, kind, recon, f.info, warnings, "", seconds)
+    warnings = (*base.data_warnings(self.aux), *f.warnings)
+    path = self.cache_path(name)
     if path:
       cache.save(
         path,
         {"reconstructions": recon},
         {"info": f.info, "warnings": list(warnings), "seconds": seconds},
       )
-    outcomes.append(outcome)
     logging.info("attack %s done in %.1fs", name, seconds)
-  return outcomes
+    return Outcome(name, kind, recon, f.info, warnings, "", seconds)

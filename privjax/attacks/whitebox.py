@@ -23,8 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from privjax import config as config_lib
-from privjax import metrics, parallel
+from privjax import checks, metrics, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, Skipped, register
 
 DEFAULTS = {
@@ -37,14 +36,14 @@ DEFAULTS = {
 
 def check(name, cfg, names) -> None:
   others = [n for n in names if n != name]
-  config_lib.require(
+  checks.require(
     cfg.init == "mean" or cfg.init in others,
     f"config.attacks.{name}.init must be 'mean' or another configured attacker {others}, "
     f"got {cfg.init!r}",
   )
-  config_lib.positive_int(f"attacks.{name}.steps", cfg.steps)
-  config_lib.number(f"attacks.{name}.learning_rate", cfg.learning_rate, low=1e-12)
-  config_lib.numbers(f"attacks.{name}.tv_weights", cfg.tv_weights, low=0.0)
+  checks.positive_int(f"attacks.{name}.steps", cfg.steps)
+  checks.number(f"attacks.{name}.learning_rate", cfg.learning_rate, low=1e-12)
+  checks.numbers(f"attacks.{name}.tv_weights", cfg.tv_weights, low=0.0)
 
 
 _EPS = 1e-3  # initial images are clipped to [eps, 1 - eps] before the logit
@@ -93,7 +92,7 @@ def invert(embed, params, start, features, *, steps: int, learning_rate: float, 
 _invert = jax.jit(invert, static_argnames=("embed", "steps", "learning_rate"))
 
 
-@register("whitebox", defaults=DEFAULTS, check=check)
+@register("whitebox", defaults=DEFAULTS, check=check, needs_model=True, models_defense=False)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Chooses the prior weight on aux.val; reconstructs by optimising through the model."""
   if ctx.model is None:

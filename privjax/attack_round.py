@@ -1,0 +1,155 @@
+"""One attack-and-score round: every configured attacker fitted on an auxiliary set,
+reconstructing the targets from their features, each scored and given a verdict.
+
+The audit runs one round on the whole auxiliary set, the attacker-strength stage one per
+part of it (privjax/strength.py), and the defense sweep two per point (privjax/sweep.py):
+each gets the same `Round` and calls `run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+
+from privjax import attacks, extraction, judge, provenance, readings, risk, scoring
+from privjax import workdir as workdir_lib
+from privjax.attacks import runner
+from privjax.train import split_validation
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """What one round produced."""
+
+  outcomes: list  # runner.Outcome per configured attacker, in config order
+  scores: dict  # name -> scoring.Scores of the attackers that ran
+  verdicts: dict  # name -> (level, reasons) of the attackers that ran
+
+  def deciding(self) -> str:
+    """The most severe attacker's name (risk.most_severe)."""
+    return risk.most_severe(
+      {
+        n: (
+          v[0],
+          self.scores[n].gain_ci[0],
+          float(self.scores[n].per_image["image_reid_hit"].mean()),
+        )
+        for n, v in self.verdicts.items()
+      }
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+  """Everything a round needs besides the auxiliary set and the features it attacks."""
+
+  attacks: ml_collections.ConfigDict  # config.attacks (entries completed with defaults)
+  targets: np.ndarray  # [N, H, W, C] the original targets
+  scoring: scoring.Settings
+  thresholds: ml_collections.ConfigDict  # config.risk
+  metric_thresholds: tuple  # (name, high, medium) of config.metrics (0: that level off)
+  val_fraction: float  # the held-out part of the auxiliary set (config.val_fraction)
+  seed: int
+  overwrite: bool  # discard workdir stages made with other inputs (else an error)
+  mesh: object
+  workdir: str | None
+  model: extraction.Embedder | None  # the audited model; None on stored features
+  judge: judge.Judge | None = None  # the independent evaluator, or None
+  timer: provenance.Timer = dataclasses.field(default_factory=provenance.Timer)
+
+  def with_attackers(self, names) -> Round:
+    """This round with only the named attackers, run blind to the model (the defense
+    sweep's: a defended feature has no model to differentiate through), timed silently."""
+    only = ml_collections.ConfigDict({n: self.attacks[n].to_dict() for n in names})
+    return dataclasses.replace(self, attacks=only, model=None, timer=provenance.Timer(log=False))
+
+  def run(self, aux, f_aux, f_tgt, *, stage: str = "", fitted: dict | None = None) -> Result:
+    """Every attacker fitted on (aux images, f_aux), attacking `f_tgt`; each scored.
+
+    `stage` keeps this round's checkpoints and caches apart in the workdir; `fitted`
+    keeps fitted attackers across calls on the same auxiliary set (runner.run_all).
+    """
+    standardize = attacks.Standardizer.fit(f_aux)
+    outcomes = self._attack(aux, f_aux, f_tgt, standardize, stage, fitted)
+    reembed = None
+    if self.model is not None:
+
+      def reembed(images):
+        return standardize(self.model.embed(images, "reconstructions"))
+
+    with self.timer.stage(f"{stage}attack_scoring"):
+      scores = {
+        o.name: scoring.score(
+          o.reconstructions,
+          self.targets,
+          settings=self.scoring,
+          mesh=self.mesh,
+          reembed=reembed,
+          target_features=standardize(f_tgt),
+          judge_identity=self.judge,
+        )
+        for o in outcomes
+        if not o.skipped
+      }
+    verdicts = {name: self._verdict(sc) for name, sc in scores.items()}
+    return Result(outcomes, scores, verdicts)
+
+  def _attack(self, aux, f_aux, f_tgt, standardize, stage, fitted) -> list:
+    attack_model = None
+    if self.model is not None:
+      embed_fn = self.model.embed_fn
+
+      def embed_standardized(p, images):
+        return standardize(embed_fn(p, images))
+
+      attack_model = attacks.Model(embed_standardized, self.model.params, self.model.key)
+    # Stored features: the auxiliary features stand for the model (the runner keys each
+    # attacker's reconstructions by the target features too).
+    model_key = self.model.key if self.model is not None else workdir_lib.array_hash(f_aux)
+    train_idx, val_idx = split_validation(aux.shape[0], self.val_fraction, self.seed)
+    # Everything an attacker's result depends on besides its own settings: the model (or
+    # the stored features), the images and the held-out split (config.val_fraction).
+    data_key = workdir_lib.array_hash(
+      np.frombuffer(model_key.encode(), np.uint8), aux, self.targets, val_idx
+    )
+    s = self.scoring
+    with self.timer.stage(f"{stage}attacks"):
+      return runner.run_all(
+        self.attacks,
+        attacks.AuxSet(standardize(f_aux), aux, train_idx, val_idx),
+        standardize(f_tgt),
+        context={
+          "mesh": self.mesh,
+          "seed": self.seed,
+          "eval_batch_size": s.batch_size,
+          "filter_size": s.filter_size,
+          "filter_sigma": s.filter_sigma,
+          "model": attack_model,
+        },
+        data_key=data_key,
+        workdir=self.workdir,
+        overwrite=self.overwrite,
+        stage=stage,
+        fitted=fitted,
+      )
+
+  def _verdict(self, sc: scoring.Scores):
+    means = sc.summary().get("metrics", {})
+    return risk.verdict(
+      ssim_gain_ci_low=sc.gain_ci[0],
+      image_reid_rate=float(sc.per_image["image_reid_hit"].mean()),
+      reid_chance=1.0 / self.targets.shape[0],
+      thresholds=self.thresholds,
+      identity=identity_input(sc.identity, self.thresholds.identity_fmr),
+      metrics=[(name, means[name], high, medium) for name, high, medium in self.metric_thresholds],
+    )
+
+
+def identity_input(judged, fmr):
+  """(type-II SAR at `fmr`, its chance level) for the verdict; None when not measured."""
+  row = None if judged is None else readings.at_fmr(judged, fmr)
+  if row is None or "type2_sar" not in row:
+    return None
+  return row["type2_sar"]["rate"], max(fmr, row["impostor_accept"])

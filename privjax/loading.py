@@ -1,0 +1,200 @@
+"""Loading what a config names: the data, the audited model and the evaluator.
+
+The command line's path into the audit (`audit.run`): each is built from its own config
+group (config.data, config.model, config.evaluator) before `privjax.assess` runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from privjax import data as data_lib
+from privjax import embedding, identity, recognition, sources
+from privjax import workdir as workdir_lib
+from privjax.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  """config.data loaded, with what it decides about the model and the evaluator."""
+
+  data: data_lib.AuditData | sources.Precomputed
+  aux_images: np.ndarray
+  target_images: np.ndarray
+  target_labels: np.ndarray | None  # by name where the source names them
+  aux_labels: np.ndarray | None
+  target_sources: list | None
+  description: str
+  evaluator_kind: str  # "off", "builtin", "flax" or "function" (`evaluator_kind`)
+  feature_dim: int | None  # known before any model runs: the builtin's, the npz's
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """The audited model: embed_fn and params (None on stored features), and what it is."""
+
+  embed_fn: object
+  params: object
+  info: dict
+
+
+def data(config) -> Loaded:
+  """Loads config.data after checking config.model and config.evaluator (one line each)."""
+  embedding.validate(config.model)
+  embedding.validate(config.evaluator, "evaluator")
+  loaded = data_lib.load(config)
+  precomputed = isinstance(loaded, sources.Precomputed)
+  if precomputed != (config.model.kind == "precomputed"):
+    raise ConfigError(
+      "config.model.kind='precomputed' goes with an npz source holding aux/target features, "
+      f"got model.kind={config.model.kind!r} and data.source={config.data.source!r}"
+      + (" with features" if precomputed else "")
+    )
+  kind = evaluator_kind(config, loaded, precomputed)
+  if precomputed:
+    return Loaded(
+      loaded,
+      loaded.aux_images,
+      loaded.target_images,
+      loaded.target_labels,
+      None,
+      None,
+      f"npz {config.data.path}: stored features of {len(loaded.aux_images)} aux / "
+      f"{len(loaded.target_images)} target images",
+      kind,
+      int(loaded.aux_features.shape[1]),
+    )
+
+  def named(labels):  # by name where the source names them (identity folders)
+    if loaded.label_names is None or labels is None:
+      return labels
+    return np.asarray(loaded.label_names)[labels]
+
+  return Loaded(
+    loaded,
+    loaded.aux.images,
+    loaded.targets.images,
+    named(loaded.targets.labels),
+    named(loaded.aux.labels),
+    loaded.targets.sources,
+    loaded.description,
+    kind,
+    config.model.embed_dim if config.model.kind == "builtin" else None,
+  )
+
+
+def model(config, loaded: Loaded, *, workdir, mesh) -> Model:
+  """The audited model of config.model: the builtin one trained (or restored) in the
+  workdir, a user's Flax module or function, or none on stored features."""
+  kind = config.model.kind
+  if isinstance(loaded.data, sources.Precomputed):
+    return Model(None, None, {"kind": kind})
+  d = loaded.data
+  if kind == "builtin":
+    if d.model_train is None or d.model_train.labels is None or d.aux.labels is None:
+      raise ConfigError(
+        "config.model.kind='builtin' trains a classifier: it needs config.data."
+        "model_train_split and labels (config.data.label_key or identity subfolders)"
+      )
+    test = data_lib.Split(
+      np.concatenate([d.aux.images, d.targets.images]),
+      np.concatenate([d.aux.labels, d.targets.labels]),
+    )
+    embed_fn, params, info = builtin(
+      config, "model", d.model_train, test, workdir=workdir, mesh=mesh
+    )
+  else:
+    embed_fn, params, info = embedding.load(config, "model", loaded.target_images.shape[1:])
+  return Model(embed_fn, params, {"kind": kind, **info})
+
+
+def builtin(config, field, train, test, *, workdir, mesh):
+  """The builtin RecognitionCNN of config.`field`, trained (or restored) in the workdir."""
+  mc = config[field]
+  if mc.kind == "auto":  # the evaluator `evaluator_kind` resolved to the builtin one
+    mc = ml_collections.ConfigDict(dict(mc.to_dict(), kind="builtin"))
+  ckpt_dir = os.path.join(workdir, "checkpoints", "recognition" if field == "model" else field)
+  workdir_lib.claim_stage(
+    ckpt_dir,
+    {
+      field: mc.to_dict(),
+      "seed": config.seed,
+      "train": workdir_lib.array_hash(train.images, train.labels),
+      "test": workdir_lib.array_hash(test.images, test.labels),
+    },
+    overwrite=config.overwrite,
+    what="recognition model" if field == "model" else field,
+  )
+  return recognition.train_or_restore(
+    train,
+    test,
+    mc,
+    seed=config.seed,
+    eval_batch_size=config.eval_batch_size,
+    mesh=mesh,
+    checkpoint_dir=ckpt_dir,
+    field=field,
+  )
+
+
+def evaluator_kind(config, data, precomputed) -> str:
+  """The evaluator that will run ("off", "builtin", "flax", "function"), decided before any
+  training: "auto" is "builtin" on labelled auxiliary and target images of two or more
+  identities, else "off" (logged; the report says identity leakage was not checked); an
+  explicit kind the data cannot serve is a one-line error now, not after training."""
+  kind = config.evaluator.kind
+  labels = data.target_labels if precomputed else data.targets.labels
+  aux_labelled = not precomputed and data.aux.labels is not None
+  identities = 0 if labels is None else len(np.unique(labels))
+  if kind == "auto":
+    if aux_labelled and identities >= 2:
+      return "builtin"
+    logging.warning(
+      "config.evaluator.kind='auto': no labelled auxiliary and target images of two or more "
+      "identities to train the builtin evaluator on, so identity leakage is not checked (the "
+      "report says so)"
+    )
+    return "off"
+  if kind == "off":
+    return kind
+  if labels is None:
+    raise ConfigError(
+      f"config.evaluator.kind={kind!r} judges identities: it needs labels on the targets "
+      "(config.data.label_key or identity subfolders); set config.evaluator.kind='off' to "
+      "audit without it (the report then says identity leakage was not checked)"
+    )
+  if identities < 2:
+    raise DataError(
+      f"config.evaluator.kind={kind!r} needs targets of at least 2 identities to fix its "
+      f"thresholds from impostor pairs, got {len(labels)} targets of {identities} identity"
+    )
+  if kind == "builtin" and not aux_labelled:
+    raise ConfigError(
+      "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, and "
+      + ("this npz holds no auxiliary labels" if precomputed else "they have no labels")
+      + "; use a 'flax' or 'function' evaluator, or config.evaluator.kind='off'"
+    )
+  return kind
+
+
+def evaluator(config, loaded: Loaded, *, workdir, mesh):
+  """The independent evaluator (identity.Evaluator) of `evaluator_kind`, or None."""
+  kind = loaded.evaluator_kind
+  if kind == "off":
+    return None
+  info = {"kind": kind}
+  if kind == "builtin":
+    d = loaded.data
+    embed_fn, params, trained = builtin(
+      config, "evaluator", d.aux, d.targets, workdir=workdir, mesh=mesh
+    )
+    info.update(trained, trained_on="the auxiliary set", tested_on="the targets")
+  else:
+    embed_fn, params, found = embedding.load(config, "evaluator", loaded.target_images.shape[1:])
+    info.update(found)
+  return identity.Evaluator(embed_fn, params, info)
