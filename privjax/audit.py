@@ -294,6 +294,13 @@ def _audit(inputs: Inputs, cfg, workdir, t_start):
         workdir=workdir,
       )
   round_ = _round(cfg, targets, model, the_judge, mesh, workdir, timer)
+  logging.info(
+    "attackers: %s",
+    ", ".join(
+      f"{n} ({cfg.attacks[n].type})" for n in cfg.attacks if cfg.attacks[n].type != attacks.OFF
+    )
+    + "".join(f"; {n} off" for n in cfg.attacks if cfg.attacks[n].type == attacks.OFF),
+  )
   result = round_.run(aux, f_aux, f_tgt)
   aux_strength = strength.run(
     round_, aux, f_aux, f_tgt, result, fractions=cfg.attack_strength.aux_fractions, seed=cfg.seed

@@ -380,8 +380,9 @@ def _check_attacks(c) -> None:
     "config.attacks: 'recognition' and 'evaluator' name the builtin models' workdir stages; "
     f"give the attacker another name, got {names}",
   )
-  for name in names:
-    attacks.check(name, c.attacks[name], names)
+  running = [n for n in names if c.attacks[n].type != attacks.OFF]
+  for name in names:  # each type's own checks (whitebox's init: another running attacker)
+    attacks.check(name, c.attacks[name], running)
   require(
     any(c.attacks[n].type != attacks.OFF for n in names),
     "config.attacks: every attacker is 'off'; at least one must run",

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 
 from privjax import parallel, recognition
 from privjax.errors import ConfigError, ModelError
-from privjax.registry import Registry, import_object
+from privjax.registry import Registry, call_user, import_object
 
 MODELS = Registry("model kind")
 OWN_KINDS = ("builtin", "precomputed")  # trained in the workdir / stored features: no loader
@@ -61,9 +61,13 @@ def validate(m, field: str = "model") -> None:
 def load(config, field: str, image_shape) -> tuple:
   """(embed_fn, params, info) of a loadable config.`field` kind (a plug-in), checked."""
   m = config[field]
-  embed_fn, params, info = MODELS.get(m.kind, field=f"{field}.kind").fn(
-    m, image_shape, config, field
-  )
+  found = MODELS.get(m.kind, field=f"{field}.kind")
+  out = call_user(found, f"config.{field}.kind", ModelError, m, image_shape, config, field)
+  if not isinstance(out, tuple) or len(out) != 3:
+    raise ModelError(
+      f"config.{field}.kind={m.kind!r} must load (embed_fn, params, info), got {type(out).__name__}"
+    )
+  embed_fn, params, info = out
   if not callable(embed_fn) or not isinstance(info, dict):
     raise ModelError(
       f"config.{field}.kind={m.kind!r} must load (embed_fn, params, info dict), got "

@@ -48,6 +48,74 @@ def validate(model_config, field: str = "model") -> None:
     raise ConfigError(f"config.{field}.learning_rate must be a number > 0, got {lr!r}")
 
 
+def _fit_classifier(
+  model: RecognitionCNN,
+  train: Split,
+  mc,
+  *,
+  seed: int,
+  stream: int,
+  name: str,
+  field: str,
+  mesh,
+  checkpoint_dir: str | None,
+):
+  """Trains `model` on `train` with `train.fit`, or restores it; returns (params, meta).
+
+  Its init and batch order draw from the random stream `stream` of `seed`; `name` names
+  it in logs, `field` the learning rate to lower if training diverges.
+  """
+  tx = optax.adam(optax.cosine_decay_schedule(mc.learning_rate, mc.train_steps))
+
+  def loss(params, batch):
+    logits = model.apply(params, batch["images"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+
+  def init_params(key):
+    return model.init(key, jnp.zeros((1,) + train.images.shape[1:], jnp.float32))
+
+  batch_size = parallel.fit_batch_size(mc.batch_size, mesh, what="recognition training")
+
+  def batch_fn(step):
+    idx = batch_indices(train.images.shape[0], batch_size, step, seed + stream)
+    return {"images": train.images[idx], "labels": train.labels[idx]}
+
+  # The same loop as the decoder's: checkpointed (at the end, and at SIGTERM or Ctrl-C,
+  # which resume), a non-finite loss stops it, a finished run is restored without a step.
+  params, meta, _ = train_lib.fit(
+    train_lib.make_training(init_params, loss, tx, mesh=mesh),
+    jax.random.fold_in(jax.random.key(seed), stream),
+    batch_fn,
+    name=name,
+    num_steps=mc.train_steps,
+    batch_size=batch_size,
+    checkpoint_every=mc.train_steps,
+    checkpoint_dir=checkpoint_dir,
+    mesh=mesh,
+    log_every=max(1, mc.train_steps // 10),
+    remedy=f"try a lower config.{field}.learning_rate",
+  )
+  return params, meta
+
+
+def _model_info(
+  model: RecognitionCNN, params, meta, mc, train: Split, test: Split, *, mesh, batch_size: int
+) -> dict:
+  """The JSON-ready info of the trained model: architecture, training, test accuracy (by
+  batches of `batch_size`), whether it was restored."""
+  return {
+    "architecture": f"RecognitionCNN(conv{mc.width}-pool-conv{2 * mc.width}-pool-"
+    f"dense{mc.embed_dim}-head"
+    f"{model.num_classes}); embedding = the {mc.embed_dim}-d penultimate layer",
+    "train_examples": int(train.images.shape[0]),
+    "train_steps": int(mc.train_steps),
+    "training": meta["stopped"],
+    "test_examples": int(test.images.shape[0]),
+    "test_accuracy": accuracy(model, params, test, mesh=mesh, batch_size=batch_size),
+    "restored": meta["restored"],
+  }
+
+
 def train_or_restore(
   train: Split,
   test: Split,
@@ -80,47 +148,18 @@ def train_or_restore(
   stream, name = (1, "recognition model") if field == "model" else (2, "evaluator")
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
   model = RecognitionCNN(num_classes=num_classes, embed_dim=mc.embed_dim, width=mc.width)
-  tx = optax.adam(optax.cosine_decay_schedule(mc.learning_rate, mc.train_steps))
-
-  def loss(params, batch):
-    logits = model.apply(params, batch["images"])
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
-
-  def init_params(key):
-    return model.init(key, jnp.zeros((1,) + train.images.shape[1:], jnp.float32))
-
-  batch_size = parallel.fit_batch_size(mc.batch_size, mesh, what="recognition training")
-
-  def batch_fn(step):
-    idx = batch_indices(train.images.shape[0], batch_size, step, seed + stream)
-    return {"images": train.images[idx], "labels": train.labels[idx]}
-
-  # The same loop as the decoder's: checkpointed (at the end, and at SIGTERM or Ctrl-C,
-  # which resume), a non-finite loss stops it, a finished run is restored without a step.
-  params, meta, _ = train_lib.fit(
-    train_lib.make_training(init_params, loss, tx, mesh=mesh),
-    jax.random.fold_in(jax.random.key(seed), stream),
-    batch_fn,
+  params, meta = _fit_classifier(
+    model,
+    train,
+    mc,
+    seed=seed,
+    stream=stream,
     name=name,
-    num_steps=mc.train_steps,
-    batch_size=batch_size,
-    checkpoint_every=mc.train_steps,
-    checkpoint_dir=checkpoint_dir,
+    field=field,
     mesh=mesh,
-    log_every=max(1, mc.train_steps // 10),
-    remedy=f"try a lower config.{field}.learning_rate",
+    checkpoint_dir=checkpoint_dir,
   )
-  info = {
-    "architecture": f"RecognitionCNN(conv{mc.width}-pool-conv{2 * mc.width}-pool-"
-    f"dense{mc.embed_dim}-head"
-    f"{num_classes}); embedding = the {mc.embed_dim}-d penultimate layer",
-    "train_examples": int(train.images.shape[0]),
-    "train_steps": int(mc.train_steps),
-    "training": meta["stopped"],
-    "test_examples": int(test.images.shape[0]),
-    "test_accuracy": accuracy(model, params, test, mesh=mesh, batch_size=eval_batch_size),
-    "restored": meta["restored"],
-  }
+  info = _model_info(model, params, meta, mc, train, test, mesh=mesh, batch_size=eval_batch_size)
   logging.info(
     "%s %s: test accuracy %.4f on %d held-out images",
     name,

@@ -14,7 +14,9 @@ import dataclasses
 import importlib
 from collections.abc import Callable
 
-from privjax.errors import ConfigError
+from absl import logging
+
+from privjax.errors import ConfigError, PrivjaxError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,38 @@ def import_object(path: str, *, field: str):
   if not hasattr(module, attr):
     raise ConfigError(f"config.{field}={path!r}: module {module_name!r} has no {attr!r}")
   return getattr(module, attr)
+
+
+def call_user(plugin: Plugin, what: str, error, *args, passthrough=(), **kwargs):
+  """`plugin.fn(*args, **kwargs)`; what a user's plug-in raises becomes one line, `error`
+  naming `what` (its own traceback stays in the log at --verbosity=1). A built-in's errors
+  are privjax's own and pass through, as do `passthrough` exception types."""
+  return call_fn(
+    plugin.fn,
+    plugin.name,
+    what,
+    error,
+    *args,
+    user=not plugin.builtin,
+    passthrough=passthrough,
+    **kwargs,
+  )
+
+
+def call_fn(fn, name, what, error, *args, user=True, passthrough=(), **kwargs):
+  """`call_user` for any callable `fn` of a plug-in named `name`."""
+  if not user:
+    return fn(*args, **kwargs)
+  try:
+    return fn(*args, **kwargs)
+  except (PrivjaxError, *passthrough):
+    raise
+  except Exception as e:  # noqa: BLE001 (any failure of user code is the input's)
+    logging.vlog(1, "%s raised:", what, exc_info=True)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise error(
+      f"{what} ({name}) raised {type(e).__name__}: {first} (--verbosity=1 logs its traceback)"
+    ) from e
 
 
 class Registry:

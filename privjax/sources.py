@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from privjax.errors import ConfigError, DataError
 from privjax.images import to_unit_float
-from privjax.registry import Registry
+from privjax.registry import Registry, call_user
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -499,7 +499,7 @@ def _npz(d):
 def open_source(d) -> dict[str, SplitSource] | Precomputed:
   """The splits of `config.data.source` (`d` is config.data), checked at the seam."""
   found = SOURCES.get(d.source, field="data.source")
-  splits = found.fn(d)
+  splits = call_user(found, "data source", DataError, d)
   if isinstance(splits, Precomputed):
     return splits
   if (

@@ -6,20 +6,21 @@ with the state donated; params are replicated over the mesh, batches sharded alo
 as shardings (XLA inserts the collectives), so any optax chain computes what it
 computes on one device. Training runs
 until the loss on a held-out part of the auxiliary set stops improving (early
-stopping with patience), bounded by `train.num_steps`; the best params by
+stopping with patience), bounded by `num_steps`; the best params by
 validation loss are returned, and how the run converged goes into the report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import flax
 import jax
@@ -207,6 +208,203 @@ def _stop_requested():
       signal.signal(s, h)
 
 
+@dataclasses.dataclass
+class _FitLoop:
+  """One run of `fit`: its settings (`fit`'s arguments) and the training loop's state.
+
+  `run` sets the state up (fresh, or restored from the latest checkpoint) and steps it
+  until `meta["stopped"]` is set; each `_train_step` runs one optimizer step and what
+  falls due at it (evaluation, logging, a checkpoint, a requested stop).
+  """
+
+  training: Training
+  batch_fn: Callable[[int], dict]
+  mesh: Any
+  name: str
+  num_steps: int
+  batch_size: int
+  checkpoint_every: int
+  checkpoint_dir: str | None
+  eval_fn: Callable[[Any], float] | None
+  eval_every: int
+  patience: int
+  min_delta: float
+  log_every: int
+  remedy: str
+  # The loop's state, set by `run`. The train step donates `state`: `best_params` and
+  # checkpoints hold copies of it, never aliases of its buffers.
+  state: TrainState = dataclasses.field(init=False)
+  best_params: Any = dataclasses.field(init=False)
+  meta: dict = dataclasses.field(init=False)  # the record `fit` returns, saved with each checkpoint
+  mngr: Any = dataclasses.field(init=False)  # the orbax CheckpointManager, or None
+  writer: Any = dataclasses.field(init=False, default=None)  # TensorBoard events, or None
+  step: int = dataclasses.field(init=False)
+  step_metrics: Any = dataclasses.field(init=False, default=None)  # of the latest step
+  t_last: float = dataclasses.field(init=False)  # when `step_last` was logged (steps/s, ETA)
+  step_last: int = dataclasses.field(init=False)
+
+  def run(self, key):
+    """Trains from `key`, or resumes from the latest checkpoint; returns what `fit` does."""
+    self.state = self.training.init(key)
+    self.meta = {
+      "history": [],
+      "best_val_loss": math.inf,
+      "best_step": 0,
+      "bad_evals": 0,
+      "stopped": "",
+    }
+    # A copy, never an alias: the train step donates `state`, so an alias of its params
+    # would be deleted by the first step, and a checkpoint before the first evaluation
+    # (eval_every > checkpoint_every) would read a deleted buffer.
+    self.best_params = jax.tree.map(jnp.copy, self.state.params)
+    self.mngr = checkpoint.manager(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+    # Every exit (finished, diverged, SIGTERM, Ctrl-C) waits for the saves in flight and
+    # closes the manager: no checkpoint is left half-written, no orbax thread outlives the run.
+    try:
+      self._restore()
+      restored_finished = bool(self.meta["stopped"])
+      if not restored_finished:
+        self.writer = events.writer_for(self.checkpoint_dir)
+      self.step = int(self.state.step)
+      self.t_last, self.step_last = time.perf_counter(), self.step
+      with _stop_requested() as stop:
+        while not self.meta["stopped"]:
+          self._train_step(stop)
+    finally:
+      if self.writer is not None:
+        self.writer.close()
+      if self.mngr is not None:
+        self.mngr.wait_until_finished()
+        self.mngr.close()
+    return self.best_params, dict(self.meta, restored=restored_finished), self.step
+
+  def _restore(self) -> None:
+    """Replaces the fresh state, best params and record by the latest checkpoint's, if any."""
+    if self.mngr is not None:
+      abstract = self.training.abstract
+      abstract_ckpt = {"train": abstract, "best_params": abstract.params}
+      restored = checkpoint.restore_latest(self.mngr, abstract_ckpt)
+      if restored is not None:
+        ckpt_step, tree, self.meta = restored
+        self.state, self.best_params = tree["train"], tree["best_params"]
+        logging.info(
+          "%s: resumed from checkpoint at step %d (%s)", self.name, ckpt_step, self.checkpoint_dir
+        )
+
+  def _train_step(self, stop: threading.Event) -> None:
+    """Runs one optimizer step, then what falls due at it; raises Interrupted if `stop` is set."""
+    batch = parallel.shard_batch(self.batch_fn(self.step), self.mesh)
+    previous = self.step_metrics
+    self.state, self.step_metrics = self.training.step(self.state, batch)
+    # Keep at most two steps in flight: waiting on the previous step costs nothing
+    # while this one runs, and a deep queue of steps with collectives can starve
+    # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
+    # CPU devices on 2 cores).
+    jax.block_until_ready(previous)
+    self.step += 1
+    step = self.step
+    at_eval = self.eval_fn is not None and (step % self.eval_every == 0 or step == self.num_steps)
+    at_checkpoint = step % self.checkpoint_every == 0
+    at_log = self.eval_fn is None and self.log_every > 0 and step % self.log_every == 0
+    if at_eval or at_checkpoint or at_log or step == self.num_steps:
+      # The only host syncs: at evaluations, before a checkpoint and at the end, so a
+      # diverged state is never saved over the last good one.
+      loss = self._checked_loss()
+    if at_eval:
+      self._evaluate(loss)
+    elif at_log:
+      self._progress(loss)
+    if self.eval_fn is None and step >= self.num_steps:
+      # Without evaluations, the final params are the result.
+      self.best_params = jax.tree.map(jnp.copy, self.state.params)
+      self.meta.update(
+        best_step=step, stopped=f"trained {self.num_steps} steps (final loss {loss:.5f})"
+      )
+      logging.info("%s: %s", self.name, self.meta["stopped"])
+    if self.meta["stopped"] or at_checkpoint:
+      self._save()
+    if stop.is_set() and not self.meta["stopped"]:
+      self._interrupt(stop, saved=at_checkpoint)
+
+  def _checked_loss(self) -> float:
+    """The latest step's training loss (a host sync); raises TrainingError if not finite."""
+    loss = float(self.step_metrics["loss"])
+    if not math.isfinite(loss):
+      raise TrainingError(
+        f"{self.name} training diverged: non-finite loss {loss} at step {self.step}; the last "
+        f"good checkpoint is kept ({self.remedy})"
+      )
+    return loss
+
+  def _evaluate(self, loss: float) -> None:
+    """Evaluates the params: keeps them if the best, logs, and sets `stopped` when due.
+
+    Stops after `patience` evaluations without a `min_delta` improvement, or at `num_steps`.
+    """
+    meta, step = self.meta, self.step
+    val = self.eval_fn(self.state.params)
+    meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
+    if val < meta["best_val_loss"] - self.min_delta:
+      meta.update(best_val_loss=val, best_step=step, bad_evals=0)
+      self.best_params = jax.tree.map(jnp.copy, self.state.params)
+    else:
+      meta["bad_evals"] += 1
+    self._progress(loss, val)
+    if meta["bad_evals"] >= self.patience:
+      meta["stopped"] = f"early stop: no improvement in {self.patience} evaluations"
+    elif step >= self.num_steps:
+      meta["stopped"] = (
+        "reached num_steps (still improving: raise it for a stronger attack)"
+        if meta["bad_evals"] == 0
+        else "reached num_steps"
+      )
+
+  def _progress(self, loss: float, val: float | None = None) -> None:
+    """Logs the losses with steps/s and ETA since the last log, and writes them to TensorBoard."""
+    step, meta = self.step, self.meta
+    now = time.perf_counter()
+    rate = (step - self.step_last) * self.batch_size / max(now - self.t_last, 1e-9)
+    eta = (self.num_steps - step) * self.batch_size / max(rate, 1e-9)
+    scalars = {"loss/train": loss} if val is None else {"loss/train": loss, "loss/val": val}
+    if self.writer is not None:
+      self.writer.write_scalars(step, dict(scalars, images_per_second=rate))
+    seen = "" if val is None else f", val {val:.5f} (best {meta['best_val_loss']:.5f} @ "
+    seen += "" if val is None else f"{meta['best_step']})"
+    logging.info(
+      "%s step %d/%d: loss %.5f%s, %.0f img/s, ETA <= %.0fs",
+      self.name,
+      step,
+      self.num_steps,
+      loss,
+      seen,
+      rate,
+      eta,
+    )
+    self.t_last, self.step_last = now, step
+
+  def _save(self) -> None:
+    """Saves a checkpoint of this step (state, best params, record), if there is a workdir."""
+    if self.mngr is not None:
+      # Copies: the next step donates `state` while the save may still read it.
+      ckpt = jax.tree.map(jnp.copy, {"train": self.state, "best_params": self.best_params})
+      checkpoint.save(self.mngr, self.step, ckpt, self.meta)
+
+  def _interrupt(self, stop: threading.Event, *, saved: bool) -> NoReturn:
+    """Stops at the signal `stop` records: checks the loss, saves this step unless `saved`
+    (a checkpoint was just saved), and raises Interrupted."""
+    self._checked_loss()
+    if not saved:
+      self._save()
+    signame = stop.signum.name  # SIGTERM or SIGINT
+    raise Interrupted(
+      f"stopped by {signame} at {self.name} step {self.step}; checkpoint saved in "
+      f"{self.checkpoint_dir}; re-run the same command to resume"
+      if self.mngr is not None
+      else f"stopped by {signame} at {self.name} step {self.step} (no workdir: nothing saved)",
+      signum=stop.signum,
+    )
+
+
 def fit(
   training: Training,
   key,
@@ -243,131 +441,23 @@ def fit(
     (params, meta, steps): the best (or final) params, a JSON-ready record of how it
     ran ("history", "best_val_loss", "best_step", "stopped", "restored"), and the steps run.
   """
-  state = training.init(key)
-  meta = {"history": [], "best_val_loss": math.inf, "best_step": 0, "bad_evals": 0, "stopped": ""}
-  # A copy, never an alias: the train step donates `state`, so an alias of its params
-  # would be deleted by the first step, and a checkpoint before the first evaluation
-  # (eval_every > checkpoint_every) would read a deleted buffer.
-  best_params = jax.tree.map(jnp.copy, state.params)
-  mngr = checkpoint.manager(checkpoint_dir) if checkpoint_dir is not None else None
-  writer = None
-  # Every exit (finished, diverged, SIGTERM, Ctrl-C) waits for the saves in flight and
-  # closes the manager: no checkpoint is left half-written, no orbax thread outlives the run.
-  try:
-    if mngr is not None:
-      abstract_ckpt = {"train": training.abstract, "best_params": training.abstract.params}
-      restored = checkpoint.restore_latest(mngr, abstract_ckpt)
-      if restored is not None:
-        ckpt_step, tree, meta = restored
-        state, best_params = tree["train"], tree["best_params"]
-        logging.info("%s: resumed from checkpoint at step %d (%s)", name, ckpt_step, checkpoint_dir)
-    restored_finished = bool(meta["stopped"])
-    if not restored_finished:
-      writer = events.writer_for(checkpoint_dir)
-
-    def save(step):
-      if mngr is not None:
-        # Copies: the next step donates `state` while the save may still read it.
-        ckpt = jax.tree.map(jnp.copy, {"train": state, "best_params": best_params})
-        checkpoint.save(mngr, step, ckpt, meta)
-
-    def checked_loss(step):
-      loss = float(step_metrics["loss"])
-      if not math.isfinite(loss):
-        raise TrainingError(
-          f"{name} training diverged: non-finite loss {loss} at step {step}; the last good "
-          f"checkpoint is kept ({remedy})"
-        )
-      return loss
-
-    step = int(state.step)
-    t_last, step_last = time.perf_counter(), step
-
-    def progress(loss, val=None):
-      nonlocal t_last, step_last
-      now = time.perf_counter()
-      rate = (step - step_last) * batch_size / max(now - t_last, 1e-9)
-      eta = (num_steps - step) * batch_size / max(rate, 1e-9)
-      scalars = {"loss/train": loss} if val is None else {"loss/train": loss, "loss/val": val}
-      if writer is not None:
-        writer.write_scalars(step, dict(scalars, images_per_second=rate))
-      seen = "" if val is None else f", val {val:.5f} (best {meta['best_val_loss']:.5f} @ "
-      seen += "" if val is None else f"{meta['best_step']})"
-      logging.info(
-        "%s step %d/%d: loss %.5f%s, %.0f img/s, ETA <= %.0fs",
-        name,
-        step,
-        num_steps,
-        loss,
-        seen,
-        rate,
-        eta,
-      )
-      t_last, step_last = now, step
-
-    step_metrics = None
-    with _stop_requested() as stop:
-      while not meta["stopped"]:
-        batch = parallel.shard_batch(batch_fn(step), mesh)
-        previous = step_metrics
-        state, step_metrics = training.step(state, batch)
-        # Keep at most two steps in flight: waiting on the previous step costs nothing
-        # while this one runs, and a deep queue of steps with collectives can starve
-        # XLA:CPU's thread pool when devices outnumber cores (a hang, seen with 4 forced
-        # CPU devices on 2 cores).
-        jax.block_until_ready(previous)
-        step += 1
-        at_eval = eval_fn is not None and (step % eval_every == 0 or step == num_steps)
-        at_checkpoint = step % checkpoint_every == 0
-        at_log = eval_fn is None and log_every > 0 and step % log_every == 0
-        if at_eval or at_checkpoint or at_log or step == num_steps:
-          # The only host syncs: at evaluations, before a checkpoint and at the end, so a
-          # diverged state is never saved over the last good one.
-          loss = checked_loss(step)
-        if at_eval:
-          val = eval_fn(state.params)
-          meta["history"].append({"step": step, "train_loss": loss, "val_loss": val})
-          if val < meta["best_val_loss"] - min_delta:
-            meta.update(best_val_loss=val, best_step=step, bad_evals=0)
-            best_params = jax.tree.map(jnp.copy, state.params)
-          else:
-            meta["bad_evals"] += 1
-          progress(loss, val)
-          if meta["bad_evals"] >= patience:
-            meta["stopped"] = f"early stop: no improvement in {patience} evaluations"
-          elif step >= num_steps:
-            meta["stopped"] = (
-              "reached train.num_steps (still improving: raise it for a stronger attack)"
-              if meta["bad_evals"] == 0
-              else "reached train.num_steps"
-            )
-        elif at_log:
-          progress(loss)
-        if eval_fn is None and step >= num_steps:
-          best_params = jax.tree.map(jnp.copy, state.params)
-          meta.update(best_step=step, stopped=f"trained {num_steps} steps (final loss {loss:.5f})")
-          logging.info("%s: %s", name, meta["stopped"])
-        if meta["stopped"] or at_checkpoint:
-          save(step)
-        if stop.is_set() and not meta["stopped"]:
-          checked_loss(step)
-          if not at_checkpoint:
-            save(step)
-          signame = stop.signum.name  # SIGTERM or SIGINT
-          raise Interrupted(
-            f"stopped by {signame} at {name} step {step}; checkpoint saved in {checkpoint_dir}; "
-            "re-run the same command to resume"
-            if mngr is not None
-            else f"stopped by {signame} at {name} step {step} (no workdir: nothing saved)",
-            signum=stop.signum,
-          )
-  finally:
-    if writer is not None:
-      writer.close()
-    if mngr is not None:
-      mngr.wait_until_finished()
-      mngr.close()
-  return best_params, dict(meta, restored=restored_finished), step
+  loop = _FitLoop(
+    training=training,
+    batch_fn=batch_fn,
+    mesh=mesh,
+    name=name,
+    num_steps=num_steps,
+    batch_size=batch_size,
+    checkpoint_every=checkpoint_every,
+    checkpoint_dir=checkpoint_dir,
+    eval_fn=eval_fn,
+    eval_every=eval_every,
+    patience=patience,
+    min_delta=min_delta,
+    log_every=log_every,
+    remedy=remedy,
+  )
+  return loop.run(key)
 
 
 def split_validation(n: int, fraction: float, seed: int):
@@ -409,6 +499,74 @@ def _decoder_programs(
   )
 
 
+def _decoder_batch_size(requested: int, num_train: int, mesh) -> int:
+  """The decoder's global batch: `train.batch_size`, at most the `num_train` images it trains
+  on, rounded up to a multiple of the device count (either change is logged)."""
+  if requested > num_train:
+    logging.info(
+      "decoder: batch_size=%d is larger than the %d auxiliary images it trains on; using %d",
+      requested,
+      num_train,
+      num_train,
+    )
+  return parallel.fit_batch_size(min(requested, num_train), mesh, what="decoder training")
+
+
+def _fit_decoder(programs, train, val, config, *, batch_size: int, mesh, checkpoint_dir):
+  """Logs the plan and trains the decoder with `fit`; returns what `fit` returns.
+
+  Args:
+    programs: the decoder's `_DecoderPrograms`.
+    train: (features, images) to train on, in seeded batches of `batch_size`.
+    val: (features, images) held out: their loss decides early stopping.
+    config: the audit config (train, seed, eval_batch_size).
+    batch_size: the global training batch.
+    mesh: the data mesh.
+    checkpoint_dir: as in `train_decoder`.
+  """
+  tc = config.train
+  (x_train, y_train), (x_val, y_val) = train, val
+  logging.info(
+    "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
+    "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
+    "dropped (a batch that crosses an epoch end is completed from the next epoch)",
+    len(x_train),
+    len(x_val),
+    batch_size,
+    tc.num_steps,
+  )
+
+  def batch_fn(step):
+    idx = batch_indices(len(x_train), batch_size, step, config.seed)
+    return {"features": x_train[idx], "images": y_train[idx]}
+
+  def eval_fn(params):
+    losses = parallel.batched_map(
+      functools.partial(programs.val_loss, params),
+      [x_val, y_val],
+      batch_size=config.eval_batch_size,
+      mesh=mesh,
+    )
+    return float(np.mean(losses))
+
+  return fit(
+    programs.training,
+    jax.random.key(config.seed),
+    batch_fn,
+    name="decoder",
+    num_steps=tc.num_steps,
+    batch_size=batch_size,
+    checkpoint_every=tc.checkpoint_every,
+    checkpoint_dir=checkpoint_dir,
+    eval_fn=eval_fn,
+    eval_every=tc.eval_every,
+    patience=tc.patience,
+    min_delta=tc.min_delta,
+    mesh=mesh,
+    remedy="try a lower config.attacks.decoder.learning_rate",
+  )
+
+
 def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None = None, split=None):
   """Trains the decoder on auxiliary (features, images); returns (decoder, params, convergence).
 
@@ -443,59 +601,19 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   train_idx, val_idx = split
   x_train, y_train = features[train_idx], images[train_idx]
   x_val, y_val = features[val_idx], images[val_idx]
-  if tc.batch_size > len(train_idx):
-    logging.info(
-      "decoder: train.batch_size=%d is larger than the %d auxiliary images it trains on; using %d",
-      tc.batch_size,
-      len(train_idx),
-      len(train_idx),
-    )
-  batch_size = parallel.fit_batch_size(
-    min(tc.batch_size, len(train_idx)), mesh, what="decoder training"
-  )
+  batch_size = _decoder_batch_size(tc.batch_size, len(train_idx), mesh)
   # What predicting the mean training image scores on the validation images: a decoder
   # that does no better learned nothing from the features.
   mean_image = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
   mean_image_val_loss = float(np.mean(programs.loss(mean_image, y_val)))
-
-  logging.info(
-    "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
-    "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
-    "dropped (a batch that crosses an epoch end is completed from the next epoch)",
-    len(train_idx),
-    len(val_idx),
-    batch_size,
-    tc.num_steps,
-  )
-
-  def batch_fn(step):
-    idx = batch_indices(len(train_idx), batch_size, step, config.seed)
-    return {"features": x_train[idx], "images": y_train[idx]}
-
-  def eval_fn(params):
-    losses = parallel.batched_map(
-      functools.partial(programs.val_loss, params),
-      [x_val, y_val],
-      batch_size=config.eval_batch_size,
-      mesh=mesh,
-    )
-    return float(np.mean(losses))
-
-  best_params, meta, step = fit(
-    programs.training,
-    jax.random.key(config.seed),
-    batch_fn,
-    name="decoder",
-    num_steps=tc.num_steps,
+  best_params, meta, step = _fit_decoder(
+    programs,
+    (x_train, y_train),
+    (x_val, y_val),
+    config,
     batch_size=batch_size,
-    checkpoint_every=tc.checkpoint_every,
-    checkpoint_dir=checkpoint_dir,
-    eval_fn=eval_fn,
-    eval_every=tc.eval_every,
-    patience=tc.patience,
-    min_delta=tc.min_delta,
     mesh=mesh,
-    remedy="try a lower config.train.learning_rate",
+    checkpoint_dir=checkpoint_dir,
   )
   convergence = {
     "steps": step,

@@ -92,7 +92,7 @@ def training_warnings(convergence: dict, train_cfg) -> list[str]:
       f"best validation loss at step {convergence['best_step']}, the first evaluation after "
       "warm-up: under-trained or over-fitting at once; try a lower learning rate or more data"
     )
-  if convergence["stopped"].startswith("reached train.num_steps (still improving"):
+  if convergence["stopped"].startswith("reached num_steps (still improving"):
     out.append("under-trained: still improving at its num_steps (raise it)")
   return out
 

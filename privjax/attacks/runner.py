@@ -22,6 +22,7 @@ from privjax import cache
 from privjax import workdir as workdir_lib
 from privjax.attacks import base
 from privjax.errors import ModelError
+from privjax.registry import call_fn, call_user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +158,16 @@ class _Run:
       logging.info(
         "attack %s (%s): fitting on %d auxiliary images", name, kind, len(self.aux.train)
       )
-      self.fitted[name] = base.get(kind, field=f"attacks.{name}.type")(self.aux, ctx, cfg)
+      plugin = base.ATTACKS.get(kind, field=f"attacks.{name}.type")
+      fitted = call_user(
+        plugin, f"attack {name!r}", ModelError, self.aux, ctx, cfg, passthrough=(base.Skipped,)
+      )
+      if not isinstance(fitted, base.Fitted) or not callable(fitted.reconstruct):
+        raise ModelError(
+          f"attack {name!r} ({kind}) must return privjax.attacks.Fitted(reconstruct, ...), got "
+          f"{type(fitted).__name__}"
+        )
+      self.fitted[name] = fitted
     return self.fitted[name]
 
   def restored(self, name: str) -> Outcome | None:
@@ -184,7 +194,21 @@ class _Run:
     t = time.perf_counter()
     try:
       f = self.fit(name)
-      recon = np.asarray(f.reconstruct(target_features), np.float32)
+      recon = call_fn(
+        f.reconstruct,
+        kind,
+        f"attack {name!r}'s reconstruct",
+        ModelError,
+        target_features,
+        user=kind not in base.ATTACKS,
+        passthrough=(base.Skipped,),
+      )
+      if recon is None or not hasattr(recon, "shape"):
+        raise ModelError(
+          f"attack {name!r} returned {type(recon).__name__} for its reconstructions (expected "
+          f"an array [N, H, W, C] in [0, 1])"
+        )
+      recon = np.asarray(recon, np.float32)
     except base.Skipped as e:
       logging.info("attack %s skipped: %s", name, e)
       return Outcome(name, kind, None, {}, (), str(e), 0.0)

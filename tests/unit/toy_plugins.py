@@ -1,0 +1,57 @@
+"""Toy plug-ins of every kind, defined outside the package and named by import path
+("tests.unit.toy_plugins:NAME"), as a user's own would be (tests/unit/test_plugins.py)."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from privjax import attacks, sources
+
+
+def mean_image(aux, ctx, cfg):
+  """An attacker: the mean auxiliary image (times cfg.gain), whatever the features."""
+  del ctx
+  mean = aux.images[aux.train].mean(axis=0) * cfg.gain
+  return attacks.Fitted(lambda f: np.broadcast_to(mean, (len(f), *mean.shape)), {"gain": cfg.gain})
+
+
+def scale(features, key, *, strength):
+  """A defense: every feature times `strength` (deterministic: the key is unused)."""
+  del key
+  return features * strength
+
+
+def mean_abs_error(originals, reconstructions):
+  """A per-target metric: 1 - mean |error| (higher: closer, more leakage)."""
+  return 1.0 - jnp.abs(originals - reconstructions).mean(axis=(1, 2, 3))
+
+
+def flat_model(m, image_shape, config, field):
+  """A model kind: the flattened image times a fixed random projection of m.width columns."""
+  del config, field
+  d = int(np.prod(image_shape))
+  proj = np.random.default_rng(0).normal(size=(d, m.width)).astype(np.float32)
+  return (lambda p, x: x.reshape(x.shape[0], -1) @ p), proj, {"toy": "flat", "width": m.width}
+
+
+def stripes(d):
+  """A data source: 60 8x8 grey images of horizontal stripes at 3 phases (the labels)."""
+  del d
+  images = np.zeros((60, 8, 8), np.float32)
+  labels = np.arange(60) % 3
+  for i, phase in enumerate(labels):
+    images[i, phase::3, :] = 1.0
+  return {
+    "all": sources.SplitSource(
+      60, lambda idx: ([images[i] for i in idx], [int(labels[i]) for i in idx])
+    )
+  }
+
+
+def feature_norm_ratio(aux_features, aux_labels, target_features, target_labels):
+  """A utility: the mean target feature norm over the mean auxiliary one."""
+  del aux_labels, target_labels
+  return {
+    "norm_ratio": float(
+      np.linalg.norm(target_features, axis=1).mean() / np.linalg.norm(aux_features, axis=1).mean()
+    )
+  }
