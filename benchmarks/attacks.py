@@ -135,7 +135,7 @@ def bench_nonlinear(smoke: bool) -> list:
     for name, (fn, params) in _embeddings(size).items():
       cfg = privjax.audit_config()
       if smoke:
-        cfg.train.num_steps, cfg.train.warmup_steps = 20, 2
+        cfg.attacks.decoder.num_steps, cfg.attacks.decoder.warmup_steps = 20, 2
         cfg.attacks.whitebox.steps = 5
       report = privjax.assess(fn, params, aux, targets, config=cfg).to_dict()
       row = {"size": size, "embedding": name, "deciding": report["deciding_attack"]}

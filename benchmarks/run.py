@@ -33,6 +33,7 @@ import optax  # noqa: E402
 from benchmarks.geometries import BEST_MODE, GEOMETRIES  # noqa: E402
 from privjax import config as config_lib  # noqa: E402
 from privjax import metrics, parallel, train  # noqa: E402
+from privjax.attacks import decoder as decoder_attack  # noqa: E402
 from privjax.models import RecognitionCNN  # noqa: E402
 
 
@@ -150,8 +151,15 @@ def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int, me
     "compile_s": compile_seconds(embed, params, batch),
   }
 
-  decoder = train.make_decoder(cfg, (16, 16, 1))
-  tx = train.make_optimizer(cfg.train)
+  run_cfg = decoder_attack.training_config(
+    cfg.attacks.decoder.to_dict(),
+    filter_size=fs,
+    filter_sigma=sigma,
+    seed=cfg.seed,
+    eval_batch_size=cfg.eval_batch_size,
+  )
+  decoder = train.make_decoder(run_cfg, (16, 16, 1))
+  tx = train.make_optimizer(run_cfg.train)
   features = rng.normal(size=(128, 64)).astype(np.float32)
   loss_fn = functools.partial(
     train.per_example_loss, kind="mse", filter_size=fs, filter_sigma=sigma
@@ -302,7 +310,7 @@ def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[d
     own = np.asarray(metrics.ssim(jnp.asarray(a), jnp.asarray(b), filter_size=11, filter_sigma=1.5))
     cfg.reid.exact_max_targets = 1
     t = time.perf_counter()
-    short = scoring.identify(b, a, own, cfg=cfg, mesh=mesh)
+    short = scoring.identify(b, a, own, settings=config_lib.scoring_settings(cfg), mesh=mesh)
     row = {
       "n": n,
       "seconds": time.perf_counter() - t,
@@ -311,7 +319,7 @@ def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[d
     }
     if n <= exact_up_to:
       cfg.reid.exact_max_targets = n
-      exact = scoring.identify(b, a, own, cfg=cfg, mesh=mesh)
+      exact = scoring.identify(b, a, own, settings=config_lib.scoring_settings(cfg), mesh=mesh)
       row.update(
         exact_rank1=float(exact["hits"].mean()),
         hit_agreement=float(np.mean(exact["hits"] == short["hits"])),

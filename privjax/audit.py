@@ -376,17 +376,7 @@ def _round(cfg, targets, model, the_judge, mesh, workdir, timer) -> Round:
   return Round(
     attacks=cfg.attacks,
     targets=targets,
-    scoring=scoring.Settings(
-      filter_size=cfg.ssim.filter_size,
-      filter_sigma=cfg.ssim.filter_sigma,
-      batch_size=cfg.eval_batch_size,
-      bootstrap_samples=cfg.bootstrap_samples,
-      seed=cfg.seed,
-      exact_max_targets=cfg.reid.exact_max_targets,
-      shortlist=cfg.reid.shortlist,
-      baseline_samples=cfg.reid.baseline_samples,
-      metrics=tuple((name, cfg.metrics[name].type) for name in cfg.metrics),
-    ),
+    scoring=config_lib.scoring_settings(cfg),
     thresholds=cfg.risk,
     metric_thresholds=tuple(
       (name, cfg.metrics[name].high, cfg.metrics[name].medium) for name in cfg.metrics

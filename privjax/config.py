@@ -328,6 +328,22 @@ def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
   return c
 
 
+def scoring_settings(c: ml_collections.ConfigDict) -> scoring.Settings:
+  """The scoring stage's settings from a resolved config (its ssim, reid, metrics groups,
+  the bootstrap, the seed and the evaluation batch)."""
+  return scoring.Settings(
+    filter_size=c.ssim.filter_size,
+    filter_sigma=c.ssim.filter_sigma,
+    batch_size=c.eval_batch_size,
+    bootstrap_samples=c.bootstrap_samples,
+    seed=c.seed,
+    exact_max_targets=c.reid.exact_max_targets,
+    shortlist=c.reid.shortlist,
+    baseline_samples=c.reid.baseline_samples,
+    metrics=tuple((name, c.metrics[name].type) for name in c.metrics),
+  )
+
+
 def resolve(image_shape, config=None, *, feature_dim: int | None = None):
   """The audit's config, once: `for_images`, then `validate` (feature_dim: the features'
   width when known before any work, bounding the sweep's strengths)."""

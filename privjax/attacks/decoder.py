@@ -103,18 +103,32 @@ def _decode(params, features, *, decoder):
   return decoder.apply(params, features)
 
 
+def training_config(
+  settings: dict, *, filter_size: int, filter_sigma: float, seed: int, eval_batch_size: int
+) -> ml_collections.ConfigDict:
+  """What privjax/train.py reads to train a decoder: the entry's settings (DEFAULTS' fields)
+  as its `decoder` (architecture) and `train` groups, with the audit's SSIM window, seed
+  and evaluation batch."""
+  return ml_collections.ConfigDict(
+    {
+      "decoder": {k: settings[k] for k in ARCHITECTURE},
+      "train": {k: v for k, v in settings.items() if k not in ARCHITECTURE and k != "type"},
+      "ssim": {"filter_size": filter_size, "filter_sigma": filter_sigma},
+      "seed": seed,
+      "eval_batch_size": eval_batch_size,
+    }
+  )
+
+
 @register("decoder", defaults=DEFAULTS, check=check, checkpoints=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Trains the decoder on aux.train, early-stopped on aux.val; reconstructs by a forward pass."""
-  settings = cfg.to_dict()
-  run_cfg = ml_collections.ConfigDict(
-    {
-      "decoder": {k: settings[k] for k in ARCHITECTURE},
-      "train": {k: v for k, v in settings.items() if k not in ARCHITECTURE},
-      "ssim": {"filter_size": ctx.filter_size, "filter_sigma": ctx.filter_sigma},
-      "seed": ctx.seed,
-      "eval_batch_size": ctx.eval_batch_size,
-    }
+  run_cfg = training_config(
+    cfg.to_dict(),
+    filter_size=ctx.filter_size,
+    filter_sigma=ctx.filter_sigma,
+    seed=ctx.seed,
+    eval_batch_size=ctx.eval_batch_size,
   )
   decoder, params, convergence = train_decoder(
     aux.features,
