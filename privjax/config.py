@@ -48,12 +48,12 @@ def audit_config() -> ml_collections.ConfigDict:
   # reconstructions) -> [B]` (higher: more leakage); each gets a per_image.csv column and a
   # mean per attacker; a mean reaching `high` (or `medium`) raises the verdict (0: off).
   c.metrics = ml_collections.ConfigDict()
-  c.risk = _risk()
+  _risk(c)
   # The evaluator's thresholds: fixed on the original targets alone, at these false match
   # rates (the fraction of impostor pairs of originals it accepts).
   c.identity = ml_collections.ConfigDict()
   c.identity.fmrs = (0.01, 0.001)  # False match rates to report SAR at (each in (0, 0.5]).
-  c.defense = _defense()
+  _defense(c)
   c.grid_examples = 8  # Pictures per row (best, median, worst) in the PNG grid.
   return c
 
@@ -85,24 +85,23 @@ def _scoring(c) -> None:
   c.min_targets = 10  # Fewer targets make the rates and intervals meaningless.
 
 
-def _risk() -> ml_collections.ConfigDict:
+def _risk(c) -> None:
   # Verdict thresholds (see privjax/risk.py and the README).
-  r = ml_collections.ConfigDict()
-  r.high_ssim_gain = 0.3  # High if the gain's CI lower bound reaches this ...
-  r.high_image_reid = 0.5  # ... or image-space rank-1 re-identification reaches this.
-  r.medium_ssim_gain = 0.05  # Medium if the gain's CI lower bound reaches this ...
-  r.medium_image_reid = 0.05  # ... or image re-id reaches this and
-  r.medium_reid_over_chance = 5.0  # ... is at least this many times chance.
+  c.risk = ml_collections.ConfigDict()
+  c.risk.high_ssim_gain = 0.3  # High if the gain's CI lower bound reaches this ...
+  c.risk.high_image_reid = 0.5  # ... or image-space rank-1 re-identification reaches this.
+  c.risk.medium_ssim_gain = 0.05  # Medium if the gain's CI lower bound reaches this ...
+  c.risk.medium_image_reid = 0.05  # ... or image re-id reaches this and
+  c.risk.medium_reid_over_chance = 5.0  # ... is at least this many times chance.
   # Identity leakage, when an independent evaluator is configured (privjax/identity.py):
   # high/medium if the type-II success rate at FMR identity_fmr reaches these (and is at
   # least medium_reid_over_chance x its chance level).
-  r.identity_fmr = 0.01  # One of identity.fmrs.
-  r.high_identity_sar = 0.5  # High if type-II SAR at identity_fmr reaches this ...
-  r.medium_identity_sar = 0.1  # ... medium if it reaches this (each >= 5x its chance).
-  return r
+  c.risk.identity_fmr = 0.01  # One of identity.fmrs.
+  c.risk.high_identity_sar = 0.5  # High if type-II SAR at identity_fmr reaches this ...
+  c.risk.medium_identity_sar = 0.1  # ... medium if it reaches this (each >= 5x its chance).
 
 
-def _defense() -> ml_collections.ConfigDict:
+def _defense(c) -> None:
   # Defenses (privjax/defenses.py): a sweep of feature-level defenses over strengths. At
   # each point the attackers below are re-fitted on DEFENDED auxiliary features (adaptive:
   # they know the defense) and, for contrast, the attackers fitted on undefended features
@@ -110,13 +109,12 @@ def _defense() -> ml_collections.ConfigDict:
   # (the non-adaptive one where it leaks more). Each entry `name: {type, strengths}`;
   # empty: no sweep (configs/defense_sweep.py runs one). Output: sweep.json and
   # privacy_utility.png beside the report.
-  d = ml_collections.ConfigDict()
-  d.sweep = ml_collections.ConfigDict()  # name -> {type, strengths[, param]}; empty: off.
+  c.defense = ml_collections.ConfigDict()
+  c.defense.sweep = ml_collections.ConfigDict()  # name -> {type, strengths[, param]}; empty: off.
   # Which of config.attacks attack every sweep point (each point re-fits them); empty:
   # every running attacker that can attack defended features (not the whitebox one).
-  d.attacks = ()
-  d.utility = ""  # Extra utility "package.module:function" (README); "" for none.
-  return d
+  c.defense.attacks = ()
+  c.defense.utility = ""  # Extra utility "package.module:function" (README); "" for none.
 
 
 def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
