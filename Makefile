@@ -2,11 +2,13 @@
 #   make audit   install privjax into .venv and run the default audit (no network needed
 #                beyond the package index)
 #   make test    install privjax with its test tools into .venv, lint and run the tests
+# and, while developing:
+#   make test-fast  run only the unit tests (tests/unit: minutes, no whole audits, no lint)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 
-.PHONY: audit test lint format bench clean
+.PHONY: audit test test-fast lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +28,9 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest tests/unit
 
 format: $(VENV)/.installed-test
 	$(PY) -m ruff format .

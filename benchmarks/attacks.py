@@ -88,7 +88,7 @@ def _export(config, workdir, path):
   """The audit's aux/target images and features, from its caches, as a stored-features npz."""
   from privjax import cache, data
 
-  d = data.load(config)
+  d = data.load(config.data)
   feats = {}
   for f in os.listdir(os.path.join(workdir, "cache")):
     for role in ("aux_images", "target_images"):

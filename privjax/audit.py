@@ -9,7 +9,6 @@ own module and gets arrays and its own settings; none calls back into this one.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 
 import jax
@@ -21,7 +20,6 @@ from privjax import (
   attacks,
   extraction,
   identity,
-  images,
   judge,
   loading,
   logs,
@@ -33,28 +31,11 @@ from privjax import (
   sweep,
 )
 from privjax import config as config_lib
+from privjax import inputs as inputs_lib
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
 from privjax.attack_round import Round
-from privjax.errors import ConfigError, DataError, ModelError
-
-
-@dataclasses.dataclass(frozen=True)
-class Inputs:
-  """What an audit runs on, checked: images, labels, the model or stored features."""
-
-  aux: np.ndarray  # [N_aux, H, W, C] float32 in [0, 1]
-  targets: np.ndarray  # [N, H, W, C] float32 in [0, 1]
-  labels: np.ndarray | None  # [N] int target labels
-  per_target: dict  # per_image.csv's text columns: label_name, source ([N] or None)
-  sweep_labels: tuple  # (aux ids, target ids) in one encoding for the sweep's utility
-  embed_fn: object  # the audited model's embed_fn, or None on stored features
-  params: object
-  aux_features: np.ndarray | None  # stored features (embed_fn None)
-  target_features: np.ndarray | None
-  evaluator: identity.Evaluator | None
-  metadata: dict | None
-  feature_dim: int | None  # the features' width where known before extraction
+from privjax.errors import ModelError
 
 
 def assess(
@@ -109,12 +90,12 @@ def assess(
   """
   t_start = time.perf_counter()
   parallel.default_cpu_layout()  # one device per core, unless JAX already started
-  aux, targets = _images(aux_images, target_images)
+  aux, targets = inputs_lib.check_images(aux_images, target_images)
   stored_dim = None  # the stored features' width bounds the sweep's strengths now
   if embed_fn is None and aux_features is not None and np.ndim(aux_features) == 2:
     stored_dim = int(np.shape(aux_features)[1])
-  cfg = _resolve(config, aux, targets, feature_dim=stored_dim)
-  inputs = _inputs(
+  cfg = inputs_lib.resolve_config(config, aux, targets, feature_dim=stored_dim)
+  inputs = inputs_lib.check(
     embed_fn,
     params,
     aux,
@@ -142,14 +123,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
   audit_cfg = ml_collections.ConfigDict(config.to_dict())
   for key in ("data", "model", "evaluator"):
     del audit_cfg[key]
-  aux, targets = _images(loaded.aux_images, loaded.target_images)
+  aux, targets = inputs_lib.check_images(loaded.aux_images, loaded.target_images)
   # The whole config checked before any work, so a bad value costs nothing and writes nothing.
-  cfg = _resolve(audit_cfg, aux, targets, feature_dim=loaded.feature_dim)
+  cfg = inputs_lib.resolve_config(audit_cfg, aux, targets, feature_dim=loaded.feature_dim)
   with workdir_lib.locked(workdir) as wd:
     model = loading.model(config, loaded, workdir=wd, mesh=parallel.data_mesh())
     evaluator = loading.evaluator(config, loaded, workdir=wd, mesh=parallel.data_mesh())
     stored = loaded.data if precomputed else None
-    inputs = _inputs(
+    inputs = inputs_lib.check(
       model.embed_fn,
       model.params,
       aux,
@@ -174,100 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
       return _audit(inputs, cfg, wd, time.perf_counter())
 
 
-def _images(aux_images, target_images):
-  aux = images.check_images(aux_images, name="aux_images")
-  targets = images.check_images(target_images, name="target_images")
-  if aux.shape[1:] != targets.shape[1:]:
-    raise DataError(
-      f"aux_images and target_images must have the same image shape, got {aux.shape[1:]} and "
-      f"{targets.shape[1:]}"
-    )
-  return aux, targets
-
-
-def _resolve(config, aux, targets, *, feature_dim):
-  """The config resolved and checked once, and checked against the data's sizes."""
-  cfg = config_lib.resolve(targets.shape[1:], config, feature_dim=feature_dim)
-  if targets.shape[0] < cfg.min_targets:
-    raise DataError(
-      f"need at least config.min_targets={cfg.min_targets} target images for the rates and "
-      f"confidence intervals, got {targets.shape[0]}"
-    )
-  n_val = max(1, int(round(cfg.val_fraction * aux.shape[0])))
-  if aux.shape[0] - n_val < 2:
-    raise DataError(
-      f"need at least {n_val + 2} auxiliary images for the attackers to fit and validate "
-      f"on, got {aux.shape[0]}"
-    )
-  for i, fraction in enumerate(cfg.attack_strength.aux_fractions):
-    k = strength.part_size(fraction, aux.shape[0])
-    if k - max(1, int(round(cfg.val_fraction * k))) < 2:
-      raise ConfigError(
-        f"config.attack_strength.aux_fractions[{i}]={fraction} leaves {k} of the "
-        f"{aux.shape[0]} auxiliary images, too few for an attacker to fit and validate on"
-      )
-  return cfg
-
-
-def _inputs(embed_fn, params, aux, targets, **kw) -> Inputs:
-  """The audit's inputs checked against each other (one line for each mismatch)."""
-  n = targets.shape[0]
-  labels = images.check_labels(kw["target_labels"], n, name="target_labels")
-  names = None if labels is None else images.encode_labels(kw["target_labels"], name="")[1]
-  sources_ = kw["target_sources"]
-  if sources_ is not None and len(sources_) != n:
-    raise DataError(f"target_sources must name each of the {n} targets, got {len(sources_)}")
-  stored = kw["aux_features"] is not None or kw["target_features"] is not None
-  if embed_fn is None and (kw["aux_features"] is None or kw["target_features"] is None):
-    raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
-  if embed_fn is not None and stored:
-    raise ModelError("pass either embed_fn or stored aux_features/target_features, not both")
-  evaluator = kw["evaluator"]
-  if evaluator is not None:
-    if not isinstance(evaluator, identity.Evaluator) or not callable(evaluator.embed_fn):
-      raise ModelError(
-        f"evaluator must be a privjax.Evaluator(embed_fn, params), got {type(evaluator).__name__}"
-      )
-    if labels is None:
-      raise DataError(
-        "an evaluator judges identities: pass target_labels (from the CLI: labels via "
-        "config.data.label_key or identity subfolders)"
-      )
-  return Inputs(
-    aux=aux,
-    targets=targets,
-    labels=labels,
-    per_target={
-      "label_name": None if names is None else [names[i] for i in labels],
-      "source": sources_,
-    },
-    sweep_labels=_sweep_labels(kw["target_labels"], kw["aux_labels"], aux.shape[0]),
-    embed_fn=embed_fn,
-    params=params,
-    aux_features=kw["aux_features"],
-    target_features=kw["target_features"],
-    evaluator=evaluator,
-    metadata=kw["metadata"],
-    feature_dim=kw["feature_dim"],
-  )
-
-
-def _sweep_labels(target_labels, aux_labels, n_aux):
-  """(aux ids, target ids) in one encoding for the sweep's utility, or (None, None)."""
-  if aux_labels is None or target_labels is None:
-    return None, None
-  images.check_labels(aux_labels, n_aux, name="aux_labels")
-  t, a = np.asarray(target_labels), np.asarray(aux_labels)
-  if (t.dtype.kind in "US") != (a.dtype.kind in "US"):
-    raise DataError(
-      f"aux_labels and target_labels must both be integers or both names, got {a.dtype} "
-      f"and {t.dtype}"
-    )
-  ids = images.encode_labels(np.concatenate([t, a]), name="labels")[0]
-  return ids[len(t) :], ids[: len(t)]
-
-
-def _audit(inputs: Inputs, cfg, workdir, t_start):
+def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
   """The stages: extraction, the evaluator, the attack round, attacker strength, the
   no-information reference, the defense sweep, the report."""
   timer = provenance.Timer()
@@ -282,25 +170,9 @@ def _audit(inputs: Inputs, cfg, workdir, t_start):
   the_judge = None
   if inputs.evaluator is not None:
     with timer.stage("identity"):
-      the_judge = judge.prepare(
-        inputs.evaluator,
-        aux,
-        targets,
-        inputs.labels,
-        judge.Settings(
-          tuple(cfg.identity.fmrs), cfg.eval_batch_size, cfg.bootstrap_samples, cfg.seed
-        ),
-        mesh=mesh,
-        workdir=workdir,
-      )
+      the_judge = _judge(inputs, cfg, mesh, workdir)
   round_ = _round(cfg, targets, model, the_judge, mesh, workdir, timer)
-  logging.info(
-    "attackers: %s",
-    ", ".join(
-      f"{n} ({cfg.attacks[n].type})" for n in cfg.attacks if cfg.attacks[n].type != attacks.OFF
-    )
-    + "".join(f"; {n} off" for n in cfg.attacks if cfg.attacks[n].type == attacks.OFF),
-  )
+  _log_attackers(cfg.attacks)
   result = round_.run(aux, f_aux, f_tgt)
   aux_strength = strength.run(
     round_, aux, f_aux, f_tgt, result, fractions=cfg.attack_strength.aux_fractions, seed=cfg.seed
@@ -343,7 +215,17 @@ def _audit(inputs: Inputs, cfg, workdir, t_start):
   return report
 
 
-def _extract(inputs: Inputs, cfg, mesh, workdir):
+def _log_attackers(attacks_cfg) -> None:
+  running = [n for n in attacks_cfg if attacks_cfg[n].type != attacks.OFF]
+  off = [n for n in attacks_cfg if attacks_cfg[n].type == attacks.OFF]
+  logging.info(
+    "attackers: %s%s",
+    ", ".join(f"{n} ({attacks_cfg[n].type})" for n in running),
+    "".join(f"; {n} off" for n in off),
+  )
+
+
+def _extract(inputs: inputs_lib.Inputs, cfg, mesh, workdir):
   """(aux features, target features, the model's Embedder or None on stored features)."""
   aux, targets = inputs.aux, inputs.targets
   if inputs.embed_fn is None:
@@ -371,6 +253,22 @@ def _extract(inputs: Inputs, cfg, mesh, workdir):
   return f_aux, f_tgt, model
 
 
+def _judge(inputs: inputs_lib.Inputs, cfg, mesh, workdir) -> judge.Judge:
+  """The independent evaluator, calibrated on the original targets."""
+  settings = judge.Settings(
+    tuple(cfg.identity.fmrs), cfg.eval_batch_size, cfg.bootstrap_samples, cfg.seed
+  )
+  return judge.prepare(
+    inputs.evaluator,
+    inputs.aux,
+    inputs.targets,
+    inputs.labels,
+    settings,
+    mesh=mesh,
+    workdir=workdir,
+  )
+
+
 def _round(cfg, targets, model, the_judge, mesh, workdir, timer) -> Round:
   """The attack-and-score round of this audit's settings."""
   return Round(
@@ -392,7 +290,9 @@ def _round(cfg, targets, model, the_judge, mesh, workdir, timer) -> Round:
   )
 
 
-def _sweep(inputs: Inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge) -> dict:
+def _sweep(
+  inputs: inputs_lib.Inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge
+) -> dict:
   """The defense sweep (privjax/sweep.py) with the sweep's attackers, blind to the model."""
   names = config_lib.sweep_attackers(cfg)
   calibration = None if the_judge is None else the_judge.calibration

@@ -1,7 +1,7 @@
 """privjax command line: audit how much a recognition model's features leak its images.
 
   privjax --config=configs/default.py --workdir=runs/default
-  privjax --config=configs/default.py --workdir=runs/x --config.train.num_steps=200
+  privjax --config=configs/default.py --workdir=runs/x --config.attacks.decoder.num_steps=200
   privjax --config=configs/default.py --print_config   # every field, its value and meaning
 
 The same command is `python -m privjax ...` and `python launch.py ...` (the repository's
@@ -12,13 +12,17 @@ Multi-process (multi-host) runs start the same command in every process, with
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see the README's
 "Running on many devices".
 
-This is the only module that defines flags; the work is in privjax.audit.run.
+This is the only module that defines flags; the work is in privjax.audit.run. `run(argv)`
+runs the command line in the calling process and returns its exit status (the tests use it).
 Errors caused by the input (config, data, model, workdir, a full disk) print one line
 and exit 2. SIGTERM stops training with a checkpoint and exits 143; Ctrl-C (SIGINT)
 exits 130 with one line (see privjax.errors.Interrupted).
 """
 
+import contextlib
 import errno
+import faulthandler
+import logging as python_logging
 import os
 import signal
 import socket
@@ -26,7 +30,8 @@ import sys
 import time
 
 import jax
-from absl import app, flags, logging
+from absl import app, command_name, flags, logging
+from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from privjax import audit, logs, parallel
@@ -299,6 +304,8 @@ def _parse_flags(argv):
   if any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
     _print(_help())
     sys.exit(0)
+  argv, sys_argv = _moved_flags(argv), sys.argv
+  sys.argv = argv  # ml_collections finds the --config.FIELD overrides in sys.argv
   try:
     return FLAGS(argv)
   except (KeyError, AttributeError) as e:  # ml_collections: an override of a missing key
@@ -311,6 +318,25 @@ def _parse_flags(argv):
     _usage_error(_last_line(str(e)) if "Traceback (most recent call last)" in str(e) else str(e))
   except Exception as e:  # noqa: BLE001 (the config file runs while flags are parsed)
     _usage_error(f"cannot load the config file: {type(e).__name__}: {_last_line(str(e))}")
+  finally:
+    sys.argv = sys_argv
+
+
+def _moved_flags(argv):
+  """argv with the flags of config keys that moved (config_lib.moved_key) renamed, and one
+  warning line naming each new key."""
+  out, moved = [], []
+  for arg in argv:
+    name, eq, value = arg.partition("=")
+    new = config_lib.moved_key(name[len("--config.") :]) if name.startswith("--config.") else None
+    if new is None:
+      out.append(arg)
+      continue
+    out.append(f"--config.{new}{eq}{value}")
+    moved.append(f"{name} -> --config.{new}")
+  if moved:
+    logging.warning("deprecated config flags, read as their new keys: %s", ", ".join(moved))
+  return out
 
 
 def _last_line(message: str) -> str:
@@ -340,7 +366,85 @@ def _config_imports(argv) -> None:
       sys.path.insert(0, path)
 
 
+# The JAX settings --compilation_cache changes.
+_CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+
+
+def run(argv) -> int:
+  """Runs the command line `argv` (argv[0]: the program's name) in this process.
+
+  What the `privjax` command does, without a new process: it prints what the command
+  prints (to sys.stdout, sys.stderr and absl's log handler) and returns the status the
+  command exits with: 0 done (or --help), 2 bad input, 130 / 143 stopped by Ctrl-C /
+  SIGTERM. An error that is not the input's fault propagates (the command prints its
+  traceback and exits 1).
+
+  Each call starts from the flags' defaults. What the run changes in this process is put
+  back before it returns: the flags (unparsed, and the --config.FIELD flags parsing defined
+  removed), absl's handler on the root logger and its filters, the logging levels, the
+  SIGTERM and SIGINT handlers, JAX's compilation-cache settings, and sys.path. Not put back:
+  the modules the run imported (the config file's siblings, a user's model module), and
+  what JAX fixes when it starts (the device count: whatever this process has).
+  """
+  argv = list(argv)
+  app.define_help_flags()  # --helpfull and the like (once; they stay defined)
+  root, absl_logger = python_logging.getLogger(), logging.get_absl_logger()
+  handler = logging.get_absl_handler()
+  flag_names, path = set(FLAGS), list(sys.path)
+  handlers, filters = list(root.handlers), list(handler.filters)
+  levels = root.level, absl_logger.level
+  stop_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+  cache = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
+  FLAGS.unparse_flags()
+  _STOPS_SEEN.clear()
+  try:
+    # What absl's app.run sets up, repeatably: its log handler on the root logger, the
+    # flags parsed, --verbosity raised to INFO unless given.
+    _config_imports(argv)
+    logging.use_absl_handler()
+    try:
+      args = _parse_flags(argv)
+      if FLAGS.only_check_args:
+        return 0
+      if FLAGS["verbosity"].using_default_value:
+        FLAGS.verbosity = 0
+      main(args)
+    except SystemExit as e:  # sys.exit(status): None is 0, a message is printed and 1
+      if e.code is None or isinstance(e.code, int):
+        return e.code or 0
+      print(e.code, file=sys.stderr)
+      return 1
+    return 0
+  finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _STOPS_SEEN.clear()
+    FLAGS.unparse_flags()  # (before the levels: it resets --verbosity)
+    for name in set(FLAGS) - flag_names:
+      delattr(FLAGS, name)
+    for h in set(root.handlers) - set(handlers):
+      root.removeHandler(h)
+    for h in handlers:
+      root.addHandler(h)  # (a no-op for those still there)
+    for f in set(handler.filters) - set(filters):
+      handler.removeFilter(f)
+    root.setLevel(levels[0])
+    absl_logger.setLevel(levels[1])
+    for signum, previous in stop_handlers.items():
+      signal.signal(signum, previous)
+    sys.path[:] = path
+    if any(getattr(jax.config, name) != value for name, value in cache.items()):
+      for name, value in cache.items():
+        jax.config.update(name, value)
+      compilation_cache.reset_cache()  # the next compilation reads the settings again
+
+
 def console():
   """The `privjax` command (and `python -m privjax`, `python launch.py`)."""
-  _config_imports(sys.argv)
-  app.run(main, flags_parser=_parse_flags)
+  # As absl's app.run: its log handler for the process's life (what logs at exit too),
+  # and a crash in native code prints Python's stack.
+  command_name.make_process_name_useful()
+  logging.use_absl_handler()
+  with contextlib.suppress(Exception):
+    faulthandler.enable()
+  sys.exit(run(sys.argv))

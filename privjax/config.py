@@ -10,6 +10,11 @@ privjax/checks.py's, shared with the plug-ins; an attacker's are its own.
 
 from __future__ import annotations
 
+import ast
+import io
+import sys
+import tokenize
+
 import ml_collections
 from absl import logging
 
@@ -474,10 +479,6 @@ def _comments_in(path: str) -> tuple[dict, dict]:
   """({dotted field: comment on its line}, {dotted field: comment block just above it}) of
   a config source's assignments `c.a.b = ...` and `"key": value` entries of a DEFAULTS
   dict (as "*.key")."""
-  import ast
-  import io
-  import tokenize
-
   with open(path, encoding="utf-8") as f:
     text = f.read()
   lines = text.splitlines()
@@ -541,10 +542,6 @@ def describe(config: ml_collections.ConfigDict, sources=()) -> str:
   `sources` are the config files that built it (the most specific first); the comments of
   privjax's own defaults (this module) and of each attacker type's DEFAULTS follow.
   """
-  import sys
-
-  from privjax.attacks import base
-
   # A comment on a field's own line wins (the most specific source first); else the
   # block above its definition here, where each field's meaning is, then in the sources.
   parsed = {path: _comments_in(path) for path in [*sources, __file__]}
@@ -554,8 +551,8 @@ def describe(config: ml_collections.ConfigDict, sources=()) -> str:
       for key, text in parsed[path][pick].items():
         comments.setdefault(key, text)
   attack_comments = {}
-  for kind in base.builtin_names():
-    same, before = _comments_in(sys.modules[base.get(kind).__module__].__file__)
+  for kind in attacks.builtin_names():
+    same, before = _comments_in(sys.modules[attacks.get(kind).__module__].__file__)
     attack_comments[kind] = {k[2:]: v for k, v in {**before, **same}.items() if k[:2] == "*."}
   flat = []
 

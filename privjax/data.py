@@ -129,9 +129,8 @@ def validate(d) -> None:
     raise ConfigError(f"config.data.crop_fraction must be a number in (0, 1], got {f!r}")
 
 
-def load(config) -> AuditData | sources.Precomputed:
-  """Loads `config.data`: the three role splits, preprocessed, or stored features."""
-  d = config.data
+def load(d) -> AuditData | sources.Precomputed:
+  """Loads `d` (config.data): the three role splits, preprocessed, or stored features."""
   validate(d)
   splits = sources.open_source(d)
   if isinstance(splits, sources.Precomputed):

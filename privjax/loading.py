@@ -47,7 +47,7 @@ def data(config) -> Loaded:
   """Loads config.data after checking config.model and config.evaluator (one line each)."""
   embedding.validate(config.model)
   embedding.validate(config.evaluator, "evaluator")
-  loaded = data_lib.load(config)
+  loaded = data_lib.load(config.data)
   precomputed = isinstance(loaded, sources.Precomputed)
   if precomputed != (config.model.kind == "precomputed"):
     raise ConfigError(

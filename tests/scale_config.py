@@ -1,4 +1,5 @@
-"""The smoke audit with a two-point defense sweep: the scale tests' config (test_scale.py).
+"""The smoke audit with a two-point defense sweep: the scale tests' config
+(tests/e2e/test_scale.py).
 
 The points add noise to all 64 dimensions. A pca_truncate or quantize point is only as
 reproducible across device counts as the audited model's features are: the builtin
@@ -6,7 +7,7 @@ model trains with another reduction order on each device count, so its features 
 in the last bits, and 4 principal directions (or a quantization level) turn that into
 near-tie flips (seen on 1 vs 4 devices: the refitted nearest attacker's PSNR 13.33 vs
 13.35 at k=4). On the same features every defense is bit-identical on any device count
-(tests/test_defenses.py).
+(tests/unit/test_defenses.py).
 """
 
 import ml_collections

@@ -104,15 +104,22 @@ def _decode(params, features, *, decoder):
 
 
 def training_config(
-  settings: dict, *, filter_size: int, filter_sigma: float, seed: int, eval_batch_size: int
+  settings: dict,
+  *,
+  filter_size: int,
+  filter_sigma: float,
+  seed: int,
+  eval_batch_size: int,
+  val_fraction: float = 0.1,
 ) -> ml_collections.ConfigDict:
   """What privjax/train.py reads to train a decoder: the entry's settings (DEFAULTS' fields)
   as its `decoder` (architecture) and `train` groups, with the audit's SSIM window, seed
-  and evaluation batch."""
+  and evaluation batch (`val_fraction`: the held-out part when no split is given)."""
+  train = {k: v for k, v in settings.items() if k not in ARCHITECTURE and k != "type"}
   return ml_collections.ConfigDict(
     {
       "decoder": {k: settings[k] for k in ARCHITECTURE},
-      "train": {k: v for k, v in settings.items() if k not in ARCHITECTURE and k != "type"},
+      "train": dict(train, val_fraction=val_fraction),
       "ssim": {"filter_size": filter_size, "filter_sigma": filter_sigma},
       "seed": seed,
       "eval_batch_size": eval_batch_size,

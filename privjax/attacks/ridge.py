@@ -54,6 +54,36 @@ def _predict(coef, offset, w, b, x, *, shape):
   return jnp.clip(out, 0.0, 1.0).reshape(x.shape[0], *shape)
 
 
+def _centred_products(p, targets, *, mesh):
+  """(mean of p, mean of targets, centred p^T p, centred p^T targets), summed over the mesh."""
+  mu_p, mu_y = p.mean(0), targets.mean(0)
+  pc, yc = p - mu_p, targets - mu_y
+  gram = parallel.cross_products(pc, pc, mesh=mesh)
+  cross = parallel.cross_products(pc, yc, mesh=mesh)
+  return mu_p, mu_y, gram, cross
+
+
+def _select(regressors: dict, y, aux: AuxSet, penalties, fit):
+  """Every (bandwidth, penalty) fitted on aux.train and scored on aux.val: (trials, best
+  (val MSE, bandwidth, penalty)); one eigendecomposition per bandwidth serves every penalty."""
+  best = (np.inf, None, None)
+  trials = []
+  for bandwidth, p in regressors.items():
+    mu_p, mu_y, gram, cross = fit(p[aux.train], y[aux.train])
+    s, v = np.linalg.eigh(gram)
+    s = np.maximum(s, 0.0)
+    proj = v.T @ cross  # [F, P]
+    pv = (p[aux.val] - mu_p) @ v  # [N_val, F]
+    scale = max(float(s.mean()), 1e-12)
+    for penalty in penalties:
+      pred = (pv / (s + penalty * scale)) @ proj + mu_y
+      mse = float(np.mean((np.clip(pred, 0, 1) - y[aux.val]) ** 2))
+      trials.append({"bandwidth": float(bandwidth), "penalty": float(penalty), "val_mse": mse})
+      if mse < best[0]:
+        best = (mse, float(bandwidth), float(penalty))
+  return trials, best
+
+
 @register("ridge", defaults=DEFAULTS, check=check)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Fits ridge regression on random features of aux.train, selects on aux.val, refits on all."""
@@ -72,30 +102,10 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     )
 
   def fit(p, targets):
-    mu_p, mu_y = p.mean(0), targets.mean(0)
-    pc, yc = p - mu_p, targets - mu_y
-    gram = parallel.cross_products(pc, pc, mesh=ctx.mesh)
-    cross = parallel.cross_products(pc, yc, mesh=ctx.mesh)
-    return mu_p, mu_y, gram, cross
+    return _centred_products(p, targets, mesh=ctx.mesh)
 
-  best = (np.inf, None, None)
-  trials = []
-  regressors = {}
-  for bandwidth in cfg.bandwidths:
-    p = regressors[bandwidth] = phi(aux.features, bandwidth)
-    mu_p, mu_y, gram, cross = fit(p[aux.train], y[aux.train])
-    s, v = np.linalg.eigh(gram)
-    s = np.maximum(s, 0.0)
-    proj = v.T @ cross  # [F, P]
-    pv = (p[aux.val] - mu_p) @ v  # [N_val, F]
-    scale = max(float(s.mean()), 1e-12)
-    for penalty in cfg.penalties:
-      pred = (pv / (s + penalty * scale)) @ proj + mu_y
-      mse = float(np.mean((np.clip(pred, 0, 1) - y[aux.val]) ** 2))
-      trials.append({"bandwidth": float(bandwidth), "penalty": float(penalty), "val_mse": mse})
-      if mse < best[0]:
-        best = (mse, float(bandwidth), float(penalty))
-  val_mse, bandwidth, penalty = best
+  regressors = {bandwidth: phi(aux.features, bandwidth) for bandwidth in cfg.bandwidths}
+  trials, (val_mse, bandwidth, penalty) = _select(regressors, y, aux, cfg.penalties, fit)
   logging.info("ridge: bandwidth %g, penalty %g (validation MSE %.5f)", bandwidth, penalty, val_mse)
 
   mu_p, mu_y, gram, cross = fit(regressors[bandwidth], y)

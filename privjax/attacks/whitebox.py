@@ -92,13 +92,9 @@ def invert(embed, params, start, features, *, steps: int, learning_rate: float, 
 _invert = jax.jit(invert, static_argnames=("embed", "steps", "learning_rate"))
 
 
-@register("whitebox", defaults=DEFAULTS, check=check, needs_model=True, models_defense=False)
-def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
-  """Chooses the prior weight on aux.val; reconstructs by optimising through the model."""
-  if ctx.model is None:
-    raise Skipped("the audit runs on stored features: there is no model to differentiate")
-  model = ctx.model
-  sample = jnp.zeros((1, *aux.image_shape), jnp.float32)
+def _check_differentiable(model, image_shape) -> None:
+  """Raises Skipped, with the reason, unless a gradient traces through the model."""
+  sample = jnp.zeros((1, *image_shape), jnp.float32)
   try:
     jax.eval_shape(jax.grad(lambda x: jnp.sum(model.embed(model.params, x))), sample)
   except Exception as e:  # any failure to trace a gradient means "not differentiable JAX"
@@ -107,6 +103,36 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       f"the audited model is not differentiable JAX ({type(e).__name__}: {first})"
     ) from e
 
+
+def _selection(optimise, aux: AuxSet, ctx: Context, tv_weights) -> list[dict]:
+  """Each prior weight's mean SSIM on the held-out auxiliary images (and its seconds)."""
+  val_features, val_images = aux.features[aux.val], aux.images[aux.val]
+  score = functools.partial(
+    metrics.ssim_jit, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma
+  )
+  selection = []
+  for w in tv_weights:
+    t = time.perf_counter()
+    rec = optimise(val_features, w)
+    seconds = time.perf_counter() - t
+    s = float(
+      np.mean(
+        parallel.batched_map(
+          score, [rec, val_images], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
+        )
+      )
+    )
+    selection.append({"tv_weight": float(w), "val_ssim": s, "seconds": round(seconds, 3)})
+  return selection
+
+
+@register("whitebox", defaults=DEFAULTS, check=check, needs_model=True, models_defense=False)
+def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
+  """Chooses the prior weight on aux.val; reconstructs by optimising through the model."""
+  if ctx.model is None:
+    raise Skipped("the audit runs on stored features: there is no model to differentiate")
+  model = ctx.model
+  _check_differentiable(model, aux.image_shape)
   settings = {"steps": cfg.steps, "learning_rate": cfg.learning_rate}
   try:  # compiled once per embed function, settings and shapes
     hash(model.embed)
@@ -126,23 +152,7 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       fn, [start(features), features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
     )
 
-  val_features, val_images = aux.features[aux.val], aux.images[aux.val]
-  score = functools.partial(
-    metrics.ssim_jit, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma
-  )
-  selection = []
-  for w in cfg.tv_weights:
-    t = time.perf_counter()
-    rec = optimise(val_features, w)
-    seconds = time.perf_counter() - t
-    s = float(
-      np.mean(
-        parallel.batched_map(
-          score, [rec, val_images], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
-        )
-      )
-    )
-    selection.append({"tv_weight": float(w), "val_ssim": s, "seconds": round(seconds, 3)})
+  selection = _selection(optimise, aux, ctx, cfg.tv_weights)
   chosen = max(selection, key=lambda r: r["val_ssim"])
   logging.info(
     "whitebox: tv_weight %g chosen on %d held-out auxiliary images (SSIM %.4f)",

@@ -127,12 +127,12 @@ def test_a_data_source_by_import_path_is_split_into_roles():
     "name": "",
     "path": "",
   }
-  loaded = data.load(ml_collections.ConfigDict({"data": d}))
+  loaded = data.load(ml_collections.ConfigDict(d))
   assert loaded.aux.images.shape == (20, 8, 8, 1) and loaded.targets.images.shape == (20, 8, 8, 1)
   assert set(np.unique(loaded.targets.labels)) <= {0, 1, 2}
   bad = dict(d, source=f"{TOY}:scale")  # returns no splits
   with pytest.raises(Exception, match="data source"):
-    data.load(ml_collections.ConfigDict({"data": bad}))
+    data.load(ml_collections.ConfigDict(bad))
 
 
 def test_a_utility_by_import_path_is_measured_beside_the_builtins():

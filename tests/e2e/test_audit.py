@@ -1,4 +1,5 @@
-"""The Python API: the verdict's sanity on known embeddings, the report contract, bad input."""
+"""The Python API (privjax.assess): the verdict's sanity on known embeddings, the report
+contract, bad input, progress."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import privjax
-from tests.conftest import tiny_config
+from tests.conftest import only_attackers, tiny_config
 
 REQUIRED_KEYS = {
   "ssim",
@@ -128,9 +129,9 @@ def _bad(digits8, **overrides):
       "non-finite features",
     ),
     (
-      {"config": ml_collections.ConfigDict({"train": {"batch_size": 0}})},
+      {"config": ml_collections.ConfigDict({"attacks": {"decoder": {"batch_size": 0}}})},
       privjax.ConfigError,
-      "train.batch_size must be a positive integer, got 0",
+      "attacks.decoder.batch_size must be a positive integer, got 0",
     ),
     (
       {"config": ml_collections.ConfigDict({"trian": {}})},
@@ -138,9 +139,9 @@ def _bad(digits8, **overrides):
       "unknown config key 'trian'",
     ),
     (
-      {"config": ml_collections.ConfigDict({"train": {"loss": "l1"}})},
+      {"config": ml_collections.ConfigDict({"attacks": {"decoder": {"loss": "l1"}}})},
       privjax.ConfigError,
-      "train.loss must be one of",
+      "attacks.decoder.loss must be one of",
     ),
   ],
 )
@@ -159,35 +160,9 @@ def test_nonfinite_training_loss_stops_with_clear_error(digits8, tmp_path):
     )
 
 
-def test_shortlist_identification_agrees_with_exact(digits8):
-  from privjax import config as config_lib
-  from privjax import parallel, scoring
-
-  x, _ = digits8
-  targets = x[:300]
-  rng = np.random.default_rng(0)
-  recon = np.clip(targets + rng.normal(0, 0.25, targets.shape), 0, 1).astype(np.float32)
-  cfg = config_lib.for_images(targets.shape[1:], None)
-  own = np.asarray(
-    privjax.metrics.ssim(
-      targets, recon, filter_size=cfg.ssim.filter_size, filter_sigma=cfg.ssim.filter_sigma
-    )
-  )
-  mesh = parallel.data_mesh()
-  exact = scoring.identify(recon, targets, own, cfg=cfg, mesh=mesh)
-  cfg.reid.exact_max_targets = 100  # force the shortlist
-  cfg.reid.baseline_samples = 200
-  short = scoring.identify(recon, targets, own, cfg=cfg, mesh=mesh)
-  assert exact["exact"] and not short["exact"]
-  assert 0.2 < exact["hits"].mean() < 1.0  # a non-trivial case
-  assert np.mean(exact["hits"] == short["hits"]) >= 0.97
-  assert np.mean(exact["best"] == short["best"]) >= 0.97
-  assert abs(exact["baseline"].mean() - short["baseline"].mean()) < 0.01
-
-
 def test_the_api_shows_progress_unless_told_not_to(digits8, capsys):
   x, _ = digits8
-  cfg = ml_collections.ConfigDict({"attacks": {"nearest": {}}, "bootstrap_samples": 100})
+  cfg = ml_collections.ConfigDict({"attacks": only_attackers(nearest={}), "bootstrap_samples": 100})
   for show in (True, False):
     capsys.readouterr()
     privjax.assess(_project, _orthogonal(64), x[:300], x[300:360], config=cfg, progress=show)
@@ -200,22 +175,3 @@ def test_the_api_shows_progress_unless_told_not_to(digits8, capsys):
       assert not any("orbax" in line or "INFO:" in line for line in lines)
     else:
       assert own == []
-
-
-def test_quiet_keeps_privjax_lines_once_and_every_warning():
-  import logging
-
-  from privjax import logs
-
-  quiet = logs.Quiet()
-
-  def record(path, level, message):
-    return logging.LogRecord("absl", level, path, 1, message, None, None)
-
-  own = "/x/privjax/audit.py"
-  assert quiet.filter(record(own, logging.INFO, "stage attacks ..."))
-  assert not quiet.filter(record(own, logging.INFO, "stage attacks ..."))  # once
-  assert not quiet.filter(record("/x/orbax/checkpoint/x.py", logging.INFO, "saved step 40"))
-  assert quiet.filter(record("/x/jax/_src/xla_bridge.py", logging.WARNING, "no GPU"))
-  assert quiet.filter(record(own, logging.WARNING, "a warning"))
-  assert quiet.filter(record(own, logging.WARNING, "a warning"))  # warnings every time

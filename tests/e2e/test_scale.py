@@ -18,14 +18,18 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, launch
+from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import launch
 
 RTOL = 1e-4
 # Long enough to kill mid-training, short enough for the suite.
-OVERRIDES = ["--config.train.num_steps=120", "--config.train.checkpoint_every=20"]
+OVERRIDES = [
+  "--config.attacks.decoder.num_steps=120",
+  "--config.attacks.decoder.checkpoint_every=20",
+]
 # The smoke audit with a two-point defense sweep, so the sweep's points (defended
 # features, re-fitted attackers, utility) are compared across devices and processes too.
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale_config.py")
+CONFIG = os.path.join(REPO_ROOT, "tests", "scale_config.py")
 
 
 def _free_port() -> int:

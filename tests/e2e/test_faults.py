@@ -3,9 +3,10 @@ already in the workdir changes.
 
 The table covers config, data, model and workdir faults. Each runs the command against a
 workdir that holds a finished audit, and compares the workdir's files (content and
-modification times, all but the lock file) before and after. The rows run launch.py's entry
-point in this process (conftest.launch_here: a fresh process each would pay JAX's start-up,
-~80 times); the last test checks that this prints what a fresh `python launch.py` does.
+modification times, all but the lock file) before and after. The rows run the command line
+in this process (launch_here in tests/e2e/conftest.py: a fresh process each would pay JAX's
+start-up, ~90 times); the last test checks that this prints what a fresh `python launch.py`
+does.
 """
 
 import logging
@@ -21,7 +22,8 @@ from absl import logging as absl_logging
 from PIL import Image
 
 from privjax.workdir import LOCK_FILE
-from tests.conftest import launch, png_header, save_module_params
+from tests.conftest import png_header
+from tests.e2e.conftest import launch, save_module_params
 
 USER_MODULE = textwrap.dedent("""
   import flax.linen as nn
@@ -158,7 +160,7 @@ def _setup(tmp, digits8):
   )
   (tmp / "added_key.py").write_text(
     "from configs import smoke\n\n\ndef get_config():\n  c = smoke.get_config()\n"
-    "  c.train.extra_setting = 1  # a key added to a group\n  return c\n"
+    "  c.ssim.extra_setting = 1  # a key added to a group\n  return c\n"
   )
   save_module_params(
     tmp / "userpkg", "fault_models", "Tower", {"features": 8}, (8, 8, 1), tmp / "tower_ckpt"
@@ -181,7 +183,7 @@ TABLE = [
   (
     "unknown-nested-key",
     None,
-    ["--config.train.batchsize=3"],
+    ["--config.attacks.decoder.batchsize=3"],
     "done",
     "unknown config key 'batchsize'; Did you mean \"batch_size\"",
   ),
@@ -192,21 +194,27 @@ TABLE = [
     "done",
     "unknown config key 'lambd'",
   ),
-  ("added-key", "{t}/added_key.py", [], "done", "unknown config key 'train.extra_setting'"),
-  ("wrong-type", None, ["--config.train.batch_size=abc"], "done", "invalid literal for int()"),
+  ("added-key", "{t}/added_key.py", [], "done", "unknown config key 'ssim.extra_setting'"),
+  (
+    "wrong-type",
+    None,
+    ["--config.attacks.decoder.batch_size=abc"],
+    "done",
+    "invalid literal for int()",
+  ),
   (
     "zero-batch",
     None,
-    ["--config.train.batch_size=0"],
+    ["--config.attacks.decoder.batch_size=0"],
     "done",
-    "config.train.batch_size must be a positive integer, got 0",
+    "config.attacks.decoder.batch_size must be a positive integer, got 0",
   ),
   (
     "negative-steps",
     None,
-    ["--config.train.num_steps=-5"],
+    ["--config.attacks.decoder.num_steps=-5"],
     "done",
-    "config.train.num_steps must be a positive integer, got -5",
+    "config.attacks.decoder.num_steps must be a positive integer, got -5",
   ),
   (
     "negative-size",
@@ -223,7 +231,7 @@ TABLE = [
     None,
     ["--config.attacks.ridge.type=no_such_pkg:fn"],
     "done",
-    "cannot load attack 'no_such_pkg:fn'",
+    "config.attacks.ridge.type='no_such_pkg:fn': cannot import module 'no_such_pkg'",
   ),
   (
     "ridge-features",
@@ -263,9 +271,9 @@ TABLE = [
   (
     "decoder-width",
     None,
-    ["--config.decoder.width=-8"],
+    ["--config.attacks.decoder.width=-8"],
     "done",
-    "config.decoder.width must be a non-negative integer, got -8",
+    "config.attacks.decoder.width must be a non-negative integer, got -8",
   ),
   (
     "strength-part-too-small",
@@ -333,7 +341,7 @@ TABLE = [
     None,
     ["--config.data.source=cifar"],
     "done",
-    "config.data.source must be one of",
+    "unknown data source type",
   ),
   (
     "overlapping-roles",

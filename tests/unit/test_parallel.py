@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from privjax import audit, parallel
+from privjax import extraction, parallel
 from privjax.errors import ModelError
 
 
@@ -31,7 +31,7 @@ def test_extraction_embeds_each_image_exactly_once(n, batch):
     return jnp.stack([x[:, 0, 0, 0] * params, jnp.ones(x.shape[0])], axis=1)
 
   embed_jit = jax.jit(embed)
-  features = audit.extract_features(
+  features = extraction.extract_features(
     embed_jit, jnp.float32(2.0), images, mesh=mesh, batch_size=batch, name="test"
   )
   assert features.shape == (n, 2)
@@ -61,6 +61,6 @@ def test_batches_are_split_across_devices_and_params_replicated():
 def test_extraction_rejects_bad_embeddings(fn, match):
   images = np.ones((6, 2, 2, 1), np.float32)
   with pytest.raises(ModelError, match=match):
-    audit.extract_features(
+    extraction.extract_features(
       jax.jit(fn), None, images, mesh=parallel.data_mesh(), batch_size=4, name="targets"
     )

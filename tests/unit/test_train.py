@@ -6,10 +6,9 @@ import shutil
 import jax
 import numpy as np
 
-from privjax import config as config_lib
 from privjax import parallel, train
 from privjax.data import batch_indices
-from tests.conftest import tiny_config
+from tests.conftest import tiny_training
 
 
 def test_train_step_reduces_loss(digits8):
@@ -17,7 +16,7 @@ def test_train_step_reduces_loss(digits8):
   features = images.reshape(256, -1) @ np.random.default_rng(0).normal(size=(64, 32)).astype(
     np.float32
   )
-  cfg = config_lib.for_images(images.shape[1:], tiny_config())
+  cfg = tiny_training(images.shape[1:])
   mesh = parallel.data_mesh()
   decoder = train.make_decoder(cfg, images.shape[1:])
   tx = train.make_optimizer(cfg.train)
@@ -49,7 +48,7 @@ def test_batch_indices_cover_each_epoch_once():
 def test_training_stops_early_and_returns_best(digits8):
   images = digits8[0][:300]
   features = np.zeros((300, 4), np.float32)  # nothing to learn beyond the mean image
-  cfg = config_lib.for_images(images.shape[1:], tiny_config(num_steps=3000, eval_every=20))
+  cfg = tiny_training(images.shape[1:], num_steps=3000, eval_every=20)
   cfg.train.patience = 3
   _, _, conv = train.train_decoder(features, images, cfg, mesh=parallel.data_mesh())
   assert conv["stopped"].startswith("early stop")
@@ -63,9 +62,7 @@ def test_resume_on_another_device_count(digits8, tmp_path):
   """A checkpoint from 4 devices resumes on 2 (optimizer vectors are stored unpadded)."""
   images = digits8[0][:300]
   features = images.reshape(300, -1)[:, ::2].copy()
-  cfg = config_lib.for_images(
-    images.shape[1:], tiny_config(num_steps=80, eval_every=40, checkpoint_every=40)
-  )
+  cfg = tiny_training(images.shape[1:], num_steps=80, eval_every=40, checkpoint_every=40)
   cfg.train.patience = 10
   ckpt = tmp_path / "decoder"
   _, params4, conv4 = train.train_decoder(
@@ -86,7 +83,7 @@ def _update_norms(tx, devices, digits8):
   """The first update's global norm and the params after 3 steps on a mesh of `devices`."""
   images = digits8[0][:64]
   features = images.reshape(64, -1)[:, ::4].copy()
-  cfg = config_lib.for_images(images.shape[1:], tiny_config())
+  cfg = tiny_training(images.shape[1:])
   mesh = parallel.data_mesh(jax.devices()[:devices])
   decoder = train.make_decoder(cfg, images.shape[1:], features.shape[1])
   loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)

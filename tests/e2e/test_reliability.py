@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 
 import privjax
-from privjax import workdir as workdir_lib
-from tests.conftest import last_line, launch, launch_until, tiny_config
+from tests.conftest import tiny_config
+from tests.e2e.conftest import last_line, launch, launch_until
 
 # Long enough to be interrupted mid-way (a few seconds of training), short enough for CI.
 LONG = [
-  "--config.train.num_steps=300",
-  "--config.train.eval_every=20",
-  "--config.train.checkpoint_every=40",
-  "--config.train.patience=100",
+  "--config.attacks.decoder.num_steps=300",
+  "--config.attacks.decoder.eval_every=20",
+  "--config.attacks.decoder.checkpoint_every=40",
+  "--config.attacks.decoder.patience=100",
 ]
+
+
 METRICS = (
   "ssim",
   "ssim_per_image",
@@ -41,10 +43,10 @@ def _metrics(workdir):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, launch_here_shared):
+def reference(tmp_path_factory, launch_here):
   """An uninterrupted run (in this process: the fresh-process runs below must match it)."""
   workdir = tmp_path_factory.mktemp("reference")
-  result = launch_here_shared("configs/smoke.py", workdir, *LONG)
+  result = launch_here("configs/smoke.py", workdir, *LONG)
   assert result.returncode == 0, result.stderr[-3000:]
   return workdir
 
@@ -100,11 +102,9 @@ def test_rerun_reuses_cached_stages(reference, launch_here):
 
 def test_changed_config_is_refused_unless_overwrite(reference, tmp_path, launch_here):
   before = (reference / "report.json").read_bytes()
-  result = launch_here("configs/smoke.py", reference, *LONG, "--config.decoder.width=8")
+  result = launch_here("configs/smoke.py", reference, *LONG, "--config.attacks.decoder.width=8")
   assert result.returncode == 2
-  assert "decoder checkpoint was made with different inputs (decoder.width: 16 -> 8" in last_line(
-    result
-  )
+  assert "decoder checkpoint was made with different inputs (width: 16 -> 8" in last_line(result)
   assert (reference / "report.json").read_bytes() == before
   result = launch_here("configs/smoke.py", reference, *LONG, "--config.model.embed_dim=32")
   assert result.returncode == 2 and "recognition model was made with different" in last_line(result)
@@ -116,7 +116,11 @@ def test_changed_config_is_refused_unless_overwrite(reference, tmp_path, launch_
 
   shutil.copytree(reference, tmp_path / "w")
   result = launch_here(
-    "configs/smoke.py", tmp_path / "w", *LONG, "--config.decoder.width=8", "--config.overwrite=True"
+    "configs/smoke.py",
+    tmp_path / "w",
+    *LONG,
+    "--config.attacks.decoder.width=8",
+    "--config.overwrite=True",
   )
   assert result.returncode == 0, result.stderr[-2000:]
   assert "decoder step" in result.stderr
@@ -139,7 +143,7 @@ def test_second_concurrent_run_fails_at_once_and_a_killed_run_leaves_no_stale_lo
       "--config=configs/smoke.py",
       f"--workdir={tmp_path}",
       *LONG,
-      "--config.train.num_steps=3000",
+      "--config.attacks.decoder.num_steps=3000",
     ],
     cwd=REPO_ROOT,
     env=env,
@@ -161,23 +165,13 @@ def test_second_concurrent_run_fails_at_once_and_a_killed_run_leaves_no_stale_lo
     first.wait()
   # The dead run's lock is gone (its half-trained decoder is discarded: a new config).
   third = launch_here(
-    "configs/smoke.py", tmp_path, *LONG, "--config.train.patience=1", "--config.overwrite=True"
+    "configs/smoke.py",
+    tmp_path,
+    *LONG,
+    "--config.attacks.decoder.patience=1",
+    "--config.overwrite=True",
   )
   assert third.returncode == 0, third.stderr[-2000:]
-
-
-def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
-  path = tmp_path / "report.json"
-  workdir_lib.atomic_write(str(path), b"old complete report")
-
-  def crash(*_):
-    raise KeyboardInterrupt
-
-  monkeypatch.setattr(os, "replace", crash)
-  with pytest.raises(KeyboardInterrupt):
-    workdir_lib.atomic_write(str(path), b"new report, half")
-  assert path.read_bytes() == b"old complete report"
-  assert os.listdir(tmp_path) == ["report.json"]  # no temporary left behind
 
 
 def _projection_audit(digits8, seed, workdir=None):
@@ -230,7 +224,7 @@ def test_divergence_keeps_the_last_good_checkpoint(digits8, tmp_path, monkeypatc
   monkeypatch.setattr(train, "make_optimizer", poisoned)
   x, _ = digits8
   cfg = tiny_config(num_steps=100, eval_every=10)
-  cfg.train.checkpoint_every = 10
+  cfg.attacks.decoder.checkpoint_every = 10
   with pytest.raises(privjax.TrainingError, match="non-finite loss nan at step 20"):
     privjax.assess(
       lambda p, im: im.reshape(im.shape[0], -1),
@@ -257,8 +251,8 @@ def test_valid_train_schedules_finish_and_resume(
 ):
   x, _ = digits8
   cfg = tiny_config(num_steps=num_steps, eval_every=eval_every, warmup_steps=2)
-  cfg.train.checkpoint_every = checkpoint_every
-  cfg.train.patience = patience
+  cfg.attacks.decoder.checkpoint_every = checkpoint_every
+  cfg.attacks.decoder.patience = patience
   run = functools.partial(
     privjax.assess,
     lambda p, im: im.reshape(im.shape[0], -1),
@@ -296,75 +290,6 @@ def test_an_impure_embed_fn_is_refused(digits8, impurity):
 
   with pytest.raises(privjax.ModelError, match="embed_fn is not deterministic"):
     privjax.assess(embed, None, x[:300], x[300:360], config=tiny_config(num_steps=20))
-
-
-@pytest.mark.parametrize(
-  "field,value,message",
-  [
-    ("min_targets", 1, "config.min_targets must be at least 10"),
-    ("bootstrap_samples", 1, "config.bootstrap_samples must be at least 100"),
-    ("ssim", {"filter_size": 101}, "does not fit 8x8 images"),
-  ],
-)
-def test_degenerate_statistics_are_refused(field, value, message):
-  import ml_collections
-
-  from privjax import config as config_lib
-
-  with pytest.raises(privjax.ConfigError, match=message):
-    config_lib.validate(config_lib.for_images((8, 8, 1), ml_collections.ConfigDict({field: value})))
-
-
-_THRESHOLDS = {
-  "high_ssim_gain": 0.3,
-  "high_image_reid": 0.5,
-  "medium_ssim_gain": 0.05,
-  "medium_image_reid": 0.05,
-  "medium_reid_over_chance": 5.0,
-}
-
-
-def _verdict(gain_low, reid, chance):
-  import ml_collections
-
-  from privjax import risk
-
-  return risk.verdict(
-    ssim_gain_ci_low=gain_low,
-    image_reid_rate=reid,
-    reid_chance=chance,
-    thresholds=ml_collections.ConfigDict(_THRESHOLDS),
-  )[0]
-
-
-def test_no_verdict_from_nan():
-  with pytest.raises(privjax.TrainingError, match="no verdict is given from NaN"):
-    _verdict(float("nan"), 0.5, 0.01)
-
-
-@pytest.mark.parametrize(
-  "reid,chance,level",
-  [
-    (0.6, 0.01, "high"),  # 60x chance
-    (0.6, 0.5, "low"),  # 2 targets: 0.6 is 1.2x chance, no evidence of identity
-    (0.6, 0.1, "high"),  # exactly 6x chance
-    (0.1, 0.01, "medium"),
-    (0.1, 0.05, "low"),  # 2x chance
-  ],
-)
-def test_image_reid_counts_only_above_a_multiple_of_chance(reid, chance, level):
-  assert _verdict(0.0, reid, chance) == level
-
-
-def test_report_json_is_strict_json():
-  from privjax.report import strict_json
-
-  text = strict_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
-  assert json.loads(text, parse_constant=lambda t: pytest.fail(f"not strict JSON: {t}")) == {
-    "a": None,
-    "b": [1.0, None],
-    "c": {"d": None},
-  }
 
 
 class _ArrayLike:  # a NumPy-compatible object that is not a JAX array (a torch tensor, say)

@@ -1,11 +1,7 @@
-"""The workdir never harms a user's files; files are published whole; faults are one line.
-
-Unit tests of privjax.workdir (the marker, `~`, the umask, a full disk, the report
-published as one set, stale temporaries), of checkpoint.restore_latest on a damaged
-checkpoint, and CLI cases in the manner of tests/test_faults.py: exit code, a single
-`privjax: error:` last line, no traceback, and a finished workdir left byte- and
-mtime-identical. Then Ctrl-C: exit code 130 and one line.
-"""
+"""The workdir end to end: a real audit's report set is published whole, and the command
+line's workdir faults are one line, exit code 2, and leave a finished workdir byte- and
+mtime-identical (in the manner of tests/e2e/test_faults.py). Then Ctrl-C: exit code 130
+and one line. (privjax.workdir's units: tests/unit/test_workdir.py.)"""
 
 import dataclasses
 import errno
@@ -16,16 +12,13 @@ import shutil
 import signal
 import textwrap
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from privjax import checkpoint
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
 from privjax.errors import WorkdirError
-from tests.conftest import REPO_ROOT, launch, launch_until
+from tests.conftest import REPO_ROOT, only_attackers
+from tests.e2e.conftest import launch, launch_until
 
 MARKER = workdir_lib.MARKER_FILE
 
@@ -42,107 +35,7 @@ def _snapshot(directory):
   return out
 
 
-# --- The workdir: marker, `~`, refusals -------------------------------------------------
-
-
-def test_new_workdir_gets_the_marker_and_tilde_is_expanded(tmp_path, monkeypatch):
-  monkeypatch.setenv("HOME", str(tmp_path))
-  path = workdir_lib.prepare("~/runs/a")
-  assert path == str(tmp_path / "runs" / "a")
-  assert (tmp_path / "runs" / "a" / MARKER).is_file()
-  assert workdir_lib.prepare(path) == path  # a marked workdir is accepted again
-
-
-@pytest.mark.parametrize("empty", ["", "  "])
-def test_empty_workdir_is_refused_and_the_current_directory_is_untouched(
-  tmp_path, monkeypatch, empty
-):
-  (tmp_path / "report.json").write_text("the user's own report")
-  before = _snapshot(tmp_path)
-  monkeypatch.chdir(tmp_path)
-  with pytest.raises(WorkdirError, match="--workdir is empty"):
-    with workdir_lib.locked(empty):
-      pass
-  assert _snapshot(tmp_path) == before
-  assert sorted(os.listdir(tmp_path)) == ["report.json"]
-
-
-@pytest.mark.parametrize(
-  "contents",
-  [
-    {"report.json": "mine"},
-    {"notes.txt": "mine", "checkpoints/model.ckpt": "mine"},  # checkpoints/ alone is not ours
-    {".privjax-workdir.bak": "mine"},
-  ],
-  ids=["report", "checkpoints", "lookalike"],
-)
-def test_non_empty_directory_without_the_marker_is_refused(tmp_path, contents):
-  for name, text in contents.items():
-    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / name).write_text(text)
-  before = _snapshot(tmp_path)
-  with pytest.raises(WorkdirError, match=f"workdir {tmp_path} is not empty and is not a privjax"):
-    with workdir_lib.locked(str(tmp_path)):
-      pass
-  assert _snapshot(tmp_path) == before
-  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
-
-
-def test_existing_file_is_refused(tmp_path):
-  (tmp_path / "f").write_text("keep")
-  with pytest.raises(WorkdirError, match="workdir must be a directory"):
-    workdir_lib.prepare(str(tmp_path / "f"))
-  assert (tmp_path / "f").read_text() == "keep"
-
-
-@pytest.mark.parametrize(
-  "contents",
-  [
-    ["report.json", "per_image.csv", "checkpoints/decoder/40/x"],
-    [".privjax.lock"],
-    [".privjax-1.lock", "cache/features.npz"],
-    ["checkpoints/recognition/fingerprint.json"],
-  ],
-  ids=["report+checkpoints", "lock", "process-lock", "fingerprint"],
-)
-def test_workdirs_made_before_the_marker_are_accepted_and_marked(tmp_path, contents):
-  for name in contents:
-    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / name).write_text("{}")
-  with workdir_lib.locked(str(tmp_path)) as path:
-    assert path == str(tmp_path)
-  assert (tmp_path / MARKER).is_file()
-
-
-# --- Files: umask, full disk, the report as one set, stale temporaries -----------------
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
-def test_files_get_the_users_umask(tmp_path, umask):
-  old = os.umask(umask)
-  try:
-    workdir_lib.atomic_write(str(tmp_path / "a.json"), b"{}")
-    workdir_lib.publish(str(tmp_path), {"b.csv": b"x", "c.json": b"{}"})
-    wd = workdir_lib.prepare(str(tmp_path / "w"))
-  finally:
-    os.umask(old)
-  for path in (tmp_path / "a.json", tmp_path / "b.csv", tmp_path / "c.json", f"{wd}/{MARKER}"):
-    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, path
-
-
-def _no_space(*_):
-  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-def test_full_disk_is_one_line_naming_the_file_and_keeps_the_old_file(tmp_path, monkeypatch):
-  path = tmp_path / "report.json"
-  workdir_lib.atomic_write(str(path), b"old complete report")
-  monkeypatch.setattr(os, "write", _no_space)
-  with pytest.raises(WorkdirError) as e:
-    workdir_lib.atomic_write(str(path), b"new report")
-  assert str(e.value) == f"no space left on device writing {path}"
-  assert path.read_bytes() == b"old complete report"
-  assert os.listdir(tmp_path) == ["report.json"]
+# --- The report published as one set, stale temporaries ----------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +46,14 @@ def audit_report(digits8):
   import privjax
 
   x, _ = digits8
-  cfg = ml_collections.ConfigDict({"attacks": {"nearest": {}}, "bootstrap_samples": 100})
+  cfg = ml_collections.ConfigDict({"attacks": only_attackers(nearest={}), "bootstrap_samples": 100})
   return privjax.assess(
     lambda p, im: im.reshape(im.shape[0], -1), None, x[:300], x[300:330], config=cfg
   )
+
+
+def _no_space(*_):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def _tiny_report(base, value: float) -> report_lib.Report:
@@ -264,112 +161,6 @@ def test_stale_temporaries_are_removed_when_the_workdir_is_locked(old_and_new):
   assert (wd / "cache" / "aux.npz").read_bytes() == b"complete"
 
 
-# --- Checkpoints: a damaged latest step falls back to the previous good one ------------
-
-
-def _weights(step):  # [64, 16]: distinct values, so a changed byte changes a number
-  return jnp.arange(1024, dtype=jnp.float32).reshape(64, 16) + step
-
-
-def _two_steps(directory):
-  mngr = checkpoint.manager(str(directory))
-  for step in (10, 20):
-    checkpoint.save(mngr, step, {"w": _weights(step)}, {"step": step})
-  mngr.wait_until_finished()
-  mngr.close()
-
-
-ABSTRACT = {"w": jax.ShapeDtypeStruct((64, 16), jnp.float32)}
-
-
-def _truncate(path):
-  data = path.read_bytes()
-  path.write_bytes(data[: len(data) // 2])
-
-
-def _flip_a_data_byte(step):  # same size, one bit: orbax itself restores it as a changed number
-  path = max((step / "state").glob("ocdbt.process_0/d/*"), key=lambda p: p.stat().st_size)
-  data = bytearray(path.read_bytes())
-  data[len(data) // 2] ^= 0x01
-  path.write_bytes(bytes(data))
-
-
-def _edit_meta(step):  # same size: the record says another step
-  path = step / "meta" / "metadata"
-  path.write_text(path.read_text().replace('"step": 20', '"step": 29'))
-
-
-def _drop_checksum(step):  # as a privjax from before checksummed checkpoints wrote it
-  path = step / "meta" / "metadata"
-  meta = json.loads(path.read_text())
-  del meta["contents_sha256"]
-  path.write_text(json.dumps(meta))
-
-
-DAMAGE = {
-  "no-checksum": _drop_checksum,
-  "data-truncated": lambda step: [_truncate(p) for p in (step / "state" / "d").iterdir()],
-  "data-byte-flipped": _flip_a_data_byte,
-  "meta-edited": _edit_meta,
-  "manifest-deleted": lambda step: (step / "state" / "manifest.ocdbt").unlink(),
-  "meta-garbled": lambda step: (step / "meta" / "metadata").write_text('{"step": 2'),
-  "metadata-deleted": lambda step: (step / "state" / "_METADATA").unlink(),
-}
-
-
-@pytest.mark.parametrize("damage", list(DAMAGE))
-def test_damaged_latest_checkpoint_falls_back_to_the_previous_step(tmp_path, damage, caplog):
-  _two_steps(tmp_path)
-  DAMAGE[damage](tmp_path / "20")
-  mngr = checkpoint.manager(str(tmp_path))
-  try:
-    with caplog.at_level("WARNING"):
-      step, state, meta = checkpoint.restore_latest(mngr, ABSTRACT)
-    assert step == 10 and meta == {"step": 10}
-    np.testing.assert_array_equal(state["w"], _weights(10))
-    assert "checkpoint step 20" in caplog.text and "cannot be restored" in caplog.text
-    if damage in ("data-byte-flipped", "meta-edited"):  # caught by privjax's checksum
-      assert "do not match the checksum" in caplog.text
-    if damage == "no-checksum":
-      assert "saved without a checksum" in caplog.text
-    # The damaged step is set aside, so training can save step 20 again.
-    assert (tmp_path / "20.damaged").is_dir() and not (tmp_path / "20").exists()
-    checkpoint.save(mngr, 20, {"w": _weights(21)}, {"step": 21})
-    mngr.wait_until_finished()
-  finally:
-    mngr.close()
-  mngr = checkpoint.manager(str(tmp_path))
-  try:
-    step, state, meta = checkpoint.restore_latest(mngr, ABSTRACT)
-  finally:
-    mngr.close()
-  assert step == 20 and meta == {"step": 21}
-
-
-def test_no_restorable_checkpoint_is_one_line_naming_the_step(tmp_path):
-  _two_steps(tmp_path)
-  for step in ("10", "20"):
-    DAMAGE["manifest-deleted"](tmp_path / step)
-  mngr = checkpoint.manager(str(tmp_path))
-  try:
-    with pytest.raises(WorkdirError) as e:
-      checkpoint.restore_latest(mngr, ABSTRACT)
-  finally:
-    mngr.close()
-  message = str(e.value)
-  assert f"the checkpoint in {tmp_path / '20'} is damaged" in message and "\n" not in message
-  assert f"delete {tmp_path} to redo this stage" in message
-  assert sorted(os.listdir(tmp_path)) == ["10", "20"]  # nothing moved when nothing restores
-
-
-def test_no_checkpoint_is_none(tmp_path):
-  mngr = checkpoint.manager(str(tmp_path / "c"))
-  try:
-    assert checkpoint.restore_latest(mngr, ABSTRACT) is None
-  finally:
-    mngr.close()
-
-
 # --- CLI: one line, exit code, the finished workdir unchanged --------------------------
 
 # Raises ENOSPC for every write to a file under the workdir (sitecustomize runs first).
@@ -436,10 +227,10 @@ def test_workdir_faults_exit_2_with_one_line_and_change_nothing(
 # --- Ctrl-C ---------------------------------------------------------------------------
 
 LONG = [
-  "--config.train.num_steps=300",
-  "--config.train.eval_every=20",
-  "--config.train.checkpoint_every=40",
-  "--config.train.patience=100",
+  "--config.attacks.decoder.num_steps=300",
+  "--config.attacks.decoder.eval_every=20",
+  "--config.attacks.decoder.checkpoint_every=40",
+  "--config.attacks.decoder.patience=100",
 ]
 
 

@@ -1,0 +1,125 @@
+"""What an audit runs on, checked before any work: the images, the labels, the model or the
+stored features, the evaluator, and the config against the data's sizes. Each mismatch is
+one line (DataError, ModelError, ConfigError).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from privjax import config as config_lib
+from privjax import identity, images, strength
+from privjax.errors import ConfigError, DataError, ModelError
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """What an audit runs on, checked: images, labels, the model or stored features."""
+
+  aux: np.ndarray  # [N_aux, H, W, C] float32 in [0, 1]
+  targets: np.ndarray  # [N, H, W, C] float32 in [0, 1]
+  labels: np.ndarray | None  # [N] int target labels
+  per_target: dict  # per_image.csv's text columns: label_name, source ([N] or None)
+  sweep_labels: tuple  # (aux ids, target ids) in one encoding for the sweep's utility
+  embed_fn: object  # the audited model's embed_fn, or None on stored features
+  params: object
+  aux_features: np.ndarray | None  # stored features (embed_fn None)
+  target_features: np.ndarray | None
+  evaluator: identity.Evaluator | None
+  metadata: dict | None
+  feature_dim: int | None  # the features' width where known before extraction
+
+
+def check_images(aux_images, target_images):
+  aux = images.check_images(aux_images, name="aux_images")
+  targets = images.check_images(target_images, name="target_images")
+  if aux.shape[1:] != targets.shape[1:]:
+    raise DataError(
+      f"aux_images and target_images must have the same image shape, got {aux.shape[1:]} and "
+      f"{targets.shape[1:]}"
+    )
+  return aux, targets
+
+
+def resolve_config(config, aux, targets, *, feature_dim):
+  """The config resolved and checked once, and checked against the data's sizes."""
+  cfg = config_lib.resolve(targets.shape[1:], config, feature_dim=feature_dim)
+  if targets.shape[0] < cfg.min_targets:
+    raise DataError(
+      f"need at least config.min_targets={cfg.min_targets} target images for the rates and "
+      f"confidence intervals, got {targets.shape[0]}"
+    )
+  n_val = max(1, int(round(cfg.val_fraction * aux.shape[0])))
+  if aux.shape[0] - n_val < 2:
+    raise DataError(
+      f"need at least {n_val + 2} auxiliary images for the attackers to fit and validate "
+      f"on, got {aux.shape[0]}"
+    )
+  for i, fraction in enumerate(cfg.attack_strength.aux_fractions):
+    k = strength.part_size(fraction, aux.shape[0])
+    if k - max(1, int(round(cfg.val_fraction * k))) < 2:
+      raise ConfigError(
+        f"config.attack_strength.aux_fractions[{i}]={fraction} leaves {k} of the "
+        f"{aux.shape[0]} auxiliary images, too few for an attacker to fit and validate on"
+      )
+  return cfg
+
+
+def check(embed_fn, params, aux, targets, **kw) -> Inputs:
+  """The audit's inputs checked against each other (one line for each mismatch)."""
+  n = targets.shape[0]
+  labels = images.check_labels(kw["target_labels"], n, name="target_labels")
+  names = None if labels is None else images.encode_labels(kw["target_labels"], name="")[1]
+  sources_ = kw["target_sources"]
+  if sources_ is not None and len(sources_) != n:
+    raise DataError(f"target_sources must name each of the {n} targets, got {len(sources_)}")
+  stored = kw["aux_features"] is not None or kw["target_features"] is not None
+  if embed_fn is None and (kw["aux_features"] is None or kw["target_features"] is None):
+    raise ModelError("embed_fn is None: pass aux_features and target_features (stored features)")
+  if embed_fn is not None and stored:
+    raise ModelError("pass either embed_fn or stored aux_features/target_features, not both")
+  evaluator = kw["evaluator"]
+  if evaluator is not None:
+    if not isinstance(evaluator, identity.Evaluator) or not callable(evaluator.embed_fn):
+      raise ModelError(
+        f"evaluator must be a privjax.Evaluator(embed_fn, params), got {type(evaluator).__name__}"
+      )
+    if labels is None:
+      raise DataError(
+        "an evaluator judges identities: pass target_labels (from the CLI: labels via "
+        "config.data.label_key or identity subfolders)"
+      )
+  return Inputs(
+    aux=aux,
+    targets=targets,
+    labels=labels,
+    per_target={
+      "label_name": None if names is None else [names[i] for i in labels],
+      "source": sources_,
+    },
+    sweep_labels=_sweep_labels(kw["target_labels"], kw["aux_labels"], aux.shape[0]),
+    embed_fn=embed_fn,
+    params=params,
+    aux_features=kw["aux_features"],
+    target_features=kw["target_features"],
+    evaluator=evaluator,
+    metadata=kw["metadata"],
+    feature_dim=kw["feature_dim"],
+  )
+
+
+def _sweep_labels(target_labels, aux_labels, n_aux):
+  """(aux ids, target ids) in one encoding for the sweep's utility, or (None, None)."""
+  if aux_labels is None or target_labels is None:
+    return None, None
+  images.check_labels(aux_labels, n_aux, name="aux_labels")
+  t, a = np.asarray(target_labels), np.asarray(aux_labels)
+  if (t.dtype.kind in "US") != (a.dtype.kind in "US"):
+    raise DataError(
+      f"aux_labels and target_labels must both be integers or both names, got {a.dtype} "
+      f"and {t.dtype}"
+    )
+  ids = images.encode_labels(np.concatenate([t, a]), name="labels")[0]
+  return ids[len(t) :], ids[: len(t)]

@@ -1,0 +1,110 @@
+"""The attackers as units: their config checks, and refitting and scoring on new data of
+the same shapes compiles nothing."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+import privjax
+from privjax import attacks, parallel, scoring
+from privjax import config as config_lib
+from tests.compiles import counting
+
+_PROJ = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+
+
+def _tanh_features(images):
+  return np.tanh(images.reshape(images.shape[0], -1) @ _PROJ / 4.0)
+
+
+@pytest.mark.parametrize(
+  "attacks,message",
+  [
+    ({"x": {"type": "nope"}}, "unknown attack type 'nope'"),
+    (
+      {"x": {"type": "no_such_module_xyz:fn"}},
+      "config.attacks.x.type='no_such_module_xyz:fn': cannot import module",
+    ),
+    ({"ridge": {"num_features": 0}}, "config.attacks.ridge.num_features must be a positive"),
+    ({"ridge": {"bandwidths": ()}}, "config.attacks.ridge.bandwidths must be a non-empty list"),
+    ({"ridge": {"penalties": (1.0, -1.0)}}, "config.attacks.ridge.penalties[1] must be a number"),
+    ({"ridge": {"lambda": 1}}, "unknown config key 'attacks.ridge.lambda'"),
+    (
+      {"decoder": {"type": "off"}, "whitebox": {"init": "decoder"}},
+      "config.attacks.whitebox.init must be 'mean' or another",
+    ),
+    (
+      {"whitebox": {"init": "mean", "steps": -1}},
+      "config.attacks.whitebox.steps must be a positive integer",
+    ),
+    (
+      {"whitebox": {"init": "mean", "tv_weights": (-0.1,)}},
+      "config.attacks.whitebox.tv_weights[0] must be",
+    ),
+    (
+      {"whitebox": {"init": "mean", "learning_rate": 0}},
+      "config.attacks.whitebox.learning_rate must be",
+    ),
+    (
+      {n: {"type": "off"} for n in ("decoder", "ridge", "nearest", "whitebox")},
+      "every attacker is 'off'",
+    ),
+    ({}, "config.attacks must be a non-empty group"),
+  ],
+)
+def test_bad_attack_configs_are_one_line_errors(attacks, message):
+  with pytest.raises(privjax.ConfigError) as e:
+    config_lib.validate(
+      config_lib.for_images((8, 8, 1), ml_collections.ConfigDict({"attacks": attacks}))
+    )
+  assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_refitting_and_scoring_on_new_data_of_the_same_shapes_compiles_nothing(digits8):
+  # Sizes no other test uses, so the warm-up round compiles whatever the test order.
+  x, _ = digits8
+  n_aux, n_tgt = 216, 44
+  mesh = parallel.data_mesh()
+  cfg = config_lib.for_images(x.shape[1:], ml_collections.ConfigDict({"eval_batch_size": 48}))
+  cfg.bootstrap_samples = 50
+  shortlist = ml_collections.ConfigDict(cfg.to_dict())  # the shortlist path of identify
+  shortlist.reid.exact_max_targets, shortlist.reid.shortlist = 10, 5
+  shortlist.reid.baseline_samples = 6
+  ctx = attacks.Context(
+    mesh=mesh,
+    seed=0,
+    eval_batch_size=cfg.eval_batch_size,
+    filter_size=cfg.ssim.filter_size,
+    filter_sigma=cfg.ssim.filter_sigma,
+    checkpoint_dir=None,
+    model=None,
+    fitted=None,
+  )
+  settings = {"ridge": {"num_features": 40, "bandwidths": (1.0, 2.0)}, "nearest": {}}
+
+  def one_round(start):
+    images = x[start : start + n_aux + n_tgt]
+    std = attacks.Standardizer.fit(_tanh_features(images[:n_aux]))
+    f = std(_tanh_features(images))
+    split = np.arange(n_aux)
+    aux = attacks.AuxSet(f[:n_aux], images[:n_aux], split[:-24], split[-24:])
+    out = {}
+    for name, own in settings.items():
+      own = attacks.own_config(ml_collections.ConfigDict(attacks.with_defaults(name, own)))
+      recon = attacks.get(name)(aux, ctx, own).reconstruct(f[n_aux:])
+      targets = images[n_aux:]
+      out[name] = [
+        scoring.score(recon, targets, settings=config_lib.scoring_settings(c), mesh=mesh)
+        for c in (cfg, shortlist)
+      ]
+    return out
+
+  with counting() as warm:
+    first = one_round(0)
+  with counting() as again:
+    second = one_round(900)
+  assert warm.count > 0  # the counter sees compilations
+  assert again.count == 0, again.names
+  for name in settings:  # fresh data: fresh answers, not a stale program's
+    assert first[name][0].summary()["ssim"] != second[name][0].summary()["ssim"]
+    assert not second[name][1].exact

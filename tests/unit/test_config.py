@@ -1,0 +1,66 @@
+"""Config checks: statistics too degenerate to judge from are refused."""
+
+import ml_collections
+import pytest
+
+import privjax
+from privjax import config as config_lib
+
+
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
+    ("min_targets", 1, "config.min_targets must be at least 10"),
+    ("bootstrap_samples", 1, "config.bootstrap_samples must be at least 100"),
+    ("ssim", {"filter_size": 101}, "does not fit 8x8 images"),
+  ],
+)
+def test_degenerate_statistics_are_refused(field, value, message):
+  import ml_collections
+
+  from privjax import config as config_lib
+
+  with pytest.raises(privjax.ConfigError, match=message):
+    config_lib.validate(config_lib.for_images((8, 8, 1), ml_collections.ConfigDict({field: value})))
+
+
+def test_naming_one_attacker_changes_only_it_and_off_removes_one():
+  c = config_lib.for_images(
+    (8, 8, 1),
+    ml_collections.ConfigDict(
+      {
+        "attacks": {
+          "decoder": {"num_steps": 7},
+          "nearest": {"type": "off"},
+          "mine": {"type": "a:b"},
+        }
+      }
+    ),
+  )
+  assert c.attacks.decoder.num_steps == 7 and c.attacks.decoder.width == 0  # the rest kept
+  assert c.attacks.ridge.num_features == 1024 and c.attacks.whitebox.type == "whitebox"
+  assert c.attacks.nearest.type == "off" and c.attacks.mine.type == "a:b"
+  # A new type for a named attacker starts from that type's defaults.
+  c = config_lib.for_images(
+    (8, 8, 1), ml_collections.ConfigDict({"attacks": {"ridge": {"type": "nearest"}}})
+  )
+  assert c.attacks.ridge.to_dict() == {"type": "nearest"}
+
+
+def test_the_old_decoder_keys_are_read_at_their_new_place_with_one_warning(caplog):
+  old = ml_collections.ConfigDict(
+    {"train": {"num_steps": 9, "val_fraction": 0.2}, "decoder": {"width": 8}}
+  )
+  with caplog.at_level("WARNING"):
+    c = config_lib.for_images((8, 8, 1), old)
+  assert (c.attacks.decoder.num_steps, c.attacks.decoder.width, c.val_fraction) == (9, 8, 0.2)
+  lines = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+  assert len(lines) == 1 and "train.num_steps -> attacks.decoder.num_steps" in lines[0]
+  assert "train.val_fraction -> val_fraction" in lines[0]
+  # The new key, where also given, wins.
+  both = ml_collections.ConfigDict(
+    {"train": {"num_steps": 9}, "attacks": {"decoder": {"num_steps": 5}}}
+  )
+  assert config_lib.for_images((8, 8, 1), both).attacks.decoder.num_steps == 5
+  assert config_lib.moved_key("decoder.hidden") == "attacks.decoder.hidden"
+  assert config_lib.moved_key("ssim.filter_size") is None

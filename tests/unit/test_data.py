@@ -1,0 +1,87 @@
+"""How images and labels are read: the integer rule, masks, label names and their checks."""
+
+import numpy as np
+import pytest
+
+from configs import npz as npz_config
+from privjax import data
+from privjax import images as images_lib
+from privjax.errors import DataError
+
+
+def test_integer_rule_scales_by_dtype():
+  np.testing.assert_array_equal(
+    images_lib.to_unit_float(np.array([0, 51, 255], np.uint8), name="x"), np.float32([0, 0.2, 1])
+  )
+  sixteen = np.array([0, 257, 65535], np.uint16)
+  np.testing.assert_allclose(images_lib.to_unit_float(sixteen, name="x"), [0.0, 257 / 65535, 1.0])
+  np.testing.assert_allclose(
+    images_lib.to_unit_float(sixteen.astype(">u2"), name="x"), [0, 257 / 65535, 1]
+  )
+  np.testing.assert_array_equal(
+    images_lib.to_unit_float(np.array([True, False]), name="x"), [1.0, 0.0]
+  )
+  floats = np.array([0.0, 0.25, 1.0])
+  out = images_lib.to_unit_float(floats, name="x")
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out, floats)
+
+
+@pytest.mark.parametrize(
+  "x,message",
+  [
+    (np.array([0, 1, 255]), "integer dtype int64, whose full scale is unknown"),
+    (np.array([0, 1], np.int8), "integer dtype int8"),
+    (np.array([0, 1], np.uint32), "integer dtype uint32"),
+    (np.array([0.0, 255.0]), r"scaled to \[0, 1\], got values in \[0, 255\]"),
+    (np.array([-0.5, 0.5], np.float32), r"got values in \[-0.5, 0.5\]"),
+    (np.array([0.0, np.nan]), "non-finite"),
+    (np.array(["a"]), "must hold numbers"),
+    (np.array([1j]), "must hold numbers"),
+  ],
+)
+def test_integer_rule_refuses_with_one_line(x, message):
+  with pytest.raises(DataError, match=message) as e:
+    images_lib.to_unit_float(x, name="my images")
+  assert str(e.value).startswith("my images ") and "\n" not in str(e.value)
+
+
+def test_uint8_mask_is_refused_as_a_set_but_bool_mask_is_read():
+  mask = np.zeros((4, 8, 8, 1), np.uint8)
+  mask[:, 2:5, 2:5] = 1
+  with pytest.raises(DataError, match="uint8 holding only 0 and 1"):
+    images_lib.check_images(mask, name="aux_images")
+  np.testing.assert_array_equal(images_lib.check_images(mask.astype(bool), name="m"), mask)
+  # One image with only 0/1 values (a near-black photo) is read, not refused.
+  assert images_lib.to_unit_float(mask[0], name="one").max() == np.float32(1 / 255)
+
+
+def test_string_labels_in_npz_become_identity_names(tmp_path):
+  n = 40
+  x = np.arange(n, dtype=np.uint8)[:, None, None] * np.ones((1, 4, 4), np.uint8)  # image i: i/255
+  who = np.array([["carol", "alice", "bob", "dave"][i % 4] for i in range(n)])
+  np.savez(tmp_path / "named.npz", images=x, labels=who)
+  config = npz_config.get_config()
+  config.data.path = str(tmp_path / "named.npz")
+  config.data.image_size = 0
+  loaded = data.load(config.data)
+  assert loaded.label_names == ["alice", "bob", "carol", "dave"]
+  for split in (loaded.model_train, loaded.aux, loaded.targets):
+    rows = np.rint(split.images[:, 0, 0, 0] * 255).astype(int)
+    assert [loaded.label_names[i] for i in split.labels] == list(who[rows])
+
+
+def test_labels_rules_for_the_api():
+  np.testing.assert_array_equal(
+    images_lib.check_labels(["bob", "al", "bob"], 3, name="t"), [1, 0, 1]
+  )
+  np.testing.assert_array_equal(
+    images_lib.check_labels(np.array([b"x", b"y"]), 2, name="t"), [0, 1]
+  )
+  np.testing.assert_array_equal(
+    images_lib.check_labels(np.array([3, 1], np.uint8), 2, name="t"), [3, 1]
+  )
+  with pytest.raises(DataError, match="t must be integers or strings .* got dtype float64"):
+    images_lib.check_labels(np.array([1.0, 2.0]), 2, name="t")
+  with pytest.raises(DataError, match=r"must be all integers or all strings .*\['int', 'str'\]"):
+    data._label_ids({"aux": [1, 2], "target": ["a"]})

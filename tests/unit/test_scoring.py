@@ -1,0 +1,35 @@
+"""Scoring: shortlist identification agrees with exact identification."""
+
+import numpy as np
+
+import privjax
+
+
+def test_shortlist_identification_agrees_with_exact(digits8):
+  from privjax import config as config_lib
+  from privjax import parallel, scoring
+
+  x, _ = digits8
+  targets = x[:300]
+  rng = np.random.default_rng(0)
+  recon = np.clip(targets + rng.normal(0, 0.25, targets.shape), 0, 1).astype(np.float32)
+  cfg = config_lib.for_images(targets.shape[1:], None)
+  own = np.asarray(
+    privjax.metrics.ssim(
+      targets, recon, filter_size=cfg.ssim.filter_size, filter_sigma=cfg.ssim.filter_sigma
+    )
+  )
+  mesh = parallel.data_mesh()
+  exact = scoring.identify(
+    recon, targets, own, settings=config_lib.scoring_settings(cfg), mesh=mesh
+  )
+  cfg.reid.exact_max_targets = 100  # force the shortlist
+  cfg.reid.baseline_samples = 200
+  short = scoring.identify(
+    recon, targets, own, settings=config_lib.scoring_settings(cfg), mesh=mesh
+  )
+  assert exact["exact"] and not short["exact"]
+  assert 0.2 < exact["hits"].mean() < 1.0  # a non-trivial case
+  assert np.mean(exact["hits"] == short["hits"]) >= 0.97
+  assert np.mean(exact["best"] == short["best"]) >= 0.97
+  assert abs(exact["baseline"].mean() - short["baseline"].mean()) < 0.01

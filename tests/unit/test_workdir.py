@@ -1,0 +1,143 @@
+"""privjax.workdir: the marker, `~`, refusals, the umask, a full disk, atomic writes.
+
+(Publishing a real audit's report set, and the command line's workdir faults, are in
+tests/e2e/test_workdir.py.)"""
+
+import errno
+import os
+
+import pytest
+
+from privjax import workdir as workdir_lib
+from privjax.errors import WorkdirError
+
+MARKER = workdir_lib.MARKER_FILE
+
+
+def _snapshot(directory):
+  """{relative path: (mtime_ns, bytes)} of every file but the lock file."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for f in files:
+      if f != workdir_lib.LOCK_FILE:
+        path = os.path.join(root, f)
+        with open(path, "rb") as fh:
+          out[os.path.relpath(path, directory)] = (os.stat(path).st_mtime_ns, fh.read())
+  return out
+
+
+# --- The workdir: marker, `~`, refusals -------------------------------------------------
+
+
+def test_new_workdir_gets_the_marker_and_tilde_is_expanded(tmp_path, monkeypatch):
+  monkeypatch.setenv("HOME", str(tmp_path))
+  path = workdir_lib.prepare("~/runs/a")
+  assert path == str(tmp_path / "runs" / "a")
+  assert (tmp_path / "runs" / "a" / MARKER).is_file()
+  assert workdir_lib.prepare(path) == path  # a marked workdir is accepted again
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_empty_workdir_is_refused_and_the_current_directory_is_untouched(
+  tmp_path, monkeypatch, empty
+):
+  (tmp_path / "report.json").write_text("the user's own report")
+  before = _snapshot(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(WorkdirError, match="--workdir is empty"):
+    with workdir_lib.locked(empty):
+      pass
+  assert _snapshot(tmp_path) == before
+  assert sorted(os.listdir(tmp_path)) == ["report.json"]
+
+
+@pytest.mark.parametrize(
+  "contents",
+  [
+    {"report.json": "mine"},
+    {"notes.txt": "mine", "checkpoints/model.ckpt": "mine"},  # checkpoints/ alone is not ours
+    {".privjax-workdir.bak": "mine"},
+  ],
+  ids=["report", "checkpoints", "lookalike"],
+)
+def test_non_empty_directory_without_the_marker_is_refused(tmp_path, contents):
+  for name, text in contents.items():
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text(text)
+  before = _snapshot(tmp_path)
+  with pytest.raises(WorkdirError, match=f"workdir {tmp_path} is not empty and is not a privjax"):
+    with workdir_lib.locked(str(tmp_path)):
+      pass
+  assert _snapshot(tmp_path) == before
+  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
+
+
+def test_existing_file_is_refused(tmp_path):
+  (tmp_path / "f").write_text("keep")
+  with pytest.raises(WorkdirError, match="workdir must be a directory"):
+    workdir_lib.prepare(str(tmp_path / "f"))
+  assert (tmp_path / "f").read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+  "contents",
+  [
+    ["report.json", "per_image.csv", "checkpoints/decoder/40/x"],
+    [".privjax.lock"],
+    [".privjax-1.lock", "cache/features.npz"],
+    ["checkpoints/recognition/fingerprint.json"],
+  ],
+  ids=["report+checkpoints", "lock", "process-lock", "fingerprint"],
+)
+def test_workdirs_made_before_the_marker_are_accepted_and_marked(tmp_path, contents):
+  for name in contents:
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text("{}")
+  with workdir_lib.locked(str(tmp_path)) as path:
+    assert path == str(tmp_path)
+  assert (tmp_path / MARKER).is_file()
+
+
+# --- Files: umask, full disk, atomic writes ---------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_files_get_the_users_umask(tmp_path, umask):
+  old = os.umask(umask)
+  try:
+    workdir_lib.atomic_write(str(tmp_path / "a.json"), b"{}")
+    workdir_lib.publish(str(tmp_path), {"b.csv": b"x", "c.json": b"{}"})
+    wd = workdir_lib.prepare(str(tmp_path / "w"))
+  finally:
+    os.umask(old)
+  for path in (tmp_path / "a.json", tmp_path / "b.csv", tmp_path / "c.json", f"{wd}/{MARKER}"):
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def _no_space(*_):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_is_one_line_naming_the_file_and_keeps_the_old_file(tmp_path, monkeypatch):
+  path = tmp_path / "report.json"
+  workdir_lib.atomic_write(str(path), b"old complete report")
+  monkeypatch.setattr(os, "write", _no_space)
+  with pytest.raises(WorkdirError) as e:
+    workdir_lib.atomic_write(str(path), b"new report")
+  assert str(e.value) == f"no space left on device writing {path}"
+  assert path.read_bytes() == b"old complete report"
+  assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+  path = tmp_path / "report.json"
+  workdir_lib.atomic_write(str(path), b"old complete report")
+
+  def crash(*_):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(os, "replace", crash)
+  with pytest.raises(KeyboardInterrupt):
+    workdir_lib.atomic_write(str(path), b"new report, half")
+  assert path.read_bytes() == b"old complete report"
+  assert os.listdir(tmp_path) == ["report.json"]  # no temporary left behind
