@@ -347,7 +347,7 @@ def bench_stream_memory(ns, *, size=64, channels=3, batch=256) -> list[dict]:
   RSS with the inputs loaded, i.e. what the stages themselves allocate (their
   outputs, N x 128 features and N scores, included).
   """
-  from privjax.audit import extract_features
+  from privjax.extraction import extract_features
 
   mesh = parallel.data_mesh()
   model = RecognitionCNN(num_classes=10, embed_dim=128)

@@ -125,7 +125,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
     del audit_cfg[key]
   aux, targets = inputs_lib.check_images(loaded.aux_images, loaded.target_images)
   # The whole config checked before any work, so a bad value costs nothing and writes nothing.
-  cfg = inputs_lib.resolve_config(audit_cfg, aux, targets, feature_dim=loaded.feature_dim)
+  cfg = inputs_lib.resolve_config(
+    audit_cfg, aux, targets, feature_dim=loaded.feature_dim, whole=True
+  )
   with workdir_lib.locked(workdir) as wd:
     model = loading.model(config, loaded, workdir=wd, mesh=parallel.data_mesh())
     evaluator = loading.evaluator(config, loaded, workdir=wd, mesh=parallel.data_mesh())

@@ -313,15 +313,20 @@ def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
     import_object(d.utility, field="defense.utility")
 
 
-def for_images(image_shape, config: ml_collections.ConfigDict | None = None):
+def for_images(image_shape, config=None, *, whole: bool = False):
   """Returns the defaults, overridden by `config`'s fields, fitted to an image shape.
 
   `config` may set any subset of `audit_config()`'s fields; unknown fields are a
-  ConfigError. The SSIM window is shrunk for images smaller than it.
+  ConfigError. Its attackers merge one by one into the default set; with `whole=True`
+  (a whole config, as a config file builds from audit_config()) its `attacks` are the
+  set that runs, each completed with its type's defaults. The SSIM window is shrunk
+  for images smaller than it.
   """
   merged = audit_config().to_dict()
   if config is not None:
     overrides = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if whole and isinstance(overrides.get("attacks"), dict):
+      merged["attacks"] = {}
     _merge(merged, _migrated(overrides))
   c = ml_collections.ConfigDict(merged)
   h, w = int(image_shape[0]), int(image_shape[1])
@@ -347,10 +352,10 @@ def scoring_settings(c: ml_collections.ConfigDict) -> scoring.Settings:
   )
 
 
-def resolve(image_shape, config=None, *, feature_dim: int | None = None):
+def resolve(image_shape, config=None, *, feature_dim: int | None = None, whole: bool = False):
   """The audit's config, once: `for_images`, then `validate` (feature_dim: the features'
   width when known before any work, bounding the sweep's strengths)."""
-  c = for_images(image_shape, config)
+  c = for_images(image_shape, config, whole=whole)
   validate(c, feature_dim=feature_dim)
   return c
 

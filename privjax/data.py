@@ -142,13 +142,15 @@ def load(d) -> AuditData | sources.Precomputed:
   specs = {"model_train": d.model_train_split, "aux": d.aux_split, "target": d.target_split}
   if not d.model_train_split:
     del specs["model_train"]
-  roles = resolve_roles(specs, lambda name: splits[name].size, d.split_seed)
+  roles = resolve_roles(
+    specs, lambda name: sources.split_of(splits, name, d.source).size, d.split_seed
+  )
   images, raw_labels, names = {}, {}, {}
   for role, (name, idx) in roles.items():
-    raw, labels = splits[name].read(idx)
+    raw, labels = sources.split_of(splits, name, d.source).read(idx)
     images[role] = preprocess(raw, d, name=f"{role} images ({name})")
     raw_labels[role] = labels
-    named = splits[name].names
+    named = sources.split_of(splits, name, d.source).names
     names[role] = named(idx) if named else [f"{name}[{i}]" for i in idx]
   labels, label_names = _label_ids(raw_labels)
   shape = images["target"].shape[1:]

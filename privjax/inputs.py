@@ -43,9 +43,10 @@ def check_images(aux_images, target_images):
   return aux, targets
 
 
-def resolve_config(config, aux, targets, *, feature_dim):
-  """The config resolved and checked once, and checked against the data's sizes."""
-  cfg = config_lib.resolve(targets.shape[1:], config, feature_dim=feature_dim)
+def resolve_config(config, aux, targets, *, feature_dim, whole=False):
+  """The config resolved and checked once, and checked against the data's sizes (`whole`:
+  a config file's whole config, whose attackers are the set that runs)."""
+  cfg = config_lib.resolve(targets.shape[1:], config, feature_dim=feature_dim, whole=whole)
   if targets.shape[0] < cfg.min_targets:
     raise DataError(
       f"need at least config.min_targets={cfg.min_targets} target images for the rates and "

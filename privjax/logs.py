@@ -36,7 +36,7 @@ class Quiet(logging.Filter):
 
 
 def quiet_cli() -> None:
-  """The command line's filter on absl's handler (which app.run installs)."""
+  """The command line's filter on absl's handler (which privjax.cli.run installs)."""
   absl_logging.get_absl_handler().addFilter(Quiet())
 
 

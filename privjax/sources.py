@@ -502,13 +502,20 @@ def open_source(d) -> dict[str, SplitSource] | Precomputed:
   splits = call_user(found, "data source", DataError, d)
   if isinstance(splits, Precomputed):
     return splits
-  if (
-    not isinstance(splits, dict)
-    or not splits
-    or not all(isinstance(k, str) and isinstance(v, SplitSource) for k, v in splits.items())
-  ):
+  if not isinstance(splits, dict):  # (its splits may open on demand: checked when used)
     raise DataError(
-      f"data source {d.source!r} must return a non-empty dict of split name -> "
+      f"data source {d.source!r} must return a dict of split name -> "
       f"privjax.sources.SplitSource, got {type(splits).__name__}"
     )
   return splits
+
+
+def split_of(splits: dict, name: str, source: str) -> SplitSource:
+  """`splits[name]` (KeyError when there is none), checked to be a SplitSource."""
+  split = splits[name]
+  if not isinstance(split, SplitSource):
+    raise DataError(
+      f"data source {source!r} must give privjax.sources.SplitSource splits, got "
+      f"{type(split).__name__} for split {name!r}"
+    )
+  return split

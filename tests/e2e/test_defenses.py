@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import privjax
-from tests.conftest import tiny_config
+from tests.conftest import only_attackers, tiny_config
 
 
 def _invertible(p, images):  # an orthogonal map of the pixels: it leaks everything
@@ -25,7 +25,7 @@ def _swept_audit(digits8, workdir, sweep):
   x, y = digits8
   q = np.linalg.qr(np.random.default_rng(0).normal(size=(64, 64)))[0].astype(np.float32)
   cfg = tiny_config()
-  cfg.attacks = {"ridge": {"num_features": 128}, "nearest": {}}
+  cfg.attacks = only_attackers(ridge={"num_features": 128}, nearest={})
   cfg.defense = {"sweep": sweep}
   return privjax.assess(
     _invertible,
@@ -115,7 +115,7 @@ def test_sweep_points_reuse_the_compiled_programs(digits8):
 
   def audit(sweep):
     cfg = tiny_config()
-    cfg.attacks = {"ridge": {"num_features": 64}, "nearest": {}}
+    cfg.attacks = only_attackers(ridge={"num_features": 64}, nearest={})
     cfg.defense = {"sweep": sweep}
     with counting() as c:
       privjax.assess(
@@ -190,7 +190,7 @@ def test_a_defense_applies_to_stored_features(digits8):
   q = np.linalg.qr(np.random.default_rng(2).normal(size=(64, 64)))[0].astype(np.float32)
   flat = x.reshape(len(x), -1)
   cfg = tiny_config()
-  cfg.attacks = {"ridge": {"num_features": 64}, "whitebox": {"init": "ridge"}}
+  cfg.attacks = only_attackers(ridge={"num_features": 64}, whitebox={"init": "ridge"})
   cfg.defense = {"sweep": {"quantize": {"strengths": (1,)}}}
   r = privjax.assess(
     None,

@@ -27,7 +27,7 @@ def digit_audits(digits8):
   x, y = digits8
   q = np.linalg.qr(np.random.default_rng(0).normal(size=(64, 64)))[0].astype(np.float32)
   cfg = tiny_config()
-  cfg.attacks = {"ridge": {}}
+  cfg.attacks = only_attackers(ridge={})
   evaluator = privjax.Evaluator(_pixels, jnp.asarray(x.reshape(len(x), -1).mean(axis=0)))
   models = {
     "invertible": (lambda p, im: im.reshape(im.shape[0], -1) @ p, jnp.asarray(q)),
@@ -76,7 +76,7 @@ def test_the_report_holds_the_evaluator_and_says_when_there_is_none(digits8, dig
   assert r["attacks"]["ridge"]["identity"] == r["identity"]
   x, _ = digits8
   cfg = tiny_config()
-  cfg.attacks = {"nearest": {}}
+  cfg.attacks = only_attackers(nearest={})
   plain = privjax.assess(
     lambda p, im: im.reshape(im.shape[0], -1), None, x[:300], x[300:400], config=cfg
   ).to_dict()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import privjax
-from tests.conftest import tiny_config
+from tests.conftest import only_attackers, tiny_config
 from tests.e2e.conftest import last_line, launch, launch_until
 
 # Long enough to be interrupted mid-way (a few seconds of training), short enough for CI.
@@ -304,7 +304,7 @@ def test_params_are_converted_when_numpy_compatible_and_refused_otherwise(digits
   x, _ = digits8
   proj = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
   cfg = tiny_config(num_steps=20)
-  cfg.attacks = {"ridge": {}}
+  cfg.attacks = only_attackers(ridge={})
   embed = lambda p, im: im.reshape(im.shape[0], -1) @ p["w"]  # noqa: E731
   a = privjax.assess(embed, {"w": _ArrayLike(proj)}, x[:200], x[200:240], config=cfg)
   b = privjax.assess(embed, {"w": proj}, x[:200], x[200:240], config=cfg)
@@ -319,7 +319,7 @@ def test_a_damaged_or_nan_cache_is_recomputed_never_trusted(digits8, tmp_path, c
   x, _ = digits8
   proj = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
   cfg = tiny_config(num_steps=20)
-  cfg.attacks = {"ridge": {}, "nearest": {}}
+  cfg.attacks = only_attackers(ridge={}, nearest={})
   run = functools.partial(
     privjax.assess,
     lambda p, im: im.reshape(im.shape[0], -1) @ p,

@@ -64,3 +64,16 @@ def test_the_old_decoder_keys_are_read_at_their_new_place_with_one_warning(caplo
   assert config_lib.for_images((8, 8, 1), both).attacks.decoder.num_steps == 5
   assert config_lib.moved_key("decoder.hidden") == "attacks.decoder.hidden"
   assert config_lib.moved_key("ssim.filter_size") is None
+
+
+def test_a_whole_config_runs_exactly_its_attackers():
+  whole = config_lib.audit_config()
+  whole.attacks = ml_collections.ConfigDict({"ridge": {"num_features": 8}, "nearest": {}})
+  c = config_lib.for_images((8, 8, 1), whole, whole=True)
+  assert list(c.attacks) == ["nearest", "ridge"] and c.attacks.ridge.bandwidths == (0.5, 1.0, 2.0)
+  assert set(config_lib.for_images((8, 8, 1), whole).attacks) == {
+    "decoder",
+    "ridge",
+    "nearest",
+    "whitebox",
+  }
