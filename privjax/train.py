@@ -468,7 +468,7 @@ def split_validation(n: int, fraction: float, seed: int):
 
 
 class _OptimizerSettings(NamedTuple):
-  """The `config.train` fields `make_optimizer` reads, hashable (a cache key)."""
+  """The training config's `train` fields `make_optimizer` reads, hashable (a cache key)."""
 
   learning_rate: float
   warmup_steps: int
@@ -573,7 +573,8 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   Args:
     features: [N, D] float32 auxiliary features.
     images: [N, H, W, C] float32 auxiliary images in [0, 1].
-    config: the audit config (decoder, train, ssim, seed).
+    config: the training config (privjax.attacks.decoder.training_config: decoder, train,
+      ssim, seed, eval_batch_size).
     mesh: the data mesh.
     checkpoint_dir: where the orbax CheckpointManager keeps its steps; None keeps
       none. A directory with checkpoints resumes from the latest.
