@@ -42,9 +42,14 @@ def test_per_layer_modes_compute_the_same_network():
 
   for name, g in GEOMETRIES.items():
     z = jax.random.normal(jax.random.key(0), (2, g["in_dim"]))
-    variables = g["model"]("phases").init(jax.random.key(1), z)
-    want = g["model"]("transpose").apply(variables, z, train=False)
-    got = g["model"](BEST_MODE[name]).apply(variables, z, train=False)
+    # Jitted: one program each, not one compilation per eager operation.
+    variables = jax.jit(g["model"]("phases").init)(jax.random.key(1), z)
+    want = jax.jit(g["model"]("transpose").apply, static_argnames="train")(
+      variables, z, train=False
+    )
+    got = jax.jit(g["model"](BEST_MODE[name]).apply, static_argnames="train")(
+      variables, z, train=False
+    )
     np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
     with pytest.raises(ValueError, match="comma-separated modes, got 'phases,gemm'"):
       g["model"]("phases,gemm").init(jax.random.key(1), z)
