@@ -90,3 +90,18 @@ def png_header(path, width, height) -> str:
     b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
   )
   return str(path)
+
+
+def snapshot(directory):
+  """{relative path: (mtime_ns, bytes)} of every file under `directory` but the lock file:
+  what "the workdir is unchanged" compares."""
+  from privjax import workdir as workdir_lib
+
+  out = {}
+  for root, _, files in os.walk(directory):
+    for f in files:
+      if f != workdir_lib.LOCK_FILE:
+        path = os.path.join(root, f)
+        with open(path, "rb") as fh:
+          out[os.path.relpath(path, directory)] = (os.stat(path).st_mtime_ns, fh.read())
+  return out

@@ -21,8 +21,7 @@ from absl import flags
 from absl import logging as absl_logging
 from PIL import Image
 
-from privjax.workdir import LOCK_FILE
-from tests.conftest import png_header
+from tests.conftest import png_header, snapshot
 from tests.e2e.conftest import launch, save_module_params
 
 USER_MODULE = textwrap.dedent("""
@@ -748,18 +747,6 @@ TABLE = [
 ]
 
 
-def _snapshot(workdir):
-  out = {}
-  for root, _, files in os.walk(workdir):
-    for f in files:
-      if f != LOCK_FILE:
-        path = os.path.join(root, f)
-        st = os.stat(path)
-        with open(path, "rb") as fh:
-          out[os.path.relpath(path, workdir)] = (st.st_mtime_ns, hash(fh.read()))
-  return out
-
-
 def _fill(row, tmp):
   """A table row's launch arguments (config, workdir, *overrides), {t} filled in."""
   _, config, overrides, workdir, _ = row
@@ -789,7 +776,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
   tmp, _ = finished
   fill = lambda s: s.replace("{t}", str(tmp))  # noqa: E731
   args = _fill((name, config, overrides, workdir, expected), tmp)
-  before = _snapshot(tmp / "done")
+  before = snapshot(tmp / "done")
   file_before = (tmp / "a_file").read_text()
   result = launch_here(*args, pythonpath=tmp / "userpkg")
   lines = result.stderr.strip().splitlines()
@@ -798,7 +785,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
   assert sum(line.startswith("privjax:") for line in lines) == 1, result.stderr[-3000:]
   assert fill(expected) in lines[-1]
   assert "Traceback" not in result.stderr
-  assert _snapshot(tmp / "done") == before
+  assert snapshot(tmp / "done") == before
   assert (tmp / "a_file").read_text() == file_before
   assert not os.path.exists("/sys/privjax-workdir")
 

@@ -17,22 +17,10 @@ import pytest
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
 from privjax.errors import WorkdirError
-from tests.conftest import REPO_ROOT, only_attackers
+from tests.conftest import REPO_ROOT, only_attackers, snapshot
 from tests.e2e.conftest import launch, launch_until
 
 MARKER = workdir_lib.MARKER_FILE
-
-
-def _snapshot(directory):
-  """{relative path: (mtime_ns, bytes)} of every file but the lock file."""
-  out = {}
-  for root, _, files in os.walk(directory):
-    for f in files:
-      if f != workdir_lib.LOCK_FILE:
-        path = os.path.join(root, f)
-        with open(path, "rb") as fh:
-          out[os.path.relpath(path, directory)] = (os.stat(path).st_mtime_ns, fh.read())
-  return out
 
 
 # --- The report published as one set, stale temporaries ----------------------------------
@@ -207,7 +195,7 @@ def test_workdir_faults_exit_2_with_one_line_and_change_nothing(
     monkeypatch.setenv("HOME", str(tmp))
   if full_disk:
     monkeypatch.setenv("PRIVJAX_FULL_DISK", str(tmp / "done"))
-  before, mine = _snapshot(tmp / "done"), _snapshot(tmp / "mine")
+  before, mine = snapshot(tmp / "done"), snapshot(tmp / "mine")
   repo_before = set(os.listdir(REPO_ROOT))
   if full_disk:  # a fresh process: sitecustomize fills the disk before anything runs
     result = launch("configs/smoke.py", fill(workdir), pythonpath=tmp / "fullpkg", timeout=180)
@@ -219,8 +207,8 @@ def test_workdir_faults_exit_2_with_one_line_and_change_nothing(
   assert fill(expected) in lines[-1], lines[-1]
   assert sum(line.startswith("privjax: ") for line in lines) == 1
   assert "Traceback" not in result.stderr
-  assert _snapshot(tmp / "done") == before
-  assert _snapshot(tmp / "mine") == mine
+  assert snapshot(tmp / "done") == before
+  assert snapshot(tmp / "mine") == mine
   assert set(os.listdir(REPO_ROOT)) == repo_before  # --workdir= never wrote into the cwd
 
 

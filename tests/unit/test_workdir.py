@@ -10,20 +10,9 @@ import pytest
 
 from privjax import workdir as workdir_lib
 from privjax.errors import WorkdirError
+from tests.conftest import snapshot
 
 MARKER = workdir_lib.MARKER_FILE
-
-
-def _snapshot(directory):
-  """{relative path: (mtime_ns, bytes)} of every file but the lock file."""
-  out = {}
-  for root, _, files in os.walk(directory):
-    for f in files:
-      if f != workdir_lib.LOCK_FILE:
-        path = os.path.join(root, f)
-        with open(path, "rb") as fh:
-          out[os.path.relpath(path, directory)] = (os.stat(path).st_mtime_ns, fh.read())
-  return out
 
 
 # --- The workdir: marker, `~`, refusals -------------------------------------------------
@@ -42,12 +31,12 @@ def test_empty_workdir_is_refused_and_the_current_directory_is_untouched(
   tmp_path, monkeypatch, empty
 ):
   (tmp_path / "report.json").write_text("the user's own report")
-  before = _snapshot(tmp_path)
+  before = snapshot(tmp_path)
   monkeypatch.chdir(tmp_path)
   with pytest.raises(WorkdirError, match="--workdir is empty"):
     with workdir_lib.locked(empty):
       pass
-  assert _snapshot(tmp_path) == before
+  assert snapshot(tmp_path) == before
   assert sorted(os.listdir(tmp_path)) == ["report.json"]
 
 
@@ -64,11 +53,11 @@ def test_non_empty_directory_without_the_marker_is_refused(tmp_path, contents):
   for name, text in contents.items():
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / name).write_text(text)
-  before = _snapshot(tmp_path)
+  before = snapshot(tmp_path)
   with pytest.raises(WorkdirError, match=f"workdir {tmp_path} is not empty and is not a privjax"):
     with workdir_lib.locked(str(tmp_path)):
       pass
-  assert _snapshot(tmp_path) == before
+  assert snapshot(tmp_path) == before
   assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
 
 
