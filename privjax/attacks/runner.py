@@ -138,6 +138,8 @@ class _Run:
     """The attacker `name`, fitted once (its checkpoint stage claimed first)."""
     if name not in self.fitted:
       kind = self.attacks_cfg[name].type
+      if base.capabilities(kind).needs_model and self.context["model"] is None:
+        raise base.Skipped("the audit runs on stored features: there is no model to differentiate")
       ckpt = None
       if self.workdir is not None and base.capabilities(kind).checkpoints:
         ckpt = os.path.join(self.workdir, "checkpoints", self.stage + name)

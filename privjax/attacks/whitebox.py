@@ -129,9 +129,7 @@ def _selection(optimise, aux: AuxSet, ctx: Context, tv_weights) -> list[dict]:
 @register("whitebox", defaults=DEFAULTS, check=check, needs_model=True, models_defense=False)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Chooses the prior weight on aux.val; reconstructs by optimising through the model."""
-  if ctx.model is None:
-    raise Skipped("the audit runs on stored features: there is no model to differentiate")
-  model = ctx.model
+  model = ctx.model  # never None: needs_model=True makes the runner skip it on stored features
   _check_differentiable(model, aux.image_shape)
   settings = {"steps": cfg.steps, "learning_rate": cfg.learning_rate}
   try:  # compiled once per embed function, settings and shapes

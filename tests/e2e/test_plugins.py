@@ -31,17 +31,21 @@ def test_a_metric_reaches_every_output_and_the_verdict(digits8, tmp_path):
       "metrics": {"close": {"type": f"{TOY}:mean_abs_error", "high": 0.5}},
     }
   )
-  report = privjax.assess(
-    None,
-    None,
-    x[:300],
-    x[300:360],
-    aux_features=aux_f,
-    target_features=tgt_f,
-    config=cfg,
-    workdir=str(tmp_path),
-    progress=False,
-  )
+
+  def audit(**kw):
+    return privjax.assess(
+      None,
+      None,
+      x[:300],
+      x[300:360],
+      aux_features=aux_f,
+      target_features=tgt_f,
+      config=cfg,
+      progress=False,
+      **kw,
+    )
+
+  report = audit(workdir=str(tmp_path))
   r = json.loads((tmp_path / "report.json").read_text())
   for name in ("ridge", "nearest"):
     assert 0.5 < r["attacks"][name]["metrics"]["close"] <= 1.0
@@ -53,14 +57,5 @@ def test_a_metric_reaches_every_output_and_the_verdict(digits8, tmp_path):
   assert "<th>close</th>" in (tmp_path / "report.html").read_text()
   # Without thresholds the metric is reported, and the verdict is the other measures'.
   cfg.metrics.close.high = 0.0
-  quiet = privjax.assess(
-    None,
-    None,
-    x[:300],
-    x[300:360],
-    aux_features=aux_f,
-    target_features=tgt_f,
-    config=cfg,
-    progress=False,
-  ).to_dict()
+  quiet = audit().to_dict()
   assert quiet["risk_level"] == "low" and "metrics" in quiet["attacks"]["ridge"]
