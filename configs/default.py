@@ -77,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluator.kind = "auto"  # "auto", "off", "builtin", "flax" or "function".
   c.evaluator.embed_dim = 128  # "builtin": embedding size (the audited model's is 64).
   c.evaluator.width = 48  # "builtin": first convolution's channels (the audited model: 32).
-  c.evaluator.train_steps = 600  # "builtin": Adam steps on the auxiliary set.
+  c.evaluator.train_steps = 300  # "builtin": Adam steps on the auxiliary set.
   c.evaluator.batch_size = 64  # "builtin": training batch.
   c.evaluator.learning_rate = 2e-3  # "builtin": peak learning rate.
   c.evaluator.module = ""  # "flax": "package.module:ClassName".

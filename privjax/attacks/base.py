@@ -118,6 +118,14 @@ class Fitted:
   reconstruct: Callable[[np.ndarray], np.ndarray]  # [N, D] standardised -> [N, H, W, C]
   info: dict = dataclasses.field(default_factory=dict)  # JSON-ready: what it chose, how it fit
   warnings: tuple[str, ...] = ()  # why its numbers may understate the leakage
+  # Reconstructs aux.val's features as an attacker that never fitted aux.val would (an
+  # attacker that refits on the whole auxiliary set gives one); None: `reconstruct` already
+  # is. Another attacker choosing its own settings on aux.val from these starts (whitebox)
+  # would otherwise judge in-sample reconstructions.
+  held_out: Callable[[np.ndarray], np.ndarray] | None = None
+
+  def reconstruct_held_out(self, features: np.ndarray) -> np.ndarray:
+    return (self.held_out or self.reconstruct)(features)
 
 
 @dataclasses.dataclass(frozen=True)

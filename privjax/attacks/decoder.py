@@ -27,7 +27,7 @@ DEFAULTS = {
   "hidden": 0,  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
   # Training: optax AdamW, warmup + cosine decay, early stopping on the held-out part of
   # the auxiliary set (config.val_fraction).
-  "batch_size": 128,  # Global batch; rounded up to a multiple of the device count.
+  "batch_size": 64,  # Global batch; rounded up to a multiple of the device count.
   "num_steps": 4000,  # Upper bound on steps; early stopping usually ends sooner.
   "learning_rate": 2e-3,  # Peak learning rate of the warmup + cosine schedule.
   "warmup_steps": 100,  # Linear warmup steps from 0 to the peak learning rate.

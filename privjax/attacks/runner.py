@@ -169,6 +169,11 @@ class _Run:
           f"attack {name!r} ({kind}) must return privjax.attacks.Fitted(reconstruct, ...), got "
           f"{type(fitted).__name__}"
         )
+      if fitted.held_out is not None and not callable(fitted.held_out):
+        raise ModelError(
+          f"attack {name!r} ({kind}): Fitted.held_out must be None or a function of features, "
+          f"got {type(fitted.held_out).__name__}"
+        )
       self.fitted[name] = fitted
     return self.fitted[name]
 

@@ -27,8 +27,11 @@ from privjax import checks, metrics, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, Skipped, register
 
 DEFAULTS = {
-  "init": "decoder",  # The attacker whose reconstructions start the optimisation, or "mean".
-  "steps": 400,  # Adam steps per image.
+  "init": "ridge",  # The attacker whose reconstructions start the optimisation, or "mean".
+  "steps": 400,  # Most Adam steps per image; the number used is chosen on aux validation.
+  "checkpoints": 8,  # Step counts tried: steps * k / checkpoints for k = 0..checkpoints.
+  # The fewest steps whose validation SSIM is within this of the best are used (0: the best).
+  "tolerance": 0.002,
   "learning_rate": 0.05,  # Adam's step size on the image logits.
   "tv_weights": (0.0, 1e-3),  # Total-variation prior weights; one is chosen on aux validation.
 }
@@ -42,7 +45,13 @@ def check(name, cfg, names) -> None:
     f"got {cfg.init!r}",
   )
   checks.positive_int(f"attacks.{name}.steps", cfg.steps)
+  checks.positive_int(f"attacks.{name}.checkpoints", cfg.checkpoints)
+  checks.require(
+    cfg.checkpoints <= cfg.steps,
+    f"config.attacks.{name}.checkpoints must be at most steps ({cfg.steps}), got {cfg.checkpoints}",
+  )
   checks.number(f"attacks.{name}.learning_rate", cfg.learning_rate, low=1e-12)
+  checks.number(f"attacks.{name}.tolerance", cfg.tolerance, low=0.0)
   checks.numbers(f"attacks.{name}.tv_weights", cfg.tv_weights, low=0.0)
 
 
@@ -56,7 +65,12 @@ def total_variation(x):
   return dh + dw
 
 
-def invert(embed, params, start, features, *, steps: int, learning_rate: float, tv_weight):
+def schedule(steps: int, checkpoints: int) -> tuple[int, ...]:
+  """The step counts tried on validation: 0, then `checkpoints` counts up to `steps`."""
+  return tuple(sorted({0, *(round(steps * k / checkpoints) for k in range(1, checkpoints + 1))}))
+
+
+def invert(embed, params, start, features, *, steps, learning_rate: float, tv_weight):
   """Images whose features under `embed(params, .)` approach `features`, from `start`.
 
   Args:
@@ -64,12 +78,13 @@ def invert(embed, params, start, features, *, steps: int, learning_rate: float, 
     params: the model's params.
     start: [B, H, W, C] initial images in [0, 1].
     features: [B, D] the features to match.
-    steps: Adam steps.
+    steps: a tuple of increasing Adam step counts (the first may be 0).
     learning_rate: Adam's step size on the image logits.
     tv_weight: weight of the total-variation prior.
 
   Returns:
-    [B, H, W, C] images in [0, 1].
+    [B, len(steps), H, W, C]: each image after each step count, in [0, 1] (step 0 is
+    `start` itself, unclipped).
   """
   tx = optax.adam(learning_rate)
   z0 = jnp.log(jnp.clip(start, _EPS, 1 - _EPS)) - jnp.log1p(-jnp.clip(start, _EPS, 1 - _EPS))
@@ -84,8 +99,12 @@ def invert(embed, params, start, features, *, steps: int, learning_rate: float, 
     updates, opt_state = tx.update(jax.grad(objective)(z), opt_state, z)
     return optax.apply_updates(z, updates), opt_state
 
-  z, _ = jax.lax.fori_loop(0, steps, step, (z0, tx.init(z0)))
-  return jax.nn.sigmoid(z)
+  carry, done, out = (z0, tx.init(z0)), 0, []
+  for n in steps:  # a short static list: one loop per stretch between step counts
+    carry = jax.lax.fori_loop(done, n, step, carry) if n > done else carry
+    out.append(start if n == 0 else jax.nn.sigmoid(carry[0]))
+    done = n
+  return jnp.stack(out, axis=1)
 
 
 # Jitted once: a rerun with the same model function, settings and shapes compiles nothing.
@@ -104,8 +123,12 @@ def _check_differentiable(model, image_shape) -> None:
     ) from e
 
 
-def _selection(optimise, aux: AuxSet, ctx: Context, tv_weights) -> list[dict]:
-  """Each prior weight's mean SSIM on the held-out auxiliary images (and its seconds)."""
+def _selection(optimise, aux: AuxSet, ctx: Context, tv_weights, steps) -> list[dict]:
+  """Each prior weight's mean image error and SSIM on the held-out aux images, per step count.
+
+  One optimisation per prior weight over the most steps gives every shorter count on the
+  way; step 0 is the start itself, so the choice never ends worse than it began there.
+  """
   val_features, val_images = aux.features[aux.val], aux.images[aux.val]
   score = functools.partial(
     metrics.ssim_jit, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma
@@ -113,68 +136,116 @@ def _selection(optimise, aux: AuxSet, ctx: Context, tv_weights) -> list[dict]:
   selection = []
   for w in tv_weights:
     t = time.perf_counter()
-    rec = optimise(val_features, w)
+    recs = optimise(val_features, w, steps)  # [B, len(steps), H, W, C]
     seconds = time.perf_counter() - t
-    s = float(
-      np.mean(
-        parallel.batched_map(
-          score, [rec, val_images], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
+    ssim = [
+      float(
+        np.mean(
+          parallel.batched_map(
+            score, [recs[:, k], val_images], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
+          )
         )
       )
+      for k in range(len(steps))
+    ]
+    mse = [float(np.mean((recs[:, k] - val_images) ** 2)) for k in range(len(steps))]
+    selection.append(
+      {
+        "tv_weight": float(w),
+        "steps": list(steps),
+        "val_mse": mse,
+        "val_ssim": ssim,
+        "seconds": round(seconds, 3),
+      }
     )
-    selection.append({"tv_weight": float(w), "val_ssim": s, "seconds": round(seconds, 3)})
   return selection
+
+
+def choose(selection: list[dict], tolerance: float = 0.0) -> dict:
+  """The (prior weight, step count) of least validation image error (1 - SSIM, the audit's
+  measure), or the fewest steps within `tolerance` of it; fewer steps on a tie."""
+  points = [
+    {"tv_weight": r["tv_weight"], "steps": n, "val_mse": m, "val_ssim": s}
+    for r in selection
+    for n, m, s in zip(r["steps"], r["val_mse"], r["val_ssim"], strict=True)
+  ]
+  best = max(p["val_ssim"] for p in points)
+  near = [p for p in points if p["val_ssim"] >= best - tolerance]
+  return min(near, key=lambda p: (p["steps"], -p["val_ssim"]))
 
 
 @register("whitebox", defaults=DEFAULTS, check=check, needs_model=True, models_defense=False)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
-  """Chooses the prior weight on aux.val; reconstructs by optimising through the model."""
+  """Chooses the prior weight and step count on aux.val by image error; then optimises."""
   model = ctx.model  # never None: needs_model=True makes the runner skip it on stored features
   _check_differentiable(model, aux.image_shape)
-  settings = {"steps": cfg.steps, "learning_rate": cfg.learning_rate}
   try:  # compiled once per embed function, settings and shapes
     hash(model.embed)
-    run = functools.partial(_invert, model.embed, **settings)
+    run = functools.partial(_invert, model.embed, learning_rate=cfg.learning_rate)
   except TypeError:  # an unhashable callable: jitted for this attack only
-    run = jax.jit(functools.partial(invert, model.embed, **settings))
+    run = jax.jit(
+      functools.partial(invert, model.embed, learning_rate=cfg.learning_rate),
+      static_argnames=("steps",),
+    )
   mean_image = aux.images[aux.train].mean(axis=0)
 
-  def start(features):
+  def start(features, held_out=False):
     if cfg.init == "mean":
       return np.broadcast_to(mean_image, (features.shape[0], *aux.image_shape)).copy()
-    return ctx.fitted(cfg.init).reconstruct(features)
+    init = ctx.fitted(cfg.init)
+    return (init.reconstruct_held_out if held_out else init.reconstruct)(features)
 
-  def optimise(features, tv_weight):
-    fn = lambda s, f: run(model.params, s, f, tv_weight=jnp.float32(tv_weight))  # noqa: E731
+  def optimise(starts, features, tv_weight, steps):
+    def fn(s, f):
+      return run(model.params, s, f, steps=steps, tv_weight=jnp.float32(tv_weight))
+
     return parallel.batched_map(
-      fn, [start(features), features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
+      fn, [starts, features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
     )
 
-  selection = _selection(optimise, aux, ctx, cfg.tv_weights)
-  chosen = max(selection, key=lambda r: r["val_ssim"])
+  val_starts = start(aux.features[aux.val], held_out=True)
+  selection = _selection(
+    functools.partial(optimise, val_starts),
+    aux,
+    ctx,
+    cfg.tv_weights,
+    schedule(cfg.steps, cfg.checkpoints),
+  )
+  chosen = choose(selection, cfg.tolerance)
   logging.info(
-    "whitebox: tv_weight %g chosen on %d held-out auxiliary images (SSIM %.4f)",
+    "whitebox: %d steps at tv_weight %g chosen on %d held-out auxiliary images by image "
+    "error (SSIM %.4f, MSE %.5f; from its start: SSIM %.4f)",
+    chosen["steps"],
     chosen["tv_weight"],
     len(aux.val),
     chosen["val_ssim"],
+    chosen["val_mse"],
+    selection[0]["val_ssim"][0],
   )
   timing = {}
 
   def reconstruct(features):
     t = time.perf_counter()
-    out = optimise(features, chosen["tv_weight"])
+    starts = start(features)
+    if chosen["steps"] == 0:  # no optimisation beat the start on validation: keep it
+      out = starts
+    else:
+      out = optimise(starts, features, chosen["tv_weight"], (chosen["steps"],))[:, 0]
     seconds = time.perf_counter() - t
     timing.update(
       seconds=round(seconds, 3),
-      image_steps_per_second=round(cfg.steps * len(features) / seconds, 1),
+      image_steps_per_second=round(chosen["steps"] * len(features) / seconds, 1),
     )
     return out
 
   info = {
     "init": cfg.init,
-    "steps": int(cfg.steps),
+    "steps": int(chosen["steps"]),
+    "max_steps": int(cfg.steps),
     "learning_rate": float(cfg.learning_rate),
     "tv_weight": chosen["tv_weight"],
+    "val_mse": chosen["val_mse"],
+    "val_ssim": chosen["val_ssim"],
     "selection": selection,
     "timing": timing,
   }
