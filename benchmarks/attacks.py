@@ -166,7 +166,7 @@ def bench_whitebox(smoke: bool) -> list:
     n, steps = (8, 5) if smoke else (64, 50)
     x = np.random.default_rng(0).uniform(size=(n, *shape)).astype(np.float32)
     f = np.asarray(embed(params, x))
-    run = jax.jit(functools.partial(invert, embed, steps=steps, learning_rate=0.05))
+    run = jax.jit(functools.partial(invert, embed, steps=(steps,), learning_rate=0.05))
     fn = functools.partial(run, params, tv_weight=jnp.float32(0.0))
     parallel.batched_map(fn, [x, f], batch_size=n, mesh=mesh)  # compile
     t = time.perf_counter()

@@ -19,6 +19,15 @@ Per attacker (`evaluate`), with every reconstruction embedded by the evaluator:
             target's own is of the target's identity (strictly nearer than every other
             identity's originals; ties count as misses).
 
+Memory grows linearly with the targets: every pair's similarity is computed on the
+devices a block of query rows at a time (the gallery replicated), and only per-target
+counts and running histograms leave a block; no [N, N] array exists. The thresholds are
+exact: the impostor scores are counted on a grid of FINE_BINS bins over [-1, 1], then the
+bin holding the threshold is counted again on its own grid of FINE_BINS sub-bins (width
+2 / FINE_BINS**2, below float32's spacing of cosines above 0.004), whose largest score is
+the threshold. Where a sub-bin still holds distinct scores, its smallest is taken (the
+attacker's side) and the report states the bound (`threshold_error_bound`).
+
 Reference levels, measured on the same targets: the evaluator's own genuine accept rate
 (two originals of one identity, the type-II ceiling a perfect reconstruction reaches),
 its own rank-1, and the attack's impostor accept rate (its reconstructions against
@@ -30,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +49,9 @@ import numpy as np
 from privjax import metrics, parallel
 from privjax.errors import DataError
 
-HISTOGRAM_BINS = 40
+HISTOGRAM_BINS = 40  # the report's score histograms
+FINE_BINS = 1 << 16  # the running histograms' grid over [-1, 1]
+_FINE_WIDTH = 2.0 / FINE_BINS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,20 +76,11 @@ class Calibration:
 
   embeddings: np.ndarray  # [N, D] evaluator embeddings of the original targets
   labels: np.ndarray  # [N] int identities
-  similarity: np.ndarray  # [N, N] cosine of every pair of originals
   fmrs: tuple  # the false match rates, as configured
   thresholds: tuple  # t_f per fmr: accept when cosine > t_f
   summary: dict  # JSON-ready: counts, thresholds, realised FMR, genuine accept rates, rank-1
-
-  @property
-  def genuine_scores(self) -> np.ndarray:
-    iu = np.triu_indices(len(self.labels), 1)
-    return self.similarity[iu][(self.labels[:, None] == self.labels[None, :])[iu]]
-
-  @property
-  def impostor_scores(self) -> np.ndarray:
-    iu = np.triu_indices(len(self.labels), 1)
-    return self.similarity[iu][(self.labels[:, None] != self.labels[None, :])[iu]]
+  genuine_histogram: np.ndarray  # [FINE_BINS] counts of genuine pair scores (each pair once)
+  impostor_histogram: np.ndarray  # [FINE_BINS] counts of impostor pair scores (each once)
 
 
 @jax.jit
@@ -98,38 +99,161 @@ def similarity(queries, gallery, *, mesh, batch_size: int) -> np.ndarray:
   )
 
 
-def threshold_at(impostor: np.ndarray, fmr: float) -> float:
-  """The lowest impostor score t with at most floor(fmr * M) of the M impostor scores > t."""
-  d = np.sort(np.asarray(impostor, np.float64))[::-1]
-  return float(d[min(int(math.floor(fmr * d.size)), d.size - 1)])
+@jax.jit
+def _argmax_cosine(gallery, queries):
+  return jnp.argmax(metrics.cosine_similarity_matrix(queries, gallery), axis=1)
 
 
-def _masks(labels):
-  same = labels[:, None] == labels[None, :]
-  other = same & ~np.eye(len(labels), dtype=bool)  # same identity, not the image itself
-  return other, ~same
+def nearest(queries, gallery, *, mesh, batch_size: int) -> np.ndarray:
+  """[Q] index of each query's most similar gallery row by cosine (first on a tie): a block
+  of queries at a time on the devices, so no [Q, G] array reaches the host."""
+  g = parallel.replicate(jnp.asarray(gallery, jnp.float32), mesh)
+  return parallel.batched_map(
+    functools.partial(_argmax_cosine, g),
+    [np.asarray(queries, np.float32)],
+    batch_size=batch_size,
+    mesh=mesh,
+  )
 
 
-def _accept_rates(sim, mask, threshold):
-  """[N] per row: the fraction of the row's masked entries with sim > threshold (NaN if none)."""
-  count = mask.sum(axis=1)
-  hits = ((sim > threshold) & mask).sum(axis=1)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+def _bin(scores, lo, width, bins):
+  """Bin index of each score on a grid of `bins` bins of `width` from `lo` (clipped)."""
+  return jnp.clip(jnp.floor((scores - lo) / width), 0, bins - 1).astype(jnp.int32)
 
 
-def _rank1(sim, labels):
-  """[N] bool: the best other original of the query's identity beats every other identity's."""
-  other, impostor = _masks(labels)
-  best_genuine = np.where(other, sim, -np.inf).max(axis=1)
-  best_impostor = np.where(impostor, sim, -np.inf).max(axis=1)
+def _count(scores, mask, lo, width, bins):
+  """[bins] counts of the masked scores on the grid."""
+  idx = _bin(scores, lo, width, bins)
+  return jnp.zeros(bins, jnp.int32).at[idx.ravel()].add(mask.ravel().astype(jnp.int32))
+
+
+def _pairs(gallery, labels, valid, queries, q_labels, q_index):
+  """A block of query rows against every original: similarity and the pair masks."""
+  sim = metrics.cosine_similarity_matrix(queries, gallery)  # [b, N] float32
+  same = q_labels[:, None] == labels[None, :]
+  col = jnp.arange(labels.shape[0])
+  itself = q_index[:, None] == col[None, :]
+  v = valid[:, None]
+  return sim, (same & ~itself) & v, ~same & v, col[None, :] > q_index[:, None]
+
+
+def _rank1_rows(sim, other, impostor):
+  best_genuine = jnp.where(other, sim, -jnp.inf).max(axis=1)
+  best_impostor = jnp.where(impostor, sim, -jnp.inf).max(axis=1)
   return best_genuine > best_impostor
+
+
+@jax.jit
+def _calibration_pass(gallery, labels, valid, queries, q_labels, q_index):
+  """Per row: genuine pair count and rank-1; summed: fine histograms of the pairs, each once."""
+  sim, other, impostor, upper = _pairs(gallery, labels, valid, queries, q_labels, q_index)
+  rows = {"genuine": other.sum(axis=1), "rank1": _rank1_rows(sim, other, impostor)}
+  totals = {
+    "genuine": _count(sim, other & upper, -1.0, _FINE_WIDTH, FINE_BINS),
+    "impostor": _count(sim, impostor & upper, -1.0, _FINE_WIDTH, FINE_BINS),
+  }
+  return rows, totals
+
+
+@jax.jit
+def _refine_pass(gallery, labels, valid, queries, q_labels, q_index, lows):
+  """Summed, per threshold: the impostor scores inside its bin [low, low + width) counted on
+  a sub-grid, with each sub-bin's smallest and largest score."""
+  sim, _, impostor, upper = _pairs(gallery, labels, valid, queries, q_labels, q_index)
+  width = _FINE_WIDTH / FINE_BINS
+  out = []
+  for i in range(lows.shape[0]):
+    low = lows[i]
+    inside = (
+      impostor
+      & upper
+      & (_bin(sim, -1.0, _FINE_WIDTH, FINE_BINS) == _bin(low, -1.0, _FINE_WIDTH, FINE_BINS))
+    )
+    idx = _bin(sim, low, width, FINE_BINS).ravel()
+    m = inside.ravel()
+    s = sim.ravel()
+    out.append(
+      {
+        "count": jnp.zeros(FINE_BINS, jnp.int32).at[idx].add(m.astype(jnp.int32)),
+        "min": jnp.full(FINE_BINS, jnp.inf).at[idx].min(jnp.where(m, s, jnp.inf)),
+        "max": jnp.full(FINE_BINS, -jnp.inf).at[idx].max(jnp.where(m, s, -jnp.inf)),
+      }
+    )
+  return {}, out
+
+
+@jax.jit
+def _combine_refined(a, b):
+  return [
+    {
+      "count": x["count"] + y["count"],
+      "min": jnp.minimum(x["min"], y["min"]),
+      "max": jnp.maximum(x["max"], y["max"]),
+    }
+    for x, y in zip(a, b, strict=True)
+  ]
+
+
+def _reduce(
+  fn, cal_or_gallery, labels, queries, q_labels, *, mesh, batch_size, extra=(), combine=None
+):
+  """fn over blocks of query rows (sharded) against the replicated gallery."""
+  g = parallel.replicate(
+    (jnp.asarray(cal_or_gallery, jnp.float32), jnp.asarray(labels, jnp.int32)), mesh
+  )
+  n = queries.shape[0]
+  return parallel.batched_reduce(
+    functools.partial(fn, *g),
+    [np.asarray(queries, np.float32), np.asarray(q_labels, np.int32), np.arange(n, dtype=np.int32)],
+    extra=extra,
+    combine=combine,
+    batch_size=batch_size,
+    mesh=mesh,
+  )
+
+
+def _locate(histogram_desc_cumulative, k):
+  """The bin holding the k-th largest (0-based) score: the first bin from the top whose
+  cumulative count exceeds k."""
+  return int(np.searchsorted(histogram_desc_cumulative, k, side="right"))
+
+
+def _thresholds(impostor_hist, fmrs, refine):
+  """Thresholds from the impostor histogram: t_f is the floor(f * M)-th largest (0-based) of
+  the M impostor scores, found in its fine bin by `refine(lows) -> per-bin sub-grids`.
+
+  Returns ([(t_f, error bound)], M): the bound is 0 where t_f is exact, else the spread of
+  its sub-bin (t_f is then the sub-bin's smallest score: never above the exact one).
+  """
+  m = int(impostor_hist.sum())
+  desc = np.cumsum(np.asarray(impostor_hist, np.int64)[::-1])  # at or above each bin, from the top
+  picks = []
+  for f in fmrs:
+    k = min(int(np.floor(f * m)), m - 1)
+    j = _locate(desc, k)  # the bin, counted from the top
+    picks.append((FINE_BINS - 1 - j, k - (int(desc[j - 1]) if j else 0)))
+  subs = refine(np.asarray([-1.0 + b * _FINE_WIDTH for b, _ in picks], np.float32))
+  out = []
+  for (_, r), sub in zip(picks, subs, strict=True):
+    i = FINE_BINS - 1 - _locate(np.cumsum(np.asarray(sub["count"], np.int64)[::-1]), r)
+    lo, hi = float(sub["min"][i]), float(sub["max"][i])
+    out.append((hi, 0.0) if lo == hi else (lo, hi - lo))
+  return out, m
 
 
 def _rate(values, *, samples, seed) -> dict:
   v = np.asarray(values, np.float64)
   ci = metrics.bootstrap_mean_ci(v, samples=samples, seed=seed)
   return {"rate": float(v.mean()), "ci": [float(c) for c in ci]}
+
+
+@jax.jit
+def _accept_pass(gallery, labels, valid, queries, q_labels, q_index, thresholds):
+  """Per row and threshold: genuine pairs accepted (sim > t), and impostors above each t."""
+  sim, other, impostor, upper = _pairs(gallery, labels, valid, queries, q_labels, q_index)
+  hits = (sim[None] > thresholds[:, None, None]) & other[None]  # [F, b, N]
+  above = (sim[None] > thresholds[:, None, None]) & (impostor & upper)[None]
+  return {"genuine_hits": hits.sum(axis=2).T}, {"impostor_above": above.sum(axis=(1, 2))}
 
 
 def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, seed):
@@ -139,6 +263,7 @@ def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, 
     DataError: fewer than two identities among the targets (no impostor pairs).
   """
   labels = np.asarray(labels, np.int64)
+  embeddings = np.asarray(embeddings, np.float32)
   n = len(labels)
   ids, counts = np.unique(labels, return_counts=True)
   if len(ids) < 2:
@@ -146,41 +271,78 @@ def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, 
       f"the evaluator needs targets of at least 2 identities to fix its thresholds from "
       f"impostor pairs, got {n} targets of {len(ids)} identity"
     )
-  sim = similarity(embeddings, embeddings, mesh=mesh, batch_size=batch_size).astype(np.float64)
-  other, impostor_mask = _masks(labels)
-  eligible = other.any(axis=1)
-  iu = np.triu_indices(n, 1)
-  impostor = sim[iu][impostor_mask[iu]]
-  thresholds, rows = [], []
-  for f in fmrs:
-    t = threshold_at(impostor, f)
-    thresholds.append(t)
+  run = functools.partial(
+    _reduce,
+    cal_or_gallery=embeddings,
+    labels=labels,
+    queries=embeddings,
+    q_labels=labels,
+    mesh=mesh,
+    batch_size=batch_size,
+  )
+  rows, totals = run(_calibration_pass)
+  genuine_hist, impostor_hist = totals["genuine"], totals["impostor"]
+  picked, m = _thresholds(
+    impostor_hist,
+    fmrs,
+    lambda lows: run(_refine_pass, extra=(jnp.asarray(lows),), combine=_combine_refined)[1],
+  )
+  thresholds = np.asarray([t for t, _ in picked], np.float32)
+  accepted, above = run(_accept_pass, extra=(jnp.asarray(thresholds),))
+  eligible = rows["genuine"] > 0
+  out_rows = []
+  for i, (f, (t, bound)) in enumerate(zip(fmrs, picked, strict=True)):
     row = {
       "fmr": float(f),
-      "threshold": t,
-      "realised_fmr": float(np.mean(impostor > t)),
-      "resolvable": bool(f * impostor.size >= 1),
+      "threshold": float(t),
+      "threshold_error_bound": float(bound),
+      "realised_fmr": float(above["impostor_above"][i]) / m,
+      "resolvable": bool(f * m >= 1),
     }
     if eligible.any():
-      gar = _accept_rates(sim, other, t)[eligible]
+      gar = accepted["genuine_hits"][eligible, i] / rows["genuine"][eligible]
       row["genuine_accept_rate"] = _rate(gar, samples=bootstrap_samples, seed=seed)
-    rows.append(row)
+    out_rows.append(row)
   summary = {
     "num_identities": int(len(ids)),
     "type2_targets": int(eligible.sum()),
     "single_image_targets_excluded": int((~eligible).sum()),
-    "genuine_pairs": int(other[iu].sum()),
-    "impostor_pairs": int(impostor.size),
-    "thresholds": rows,
+    "genuine_pairs": int(genuine_hist.sum()),
+    "impostor_pairs": m,
+    "thresholds": out_rows,
   }
   if eligible.any():
-    summary["rank1"] = _rate(_rank1(sim, labels)[eligible], samples=bootstrap_samples, seed=seed)
+    summary["rank1"] = _rate(rows["rank1"][eligible], samples=bootstrap_samples, seed=seed)
     summary["rank1_chance"] = float(
       np.mean((counts[np.searchsorted(ids, labels)] - 1)[eligible]) / (n - 1)
     )
   return Calibration(
-    np.asarray(embeddings, np.float32), labels, sim, tuple(fmrs), tuple(thresholds), summary
+    embeddings,
+    labels,
+    tuple(fmrs),
+    tuple(float(t) for t in thresholds),
+    summary,
+    np.asarray(genuine_hist),
+    np.asarray(impostor_hist),
   )
+
+
+@jax.jit
+def _evaluate_pass(gallery, labels, valid, queries, q_labels, q_index, thresholds):
+  """Per reconstruction row: type I per threshold (against its own original), type-II and
+  impostor accepts per threshold, pair counts and rank-1; summed: its type-II histogram."""
+  sim, other, impostor, _ = _pairs(gallery, labels, valid, queries, q_labels, q_index)
+  own = jnp.take_along_axis(sim, q_index[:, None], axis=1)[:, 0]
+  above = sim[None] > thresholds[:, None, None]  # [F, b, N]
+  rows = {
+    "type1": (own[None] > thresholds[:, None]).T,
+    "type2_hits": (above & other[None]).sum(axis=2).T,
+    "impostor_hits": (above & impostor[None]).sum(axis=2).T,
+    "genuine": other.sum(axis=1),
+    "impostors": impostor.sum(axis=1),
+    "rank1": _rank1_rows(sim, other, impostor),
+  }
+  return rows, {"type2": _count(sim, other, -1.0, _FINE_WIDTH, FINE_BINS)}
 
 
 def evaluate(cal: Calibration, recon_embeddings, *, mesh, batch_size, bootstrap_samples, seed):
@@ -188,46 +350,61 @@ def evaluate(cal: Calibration, recon_embeddings, *, mesh, batch_size, bootstrap_
   target order, judged at the thresholds `cal` fixed on the originals.
 
   Returns (summary, scores): summary is JSON-ready ({"fmrs": [per fmr: type1_sar,
-  type2_sar (each {rate, ci}), impostor_accept], "rank1": ...}); scores holds [K] type-II
-  similarity scores (reconstruction vs same-identity originals) for the histogram.
+  type2_sar (each {rate, ci}), impostor_accept], "rank1": ...}); scores holds the
+  [FINE_BINS] histogram of its type-II scores (reconstruction vs same-identity originals).
   """
-  sim = similarity(recon_embeddings, cal.embeddings, mesh=mesh, batch_size=batch_size)
-  sim = sim.astype(np.float64)
-  other, impostor = _masks(cal.labels)
-  eligible = other.any(axis=1)
-  rows = []
-  for f, t in zip(cal.fmrs, cal.thresholds, strict=True):
-    row = {
-      "fmr": float(f),
-      "type1_sar": _rate(np.diag(sim) > t, samples=bootstrap_samples, seed=seed),
-      "impostor_accept": float(np.mean(_accept_rates(sim, impostor, t))),
-    }
-    if eligible.any():
-      row["type2_sar"] = _rate(
-        _accept_rates(sim, other, t)[eligible], samples=bootstrap_samples, seed=seed
-      )
-    rows.append(row)
-  summary = {"fmrs": rows}
+  rows, totals = _reduce(
+    _evaluate_pass,
+    cal.embeddings,
+    cal.labels,
+    np.asarray(recon_embeddings, np.float32),
+    cal.labels,
+    mesh=mesh,
+    batch_size=batch_size,
+    extra=(jnp.asarray(cal.thresholds, jnp.float32),),
+  )
+  eligible = rows["genuine"] > 0
+  out = []
+  with np.errstate(invalid="ignore", divide="ignore"):
+    for i, f in enumerate(cal.fmrs):
+      impostor_rate = rows["impostor_hits"][:, i] / np.maximum(rows["impostors"], 1)
+      row = {
+        "fmr": float(f),
+        "type1_sar": _rate(rows["type1"][:, i], samples=bootstrap_samples, seed=seed),
+        "impostor_accept": float(np.mean(impostor_rate[rows["impostors"] > 0])),
+      }
+      if eligible.any():
+        type2 = rows["type2_hits"][eligible, i] / rows["genuine"][eligible]
+        row["type2_sar"] = _rate(type2, samples=bootstrap_samples, seed=seed)
+      out.append(row)
+  summary = {"fmrs": out}
   if eligible.any():
-    summary["rank1"] = _rate(
-      _rank1(sim, cal.labels)[eligible], samples=bootstrap_samples, seed=seed
-    )
-  return summary, {"type2_scores": sim[other]}
+    summary["rank1"] = _rate(rows["rank1"][eligible], samples=bootstrap_samples, seed=seed)
+  return summary, {"type2_scores": np.asarray(totals["type2"])}
 
 
-def histograms(cal: Calibration, type2_scores=None) -> dict:
+def histograms(cal: Calibration, type2_histogram=None) -> dict:
   """JSON-ready histograms of the genuine and impostor scores on originals (and, given, an
-  attacker's type-II scores) over common bins."""
-  genuine, impostor = cal.genuine_scores, cal.impostor_scores
-  parts = [genuine, impostor] + ([type2_scores] if type2_scores is not None else [])
-  lo = min(float(p.min()) for p in parts if p.size)
-  hi = max(float(p.max()) for p in parts if p.size)
-  edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, HISTOGRAM_BINS + 1)
+  attacker's type-II scores) over HISTOGRAM_BINS common bins: whole groups of the fine
+  grid, spanning the scores' range."""
+  parts = [cal.genuine_histogram, cal.impostor_histogram]
+  if type2_histogram is not None:
+    parts.append(np.asarray(type2_histogram))
+  occupied = np.flatnonzero(np.sum(parts, axis=0))
+  first, last = (int(occupied[0]), int(occupied[-1])) if occupied.size else (0, 0)
+  group = -(-(last - first + 1) // HISTOGRAM_BINS)  # fine bins per shown bin
+  start = min(first, FINE_BINS - group * HISTOGRAM_BINS)
+  edges = [-1.0 + (start + i * group) * _FINE_WIDTH for i in range(HISTOGRAM_BINS + 1)]
+
+  def shown(h):
+    window = np.asarray(h, np.int64)[start : start + group * HISTOGRAM_BINS]
+    return window.reshape(HISTOGRAM_BINS, group).sum(axis=1).tolist()
+
   out = {
     "bin_edges": [float(e) for e in edges],
-    "genuine": np.histogram(genuine, edges)[0].tolist(),
-    "impostor": np.histogram(impostor, edges)[0].tolist(),
+    "genuine": shown(cal.genuine_histogram),
+    "impostor": shown(cal.impostor_histogram),
   }
-  if type2_scores is not None:
-    out["attack_type2"] = np.histogram(type2_scores, edges)[0].tolist()
+  if type2_histogram is not None:
+    out["attack_type2"] = shown(type2_histogram)
   return out

@@ -190,6 +190,56 @@ def batched_map(
   return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *host)
 
 
+def batched_reduce(
+  fn: Callable,
+  arrays: Sequence[np.ndarray],
+  *,
+  extra: Sequence = (),
+  combine: Callable | None = None,
+  batch_size: int,
+  mesh,
+) -> tuple:
+  """`batched_map` with running totals: `fn(valid, *batch, *extra) -> (rows, totals)`.
+
+  Args:
+    fn: a jitted function; `valid` [B] bool marks the real rows of the batch (the last
+      batch is padded with zeros), `extra` are passed unchanged (replicated values);
+      `rows` is a pytree of per-example outputs [B, ...], `totals` a pytree of sums over
+      the batch's valid rows.
+    arrays: host arrays with the same leading size N, split into batches over the mesh.
+    combine: a jitted `(totals, totals) -> totals` (default: sums, leaf by leaf).
+
+  Returns:
+    (rows for all N examples as host arrays, totals summed over every batch as host
+    arrays). The totals are added on the devices as the batches go, so nothing of size
+    N x (something growing with N) is ever built.
+  """
+  n = arrays[0].shape[0]
+  b = fit_batch_size(min(batch_size, max(n, 1)), mesh, what="evaluation")
+  mine, sharding = process_rows(mesh, b), batch_sharded(mesh)
+  size = mine.stop - mine.start
+  rows, totals = [], None
+  for start in range(0, n, b):
+    lo, hi = start + mine.start, min(start + mine.stop, n)
+    valid = np.arange(size) < max(hi - lo, 0)
+    local = [valid] + [pad_rows(np.asarray(a[lo:hi]), size) for a in arrays]
+    batch = [jax.make_array_from_process_local_data(sharding, x, (b, *x.shape[1:])) for x in local]
+    r, t = fn(*batch, *extra)
+    rows.append(r)
+    totals = t if totals is None else (combine or _add)(totals, t)
+    if len(rows) > 1:  # At most two batches in flight (see train.py).
+      jax.block_until_ready(rows[-2])
+  host = fetch(rows)
+  whole = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *host)
+  totals = jax.device_put(totals, replicated(mesh))  # whole on every device
+  return whole, jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), totals)
+
+
+@jax.jit
+def _add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
 def _a_t_b(t):
   return jnp.einsum("np,nq->pq", t["a"], t["b"], precision=jax.lax.Precision.HIGHEST)
 

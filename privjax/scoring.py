@@ -145,7 +145,7 @@ class Scores:
   gain_ci: tuple[float, float]  # 95% bootstrap CI of the mean SSIM gain over the baseline
   exact: bool  # all pairs scored (else the shortlist estimate)
   identity: dict | None = None  # the evaluator's judgement (identity.evaluate), or None
-  type2_scores: np.ndarray | None = None  # its type-II similarity scores, for the histogram
+  type2_scores: np.ndarray | None = None  # its type-II scores on identity.FINE_BINS (counts)
   metrics: tuple = ()  # the names of config.metrics' columns in per_image
 
   def summary(self) -> dict:

@@ -53,8 +53,8 @@ def knn_rank1(
   known = np.isin(query_labels, gallery_labels)
   if not known.any():
     return None
-  sim = identity.similarity(queries[known], gallery, mesh=mesh, batch_size=batch_size)
-  hits = gallery_labels[np.argmax(sim, axis=1)] == query_labels[known]
+  best = identity.nearest(queries[known], gallery, mesh=mesh, batch_size=batch_size)
+  hits = gallery_labels[best] == query_labels[known]
   q_labels, q_counts = np.unique(query_labels[known], return_counts=True)
   g_share = {
     c: n / len(gallery_labels)

@@ -37,12 +37,74 @@ def _row(summary, fmr=0.01):
   return readings.at_fmr(summary, fmr)
 
 
-def test_the_threshold_admits_at_most_the_fmr_of_impostors():
-  impostor = np.random.default_rng(1).normal(size=10_001)
-  for fmr in (0.5, 0.1, 0.01, 0.001, 1e-5):
-    t = identity.threshold_at(impostor, fmr)
-    assert np.sum(impostor > t) <= fmr * impostor.size
-    assert np.sum(impostor >= t) > fmr * impostor.size - 1  # and no higher than it need be
+def _threshold_at(impostor, fmr):
+  """The reference: the floor(fmr * M)-th largest (0-based) of all M impostor scores."""
+  d = np.sort(np.asarray(impostor, np.float64))[::-1]
+  return float(d[min(int(np.floor(fmr * d.size)), d.size - 1)])
+
+
+def _all_pairs(emb, labels, mesh, batch_size=128):
+  """The whole [N, N] similarity (as the devices compute it) and the impostor scores."""
+  sim = identity.similarity(emb, emb, mesh=mesh, batch_size=batch_size)
+  iu = np.triu_indices(len(labels), 1)
+  return sim, sim[iu][(labels[:, None] != labels[None, :])[iu]]
+
+
+@pytest.mark.parametrize("batch_size", [8, 128, 1000])
+def test_streamed_thresholds_are_the_exact_order_statistics_of_the_impostor_scores(
+  people, mesh, batch_size
+):
+  emb, labels = people
+  fmrs = (0.5, 0.1, 0.01, 0.001, 1e-4)
+  cal = identity.calibrate(
+    emb, labels, fmrs=fmrs, mesh=mesh, batch_size=batch_size, bootstrap_samples=50, seed=0
+  )
+  _, impostor = _all_pairs(emb, labels, mesh, batch_size)
+  for f, t, row in zip(fmrs, cal.thresholds, cal.summary["thresholds"], strict=True):
+    # Equal to an impostor score that admits at most the FMR, and no higher than need be.
+    assert t == _threshold_at(impostor, f), f
+    assert row["threshold_error_bound"] == 0.0
+    assert np.sum(impostor > t) <= f * impostor.size
+    assert np.sum(impostor >= t) > f * impostor.size - 1
+    assert row["realised_fmr"] == pytest.approx(np.mean(impostor > t))
+
+
+def test_tied_scores_give_a_threshold_no_higher_than_the_exact_one(mesh):
+  # 40 identities of 3 identical embeddings each on 8 directions: heavy ties everywhere.
+  rng = np.random.default_rng(3)
+  dirs = rng.normal(size=(8, 6)).astype(np.float32)
+  labels = np.repeat(np.arange(40), 3)
+  emb = dirs[labels % 8]
+  cal = identity.calibrate(emb, labels, fmrs=(0.1, 0.01), mesh=mesh, **COMMON)
+  _, impostor = _all_pairs(emb, labels, mesh)
+  for f, t in zip((0.1, 0.01), cal.thresholds, strict=True):
+    assert t <= _threshold_at(impostor, f) + 2e-7
+    assert np.sum(impostor > t + 2e-7) <= f * impostor.size
+
+
+def test_streamed_rates_equal_the_whole_matrix_computation(people, mesh):
+  emb, labels = people
+  cal = _calibrate(emb, labels, mesh)
+  recon = emb + 0.5 * np.random.default_rng(4).normal(size=emb.shape).astype(np.float32)
+  summary, scores = identity.evaluate(cal, recon, mesh=mesh, **COMMON)
+  sim = identity.similarity(recon, emb, mesh=mesh, batch_size=128)
+  same = labels[:, None] == labels[None, :]
+  other = same & ~np.eye(len(labels), dtype=bool)
+  for f, t in zip(FMRS, cal.thresholds, strict=True):
+    row = _row(summary, f)
+    assert row["type1_sar"]["rate"] == pytest.approx(np.mean(np.diag(sim) > t))
+    type2 = ((sim > t) & other).sum(1) / other.sum(1)
+    assert row["type2_sar"]["rate"] == pytest.approx(type2.mean())
+    imp = ((sim > t) & ~same).sum(1) / (~same).sum(1)
+    assert row["impostor_accept"] == pytest.approx(imp.mean())
+  best_genuine = np.where(other, sim, -np.inf).max(1)
+  best_impostor = np.where(~same, sim, -np.inf).max(1)
+  assert summary["rank1"]["rate"] == pytest.approx(np.mean(best_genuine > best_impostor))
+  assert scores["type2_scores"].sum() == other.sum()  # every type-II pair in the histogram
+  shown = identity.histograms(cal, scores["type2_scores"])
+  assert sum(shown["attack_type2"]) == other.sum()
+  assert sum(shown["impostor"]) == cal.summary["impostor_pairs"]
+  assert shown["bin_edges"][0] <= sim[other].min() and shown["bin_edges"][-1] >= sim[other].max()
 
 
 def test_thresholds_come_from_the_originals_alone(people, mesh):
@@ -53,7 +115,7 @@ def test_thresholds_come_from_the_originals_alone(people, mesh):
   iu = np.triu_indices(len(labels), 1)
   impostor = sim[iu][(labels[:, None] != labels[None, :])[iu]]
   for f, t, row in zip(FMRS, cal.thresholds, cal.summary["thresholds"], strict=True):
-    np.testing.assert_allclose(t, identity.threshold_at(impostor, f), atol=1e-5)
+    np.testing.assert_allclose(t, _threshold_at(impostor, f), atol=1e-5)
     assert row["realised_fmr"] <= f
   # Judging two different sets of reconstructions never moves them.
   before = cal.thresholds
