@@ -34,7 +34,7 @@ DEFAULTS = {
   "weight_decay": 1e-4,  # AdamW decoupled weight decay.
   "loss": "mse",  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim".
   "eval_every": 100,  # Steps between validation evaluations (and progress logs).
-  "patience": 5,  # Stop after this many evaluations without improvement.
+  "patience": 3,  # Stop after this many evaluations without improvement.
   "min_delta": 1e-5,  # Smallest validation-loss decrease that counts as improvement.
   "checkpoint_every": 500,  # Steps between orbax checkpoints (and one at the end).
 }
