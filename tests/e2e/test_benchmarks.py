@@ -38,3 +38,21 @@ def test_attack_benchmark_smoke_mode_runs_and_writes_json(tmp_path):
   assert set(res["default_audit"]["attacks"]) == {"decoder", "ridge", "nearest", "whitebox"}
   assert res["whitebox"][0]["image_steps_per_s"] > 0
   assert res["nonlinear"][0]["deciding"] in res["nonlinear"][0]["psnr"]
+
+
+def test_crops64_maker_labels_each_crop_with_its_picture():
+  from benchmarks import crops64
+
+  images, labels = crops64.make(per_picture=2)
+  assert images.shape == (2 * len(crops64.PICTURES), 64, 64, 3) and images.dtype.name == "uint8"
+  assert labels.tolist() == [i for i in range(len(crops64.PICTURES)) for _ in range(2)]
+  again, _ = crops64.make(per_picture=2)
+  assert (images == again).all()  # seeded
+
+
+def test_identity_memory_benchmark_measures_one_size():
+  from benchmarks import identity_memory
+
+  row = identity_memory.one(400, 16, 64)
+  assert row["targets"] == 400 and row["peak_rss_mib"] >= row["rss_before_mib"] > 0
+  assert 0 <= row["type2_sar"] <= 1
