@@ -315,6 +315,11 @@ def _parse_flags(argv):
       e = e.__context__
     _usage_error(f"unknown config key {e.args[0] if e.args else e}")
   except flags.Error as e:
+    if "--config must have a value other than None" in str(e):
+      _usage_error(
+        "the config file's get_config() returned None: expected an ml_collections.ConfigDict "
+        "(start from configs/default.py's get_config())"
+      )
     _usage_error(_last_line(str(e)) if "Traceback (most recent call last)" in str(e) else str(e))
   except Exception as e:  # noqa: BLE001 (the config file runs while flags are parsed)
     _usage_error(f"cannot load the config file: {type(e).__name__}: {_last_line(str(e))}")

@@ -16,6 +16,7 @@ import sys
 import tokenize
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from privjax import attacks, defenses, scoring
@@ -172,8 +173,18 @@ def _merge(base: dict, overrides: dict, prefix: str = "") -> dict:
         raise ConfigError(f"config.{prefix}{key} must be a group of settings, got {value!r}")
       _merge(base[key], value, f"{prefix}{key}.")
     else:
-      base[key] = value
+      base[key] = _plain(value)
   return base
+
+
+def _plain(value):
+  """A numpy scalar (np.float32(0.3), np.int64(5)) as the Python number it holds; tuples and
+  lists element by element; anything else as is (the checks judge it)."""
+  if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+    return value.item()
+  if isinstance(value, (list, tuple)):
+    return type(value)(_plain(v) for v in value)
+  return value
 
 
 def _merge_attacker(name: str, current: dict | None, entry) -> dict:
@@ -181,6 +192,7 @@ def _merge_attacker(name: str, current: dict | None, entry) -> dict:
   type starts from that type's defaults), type "off" removes it, a new name adds one."""
   if not isinstance(entry, dict):
     raise ConfigError(f"config.attacks.{name} must be a group of settings, got {entry!r}")
+  entry = {k: _plain(v) for k, v in entry.items()}
   if current is not None and entry.get("type", current["type"]) == current["type"]:
     entry = {**current, **entry}
   return attacks.with_defaults(name, entry)

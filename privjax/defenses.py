@@ -242,9 +242,11 @@ def apply(
     raise ModelError(
       f"defense {name} failed on [N, {np.shape(features)[1]}] features: {first}"
     ) from e
-  if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != features.shape[0]:
+  if not isinstance(out, np.ndarray) or out.shape != np.shape(features):
     raise ModelError(
-      f"defense {name} must return features [N, D'], got {getattr(out, 'shape', type(out))}"
+      f"defense {name} must return features of the shape it was given {list(np.shape(features))}"
+      f" (the attackers and the utilities compare them with the undefended ones), got "
+      f"{list(getattr(out, 'shape', ())) or type(out).__name__}"
     )
   if not np.all(np.isfinite(out)):
     raise ModelError(f"defense {name} returned non-finite features")

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 
 from privjax import parallel, recognition
 from privjax.errors import ConfigError, ModelError
-from privjax.registry import Registry, call_user, import_object
+from privjax.registry import Registry, call_fn, call_user, import_object
 
 MODELS = Registry("model kind")
 OWN_KINDS = ("builtin", "precomputed")  # trained in the workdir / stored features: no loader
@@ -156,7 +156,7 @@ def load_function(m, image_shape, config, field: str = "model"):
   """(embed_fn, params, info) from a user factory `make(config)`."""
   del image_shape
   make = import_object(m.factory, field=f"{field}.factory")
-  out = make(config)
+  out = call_fn(make, m.factory, f"config.{field}.factory", ModelError, config)
   if not (isinstance(out, tuple) and len(out) == 2 and callable(out[0])):
     raise ModelError(f"{m.factory} must return (embed_fn, params), got {type(out).__name__}")
   return (*out, {"factory": m.factory})

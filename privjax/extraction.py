@@ -41,9 +41,16 @@ def extract_features(
 
 
 def check_features(features, n: int, *, name: str) -> np.ndarray:
-  """Stored features as float32 [n, D], finite; or a one-line DataError."""
+  """Stored features [n, D], finite; or a one-line DataError.
+
+  float32 and narrower floats come back as float32; float64 and integers as float64, so a
+  large offset (1e8 on features spanning 2) keeps the signal until standardisation centres
+  it (a float32 cast would round it away).
+  """
   try:
-    f = np.asarray(features, np.float32)
+    f = np.asarray(features)
+    wide = f.dtype.kind in "iu" or (f.dtype.kind == "f" and f.dtype.itemsize > 4)
+    f = f.astype(np.float64 if wide else np.float32)
   except (TypeError, ValueError) as e:
     raise DataError(f"{name} must be a numeric array [N, D], got {type(features).__name__}") from e
   if f.ndim != 2 or f.shape[0] != n:

@@ -376,6 +376,16 @@ def summary_line(report: Report, path: str) -> str:
   )
 
 
+# A text cell starting with one of these is run as a formula by spreadsheet programs.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(text: str) -> str:
+  """A text cell (a file name, a label) a spreadsheet shows as text, never runs: a leading
+  formula character gets a leading apostrophe (OWASP's CSV-injection advice)."""
+  return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def per_image_csv(per_image: dict) -> bytes:
   """One row per target, in input order: where it came from and its label first."""
   first = [c for c in ("source", "label", "label_name") if c in per_image]
@@ -391,7 +401,7 @@ def per_image_csv(per_image: dict) -> bytes:
       if isinstance(v, (float, np.floating)):
         row.append(f"{v:.6g}")
       else:
-        row.append(v if isinstance(v, str) else int(v))
+        row.append(_text_cell(v) if isinstance(v, str) else int(v))
     w.writerow(row)
   return buf.getvalue().encode()
 

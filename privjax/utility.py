@@ -28,7 +28,7 @@ from privjax import identity, metrics
 from privjax.attacks import Standardizer
 from privjax.errors import ModelError
 from privjax.parallel import cross_products
-from privjax.registry import Registry
+from privjax.registry import Registry, call_fn
 
 UTILITIES = Registry("utility")
 PROBE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # x the mean eigenvalue of the Gram matrix
@@ -137,7 +137,16 @@ def measure(
       if got is not None:
         out[name] = got
   if user_fn is not None:
-    got = user_fn(aux_f, aux_labels, tgt_f, tgt_labels)
+    got = call_fn(
+      user_fn,
+      getattr(user_fn, "__name__", "utility"),
+      "config.defense.utility",
+      ModelError,
+      aux_f,
+      aux_labels,
+      tgt_f,
+      tgt_labels,
+    )
     if not isinstance(got, dict) or not all(
       isinstance(v, (int, float, np.floating, np.integer)) and np.isfinite(v) for v in got.values()
     ):

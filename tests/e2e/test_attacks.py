@@ -157,7 +157,17 @@ def _stored_audit(x, f):
 
 @pytest.mark.parametrize(
   "units",
-  ["scale 1e4", "scale 1e-3", "offset 1e3", "scale -50 offset 7", "uint8 0-255", "float16"],
+  [
+    "scale 1e4",
+    "scale 1e-3",
+    "offset 1e3",
+    "scale -50 offset 7",
+    "uint8 0-255",
+    "float16",
+    "float64 offset 1e8",
+    "float64 offset 1e12",
+    "int64 1e6 offset 1e15",
+  ],
 )
 def test_units_never_decide_the_verdict(natural, units):
   x, f, reference = natural
@@ -166,6 +176,10 @@ def test_units_never_decide_the_verdict(natural, units):
     g = np.round((f - lo) / (hi - lo) * 255).astype(np.uint8)
   elif units == "float16":
     g = f.astype(np.float16)
+  elif units.startswith("float64"):  # an offset float32 could not hold beside the signal
+    g = f.astype(np.float64) + float(units.split()[-1])
+  elif units.startswith("int64"):  # integers of large magnitude
+    g = np.round(f.astype(np.float64) * 1e6).astype(np.int64) + 10**15
   else:
     words = units.split()
     scale = float(words[1]) if words[0] == "scale" else 1.0

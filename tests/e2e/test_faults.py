@@ -164,6 +164,7 @@ def _setup(tmp, digits8):
   save_module_params(
     tmp / "userpkg", "fault_models", "Tower", {"features": 8}, (8, 8, 1), tmp / "tower_ckpt"
   )
+  (tmp / "none_config.py").write_text("def get_config():\n  return None\n")
   (tmp / "a_file").write_text("keep me")
   _bad_image_folders(tmp, digits8)
   _bad_npz(tmp, x, y)
@@ -448,6 +449,14 @@ TABLE = [
     "done",
     "config.evaluator.factory='fault_models:nope': module 'fault_models' has no 'nope'",
   ),
+  (
+    "factory-not-a-factory",
+    None,
+    [FUNCTION, "--config.model.factory=os:system"],
+    "done",
+    "config.model.factory (os:system) raised TypeError",
+  ),
+  ("config-returns-none", "{t}/none_config.py", [], "done", "get_config() returned None"),
   (
     "evaluator-rank",
     None,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import privjax
-from privjax import attacks, parallel, scoring
+from privjax import attacks, extraction, parallel, scoring
 from privjax import config as config_lib
 from tests.compiles import counting
 
@@ -108,3 +108,19 @@ def test_refitting_and_scoring_on_new_data_of_the_same_shapes_compiles_nothing(d
   for name in settings:  # fresh data: fresh answers, not a stale program's
     assert first[name][0].summary()["ssim"] != second[name][0].summary()["ssim"]
     assert not second[name][1].exact
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e8, 1e12])
+def test_standardisation_keeps_the_signal_under_a_large_offset_in_float64(offset):
+  f = np.random.default_rng(0).uniform(-1, 1, size=(300, 8))
+  stored = extraction.check_features(f + offset, 300, name="aux_features")
+  assert stored.dtype == np.float64
+  z = attacks.Standardizer.fit(stored)(stored)
+  np.testing.assert_allclose(z, attacks.Standardizer.fit(f)(f), atol=1e-3)
+
+
+def test_standardisation_treats_float32_rounding_as_no_signal():
+  f = np.full((50, 2), 1e8, np.float32)
+  f[::2, 1] = np.nextafter(np.float32(1e8), np.float32(2e8))  # one float32 step apart
+  std = attacks.Standardizer.fit(f)
+  assert (std.scale == 1.0).all()  # the spread is rounding at float32 resolution

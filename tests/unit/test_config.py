@@ -77,3 +77,19 @@ def test_a_whole_config_runs_exactly_its_attackers():
     "nearest",
     "whitebox",
   }
+
+
+def test_numpy_scalars_are_read_as_the_numbers_they_hold():
+  import json
+
+  import numpy as np
+
+  overrides = {
+    "risk": {"high_ssim_gain": np.float32(0.3)},
+    "bootstrap_samples": np.int64(200),
+    "attacks": {"ridge": {"num_features": np.int32(64), "penalties": (np.float64(1e-3),)}},
+  }
+  c = config_lib.for_images((8, 8, 1), ml_collections.ConfigDict(overrides))
+  assert c.risk.high_ssim_gain == pytest.approx(0.3) and type(c.risk.high_ssim_gain) is float
+  assert c.bootstrap_samples == 200 and c.attacks.ridge.num_features == 64
+  json.dumps(c.to_dict())  # the report's copy of the config serialises

@@ -59,6 +59,50 @@ def test_an_attacker_by_import_path_runs_with_its_own_settings(digits8):
   assert out.info == {"gain": 0.5} and attacks.capabilities(f"{TOY}:mean_image").models_defense
 
 
+def _toy_attack(digits8, **entry):
+  images = digits8[0][:80]
+  features = np.random.default_rng(0).normal(size=(80, 5)).astype(np.float32)
+  aux = attacks.AuxSet(features[:60], images[:60], np.arange(54), np.arange(54, 60))
+  only = ml_collections.ConfigDict({"toy": dict(entry, type=f"{TOY}:mean_image_as")})
+  (out,) = runner.run_all(
+    only,
+    aux,
+    features[60:],
+    context={
+      "mesh": parallel.data_mesh(),
+      "seed": 0,
+      "eval_batch_size": 32,
+      "filter_size": 3,
+      "filter_sigma": 0.5,
+      "model": None,
+    },
+    data_key="k",
+    workdir=None,
+    overwrite=False,
+  )
+  return out, images[:54].mean(axis=0)
+
+
+def test_an_attackers_integer_reconstructions_are_read_by_the_pixel_rule(digits8):
+  out, mean = _toy_attack(digits8, form="uint8")
+  np.testing.assert_allclose(out.reconstructions[0], mean, atol=0.5 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize(
+  "form,message",
+  [
+    ("float255", r"attack 'toy'\'s reconstructions must be scaled to \[0, 1\], got values in"),
+    ("wrong_shape", r"attack 'toy' returned reconstructions of shape \(20, 4, 8, 1\)"),
+    ("none", "attack 'toy' returned NoneType for its reconstructions"),
+    ("raises", "RuntimeError: the toy attacker broke"),
+  ],
+)
+def test_an_attackers_bad_reconstructions_are_one_line(digits8, form, message):
+  with pytest.raises(ModelError, match=message) as e:
+    _toy_attack(digits8, form=form)
+  assert "\n" not in str(e.value)
+
+
 def test_an_attacker_by_a_missing_import_path_is_one_line():
   with pytest.raises(ConfigError, match="config.attacks.x.type='tests.unit.toy_plugins:nope'"):
     config_lib.resolve(
@@ -153,3 +197,38 @@ def test_a_utility_by_import_path_is_measured_beside_the_builtins():
   )
   assert list(got) == ["knn_rank1", "linear_probe", "user"]
   assert got["user"]["norm_ratio"] == pytest.approx(2.0, rel=0.3)
+
+
+def test_a_utility_that_raises_is_one_line():
+  rng = np.random.default_rng(0)
+  labels = np.arange(60) % 2
+  with pytest.raises(ModelError, match="config.defense.utility .* raised ZeroDivisionError") as e:
+    utility.measure(
+      rng.normal(size=(40, 4)),
+      labels[:40],
+      rng.normal(size=(20, 4)),
+      labels[40:],
+      split=(np.arange(30), np.arange(30, 40)),
+      user_fn=import_object(f"{TOY}:broken_utility", field="defense.utility"),
+      mesh=parallel.data_mesh(),
+      samples=100,
+      seed=0,
+      batch_size=16,
+    )
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("toy", ["widen", "narrow"])
+def test_a_defense_that_changes_the_feature_width_is_one_line(toy):
+  d = defenses.get(f"{TOY}:{toy}", "strength", field="defense.sweep.toy.type")
+  f = np.arange(12, dtype=np.float32).reshape(6, 2)
+  with pytest.raises(ModelError, match=r"defense toy must return features of the shape it was"):
+    defenses.apply(
+      d,
+      f,
+      jax.random.key(0),
+      {"strength": 1.0},
+      mesh=parallel.data_mesh(),
+      batch_size=4,
+      name="toy",
+    )

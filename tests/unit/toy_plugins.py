@@ -55,3 +55,42 @@ def feature_norm_ratio(aux_features, aux_labels, target_features, target_labels)
       np.linalg.norm(target_features, axis=1).mean() / np.linalg.norm(aux_features, axis=1).mean()
     )
   }
+
+
+def mean_image_as(aux, ctx, cfg):
+  """An attacker returning the mean auxiliary image in another form (cfg.form): "uint8"
+  (0-255, read by the pixel rule), "float255" (0-255 floats), "wrong_shape", "none",
+  "raises" (in reconstruct)."""
+  del ctx
+  mean = aux.images[aux.train].mean(axis=0)
+
+  def reconstruct(f):
+    out = np.broadcast_to(mean, (len(f), *mean.shape))
+    if cfg.form == "uint8":
+      return np.round(out * 255).astype(np.uint8)
+    if cfg.form == "float255":
+      return out * 255.0
+    if cfg.form == "wrong_shape":
+      return out[:, :4]
+    if cfg.form == "none":
+      return None
+    raise RuntimeError("the toy attacker broke")
+
+  return attacks.Fitted(reconstruct)
+
+
+def broken_utility(aux_features, aux_labels, target_features, target_labels):
+  """A utility that raises."""
+  raise ZeroDivisionError("the toy utility divided by zero")
+
+
+def widen(features, key, *, strength):
+  """A defense that adds a feature column (the width changes)."""
+  del key
+  return jnp.concatenate([features, strength * jnp.ones((features.shape[0], 1))], axis=1)
+
+
+def narrow(features, key, *, strength):
+  """A defense that drops the last feature column (the width changes)."""
+  del key
+  return strength * features[:, :-1]
