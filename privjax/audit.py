@@ -245,6 +245,7 @@ def _extract(inputs: inputs_lib.Inputs, cfg, mesh, workdir):
       batch_size=cfg.eval_batch_size,
       mesh=mesh,
       workdir=workdir,
+      purity_tolerance=cfg.purity_tolerance,
     )
     f_aux, f_tgt = model.features(aux, "aux_images"), model.features(targets, "target_images")
   if f_aux.shape[1] != f_tgt.shape[1]:
@@ -258,7 +259,11 @@ def _extract(inputs: inputs_lib.Inputs, cfg, mesh, workdir):
 def _judge(inputs: inputs_lib.Inputs, cfg, mesh, workdir) -> judge.Judge:
   """The independent evaluator, calibrated on the original targets."""
   settings = judge.Settings(
-    tuple(cfg.identity.fmrs), cfg.eval_batch_size, cfg.bootstrap_samples, cfg.seed
+    tuple(cfg.identity.fmrs),
+    cfg.eval_batch_size,
+    cfg.bootstrap_samples,
+    cfg.seed,
+    cfg.purity_tolerance,
   )
   return judge.prepare(
     inputs.evaluator,

@@ -48,6 +48,10 @@ def audit_config() -> ml_collections.ConfigDict:
   c.attack_strength = ml_collections.ConfigDict()
   c.attack_strength.aux_fractions = ()  # Parts to re-run on, e.g. (0.1, 0.25, 0.5, 1.0).
   c.eval_batch_size = 256  # Batch for extraction, reconstruction and scoring.
+  # How far (relative to the largest |feature|) the model's and evaluator's features of the
+  # same images may differ across batch shapes and order before they are refused as impure;
+  # 0: by the narrowest float the model computes in (float32 1e-4, bfloat16 0.0078).
+  c.purity_tolerance = 0.0
   _scoring(c)
   # Extra per-target metrics (privjax/scoring.py METRICS): name -> {type, high, medium}.
   # `type` is a registered metric or "package.module:function" `fn(originals,
@@ -390,6 +394,7 @@ def _check_general(c) -> None:
   number("val_fraction", c.val_fraction, 0.0, 0.5)
   require(c.val_fraction > 0, f"config.val_fraction must be in (0, 0.5], got {c.val_fraction}")
   positive_int("eval_batch_size", c.eval_batch_size)
+  number("purity_tolerance", c.purity_tolerance, 0.0, 0.5)
   positive_int("grid_examples", c.grid_examples)
   require(
     isinstance(c.seed, int) and not isinstance(c.seed, bool) and 0 <= c.seed < 2**32,

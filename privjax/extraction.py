@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -118,17 +119,52 @@ def model_key(embed_jit, params, image_shape, batch_size: int) -> str:
   return workdir_lib.array_hash(np.frombuffer(program.encode(), np.uint8), params)
 
 
+# The purity probe's tolerance, relative to the largest |feature|: float32's, and for a
+# model computing in a narrower float, that float's epsilon (bfloat16: 2^-7 = 0.0078):
+# reductions whose order follows the batch shape (GPUs, TPUs) differ at that precision,
+# while state, randomness or batch statistics differ by far more.
+FLOAT32_TOLERANCE = 1e-4
+
+
+def compute_precision(embed_fn, params, image_shape) -> tuple[str, float]:
+  """(the narrowest float dtype in `embed_fn`'s computation, the probe's tolerance for it)."""
+  sample = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+  jaxpr = jax.make_jaxpr(embed_fn)(params, sample)
+  narrowest = np.dtype(np.float32)
+
+  def visit(jx):
+    nonlocal narrowest
+    for eqn in jx.eqns:
+      for v in eqn.outvars:
+        dt = getattr(v.aval, "dtype", None)
+        if dt is not None and jnp.issubdtype(dt, jnp.floating):
+          if jnp.finfo(dt).eps > jnp.finfo(narrowest).eps:
+            narrowest = np.dtype(dt)
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        visit(sub)
+
+  visit(jaxpr.jaxpr)
+  eps = float(jnp.finfo(narrowest).eps)
+  return narrowest.name, max(FLOAT32_TOLERANCE, eps if narrowest.itemsize < 4 else 0.0)
+
+
 def check_deterministic(
-  embed_jit, params, images, *, mesh, batch_size: int, who: str = "embed_fn"
+  embed_jit, params, images, *, mesh, batch_size: int, who: str = "embed_fn", tolerance=0.0
 ) -> None:
   """Stops with one line if `embed_fn` is not a pure function of (params, images).
 
   Embeds the first images in a batch of the extraction's size twice, once reversed,
   and once in a small batch (another trace), and compares: an impure embed_fn (state,
   randomness, different features on each trace, batch-dependent outputs) would make
-  every later number meaningless.
+  every later number meaningless. Features may differ by `tolerance` of the largest
+  |feature| (0: by the model's compute precision, `compute_precision`).
   """
   k, m = min(len(images), 2 * mesh.size), min(len(images), batch_size)
+  if tolerance:
+    precision, limit, why = "", float(tolerance), "config.purity_tolerance"
+  else:
+    precision, limit = compute_precision(embed_jit, params, images.shape[1:])
+    why = f"the tolerance of a model computing in {precision}"
 
   def embed(x, b):
     return extract_features(
@@ -144,10 +180,12 @@ def check_deterministic(
   scale = max(float(np.abs(full).max()), 1e-6)
   for got, want, how in checks:
     diff = float(np.abs(got - want).max())
-    if diff > 1e-4 * scale:
+    if diff > limit * scale:
       raise ModelError(
         f"{who} is not deterministic: the same images {how} gave features differing by "
-        f"{diff:.3g} (max |feature| {scale:.3g}); it must be a pure function of (params, images)"
+        f"{diff:.3g} (max |feature| {scale:.3g}), above {limit:.3g} of it ({why}); it must be "
+        "a pure function of (params, images) (if the differences are your hardware's "
+        "summation order, raise --config.purity_tolerance)"
       )
 
 
@@ -193,7 +231,16 @@ class Embedder:
 
 
 def prepare(
-  embed_fn, params, probe, image_shape, *, batch_size, mesh, workdir, who="embed_fn"
+  embed_fn,
+  params,
+  probe,
+  image_shape,
+  *,
+  batch_size,
+  mesh,
+  workdir,
+  who="embed_fn",
+  purity_tolerance=0.0,
 ) -> Embedder:
   """`embed_fn` made ready to embed: jitted, params replicated, keyed, and probed for
   determinism on the `probe` images (a one-line ModelError if it is not pure)."""
@@ -202,7 +249,13 @@ def prepare(
   params = parallel.replicate(as_arrays(params), mesh)
   key = guarded(model_key, image_shape, who)(embed_jit, params, image_shape, batch_size)
   guarded(check_deterministic, image_shape, who)(
-    embed_jit, params, probe, mesh=mesh, batch_size=batch_size, who=who
+    embed_jit,
+    params,
+    probe,
+    mesh=mesh,
+    batch_size=batch_size,
+    who=who,
+    tolerance=purity_tolerance,
   )
   cache_dir = os.path.join(workdir, "cache") if workdir else None
   return Embedder(embed_fn, embed_jit, params, key, image_shape, mesh, batch_size, cache_dir, who)

@@ -23,6 +23,7 @@ class Settings:
   batch_size: int  # config.eval_batch_size
   bootstrap_samples: int  # config.bootstrap_samples
   seed: int  # config.seed
+  purity_tolerance: float = 0.0  # config.purity_tolerance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,7 @@ def prepare(
     aux,
     targets.shape[1:],
     batch_size=settings.batch_size,
+    purity_tolerance=settings.purity_tolerance,
     mesh=mesh,
     workdir=workdir,
     who="the evaluator's embed_fn",
