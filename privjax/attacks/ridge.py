@@ -6,12 +6,17 @@ of them (an RBF kernel of bandwidth `bandwidth * sqrt(D)`, Rahimi & Recht 2007);
 regression has an intercept. The bandwidth and the ridge penalty are chosen on the
 held-out auxiliary part from `bandwidths` x `penalties` (relative to the mean
 eigenvalue of the Gram matrix), then refitted on the whole auxiliary set. The Gram
-matrix and the cross products are sums over examples, sharded over the mesh.
+matrix and the cross products are sums over examples, sharded over the mesh; when the
+regressors outnumber the auxiliary images the same regression is solved in its dual
+(kernel) form, whose cost grows with the images, not the feature width. A fit that would
+not fit in the host's available memory is refused, with its size, before it starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +26,7 @@ from absl import logging
 
 from privjax import checks, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
+from privjax.errors import ModelError
 
 DEFAULTS = {
   "num_features": 1024,  # Random Fourier features beside the features themselves.
@@ -54,29 +60,74 @@ def _predict(coef, offset, w, b, x, *, shape):
   return jnp.clip(out, 0.0, 1.0).reshape(x.shape[0], *shape)
 
 
-def _centred_products(p, targets, *, mesh):
-  """(mean of p, mean of targets, centred p^T p, centred p^T targets), summed over the mesh."""
-  mu_p, mu_y = p.mean(0), targets.mean(0)
-  pc, yc = p - mu_p, targets - mu_y
-  gram = parallel.cross_products(pc, pc, mesh=mesh)
-  cross = parallel.cross_products(pc, yc, mesh=mesh)
-  return mu_p, mu_y, gram, cross
+@dataclasses.dataclass(frozen=True)
+class _Spectrum:
+  """Ridge regression of centred targets on centred regressors P [n, F] through one
+  eigendecomposition in the smaller space: the F x F Gram P^T P, or, when the regressors
+  outnumber the examples, the n x n kernel P P^T (the dual form; the same solution, since
+  (P^T P + l I)^-1 P^T = P^T (P P^T + l I)^-1). Every penalty reuses it."""
+
+  mu_p: np.ndarray  # [F]
+  mu_y: np.ndarray  # [P]
+  s: np.ndarray  # [K] eigenvalues (K = min(n, F)), clipped at 0
+  v: np.ndarray  # [K, K] eigenvectors
+  proj: np.ndarray  # [K, P] eigenvectors^T (P^T Y or Y)
+  pc: np.ndarray | None  # [n, F] centred regressors in the dual form, else None
+  scale: float  # the mean eigenvalue of the Gram matrix, trace / F (penalties' unit)
+
+  def coordinates(self, p):
+    """New rows [m, F] in the eigenbasis: [m, K]."""
+    centred = p - self.mu_p
+    return (centred if self.pc is None else centred @ self.pc.T) @ self.v
+
+  def predict(self, coords, penalty):
+    return (coords / (self.s + penalty * self.scale)) @ self.proj + self.mu_y
+
+  def coef(self, penalty):
+    """[F, P] coefficients of the centred regression."""
+    inner = (self.v / (self.s + penalty * self.scale)) @ self.proj
+    return inner if self.pc is None else self.pc.T @ inner
 
 
-def _select(regressors: dict, y, aux: AuxSet, penalties, fit):
+def host_memory() -> int:
+  """Bytes of memory this host has available now (0 if unknown)."""
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+  except (ValueError, OSError, AttributeError):
+    return 0
+
+
+def memory_needed(n: int, f: int, pixels: int) -> int:
+  """Bytes the ridge fit holds at once: the eigendecomposition (two K x K, K = min(n, F)),
+  the regressors and, for the fit, its F x P coefficients, in float64."""
+  k = min(n, f)
+  return 8 * (2 * k * k + n * f + f * pixels + n * pixels)
+
+
+def _spectrum(p, y, *, mesh) -> _Spectrum:
+  mu_p, mu_y = p.mean(0), y.mean(0)
+  pc, yc = p - mu_p, y - mu_y
+  dual = p.shape[1] > p.shape[0]
+  if dual:  # sums over the regressors, sharded over the mesh
+    gram, cross = parallel.cross_products(pc.T, pc.T, mesh=mesh), yc
+  else:  # sums over the examples, sharded over the mesh
+    gram, cross = (parallel.cross_products(pc, m, mesh=mesh) for m in (pc, yc))
+  s, v = np.linalg.eigh(gram)
+  s = np.maximum(s, 0.0)
+  scale = max(float(s.sum()) / p.shape[1], 1e-12)
+  return _Spectrum(mu_p, mu_y, s, v, v.T @ cross, pc if dual else None, scale)
+
+
+def _select(regressors: dict, y, aux: AuxSet, penalties, mesh):
   """Every (bandwidth, penalty) fitted on aux.train and scored on aux.val: (trials, best
   (val MSE, bandwidth, penalty)); one eigendecomposition per bandwidth serves every penalty."""
   best = (np.inf, None, None)
   trials = []
   for bandwidth, p in regressors.items():
-    mu_p, mu_y, gram, cross = fit(p[aux.train], y[aux.train])
-    s, v = np.linalg.eigh(gram)
-    s = np.maximum(s, 0.0)
-    proj = v.T @ cross  # [F, P]
-    pv = (p[aux.val] - mu_p) @ v  # [N_val, F]
-    scale = max(float(s.mean()), 1e-12)
+    spectrum = _spectrum(p[aux.train], y[aux.train], mesh=mesh)
+    coords = spectrum.coordinates(p[aux.val])
     for penalty in penalties:
-      pred = (pv / (s + penalty * scale)) @ proj + mu_y
+      pred = spectrum.predict(coords, penalty)
       mse = float(np.mean((np.clip(pred, 0, 1) - y[aux.val]) ** 2))
       trials.append({"bandwidth": float(bandwidth), "penalty": float(penalty), "val_mse": mse})
       if mse < best[0]:
@@ -101,18 +152,23 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       np.float64
     )
 
-  def fit(p, targets):
-    return _centred_products(p, targets, mesh=ctx.mesh)
-
+  need = memory_needed(n, d + cfg.num_features, y.shape[1])
+  have = host_memory()
+  if have and need > have:
+    raise ModelError(
+      f"ridge needs about {need / 2**30:.1f} GiB for {n} auxiliary images and "
+      f"{d + cfg.num_features} regressors ({d} features + attacks.ridge.num_features) at "
+      f"{y.shape[1]} pixels; this host has {have / 2**30:.1f} GiB available: lower "
+      "attacks.ridge.num_features or switch the attacker off"
+    )
   regressors = {bandwidth: phi(aux.features, bandwidth) for bandwidth in cfg.bandwidths}
-  trials, (val_mse, bandwidth, penalty) = _select(regressors, y, aux, cfg.penalties, fit)
+  trials, (val_mse, bandwidth, penalty) = _select(regressors, y, aux, cfg.penalties, ctx.mesh)
   logging.info("ridge: bandwidth %g, penalty %g (validation MSE %.5f)", bandwidth, penalty, val_mse)
 
   def solved(rows):
     """reconstruct() of the chosen ridge fitted on aux rows `rows`."""
-    mu_p, mu_y, gram, cross = fit(regressors[bandwidth][rows], y[rows])
-    lam = penalty * max(float(np.trace(gram)) / gram.shape[0], 1e-12)
-    coef = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross)  # [F, P]
+    spectrum = _spectrum(regressors[bandwidth][rows], y[rows], mesh=ctx.mesh)
+    coef, mu_p, mu_y = spectrum.coef(penalty), spectrum.mu_p, spectrum.mu_y  # coef [F, P]
     w = jnp.asarray(w0 / (bandwidth * np.sqrt(d)))
     weights = parallel.replicate(
       (

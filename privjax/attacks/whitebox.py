@@ -56,6 +56,10 @@ def check(name, cfg, names) -> None:
 
 
 _EPS = 1e-3  # initial images are clipped to [eps, 1 - eps] before the logit
+# Adam's eps: a pixel whose gradient is at float32 noise level (a saturated or unused pixel)
+# would otherwise take full-size steps in the direction of that noise (Adam divides by the
+# gradient's own size), and the result would depend on the device count's summation order.
+ADAM_EPS = 1e-6
 
 
 def total_variation(x):
@@ -86,7 +90,7 @@ def invert(embed, params, start, features, *, steps, learning_rate: float, tv_we
     [B, len(steps), H, W, C]: each image after each step count, in [0, 1] (step 0 is
     `start` itself, unclipped).
   """
-  tx = optax.adam(learning_rate)
+  tx = optax.adam(learning_rate, eps=ADAM_EPS)
   z0 = jnp.log(jnp.clip(start, _EPS, 1 - _EPS)) - jnp.log1p(-jnp.clip(start, _EPS, 1 - _EPS))
 
   def objective(z):
