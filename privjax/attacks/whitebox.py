@@ -46,10 +46,6 @@ def check(name, cfg, names) -> None:
   )
   checks.positive_int(f"attacks.{name}.steps", cfg.steps)
   checks.positive_int(f"attacks.{name}.checkpoints", cfg.checkpoints)
-  checks.require(
-    cfg.checkpoints <= cfg.steps,
-    f"config.attacks.{name}.checkpoints must be at most steps ({cfg.steps}), got {cfg.checkpoints}",
-  )
   checks.number(f"attacks.{name}.learning_rate", cfg.learning_rate, low=1e-12)
   checks.number(f"attacks.{name}.tolerance", cfg.tolerance, low=0.0)
   checks.numbers(f"attacks.{name}.tv_weights", cfg.tv_weights, low=0.0)
@@ -70,7 +66,9 @@ def total_variation(x):
 
 
 def schedule(steps: int, checkpoints: int) -> tuple[int, ...]:
-  """The step counts tried on validation: 0, then `checkpoints` counts up to `steps`."""
+  """The step counts tried on validation: 0, then `checkpoints` counts up to `steps` (every
+  step count when there are fewer steps than checkpoints)."""
+  checkpoints = min(checkpoints, steps)
   return tuple(sorted({0, *(round(steps * k / checkpoints) for k in range(1, checkpoints + 1))}))
 
 
