@@ -1,4 +1,4 @@
-"""Scale-out: the same audit on 1, 2, 4 and 8 devices and on two processes gives one answer.
+"""Scale-out: the same audit on 1, 4 and 8 devices and on two processes gives one answer.
 
 Each run is launch.py in its own subprocess (the device count is fixed when JAX
 starts). Two-process runs talk over 127.0.0.1 only, each process with 2 CPU devices.
@@ -172,9 +172,10 @@ def assert_same_audit(a, b):
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-  """Smoke audits on 1, 2, 4 and 8 devices (one process) and on 2 processes x 2 devices."""
+  """Smoke audits on 1, 4 and 8 devices (one process) and on 2 processes x 2 devices (2
+  devices are the machine this runs on: every other test's processes shard over 4)."""
   out = {}
-  workdirs = {n: tmp_path_factory.mktemp(f"devices{n}") for n in (1, 2, 4, 8)}
+  workdirs = {n: tmp_path_factory.mktemp(f"devices{n}") for n in (1, 4, 8)}
   # Two at a time: one small audit leaves a 2-core machine partly idle (start-up,
   # dispatch), and each run is its own process, so nothing is shared but the CPU.
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -191,7 +192,7 @@ def reports(tmp_path_factory):
   return out
 
 
-@pytest.mark.parametrize("devices", [1, 2, 8])
+@pytest.mark.parametrize("devices", [1, 8])
 def test_device_count_does_not_change_the_audit(reports, devices):
   assert_same_audit(reports[4], reports[devices])
 
