@@ -86,6 +86,7 @@ class Context:
   checkpoint_dir: str | None  # this attacker's own directory in the workdir, or None
   model: Model | None  # None when the audit runs on stored features
   fitted: Callable[[str], Fitted]  # another configured attacker by name, fitted once
+  running: tuple[str, ...] = ()  # the configured attackers' names ((): not stated)
 
 
 # Fewer auxiliary images than this to fit on, or to select on, and an attacker's

@@ -109,9 +109,13 @@ class _Run:
     if name not in self.keys:
       settings = self.settings(name)
       running = [n for n in self.attacks_cfg if self.attacks_cfg[n].type != base.OFF]
-      deps = sorted(
-        self.key(v) for v in settings.values() if isinstance(v, str) and v in running and v != name
-      )
+      named = [
+        v
+        for value in settings.values()
+        for v in (value if isinstance(value, (list, tuple)) else [value])
+        if isinstance(v, str)
+      ]
+      deps = sorted(self.key(v) for v in set(named) if v in running and v != name)
       c = self.context
       blob = json.dumps(
         [
@@ -158,7 +162,12 @@ class _Run:
           overwrite=self.overwrite,
           what=f"{name} checkpoint",
         )
-      ctx = base.Context(**self.context, checkpoint_dir=ckpt, fitted=self.fit)
+      ctx = base.Context(
+        **self.context,
+        checkpoint_dir=ckpt,
+        fitted=self.fit,
+        running=tuple(n for n in self.attacks_cfg if self.attacks_cfg[n].type != base.OFF),
+      )
       cfg = ml_collections.ConfigDict(self.settings(name))
       logging.info(
         "attack %s (%s): fitting on %d auxiliary images", name, kind, len(self.aux.train)

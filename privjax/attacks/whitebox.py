@@ -27,11 +27,14 @@ from privjax import checks, metrics, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, Skipped, register
 
 DEFAULTS = {
-  "init": "ridge",  # The attacker whose reconstructions start the optimisation, or "mean".
+  # The attackers whose reconstructions may start the optimisation ("mean": the mean
+  # auxiliary image); the start is chosen with the steps and prior on aux validation. Those
+  # not running are skipped; a single name is allowed.
+  "init": ("ridge", "decoder"),
   "steps": 400,  # Most Adam steps per image; the number used is chosen on aux validation.
   "checkpoints": 8,  # Step counts tried: steps * k / checkpoints for k = 0..checkpoints.
   # The fewest steps whose validation SSIM is within this of the best are used (0: the best).
-  "tolerance": 0.002,
+  "tolerance": 0.0,
   "learning_rate": 0.05,  # Adam's step size on the image logits.
   "tv_weights": (0.0, 1e-3),  # Total-variation prior weights; one is chosen on aux validation.
 }
@@ -40,15 +43,21 @@ DEFAULTS = {
 def check(name, cfg, names) -> None:
   others = [n for n in names if n != name]
   checks.require(
-    cfg.init == "mean" or cfg.init in others,
-    f"config.attacks.{name}.init must be 'mean' or another configured attacker {others}, "
-    f"got {cfg.init!r}",
+    bool(starts(cfg.init, others)),
+    f"config.attacks.{name}.init must be 'mean' or another configured attacker {others} (or "
+    f"a list of them), got {cfg.init!r}",
   )
   checks.positive_int(f"attacks.{name}.steps", cfg.steps)
   checks.positive_int(f"attacks.{name}.checkpoints", cfg.checkpoints)
   checks.number(f"attacks.{name}.learning_rate", cfg.learning_rate, low=1e-12)
   checks.number(f"attacks.{name}.tolerance", cfg.tolerance, low=0.0)
   checks.numbers(f"attacks.{name}.tv_weights", cfg.tv_weights, low=0.0)
+
+
+def starts(init, running) -> list[str]:
+  """The configured starts that can run: "mean" and the running attackers among `init`."""
+  names = [init] if isinstance(init, str) else list(init)
+  return [n for n in names if n == "mean" or n in running]
 
 
 _EPS = 1e-3  # initial images are clipped to [eps, 1 - eps] before the logit
@@ -72,7 +81,7 @@ def schedule(steps: int, checkpoints: int) -> tuple[int, ...]:
   return tuple(sorted({0, *(round(steps * k / checkpoints) for k in range(1, checkpoints + 1))}))
 
 
-def invert(embed, params, start, features, *, steps, learning_rate: float, tv_weight):
+def invert(embed, params, start, features, tv_weight, *, steps, learning_rate: float):
   """Images whose features under `embed(params, .)` approach `features`, from `start`.
 
   Args:
@@ -82,7 +91,7 @@ def invert(embed, params, start, features, *, steps, learning_rate: float, tv_we
     features: [B, D] the features to match.
     steps: a tuple of increasing Adam step counts (the first may be 0).
     learning_rate: Adam's step size on the image logits.
-    tv_weight: weight of the total-variation prior.
+    tv_weight: weight of the total-variation prior, one per image [B] (or a scalar).
 
   Returns:
     [B, len(steps), H, W, C]: each image after each step count, in [0, 1] (step 0 is
@@ -125,49 +134,54 @@ def _check_differentiable(model, image_shape) -> None:
     ) from e
 
 
-def _selection(optimise, aux: AuxSet, ctx: Context, tv_weights, steps) -> list[dict]:
-  """Each prior weight's mean image error and SSIM on the held-out aux images, per step count.
-
-  One optimisation per prior weight over the most steps gives every shorter count on the
-  way; step 0 is the start itself, so the choice never ends worse than it began there.
-  """
+def _selection(optimise, aux: AuxSet, ctx: Context, starts: dict, tv_weights, steps):
+  """Each (start, prior weight)'s mean image error and SSIM on the held-out aux images, per
+  step count: every combination in one batched optimisation over the most steps, which
+  gives every shorter count on the way; step 0 is the start itself, so the choice never
+  ends worse than it began there."""
   val_features, val_images = aux.features[aux.val], aux.images[aux.val]
+  combos = [(name, float(w)) for name in starts for w in tv_weights]
+  n = len(aux.val)
+  t = time.perf_counter()
+  recs = optimise(
+    np.concatenate([starts[name] for name, _ in combos]),
+    np.concatenate([val_features] * len(combos)),
+    np.repeat(np.asarray([w for _, w in combos], np.float32), n),
+    steps,
+  )  # [C * n, len(steps), H, W, C]
+  seconds = round(time.perf_counter() - t, 3)
+  truth = np.concatenate([val_images] * len(combos))
   score = functools.partial(
     metrics.ssim_jit, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma
   )
-  selection = []
-  for w in tv_weights:
-    t = time.perf_counter()
-    recs = optimise(val_features, w, steps)  # [B, len(steps), H, W, C]
-    seconds = time.perf_counter() - t
-    ssim = [
-      float(
-        np.mean(
-          parallel.batched_map(
-            score, [recs[:, k], val_images], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
-          )
-        )
+  ssim = np.stack(
+    [
+      parallel.batched_map(
+        score, [recs[:, k], truth], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
       )
       for k in range(len(steps))
-    ]
-    mse = [float(np.mean((recs[:, k] - val_images) ** 2)) for k in range(len(steps))]
-    selection.append(
-      {
-        "tv_weight": float(w),
-        "steps": list(steps),
-        "val_mse": mse,
-        "val_ssim": ssim,
-        "seconds": round(seconds, 3),
-      }
-    )
-  return selection
+    ],
+    axis=1,
+  ).reshape(len(combos), n, len(steps))
+  mse = ((recs - truth[:, None]) ** 2).mean(axis=(2, 3, 4)).reshape(len(combos), n, len(steps))
+  return [
+    {
+      "init": name,
+      "tv_weight": w,
+      "steps": list(steps),
+      "val_mse": [float(v) for v in mse[i].mean(axis=0)],
+      "val_ssim": [float(v) for v in ssim[i].mean(axis=0)],
+      "seconds": seconds,  # of the whole batched optimisation
+    }
+    for i, (name, w) in enumerate(combos)
+  ]
 
 
 def choose(selection: list[dict], tolerance: float = 0.0) -> dict:
   """The (prior weight, step count) of least validation image error (1 - SSIM, the audit's
   measure), or the fewest steps within `tolerance` of it; fewer steps on a tie."""
   points = [
-    {"tv_weight": r["tv_weight"], "steps": n, "val_mse": m, "val_ssim": s}
+    {"init": r.get("init"), "tv_weight": r["tv_weight"], "steps": n, "val_mse": m, "val_ssim": s}
     for r in selection
     for n, m, s in zip(r["steps"], r["val_mse"], r["val_ssim"], strict=True)
   ]
@@ -191,48 +205,50 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     )
   mean_image = aux.images[aux.train].mean(axis=0)
 
-  def start(features, held_out=False):
-    if cfg.init == "mean":
+  def start(name, features, held_out=False):
+    if name == "mean":
       return np.broadcast_to(mean_image, (features.shape[0], *aux.image_shape)).copy()
-    init = ctx.fitted(cfg.init)
+    init = ctx.fitted(name)
     return (init.reconstruct_held_out if held_out else init.reconstruct)(features)
 
-  def optimise(starts, features, tv_weight, steps):
-    def fn(s, f):
-      return run(model.params, s, f, steps=steps, tv_weight=jnp.float32(tv_weight))
+  def optimise(starts, features, tv_weights, steps):
+    def fn(s, f, w):
+      return run(model.params, s, f, w, steps=steps)
 
     return parallel.batched_map(
-      fn, [starts, features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
+      fn, [starts, features, tv_weights], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
     )
 
-  val_starts = start(aux.features[aux.val], held_out=True)
+  named = [cfg.init] if isinstance(cfg.init, str) else list(cfg.init)
+  candidates = starts(cfg.init, ctx.running or named)
+  val_starts = {n: start(n, aux.features[aux.val], held_out=True) for n in candidates}
   selection = _selection(
-    functools.partial(optimise, val_starts),
-    aux,
-    ctx,
-    cfg.tv_weights,
-    schedule(cfg.steps, cfg.checkpoints),
+    optimise, aux, ctx, val_starts, cfg.tv_weights, schedule(cfg.steps, cfg.checkpoints)
   )
   chosen = choose(selection, cfg.tolerance)
   logging.info(
-    "whitebox: %d steps at tv_weight %g chosen on %d held-out auxiliary images by image "
-    "error (SSIM %.4f, MSE %.5f; from its start: SSIM %.4f)",
+    "whitebox: from %s, %d steps at tv_weight %g, chosen on %d held-out auxiliary images by "
+    "image error (SSIM %.4f, MSE %.5f; the starts: %s)",
+    chosen["init"],
     chosen["steps"],
     chosen["tv_weight"],
     len(aux.val),
     chosen["val_ssim"],
     chosen["val_mse"],
-    selection[0]["val_ssim"][0],
+    ", ".join(
+      f"{r['init']} SSIM {r['val_ssim'][0]:.4f}" for r in selection[:: len(cfg.tv_weights)]
+    ),
   )
   timing = {}
 
   def reconstruct(features):
     t = time.perf_counter()
-    starts = start(features)
+    begin = start(chosen["init"], features)
     if chosen["steps"] == 0:  # no optimisation beat the start on validation: keep it
-      out = starts
+      out = begin
     else:
-      out = optimise(starts, features, chosen["tv_weight"], (chosen["steps"],))[:, 0]
+      w = np.full(len(features), chosen["tv_weight"], np.float32)
+      out = optimise(begin, features, w, (chosen["steps"],))[:, 0]
     seconds = time.perf_counter() - t
     timing.update(
       seconds=round(seconds, 3),
@@ -241,7 +257,7 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     return out
 
   info = {
-    "init": cfg.init,
+    "init": chosen["init"],
     "steps": int(chosen["steps"]),
     "max_steps": int(cfg.steps),
     "learning_rate": float(cfg.learning_rate),

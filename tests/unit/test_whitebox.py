@@ -41,9 +41,15 @@ def _fit(name, aux, ctx, **settings):
   return attacks.get(name)(aux, ctx, own)
 
 
-def _curve(tv_weight, ssims):
+def _curve(tv_weight, ssims, init="ridge"):
   steps = list(range(0, 50 * len(ssims), 50))
-  return {"tv_weight": tv_weight, "steps": steps, "val_mse": [0.0] * len(ssims), "val_ssim": ssims}
+  return {
+    "init": init,
+    "tv_weight": tv_weight,
+    "steps": steps,
+    "val_mse": [0.0] * len(ssims),
+    "val_ssim": ssims,
+  }
 
 
 def test_choice_keeps_the_start_when_no_optimisation_beats_it_on_validation():
@@ -55,6 +61,7 @@ def test_choice_keeps_the_start_when_no_optimisation_beats_it_on_validation():
 def test_choice_takes_the_best_or_the_fewest_steps_within_the_tolerance():
   selection = [_curve(0.0, [0.80, 0.90, 0.940, 0.949]), _curve(1e-3, [0.80, 0.93, 0.950, 0.94])]
   assert whitebox.choose(selection) == {
+    "init": "ridge",
     "tv_weight": 1e-3,
     "steps": 100,
     "val_mse": 0.0,
