@@ -13,7 +13,10 @@ import os
 
 from absl import logging as absl_logging
 
-_OWN = f"{os.sep}privjax{os.sep}"
+# privjax's own source files: the package's directory, not any path with a "privjax"
+# folder in it (a clone named privjax holds .venv/.../orbax too, and orbax logs through
+# absl's logger as privjax does, so the logger's name cannot tell them apart).
+_OWN = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class Quiet(logging.Filter):
@@ -26,7 +29,7 @@ class Quiet(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     if record.levelno >= logging.WARNING:
       return True
-    if _OWN not in record.pathname:
+    if not os.path.abspath(record.pathname).startswith(_OWN):
       return False
     message = record.getMessage()
     if message in self._seen:
