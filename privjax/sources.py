@@ -433,8 +433,12 @@ def npz(path: str):
   like folder names). Each key's rank and dtype is checked; object arrays are refused,
   never unpickled.
   """
-  if not path or not os.path.isfile(path):
-    raise DataError(f"config.data.path must be an .npz file, got {path!r}")
+  if not path:
+    raise DataError("config.data.path must name an .npz file (--config.data.path=data.npz)")
+  if not os.path.exists(path):
+    raise DataError(f"config.data.path: no such file {path!r}")
+  if not os.path.isfile(path):
+    raise DataError(f"config.data.path must be an .npz file, got the directory {path!r}")
   arrays = _load_npz(path)
   keys = sorted(arrays)
   if "aux_features" in arrays or "target_features" in arrays:

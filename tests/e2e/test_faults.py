@@ -357,7 +357,8 @@ TABLE = [
     "done",
     "config.model.kind must be one of",
   ),
-  ("missing-npz", NPZ, ["--config.data.path={t}/nope.npz"], "done", "must be an .npz file"),
+  ("missing-npz", NPZ, ["--config.data.path={t}/nope.npz"], "done", "no such file"),
+  ("npz-is-a-folder", NPZ, ["--config.data.path={t}/empty"], "done", "got the directory"),
   (
     "empty-folder",
     FOLDER,
