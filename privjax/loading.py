@@ -49,11 +49,16 @@ def data(config) -> Loaded:
   embedding.validate(config.evaluator, "evaluator")
   loaded = data_lib.load(config.data)
   precomputed = isinstance(loaded, sources.Precomputed)
-  if precomputed != (config.model.kind == "precomputed"):
+  if precomputed and config.model.kind != "precomputed":
     raise ConfigError(
-      "config.model.kind='precomputed' goes with an npz source holding aux/target features, "
-      f"got model.kind={config.model.kind!r} and data.source={config.data.source!r}"
-      + (" with features" if precomputed else "")
+      f"{config.data.path} holds stored features (aux/target features), which no model "
+      f"re-embeds: add --config.model.kind=precomputed (got model.kind={config.model.kind!r})"
+    )
+  if config.model.kind == "precomputed" and not precomputed:
+    raise ConfigError(
+      "config.model.kind='precomputed' needs an npz source holding aux/target features "
+      f"(aux_images, aux_features, target_images, target_features), got data.source="
+      f"{config.data.source!r} without features"
     )
   kind = evaluator_kind(config, loaded, precomputed)
   if precomputed:

@@ -147,6 +147,13 @@ def _setup(tmp, digits8):
     target_features=np.ones((20, 4)),
   )
   np.savez(tmp / "labels.npz", images=x[:30], labels=y[:5])
+  np.savez(
+    tmp / "leak.npz",
+    aux_images=x[:30],
+    aux_features=np.ones((30, 4)),
+    target_images=x[30:50],
+    target_features=np.ones((20, 4)),
+  )
   np.savez(tmp / "range.npz", images=x[:60] * 255.0, labels=y[:60])
   (tmp / "userpkg").mkdir()
   (tmp / "userpkg" / "fault_models.py").write_text(USER_MODULE)
@@ -358,6 +365,21 @@ TABLE = [
     "config.model.kind must be one of",
   ),
   ("missing-npz", NPZ, ["--config.data.path={t}/nope.npz"], "done", "no such file"),
+  (
+    "features-without-precomputed",
+    NPZ,
+    ["--config.data.path={t}/leak.npz"],
+    "done",
+    "holds stored features (aux/target features), which no model re-embeds: add "
+    "--config.model.kind=precomputed",
+  ),
+  (
+    "precomputed-without-features",
+    None,
+    ["--config.model.kind=precomputed"],
+    "done",
+    "config.model.kind='precomputed' needs an npz source holding aux/target features",
+  ),
   ("npz-is-a-folder", NPZ, ["--config.data.path={t}/empty"], "done", "got the directory"),
   (
     "empty-folder",
