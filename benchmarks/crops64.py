@@ -51,6 +51,9 @@ def make(per_picture: int = 300, size: int = 64, seed: int = 0):
 
 
 def main():
+  from benchmarks import require_test_extras
+
+  require_test_extras()
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("out", help="the .npz to write (images, labels)")
   p.add_argument("--per_picture", type=int, default=300)

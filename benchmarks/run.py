@@ -403,6 +403,9 @@ def bench_default_audit() -> dict:
 
 
 def main(argv=None):
+  from benchmarks import require_test_extras
+
+  require_test_extras()
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   mode = ap.add_mutually_exclusive_group()
   mode.add_argument("--quick", action="store_true", help="under 2 minutes")
