@@ -13,8 +13,12 @@ label is the source picture. With configs/npz.py's roles the builtin model train
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PICTURES = (
   "astronaut",
