@@ -358,6 +358,17 @@ def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str
   """
   fingerprint = json.loads(json.dumps(fingerprint))  # normalise (tuples -> lists)
   path = os.path.join(directory, FINGERPRINT_FILE)
+  for folder in (directory, events_dir_of(directory)):  # before anything is deleted
+    if folder and os.path.islink(folder):
+      raise WorkdirError(
+        f"the workdir's {what} folder {folder} is a symbolic link: expected a folder privjax "
+        "makes (it never deletes through a link); remove the link"
+      )
+    if folder and os.path.lexists(folder) and not os.path.isdir(folder):
+      raise WorkdirError(
+        f"the workdir's {what} folder {folder} is a file: expected a folder privjax makes; "
+        "move the file away"
+      )
   if os.path.isdir(directory) and os.listdir(directory):
     try:
       with open(path) as f:

@@ -130,3 +130,34 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
     workdir_lib.atomic_write(str(path), b"new report, half")
   assert path.read_bytes() == b"old complete report"
   assert os.listdir(tmp_path) == ["report.json"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("how", ["file", "link", "events-file"])
+def test_a_stage_folder_that_is_a_file_or_a_link_is_refused_before_anything_is_deleted(
+  tmp_path, how, overwrite
+):
+  stage = tmp_path / "checkpoints" / "decoder"
+  events = tmp_path / "tensorboard" / "decoder"
+  stage.parent.mkdir()
+  events.mkdir(parents=True)
+  (events / "events.out").write_text("curves")
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  (elsewhere / "keep").write_text("mine")
+  if how == "file":
+    stage.write_text("not a folder")
+  elif how == "link":
+    stage.symlink_to(elsewhere, target_is_directory=True)
+  else:
+    stage.mkdir()
+    (stage / "old").write_text("an older run")
+    (events / "events.out").unlink()
+    events.rmdir()
+    events.write_text("not a folder")
+  with pytest.raises(WorkdirError, match="is a (file|symbolic link)") as e:
+    workdir_lib.claim_stage(str(stage), {"a": 1}, overwrite=overwrite, what="decoder")
+  assert "\n" not in str(e.value)
+  assert (elsewhere / "keep").read_text() == "mine"
+  if how != "events-file":
+    assert (events / "events.out").read_text() == "curves"  # nothing deleted first
