@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -349,6 +350,22 @@ def events_dir_of(directory: str) -> str | None:
   return os.path.join(os.path.dirname(parent), "tensorboard", os.path.basename(directory))
 
 
+# What privjax writes in a stage's folder (orbax steps, set-aside damaged steps, orbax's
+# in-progress folders, the fingerprint) and in its tensorboard folder (event files).
+_STAGE_NAMES = re.compile(r"^(\d+|\d+\.damaged|\d+\.orbax-checkpoint-tmp.*|fingerprint\.json)$")
+_EVENT_NAMES = re.compile(r"^events\.out\.tfevents\..*$")
+
+
+def _foreign(directory: str, events: str | None) -> str:
+  """The path of a file in a stage's folders that privjax did not write, or ""."""
+  for folder, names in ((directory, _STAGE_NAMES), (events, _EVENT_NAMES)):
+    if folder and os.path.isdir(folder):
+      for name in sorted(os.listdir(folder)):
+        if not names.match(name):
+          return os.path.join(folder, name)
+  return ""
+
+
 def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str) -> None:
   """Makes `directory` hold results of `fingerprint`: reuse, error, or discard if overwrite.
 
@@ -383,6 +400,12 @@ def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str
         f"the workdir's {what} was made with different inputs ({'; '.join(diffs[:3])}); use "
         "another --workdir, or --config.overwrite=True to discard it"
       )
+  foreign = _foreign(directory, events_dir_of(directory))
+  if foreign:
+    raise WorkdirError(
+      f"the workdir's {what} folder holds {foreign}, which privjax did not write: "
+      "--config.overwrite=True discards only what privjax wrote; move it away"
+    )
   parallel.barrier(f"claim {directory}: checked")
   if parallel.is_writer():
     if os.path.isdir(directory):

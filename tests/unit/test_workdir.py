@@ -161,3 +161,21 @@ def test_a_stage_folder_that_is_a_file_or_a_link_is_refused_before_anything_is_d
   assert (elsewhere / "keep").read_text() == "mine"
   if how != "events-file":
     assert (events / "events.out").read_text() == "curves"  # nothing deleted first
+
+
+@pytest.mark.parametrize("where", ["stage", "events"])
+def test_overwrite_refuses_a_stage_folder_holding_a_users_file(tmp_path, where):
+  stage = tmp_path / "checkpoints" / "decoder"
+  events = tmp_path / "tensorboard" / "decoder"
+  (stage / "500").mkdir(parents=True)
+  (stage / "fingerprint.json").write_text('{"a": 0}')
+  events.mkdir(parents=True)
+  (events / "events.out.tfevents.1.vm").write_text("curves")
+  mine = (stage if where == "stage" else events) / "my_notes.txt"
+  mine.write_text("mine")
+  with pytest.raises(WorkdirError, match="my_notes.txt, which privjax did not write"):
+    workdir_lib.claim_stage(str(stage), {"a": 1}, overwrite=True, what="decoder")
+  assert mine.read_text() == "mine" and (stage / "500").is_dir()
+  mine.unlink()
+  workdir_lib.claim_stage(str(stage), {"a": 1}, overwrite=True, what="decoder")  # privjax's own
+  assert sorted(p.name for p in stage.iterdir()) == ["fingerprint.json"] and not events.exists()
