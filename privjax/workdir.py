@@ -65,6 +65,11 @@ def resolve(path) -> str:
       "--workdir is empty: name a directory for the checkpoints and the report (privjax creates it)"
     )
   path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  if os.path.islink(path) and not os.path.exists(path):
+    raise WorkdirError(
+      f"workdir {path} is a symbolic link to {os.readlink(path)!r}, which does not exist: "
+      "create that directory, or name another --workdir"
+    )
   if os.path.exists(path) and not os.path.isdir(path):
     raise WorkdirError(f"workdir must be a directory, got an existing file: {path}")
   if os.path.isdir(path) and not _is_privjax_workdir(path):

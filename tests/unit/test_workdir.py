@@ -179,3 +179,11 @@ def test_overwrite_refuses_a_stage_folder_holding_a_users_file(tmp_path, where):
   mine.unlink()
   workdir_lib.claim_stage(str(stage), {"a": 1}, overwrite=True, what="decoder")  # privjax's own
   assert sorted(p.name for p in stage.iterdir()) == ["fingerprint.json"] and not events.exists()
+
+
+def test_a_dangling_symlink_workdir_says_so(tmp_path):
+  link = tmp_path / "run"
+  link.symlink_to(tmp_path / "gone")
+  with pytest.raises(WorkdirError, match=r"is a symbolic link to .*gone.*which does not exist"):
+    workdir_lib.prepare(str(link))
+  assert not (tmp_path / "gone").exists()
