@@ -117,6 +117,13 @@ def prepare(path) -> str:
     with tempfile.TemporaryFile(dir=path):
       pass
   except OSError as e:
+    finished = os.path.isfile(os.path.join(path, "report.json"))
+    if finished and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+      raise WorkdirError(
+        f"workdir {path} holds a finished audit but is read-only ({e.strerror}): privjax "
+        "writes its lock there even to re-serve the report; open report.html directly, or "
+        "copy the workdir and name the copy as --workdir"
+      ) from e
     raise WorkdirError(f"workdir {path} is not writable: {e.strerror or e}") from e
   return path
 

@@ -187,3 +187,19 @@ def test_a_dangling_symlink_workdir_says_so(tmp_path):
   with pytest.raises(WorkdirError, match=r"is a symbolic link to .*gone.*which does not exist"):
     workdir_lib.prepare(str(link))
   assert not (tmp_path / "gone").exists()
+
+
+def test_a_finished_read_only_workdir_says_read_only_plainly(tmp_path, monkeypatch):
+  wd = tmp_path / "done"
+  workdir_lib.prepare(str(wd))
+  (wd / "report.json").write_text("{}")
+
+  def read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+
+  monkeypatch.setattr(workdir_lib.tempfile, "TemporaryFile", read_only)
+  with pytest.raises(WorkdirError, match="holds a finished audit but is read-only"):
+    workdir_lib.prepare(str(wd))
+  (wd / "report.json").unlink()  # not finished: the plain words
+  with pytest.raises(WorkdirError, match="is not writable: Read-only file system"):
+    workdir_lib.prepare(str(wd))
