@@ -172,8 +172,9 @@ def assert_same_audit(a, b):
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-  """Smoke audits on 1, 4 and 8 devices (one process) and on 2 processes x 2 devices (2
-  devices are the machine this runs on: every other test's processes shard over 4)."""
+  """Smoke audits on 1, 4 and 8 devices (one process) and on 2 processes x 2 devices,
+  killed in training and resumed (2 devices are the machine this runs on: every other
+  test's processes shard over 4)."""
   out = {}
   workdirs = {n: tmp_path_factory.mktemp(f"devices{n}") for n in (1, 4, 8)}
   # Two at a time: one small audit leaves a 2-core machine partly idle (start-up,
@@ -186,10 +187,30 @@ def reports(tmp_path_factory):
     report = json.loads((wd / "report.json").read_text())
     assert report["devices"] == {"count": n, "kind": "cpu", "platform": "cpu", "processes": 1}
     out[n] = report
+  # The two-process audit is killed in training and resumed: its report must still be the
+  # single-process one (one run serves both the two-process and the resume tests).
   wd, logs = tmp_path_factory.mktemp("processes2"), tmp_path_factory.mktemp("logs")
+  _killed_in_training(wd, logs)
   results = _finish(_start_processes(wd, logs), logs)
   out["processes"] = (wd, results)
   return out
+
+
+def _killed_in_training(wd, logs):
+  """Starts the two-process audit and SIGKILLs both processes after the decoder's step 60."""
+  procs = _start_processes(wd, logs)
+  deadline = time.monotonic() + 240
+  log0 = logs / "process0.log"
+  try:
+    while "decoder step 60/" not in log0.read_text():  # checkpoints at 20, 40, 60
+      assert time.monotonic() < deadline, log0.read_text()[-3000:]
+      assert procs[0][0].poll() is None, log0.read_text()[-3000:]
+      time.sleep(0.05)
+  finally:
+    for p, _ in procs:
+      p.send_signal(signal.SIGKILL)
+  _finish(procs, logs)
+  assert not (wd / "report.json").exists()
 
 
 @pytest.mark.parametrize("devices", [1, 8])
@@ -223,23 +244,8 @@ def test_two_processes_give_the_single_process_audit_and_one_report(reports):
   ]
 
 
-def test_two_process_run_killed_in_training_resumes(reports, tmp_path):
-  wd, logs = tmp_path / "wd", tmp_path
-  procs = _start_processes(wd, logs)
-  deadline = time.monotonic() + 240
-  log0 = logs / "process0.log"
-  try:
-    while "decoder step 60/" not in log0.read_text():  # checkpoints at 20, 40, 60
-      assert time.monotonic() < deadline, log0.read_text()[-3000:]
-      assert procs[0][0].poll() is None, log0.read_text()[-3000:]
-      time.sleep(0.05)
-  finally:
-    for p, _ in procs:
-      p.send_signal(signal.SIGKILL)
-  _finish(procs, logs)
-  assert not (wd / "report.json").exists()
-
-  results = _finish(_start_processes(wd, logs), logs)
+def test_two_process_run_killed_in_training_resumes(reports):
+  wd, results = reports["processes"]  # killed after the decoder's step 60, then rerun
   for i, (rc, log) in enumerate(results):
     assert rc == 0, f"process {i} exited {rc}:\n{log[-3000:]}"
     assert "decoder: resumed from checkpoint at step" in log
