@@ -24,6 +24,7 @@ import errno
 import faulthandler
 import logging as python_logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -96,7 +97,8 @@ OWN_FLAGS = (
 
 def main(argv):
   try:
-    _main(argv)
+    with logs.library_tracebacks_hidden():
+      _main(argv)
   except BaseException as e:  # noqa: B036 (a stop signal may surface as any exception)
     if isinstance(e, SystemExit):
       raise
@@ -214,15 +216,20 @@ def _disk_full(e: BaseException):
   checkpoints, written by orbax and TensorStore), which may wrap the OSError or only
   say it in the message.
   """
-  seen = set()
+  seen, full, names = set(), False, []
   while e is not None and id(e) not in seen:
     seen.add(id(e))
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-      return e.filename or ""
-    if "No space left on device" in str(e):
-      return ""
+      full = True
+      names.append(e.filename)
+    elif "No space left on device" in str(e):  # TensorStore: 'Failed writing: "<path>": ...'
+      full = True
+      named = re.search(r'(?:Failed writing:|local file) "([^"]+)"', str(e))
+      names.append(named and named.group(1))
     e = e.__cause__ or e.__context__
-  return None
+  if not full:
+    return None
+  return next((str(name) for name in names if name), "")
 
 
 def _start_distributed():
@@ -450,6 +457,7 @@ def console():
   # and a crash in native code prints Python's stack.
   command_name.make_process_name_useful()
   logging.use_absl_handler()
+  logs.quiet_process()  # library tracebacks hidden, also those printed at exit
   with contextlib.suppress(Exception):
     faulthandler.enable()
   sys.exit(run(sys.argv))

@@ -3,6 +3,13 @@
 The command line and the Python API show the same lines: stage starts and ends, training
 steps with images/s and ETA, the verdict. Third-party INFO chatter a user cannot act on
 (orbax's per-save lines, JAX's backend probing) is dropped; every WARNING is kept.
+
+A library's tracebacks are not shown either (at --verbosity=1 they are): an error a
+library logs with its traceback from a background thread (orbax's checkpoint threads on a
+full disk), and the exceptions Python can only print and ignore (TensorStore's callbacks
+into a closed asyncio loop, after a damaged checkpoint or a failed save). What went wrong
+reaches privjax as an exception and is reported in one line; a successful run prints no
+traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import threading
 
 from absl import logging as absl_logging
 
@@ -27,15 +36,69 @@ class Quiet(logging.Filter):
     self._seen = set()
 
   def filter(self, record: logging.LogRecord) -> bool:
+    if not _no_library_traceback(record):
+      return False
     if record.levelno >= logging.WARNING:
       return True
-    if not os.path.abspath(record.pathname).startswith(_OWN):
+    if not _own(record):
       return False
     message = record.getMessage()
     if message in self._seen:
       return False
     self._seen.add(message)
     return True
+
+
+def _own(record: logging.LogRecord) -> bool:
+  return os.path.abspath(record.pathname).startswith(_OWN)
+
+
+def _no_library_traceback(record: logging.LogRecord) -> bool:
+  """False for a library's record carrying a traceback (below --verbosity=1): its error
+  reaches privjax as an exception, reported in one line."""
+  return _own(record) or not record.exc_info or _debugging()
+
+
+def _debugging() -> bool:
+  return absl_logging.get_absl_logger().getEffectiveLevel() <= logging.DEBUG
+
+
+def hide_library_tracebacks():
+  """Python's hooks for exceptions it can only ignore, and for those that end a thread, print
+  nothing below --verbosity=1 (where the previous hooks print their tracebacks). TensorStore
+  calling into a closed asyncio loop prints one per pending write: hundreds after a damaged
+  checkpoint; TensorBoard's writer thread dies on a full disk. privjax starts no threads of
+  its own: these are libraries' background work, whose failure reaches privjax as an
+  exception where it waits for it. Returns the hooks replaced."""
+  previous = sys.unraisablehook, threading.excepthook
+
+  def unraisable_hook(unraisable):
+    if _debugging():
+      previous[0](unraisable)
+
+  def thread_hook(args):
+    if _debugging() or args.exc_type is SystemExit:
+      previous[1](args)
+
+  sys.unraisablehook, threading.excepthook = unraisable_hook, thread_hook
+  return previous
+
+
+@contextlib.contextmanager
+def library_tracebacks_hidden():
+  """`hide_library_tracebacks` for the duration; the previous hooks restored on exit."""
+  previous = hide_library_tracebacks()
+  try:
+    yield
+  finally:
+    sys.unraisablehook, threading.excepthook = previous
+
+
+def quiet_process() -> None:
+  """For the command's whole process: library tracebacks hidden, also after the audit has
+  returned, while libraries' background threads (orbax's savers) may still report."""
+  hide_library_tracebacks()
+  absl_logging.get_absl_handler().addFilter(_no_library_traceback)
 
 
 def quiet_cli() -> None:
@@ -51,7 +114,7 @@ def progress(show: bool = True):
   caller's logging as usual. Under an absl app (the command line) its handler shows it."""
   logger = absl_logging.get_absl_logger()
   if absl_logging.get_absl_handler() in logging.root.handlers:
-    yield
+    yield  # (the command line hides library tracebacks for the process's life)
     return
   level, propagate, handler = logger.level, logger.propagate, None
   if show:
@@ -62,7 +125,8 @@ def progress(show: bool = True):
     logger.propagate = False
   logger.setLevel(logging.INFO if show else logging.WARNING)
   try:
-    yield
+    with library_tracebacks_hidden():
+      yield
   finally:
     if handler is not None:
       logger.removeHandler(handler)

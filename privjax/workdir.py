@@ -23,6 +23,10 @@ records a fingerprint of everything its result depends on (config fields, data
 and model hashes). Re-running with the same inputs reuses it; different inputs are
 an error naming what changed, unless `config.overwrite=True` discards the stale
 stage. Results are never mixed.
+
+A refused run (bad input: a `PrivjaxError`, training divergence aside, whose checkpoint is
+kept) adds nothing: what it wrote into the workdir is removed, and a workdir it created
+goes with it. A run that fails otherwise never leaves an empty workdir it created.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy as np
 from absl import logging
 
 from privjax import parallel
-from privjax.errors import WorkdirError
+from privjax.errors import PrivjaxError, TrainingError, WorkdirError
 
 LOCK_FILE = ".privjax.lock"
 MARKER_FILE = ".privjax-workdir"
@@ -142,8 +146,10 @@ def locked(path):
   """Holds the workdir's exclusive lock (re-entrant within one process); yields its path.
 
   The workdir is made ready first (`prepare`). Process 0, on taking the lock, finishes
-  what a killed run left (`recover`).
+  what a killed run left (`recover`). When the outermost hold ends in a refusal, process
+  0 removes what was added meanwhile (`_discard_added`).
   """
+  existed = os.path.lexists(resolve(path))
   path = prepare(path)
   if path in _held:
     _held[path] += 1
@@ -176,14 +182,56 @@ def locked(path):
       raise error from e
     raise
   _held[path] = 1
+  before = _entries(path) if existed else set()
   try:
     if p == 0:
       recover(path)
     yield path
+  except BaseException as e:
+    if p == 0:
+      _discard_added(path, before, created=not existed, refused=_refusal(e))
+    raise
   finally:
     del _held[path]
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+def _refusal(e: BaseException) -> bool:
+  """Whether `e` refuses the input (a diverged training keeps its last good checkpoint)."""
+  return isinstance(e, PrivjaxError) and not isinstance(e, TrainingError)
+
+
+def _entries(path: str) -> set:
+  """Every file, link and folder under `path`, relative to it."""
+  found = set()
+  for root, dirs, files in os.walk(path):
+    rel = os.path.relpath(root, path)
+    found.update(os.path.normpath(os.path.join(rel, name)) for name in dirs + files)
+  return found
+
+
+def _discard_added(path: str, before: set, *, created: bool, refused: bool) -> None:
+  """After a failed run: what it added to the workdir removed when it was refused (the
+  workdir too, if it created it); else only a workdir it created that holds nothing of
+  the run's (its marker and lock)."""
+  added = _entries(path) - before
+  if created and (refused or added <= {MARKER_FILE, LOCK_FILE}):
+    shutil.rmtree(path, ignore_errors=True)
+    return
+  if not refused:
+    return
+  for rel in sorted(added):
+    if os.path.dirname(rel) in added or rel == LOCK_FILE:
+      continue  # inside a folder removed whole / the lock, held until the caller returns
+    target = os.path.join(path, rel)
+    if os.path.isdir(target) and not os.path.islink(target):
+      shutil.rmtree(target, ignore_errors=True)
+    else:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(target)
+  if added:
+    logging.info("the refused run's files were removed from %s", path)
 
 
 def recover(path: str) -> None:

@@ -839,3 +839,13 @@ def test_in_process_run_prints_what_a_fresh_process_does(finished, launch_here):
   assert not [name for name in flags.FLAGS if name.startswith("config.")]
   assert absl_logging.get_absl_handler() not in logging.getLogger().handlers
   assert signal.getsignal(signal.SIGTERM) is sigterm
+
+
+def test_a_refusal_after_work_was_written_leaves_no_new_workdir(finished, launch_here):
+  # The recognition model trains and saves its checkpoints before the evaluator is refused.
+  tmp, _ = finished
+  config, _, *overrides = _fill(next(row for row in TABLE if row[0] == "evaluator-nan"), tmp)
+  result = launch_here(config, tmp / "fresh", *overrides, pythonpath=tmp / "userpkg")
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "the refused run's files were removed" not in result.stderr  # (it made the workdir)
+  assert not (tmp / "fresh").exists()

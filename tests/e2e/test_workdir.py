@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import textwrap
 
 import pytest
@@ -210,6 +211,36 @@ def test_workdir_faults_exit_2_with_one_line_and_change_nothing(
   assert snapshot(tmp / "done") == before
   assert snapshot(tmp / "mine") == mine
   assert set(os.listdir(REPO_ROOT)) == repo_before  # --workdir= never wrote into the cwd
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 3 MiB filesystem (tmpfs) that fills while the decoder saves its first checkpoint:
+  a disk filling under orbax's and TensorStore's background writers, which the sitecustomize
+  above (Python's os.write) cannot reach. Needs root; skipped elsewhere."""
+  mount = tmp_path / "small"
+  mount.mkdir()
+  if os.geteuid() != 0 or shutil.which("mount") is None:
+    pytest.skip("mounting a small tmpfs needs root")
+  mounted = subprocess.run(
+    ["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mount)], capture_output=True
+  )
+  if mounted.returncode != 0:
+    pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+  try:
+    yield mount
+  finally:
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_disk_filling_during_a_checkpoint_is_one_line_without_library_tracebacks(small_disk):
+  result = launch("configs/smoke.py", small_disk / "wd", timeout=180, devices=2)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert lines[-1].startswith(f"privjax: error: no space left on device writing {small_disk}")
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert "Event loop is closed" not in result.stderr
+  assert [line for line in lines if not line.startswith("I")] == [lines[-1]], result.stderr
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------

@@ -38,3 +38,79 @@ def test_quiet_drops_third_party_lines_from_a_venv_inside_a_clone_named_privjax(
   ):
     rec = logging.LogRecord("absl", logging.INFO, path, 1, "CheckpointManager created", None, None)
     assert not quiet.filter(rec), path
+
+
+def test_a_library_traceback_is_hidden_below_verbosity_1_and_privjax_own_kept():
+  import logging
+  import sys
+
+  from absl import logging as absl_logging
+
+  from privjax import logs
+
+  quiet = logs.Quiet()
+  try:
+    raise ValueError("RESOURCE_EXHAUSTED: Failed writing")
+  except ValueError:
+    exc_info = sys.exc_info()
+
+  def record(path):
+    return logging.LogRecord("absl", logging.ERROR, path, 1, "thread raised", None, exc_info)
+
+  orbax = "/x/site-packages/orbax/checkpoint/_src/futures/future.py"
+  own = logs._OWN + "audit.py"
+  level = absl_logging.get_absl_logger().level
+  try:
+    absl_logging.get_absl_logger().setLevel(logging.INFO)
+    assert not quiet.filter(record(orbax))  # its error reaches privjax as an exception
+    assert quiet.filter(record(own))
+    assert quiet.filter(logging.LogRecord("absl", logging.ERROR, orbax, 1, "no trace", None, None))
+    absl_logging.get_absl_logger().setLevel(logging.DEBUG)  # --verbosity=1
+    assert quiet.filter(record(orbax))
+  finally:
+    absl_logging.get_absl_logger().setLevel(level)
+
+
+def test_ignored_exceptions_and_dying_library_threads_print_only_at_verbosity_1():
+  import gc
+  import logging
+  import sys
+  import threading
+
+  from absl import logging as absl_logging
+
+  from privjax import logs
+
+  class Closed:
+    def __del__(self):
+      raise RuntimeError("Event loop is closed")  # what TensorStore's callbacks hit
+
+  def dies():
+    raise OSError(28, "No space left on device")  # TensorBoard's writer thread on a full disk
+
+  def library_failures():
+    Closed()
+    gc.collect()
+    thread = threading.Thread(target=dies)
+    thread.start()
+    thread.join()
+
+  printed = []  # what Python's hooks (here: recorders in their place) would print
+  hooks = sys.unraisablehook, threading.excepthook
+  logger, level = absl_logging.get_absl_logger(), absl_logging.get_absl_logger().level
+  sys.unraisablehook = lambda u: printed.append(str(u.exc_value))
+  threading.excepthook = lambda a: printed.append(str(a.exc_value))
+  try:
+    logger.setLevel(logging.INFO)
+    with logs.library_tracebacks_hidden():
+      library_failures()
+    assert printed == []
+    logger.setLevel(logging.DEBUG)  # --verbosity=1
+    with logs.library_tracebacks_hidden():
+      library_failures()
+    assert sorted(printed) == ["Event loop is closed", "[Errno 28] No space left on device"]
+    library_failures()  # outside: the previous hooks again
+    assert len(printed) == 4
+  finally:
+    sys.unraisablehook, threading.excepthook = hooks
+    logger.setLevel(level)

@@ -203,3 +203,54 @@ def test_a_finished_read_only_workdir_says_read_only_plainly(tmp_path, monkeypat
   (wd / "report.json").unlink()  # not finished: the plain words
   with pytest.raises(WorkdirError, match="is not writable: Read-only file system"):
     workdir_lib.prepare(str(wd))
+
+
+# --- A refused run adds nothing ----------------------------------------------------------
+
+
+def _run_that_writes_then_fails(wd, error):
+  with workdir_lib.locked(str(wd)) as path:
+    os.makedirs(os.path.join(path, "cache"), exist_ok=True)
+    with open(os.path.join(path, "cache", "aux.npz"), "w") as f:
+      f.write("features")
+    os.makedirs(os.path.join(path, "checkpoints", "decoder", "20"))
+    raise error
+
+
+def test_a_refused_run_removes_what_it_added_and_a_workdir_it_created(tmp_path):
+  from privjax.errors import ConfigError
+
+  wd = tmp_path / "new"
+  with pytest.raises(ConfigError):
+    _run_that_writes_then_fails(wd, ConfigError("attacker 'mine' returned None"))
+  assert not wd.exists()
+
+
+def test_a_refused_run_keeps_what_was_there(tmp_path):
+  from privjax.errors import ConfigError
+
+  wd = tmp_path / "old"
+  with workdir_lib.locked(str(wd)) as path:
+    os.makedirs(os.path.join(path, "cache"))
+    with open(os.path.join(path, "cache", "target.npz"), "w") as f:
+      f.write("kept")
+  before = snapshot(wd)
+  with pytest.raises(ConfigError):
+    _run_that_writes_then_fails(wd, ConfigError("refused"))
+  assert snapshot(wd) == before
+  assert not (wd / "checkpoints").exists()  # (folders too)
+
+
+@pytest.mark.parametrize("kind", ["diverged", "bug"])
+def test_a_run_failing_otherwise_keeps_its_work_but_never_an_empty_workdir(tmp_path, kind):
+  from privjax.errors import TrainingError
+
+  error = TrainingError("diverged") if kind == "diverged" else RuntimeError("a bug")
+  wd = tmp_path / "kept"
+  with pytest.raises(type(error)):
+    _run_that_writes_then_fails(wd, error)
+  assert (wd / "cache" / "aux.npz").read_text() == "features"  # resumable
+  empty = tmp_path / "empty"
+  with pytest.raises(RuntimeError), workdir_lib.locked(str(empty)):
+    raise RuntimeError("failed before writing anything")
+  assert not empty.exists()
