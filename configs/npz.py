@@ -7,7 +7,9 @@ Images layout, embedded by the model (builtin needs `labels`):
 Features layout, a black-box audit of stored feature vectors (no model runs; the
 report says type-I re-identification was not measured):
   np.savez("leak.npz", aux_images=..., aux_features=..., target_images=...,
-           target_features=..., target_labels=...)
+           target_features=..., target_labels=..., aux_labels=...)
+(target_labels and aux_labels are optional identities; with both, the builtin evaluator
+trains on the auxiliary images and identity leakage is checked.)
   python launch.py --config=configs/npz.py --workdir=runs/leak \
       --config.data.path=leak.npz --config.model.kind=precomputed
 """

@@ -149,6 +149,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
         "data_config": config.data.to_dict(),
         "model_config": config.model.to_dict(),
         "evaluator_config": config.evaluator.to_dict(),
+        "evaluator_off": loaded.evaluator_off,
         "seconds_data_and_model": provenance.since(t),
       },
       feature_dim=loaded.feature_dim,

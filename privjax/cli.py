@@ -19,7 +19,9 @@ and exit 2. SIGTERM stops training with a checkpoint and exits 143; Ctrl-C (SIGI
 exits 130 with one line (see privjax.errors.Interrupted).
 """
 
+import ast
 import contextlib
+import difflib
 import errno
 import faulthandler
 import logging as python_logging
@@ -182,6 +184,15 @@ def _main(argv):
 
 
 def _loaded_config():
+  path = config_flags.get_config_filename(FLAGS["config"])
+  if path and not os.path.isfile(path.split(":", 1)[0]):
+    shipped = [name for name, _ in _shipped_configs()]
+    close = difflib.get_close_matches(os.path.normpath(path), shipped, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    listed = ", ".join(shipped) or "none found beside this privjax"
+    _usage_error(
+      f"config file {path!r} not found (from {os.getcwd()}); {hint}the shipped configs: {listed}"
+    )
   try:
     config = FLAGS.config
     config.to_dict()  # a config file that failed to load raises on first use
@@ -300,8 +311,35 @@ def _help() -> str:
     flag = FLAGS[name]
     default = "" if flag.default is None else f" (default: {flag.default!r})"
     lines.append(f"  --{name}: {flag.help}{default}")
+  shipped = _shipped_configs()
+  if shipped:
+    lines += ["", "configs shipped with privjax (give one as --config):"]
+    width = max(len(name) for name, _ in shipped)
+    lines += [f"  {name:<{width}}  {summary}" for name, summary in shipped]
   lines += ["", "The README explains the verdict and every output; --helpfull lists library flags."]
   return "\n".join(lines)
+
+
+def _shipped_configs() -> list:
+  """[(path, its docstring's first line)] of the configs beside this privjax (a checkout or
+  an editable install: `configs/` next to the package), paths relative to the working
+  directory when under it."""
+  here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  if not os.path.isdir(here):
+    return []
+  found = []
+  for name in sorted(os.listdir(here)):
+    path = os.path.join(here, name)
+    if not name.endswith(".py") or name.startswith("_"):
+      continue
+    try:
+      with open(path, encoding="utf-8") as f:
+        doc = ast.get_docstring(ast.parse(f.read())) or ""
+    except (OSError, SyntaxError, ValueError):
+      continue
+    relative = os.path.relpath(path)
+    found.append((path if relative.startswith("..") else relative, doc.split("\n")[0]))
+  return found
 
 
 def _parse_flags(argv):

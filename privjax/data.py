@@ -91,7 +91,7 @@ def _scalar(v):
   return v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
 
 
-def _label_ids(raw_by_role: dict) -> tuple[dict, list | None]:
+def label_ids(raw_by_role: dict) -> tuple[dict, list | None]:
   """Maps raw labels (ints or strings, any role) to consistent int ids; names for strings."""
   if any(v is None for v in raw_by_role.values()):
     return {role: None for role in raw_by_role}, None
@@ -152,7 +152,7 @@ def load(d) -> AuditData | sources.Precomputed:
     raw_labels[role] = labels
     named = sources.split_of(splits, name, d.source).names
     names[role] = named(idx) if named else [f"{name}[{i}]" for i in idx]
-  labels, label_names = _label_ids(raw_labels)
+  labels, label_names = label_ids(raw_labels)
   shape = images["target"].shape[1:]
   counts = ", ".join(f"{len(v)} {r}" for r, v in images.items())
   return AuditData(

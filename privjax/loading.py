@@ -31,6 +31,7 @@ class Loaded:
   target_sources: list | None
   description: str
   evaluator_kind: str  # "off", "builtin", "flax" or "function" (`evaluator_kind`)
+  evaluator_off: str | None  # why no evaluator runs (the report says it), None when one does
   feature_dim: int | None  # known before any model runs: the builtin's, the npz's
 
 
@@ -60,18 +61,19 @@ def data(config) -> Loaded:
       f"(aux_images, aux_features, target_images, target_features), got data.source="
       f"{config.data.source!r} without features"
     )
-  kind = evaluator_kind(config, loaded, precomputed)
+  kind, off = evaluator_kind(config, loaded, precomputed)
   if precomputed:
     return Loaded(
       loaded,
       loaded.aux_images,
       loaded.target_images,
       loaded.target_labels,
-      None,
+      loaded.aux_labels,
       None,
       f"npz {config.data.path}: stored features of {len(loaded.aux_images)} aux / "
       f"{len(loaded.target_images)} target images",
       kind,
+      off,
       int(loaded.aux_features.shape[1]),
     )
 
@@ -89,6 +91,7 @@ def data(config) -> Loaded:
     loaded.targets.sources,
     loaded.description,
     kind,
+    off,
     config.model.embed_dim if config.model.kind == "builtin" else None,
   )
 
@@ -147,26 +150,38 @@ def builtin(config, field, train, test, *, workdir, mesh):
   )
 
 
-def evaluator_kind(config, data, precomputed) -> str:
+def evaluator_kind(config, data, precomputed) -> tuple[str, str | None]:
   """The evaluator that will run ("off", "builtin", "flax", "function"), decided before any
-  training: "auto" is "builtin" on labelled auxiliary and target images of two or more
-  identities, else "off" (logged; the report says identity leakage was not checked); an
-  explicit kind the data cannot serve is a one-line error now, not after training."""
+  training, and why none runs (None when one does): "auto" is "builtin" on labelled
+  auxiliary and target images of two or more identities, else "off" (logged, and the
+  report says why identity leakage was not checked); an explicit kind the data cannot
+  serve is a one-line error now, not after training."""
   kind = config.evaluator.kind
   labels = data.target_labels if precomputed else data.targets.labels
-  aux_labelled = not precomputed and data.aux.labels is not None
+  aux_labels = data.aux_labels if precomputed else data.aux.labels
   identities = 0 if labels is None else len(np.unique(labels))
   if kind == "auto":
-    if aux_labelled and identities >= 2:
-      return "builtin"
+    if labels is None:
+      why = "the targets have no identity labels" + (
+        " (the npz's target_labels)" if precomputed else ""
+      )
+    elif identities < 2:
+      why = f"the targets hold {identities} identity (impostor pairs need two)"
+    elif aux_labels is None:
+      why = "the auxiliary images have no identity labels to train the builtin evaluator on" + (
+        " (add aux_labels to the npz, or give a 'flax' or 'function' evaluator)"
+        if precomputed
+        else ""
+      )
+    else:
+      return "builtin", None
     logging.warning(
-      "config.evaluator.kind='auto': no labelled auxiliary and target images of two or more "
-      "identities to train the builtin evaluator on, so identity leakage is not checked (the "
-      "report says so)"
+      "config.evaluator.kind='auto': %s, so identity leakage is not checked (the report says so)",
+      why,
     )
-    return "off"
+    return "off", f"config.evaluator.kind='auto' and {why}"
   if kind == "off":
-    return kind
+    return kind, "config.evaluator.kind='off'"
   if labels is None:
     raise ConfigError(
       f"config.evaluator.kind={kind!r} judges identities: it needs labels on the targets "
@@ -178,13 +193,13 @@ def evaluator_kind(config, data, precomputed) -> str:
       f"config.evaluator.kind={kind!r} needs targets of at least 2 identities to fix its "
       f"thresholds from impostor pairs, got {len(labels)} targets of {identities} identity"
     )
-  if kind == "builtin" and not aux_labelled:
+  if kind == "builtin" and aux_labels is None:
     raise ConfigError(
       "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, and "
-      + ("this npz holds no auxiliary labels" if precomputed else "they have no labels")
+      + ("this npz holds no aux_labels" if precomputed else "they have no labels")
       + "; use a 'flax' or 'function' evaluator, or config.evaluator.kind='off'"
     )
-  return kind
+  return kind, None
 
 
 def evaluator(config, loaded: Loaded, *, workdir, mesh):
@@ -195,8 +210,14 @@ def evaluator(config, loaded: Loaded, *, workdir, mesh):
   info = {"kind": kind}
   if kind == "builtin":
     d = loaded.data
+    if isinstance(d, sources.Precomputed):  # the npz's images, with its labels as ids
+      ids, _ = data_lib.label_ids({"aux": d.aux_labels, "target": d.target_labels})
+      aux = data_lib.Split(d.aux_images, ids["aux"])
+      targets = data_lib.Split(d.target_images, ids["target"])
+    else:
+      aux, targets = d.aux, d.targets
     embed_fn, params, trained = builtin(
-      config, "evaluator", d.aux, d.targets, workdir=workdir, mesh=mesh
+      config, "evaluator", aux, targets, workdir=workdir, mesh=mesh
     )
     info.update(trained, trained_on="the auxiliary set", tested_on="the targets")
   else:

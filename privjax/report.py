@@ -82,11 +82,19 @@ _IDENTITY_PROTOCOL = (
   "other identities' originals (its chance level); genuine_accept_rate and rank1 under "
   "thresholds: the evaluator's own on two originals (the ceiling)"
 )
-_NO_EVALUATOR = (
-  "not checked: identity leakage as an independent recognition system would judge it "
-  "(type-II SAR@FMR): no evaluator ran (config.evaluator 'off', or 'auto' on images without "
-  "identity labels; from Python, assess(evaluator=...))"
-)
+
+
+def _no_evaluator(environment: dict) -> str:
+  """Why identity leakage was not checked: the CLI's reason, or the API's missing argument."""
+  why = (environment.get("metadata") or {}).get("evaluator_off") or (
+    "no evaluator was given (assess(evaluator=...))"
+  )
+  return (
+    "not checked: identity leakage as an independent recognition system would judge it "
+    f"(type-II SAR@FMR): no evaluator ran because {why}"
+  )
+
+
 _FEATURE_STANDARDISATION = (
   "every attacker learns from features standardised per dimension on the auxiliary set (zero "
   "mean, unit variance), so their units never decide"
@@ -147,7 +155,9 @@ def build(
   n = targets.shape[0]
   summary = {
     "risk_level": level,
-    "risk_reasons": _reasons(deciding, level, reasons, warnings, calibration),
+    "risk_reasons": _reasons(
+      deciding, level, reasons, warnings, calibration, _no_evaluator(environment)
+    ),
     "deciding_attack": deciding,
     **best.summary(),  # reid_rate is None without a model to re-embed with
     "mean_image_ssim": float(mean_image_ssim.mean()),
@@ -155,7 +165,9 @@ def build(
     "reid_chance": 1.0 / n,
     "warnings": warnings,
     "attacks": _attack_rows(outcomes, scores, verdicts),
-    "evaluator": _evaluator(calibration, evaluator_info, best.type2_scores),
+    "evaluator": _evaluator(
+      calibration, evaluator_info, best.type2_scores, _no_evaluator(environment)
+    ),
     "attack_strength": strength,
     "defense": defense,
     "num_targets": int(n),
@@ -225,7 +237,9 @@ def _evaluator_warnings(calibration: dict, risk) -> list:
   return warnings
 
 
-def _reasons(deciding: str, level: str, reasons: list, warnings: list, calibration) -> list:
+def _reasons(
+  deciding: str, level: str, reasons: list, warnings: list, calibration, no_evaluator: str
+) -> list:
   """The deciding attacker's reasons for `level`, then the caveats: under-powered attackers
   and what the evaluator could not check."""
   reasons = [f"{deciding} attacker: {r}" for r in reasons]
@@ -234,7 +248,7 @@ def _reasons(deciding: str, level: str, reasons: list, warnings: list, calibrati
       "caveat: some attackers may be under-powered (see warnings); the true risk may be higher"
     )
   if calibration is None:
-    reasons.append(_NO_EVALUATOR)
+    reasons.append(no_evaluator)
   elif not calibration.summary["type2_targets"]:
     reasons.append(
       "not checked: type-II identity leakage (no identity has two target images); type I "
@@ -243,11 +257,11 @@ def _reasons(deciding: str, level: str, reasons: list, warnings: list, calibrati
   return reasons
 
 
-def _evaluator(calibration, evaluator_info: dict | None, type2_scores) -> dict:
+def _evaluator(calibration, evaluator_info: dict | None, type2_scores, no_evaluator: str) -> dict:
   """The evaluator section: what it is, its protocol, calibration and score histograms (with
   the deciding attacker's `type2_scores`); why it is absent when none ran."""
   if calibration is None:
-    return {"measured": False, "why": _NO_EVALUATOR}
+    return {"measured": False, "why": no_evaluator}
   return {
     "measured": True,
     "model": evaluator_info or {},

@@ -66,6 +66,7 @@ class Precomputed:
   target_images: np.ndarray
   target_features: np.ndarray
   target_labels: np.ndarray | None
+  aux_labels: np.ndarray | None = None  # what the builtin evaluator trains on
 
 
 def _array_split(images: np.ndarray, labels: np.ndarray | None) -> SplitSource:
@@ -376,6 +377,7 @@ _NPZ_KEYS = {
   "aux_features": _FEATURES,
   "target_features": _FEATURES,
   "target_labels": _LABELS,
+  "aux_labels": _LABELS,
 }
 
 
@@ -427,7 +429,8 @@ def npz(path: str):
   """An .npz of `images` (+ `labels`) as split "all", or stored features (`Precomputed`).
 
   Layouts: {images [N, H, W(, C)], labels [N] (optional)}, or {aux_images,
-  aux_features, target_images, target_features, target_labels (optional)}. Images are
+  aux_features, target_images, target_features, target_labels and aux_labels
+  (optional: identities; aux_labels train the builtin evaluator)}. Images are
   read by `images.to_unit_float`'s rule (uint8 /255, uint16 /65535, bool 0/1, floats as
   is and within [0, 1]). Labels are integers or strings (identity names, mapped to ids
   like folder names). Each key's rank and dtype is checked; object arrays are refused,
@@ -446,7 +449,7 @@ def npz(path: str):
     missing = [k for k in need if k not in arrays]
     if missing:
       raise DataError(f"{path}: the features layout needs {list(need)}; missing {missing}")
-    counts = {k: len(arrays[k]) for k in (*need, "target_labels") if k in arrays}
+    counts = {k: len(arrays[k]) for k in (*need, "target_labels", "aux_labels") if k in arrays}
     for role in ("aux", "target"):
       n_img, n_feat = counts[f"{role}_images"], counts[f"{role}_features"]
       if n_img != n_feat:
@@ -454,17 +457,19 @@ def npz(path: str):
           f"{path}: {role}_images has {n_img} rows but {role}_features has {n_feat}; "
           "expected one feature vector per image"
         )
-    if counts.get("target_labels", counts["target_images"]) != counts["target_images"]:
-      raise DataError(
-        f"{path}: target_labels has {counts['target_labels']} rows, target_images has "
-        f"{counts['target_images']}"
-      )
+    for role in ("aux", "target"):
+      if counts.get(f"{role}_labels", counts[f"{role}_images"]) != counts[f"{role}_images"]:
+        raise DataError(
+          f"{path}: {role}_labels has {counts[f'{role}_labels']} rows, {role}_images has "
+          f"{counts[f'{role}_images']}"
+        )
     return Precomputed(
       _npz_images(arrays, "aux_images", path),
       arrays["aux_features"],
       _npz_images(arrays, "target_images", path),
       arrays["target_features"],
       arrays.get("target_labels"),
+      arrays.get("aux_labels"),
     )
   if "images" not in arrays:
     raise DataError(

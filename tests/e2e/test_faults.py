@@ -114,6 +114,14 @@ def _bad_npz(tmp, x, y):
     target_features=np.ones((20, 4)),
     target_labels=y[:5],
   )
+  np.savez(
+    tmp / "aux_labels.npz",
+    aux_images=x[:30],
+    aux_features=np.ones((30, 4)),
+    aux_labels=y[:7],
+    target_images=x[30:50],
+    target_features=np.ones((20, 4)),
+  )
   np.savez(tmp / "unlabelled.npz", images=x[:60])
   np.savez(
     tmp / "features_labelled.npz",
@@ -342,7 +350,8 @@ TABLE = [
   ),
   ("negative-seed", None, ["--config.seed=-1"], "done", "in [0, 2**32), got -1"),
   ("huge-seed", None, ["--config.seed=4294967296"], "done", "in [0, 2**32), got 4294967296"),
-  ("missing-config", "configs/nope.py", [], "done", "cannot load the config file"),
+  ("missing-config", "configs/nope.py", [], "done", "config file 'configs/nope.py' not found"),
+  ("mistyped-config", "configs/defualt.py", [], "done", "did you mean configs/default.py?"),
   (
     "unknown-source",
     None,
@@ -729,6 +738,13 @@ TABLE = [
     ["--config.data.path={t}/target_labels.npz", "--config.model.kind=precomputed"],
     "done",
     "target_labels has 5 rows, target_images has 20",
+  ),
+  (
+    "npz-aux-labels-count",
+    NPZ,
+    ["--config.data.path={t}/aux_labels.npz", "--config.model.kind=precomputed"],
+    "done",
+    "aux_labels has 7 rows, aux_images has 30",
   ),
   ("npz-is-npy", NPZ, ["--config.data.path={t}/array.npz"], "done", "is a single .npy array"),
   ("npz-not-zip", NPZ, ["--config.data.path={t}/text.npz"], "done", "is not an .npz file"),

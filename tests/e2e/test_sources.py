@@ -130,6 +130,37 @@ def test_npz_precomputed_features_black_box_audit(tmp_path, digits8, launch_here
   assert r["reid_rate"] is None and r["reid"].startswith("not measured")
   assert r["num_targets"] == 60 and r["image_reid_rate"] >= 0
   assert "model re-id n/a" in result.stdout
+  # The real reason identity leakage was not checked: target labels were given.
+  assert not r["evaluator"]["measured"]
+  assert "auxiliary images have no identity labels" in r["evaluator"]["why"]
+  assert "add aux_labels to the npz" in r["evaluator"]["why"]
+
+
+def test_npz_precomputed_features_with_aux_labels_train_the_builtin_evaluator(
+  tmp_path, digits8, launch_here
+):
+  x, y = digits8
+  feats = x.reshape(len(x), -1) @ np.random.default_rng(0).normal(size=(64, 32))
+  np.savez(
+    tmp_path / "leak.npz",
+    aux_images=x[:300],
+    aux_features=feats[:300],
+    aux_labels=np.array([f"id{v}" for v in y[:300]]),  # names, mapped with the targets'
+    target_images=x[300:360],
+    target_features=feats[300:360],
+    target_labels=np.array([f"id{v}" for v in y[300:360]]),
+  )
+  result = launch_here(
+    "configs/npz.py",
+    tmp_path / "w",
+    *SMOKE_OVERRIDES,
+    f"--config.data.path={tmp_path / 'leak.npz'}",
+    "--config.model.kind=precomputed",
+  )
+  _ok(result)
+  r = _report(tmp_path / "w")
+  assert r["evaluator"]["measured"] and r["evaluator"]["model"]["kind"] == "builtin"
+  assert r["evaluator"]["model"]["trained_on"] == "the auxiliary set"
 
 
 _USER_MODULE = textwrap.dedent("""

@@ -42,3 +42,12 @@ def test_a_stop_the_interrupted_code_swallowed_still_stops_the_run(monkeypatch):
       cli._on_stop_signal(signum, None)
     message, got = cli._stop_reason(ValueError("unrelated"))
     assert got == signum and message.startswith(start)
+
+
+def test_help_lists_the_shipped_configs_with_their_first_lines():
+  text = cli._help()
+  assert "configs shipped with privjax" in text
+  for name in ("default", "folder", "npz", "defense_sweep"):
+    assert f"configs/{name}.py" in text
+  assert "Your own images: a folder of PNG/JPEG files" in text
+  assert "configs/__init__.py" not in text

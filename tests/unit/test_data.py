@@ -84,4 +84,4 @@ def test_labels_rules_for_the_api():
   with pytest.raises(DataError, match="t must be integers or strings .* got dtype float64"):
     images_lib.check_labels(np.array([1.0, 2.0]), 2, name="t")
   with pytest.raises(DataError, match=r"must be all integers or all strings .*\['int', 'str'\]"):
-    data._label_ids({"aux": [1, 2], "target": ["a"]})
+    data.label_ids({"aux": [1, 2], "target": ["a"]})

@@ -158,7 +158,7 @@ def test_folder_skips_non_regular_files_with_a_warning(tmp_path, caplog):
   ]:
     assert f"{entry} (a {kind}, not a regular file)" in skipped
   assert "top.png (a FIFO" in skipped
-  ids, names = data._label_ids({"aux": labels})
+  ids, names = data.label_ids({"aux": labels})
   assert names == ["alice", "bob"] and ids["aux"].tolist() == [0, 1, 1]
 
 
