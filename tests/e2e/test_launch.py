@@ -202,3 +202,41 @@ def test_the_page_renders_in_a_browser_without_overflowing(smoke_run, tmp_path):
   shot = report_screenshot.screenshot(str(workdir / "report.html"), str(tmp_path / "page.png"))
   assert shot["right_margin_blank"], "something overflows the page at 1280 px"
   assert shot["height"] > 1500  # the whole page, not a blank or truncated render
+
+
+def test_stderr_holds_only_privjax_info_lines_from_a_checkout_named_privjax(tmp_path):
+  # The default name of a clone is privjax, and `make` puts .venv inside it: third-party
+  # files then live under .../privjax/.venv/... (here: the installed packages reached
+  # through a link inside the copy, so their paths hold "/privjax/" too).
+  import sysconfig
+
+  clone = tmp_path / "privjax"
+  files = subprocess.run(
+    ["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+  ).stdout.split()
+  for name in files:
+    if name.startswith(("privjax/", "configs/")) or name == "launch.py":
+      (clone / name).parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy(os.path.join(REPO_ROOT, name), clone / name)
+  (clone / ".venv").mkdir()
+  (clone / ".venv" / "site-packages").symlink_to(sysconfig.get_paths()["purelib"])
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    PYTHONPATH=os.pathsep.join([str(clone), str(clone / ".venv" / "site-packages")]),
+  )
+  result = subprocess.run(
+    [sys.executable, "launch.py", "--config=configs/smoke.py", f"--workdir={tmp_path / 'w'}"],
+    cwd=clone,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  own = {p.name for p in (clone / "privjax").rglob("*.py")}
+  info = [line for line in result.stderr.splitlines() if re.match(r"I\d{4} ", line)]
+  sources = {re.search(r" (\S+\.py):\d+\]", line).group(1) for line in info}
+  assert len(info) > 20 and sources <= own, sorted(sources - own)
+  assert "orbax" not in result.stderr and "Unable to initialize backend" not in result.stderr
+  assert "Traceback" not in result.stderr
