@@ -175,3 +175,64 @@ def test_the_api_shows_progress_unless_told_not_to(digits8, capsys):
       assert not any("orbax" in line or "INFO:" in line for line in lines)
     else:
       assert own == []
+
+
+def test_the_api_and_the_command_line_give_the_same_settings_and_numbers(
+  digits8, tmp_path, launch_here
+):
+  # One set of defaults: configs/npz.py's audit fields are privjax.audit_config()'s, so the
+  # same stored features give the same attackers, settings and numbers either way.
+  x, y = digits8
+  feats = x.reshape(len(x), -1) @ np.random.default_rng(0).normal(size=(64, 24))
+  arrays = dict(
+    aux_images=x[:300],
+    aux_features=feats[:300].astype(np.float32),
+    target_images=x[300:360],
+    target_features=feats[300:360].astype(np.float32),
+    target_labels=y[300:360],
+  )
+  np.savez(tmp_path / "leak.npz", **arrays)
+  small = {
+    "attacks.decoder.num_steps": 20,
+    "attacks.decoder.warmup_steps": 2,
+    "attacks.decoder.eval_every": 10,
+    "attacks.decoder.checkpoint_every": 20,
+    "attacks.decoder.batch_size": 16,
+    "attacks.whitebox.type": "off",  # (no model on stored features: it cannot run either way)
+    "bootstrap_samples": 100,
+  }
+  result = launch_here(
+    "configs/npz.py",
+    tmp_path / "cli",
+    f"--config.data.path={tmp_path / 'leak.npz'}",
+    "--config.model.kind=precomputed",
+    "--config.evaluator.kind=off",
+    *(f"--config.{k}={v}" for k, v in small.items()),
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  cli = json.loads((tmp_path / "cli" / "report.json").read_text())
+  config = privjax.audit_config()
+  for key, value in small.items():
+    group, _, name = key.rpartition(".")
+    target = config
+    for part in filter(None, group.split(".")):
+      target = target[part]
+    target[name] = value
+  privjax.assess(
+    None,
+    None,
+    arrays["aux_images"],
+    arrays["target_images"],
+    aux_features=arrays["aux_features"],
+    target_features=arrays["target_features"],
+    target_labels=arrays["target_labels"],
+    config=config,
+    workdir=str(tmp_path / "api"),
+    progress=False,
+  )
+  api = json.loads((tmp_path / "api" / "report.json").read_text())
+  assert api["config"]["attacks"] == cli["config"]["attacks"]
+  assert set(api["attacks"]) == set(cli["attacks"]) == {"decoder", "ridge", "nearest"}
+  for name in api["attacks"]:
+    assert api["attacks"][name]["ssim"] == pytest.approx(cli["attacks"][name]["ssim"], abs=1e-6)
+  assert api["risk_level"] == cli["risk_level"]
