@@ -5,7 +5,7 @@ Images layout, embedded by the model (builtin needs `labels`):
   python launch.py --config=configs/npz.py --workdir=runs/npz --config.data.path=data.npz
 
 Features layout, a black-box audit of stored feature vectors (no model runs; the
-report says type-I re-identification was not measured):
+report says model re-id was not measured):
   np.savez("leak.npz", aux_images=..., aux_features=..., target_images=...,
            target_features=..., target_labels=..., aux_labels=...)
 (target_labels and aux_labels are optional identities; with both, the builtin evaluator

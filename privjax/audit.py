@@ -70,7 +70,7 @@ def assess(
     target_labels: optional [N] labels of the targets (identities or classes).
     aux_features, target_features: stored features [N_aux, D] and [N, D] for a
       black-box audit (a leaked database): pass them with `embed_fn=None`; nothing
-      is embedded, and type-I re-identification is not measured (no model to
+      is embedded, and model re-id is not measured (no model to
       re-embed the reconstructions with), which the report says.
     evaluator: an independent recognition model (`privjax.Evaluator`) that judges
       identity leakage (type I / type II success at a false match rate, rank-1; see
@@ -114,9 +114,12 @@ def assess(
     return _audit(inputs, cfg, wd, t_start)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
+def run(
+  config: ml_collections.ConfigDict, workdir: str, *, command: str | None = None
+) -> report_lib.Report:
   """The CLI's audit: the configured data, model and evaluator loaded, then the same stages
-  as `assess`. The config is checked once, before any work; the workdir locked once."""
+  as `assess`. The config is checked once, before any work; the workdir locked once.
+  `command`: the shell line that ran it, which the page's next steps extend."""
   t = time.perf_counter()
   loaded = loading.data(config)
   precomputed = isinstance(loaded.data, sources.Precomputed)
@@ -150,6 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> report_lib.Report:
         "model_config": config.model.to_dict(),
         "evaluator_config": config.evaluator.to_dict(),
         "evaluator_off": loaded.evaluator_off,
+        "command": command,
         "seconds_data_and_model": provenance.since(t),
       },
       feature_dim=loaded.feature_dim,

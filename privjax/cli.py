@@ -27,6 +27,7 @@ import faulthandler
 import logging as python_logging
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -114,6 +115,7 @@ def main(argv):
 
 _RESUME = "finished stages are kept in the workdir: re-run the same command to resume"
 _STOPS_SEEN = []  # signals _on_stop_signal saw; the code they interrupted may swallow them
+_COMMAND = []  # the running command, as a shell line (the report's "what to try next")
 
 
 def _stop_reason(e: BaseException):
@@ -168,7 +170,7 @@ def _main(argv):
   workdir = FLAGS.workdir
   try:
     workdir = workdir_lib.resolve(workdir)  # a wrong workdir is refused before any work
-    report = audit.run(config, workdir)
+    report = audit.run(config, workdir, command=_COMMAND[0] if _COMMAND else None)
   except PrivjaxError as e:
     if _stop_reason(e) is not None:  # a stop signal that a guard wrapped: not the input's fault
       raise
@@ -447,6 +449,7 @@ def run(argv) -> int:
   cache = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
   FLAGS.unparse_flags()
   _STOPS_SEEN.clear()
+  _COMMAND[:] = ["privjax " + shlex.join(str(a) for a in argv[1:])]
   try:
     # What absl's app.run sets up, repeatably: its log handler on the root logger, the
     # flags parsed, --verbosity raised to INFO unless given.
@@ -469,6 +472,7 @@ def run(argv) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     _STOPS_SEEN.clear()
+    _COMMAND.clear()
     FLAGS.unparse_flags()  # (before the levels: it resets --verbosity)
     for name in set(FLAGS) - flag_names:
       delattr(FLAGS, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import shlex
 
 from privjax import readings
 
@@ -95,14 +96,40 @@ def _type2(row: dict, fmr: float):
 
 
 def _next(s: dict) -> str:
+  """What to try next (HTML): the advice for the level and, from the command line, the
+  command that does it (this audit's command, extended; its workdir's stages are reused)."""
   sweep = s.get("defense")
-  if not sweep:
-    return _NEXT[s["risk_level"]] + (
-      " configs/defense_sweep.py measures what noise, quantisation and dimension cuts buy."
-      if s["risk_level"] != "low"
-      else ""
-    )
-  return f"{sweep['best_tradeoff_line']}. See Defenses below for every point tried."
+  if sweep:
+    return _e(f"{sweep['best_tradeoff_line']}. See Defenses below for every point tried.")
+  command = (s.get("metadata") or {}).get("command")
+  if s["risk_level"] != "low":
+    text = _NEXT[s["risk_level"]] + " A defense sweep measures what noise, quantisation and "
+    text += "dimension cuts buy, re-using this audit's workdir:"
+    extra = _sweep_flags(s["feature_dim"])
+  elif not s.get("attack_strength"):
+    text = _NEXT["low"] + " Whether leakage still grows with the attacker's data:"
+    extra = ["--config.attack_strength.aux_fractions=(0.25,0.5,1.0)"]
+  else:
+    return _e(_NEXT["low"])
+  if not command:  # from Python: the same fields, in the config given to assess
+    fields = ", ".join(flag.split("=", 1)[0].removeprefix("--") for flag in extra)
+    return _e(f"{text} set {fields} in the config given to privjax.assess.")
+  return f"{_e(text)}<br><code>{_e(command + ' ' + shlex.join(extra))}</code>"
+
+
+def _sweep_flags(feature_dim: int) -> list:
+  """configs/defense_sweep.py's sweep as flags, its dimension cuts fitted to `feature_dim`."""
+  cuts = sorted({d for d in (feature_dim // 4, feature_dim // 16, 2, 1) if 1 <= d < feature_dim})
+  sweep = [
+    '"gaussian_noise": {"strengths": (0.5, 2, 8, 32)}',
+    '"quantize": {"strengths": (6, 3, 2, 1)}',
+  ]
+  if cuts:
+    sweep.append(f'"pca_truncate": {{"strengths": {tuple(reversed(cuts))}}}')
+  return [
+    "--config.defense.sweep={" + ", ".join(sweep) + "}",
+    '--config.defense.attacks=("ridge", "nearest")',
+  ]
 
 
 def _defenses(s: dict, images: dict) -> str:
@@ -190,7 +217,7 @@ def _first_screen(s: dict) -> str:
 <p>Decided by the <b>{_e(s["deciding_attack"])}</b> attacker, the strongest of
 {len(s["attacks"])} tried, on {s["num_targets"]} target images:</p>
 <ul>{"".join(f"<li>{n}</li>" for n in numbers)}</ul>
-<p><b>What to try next.</b> {_e(_next(s))}</p>
+<p><b>What to try next.</b> {_next(s)}</p>
 <details><summary>Why this level ({len(s["risk_reasons"])} reasons)</summary>
 <ul>{reasons}</ul></details>
 {f"<p><b>Warnings</b></p><ul>{warnings}</ul>" if warnings else ""}
@@ -208,10 +235,10 @@ def _attackers(s: dict) -> str:
     "PSNR dB",
     "SSIM gain (95% CI)",
     "image re-id",
-    "type-I re-id",
+    "model re-id",
     f"type-II SAR@{fmr:g}",
     *(_e(m) for m in extra),
-    "seconds",
+    "seconds to compute",
   ]
   rows, notes = [], []
   for name, r in s["attacks"].items():
@@ -221,7 +248,6 @@ def _attackers(s: dict) -> str:
       rows.append([label, _e(r["type"]), "skipped", *blank, _num(r["seconds"], 1)])
       notes.append(f"{name}: skipped: {r['skipped']}")
       continue
-    notes += [f"{name}: {w}" for w in r["warnings"]]
     sar = _type2(r, fmr)
     rows.append(
       [
@@ -235,14 +261,14 @@ def _attackers(s: dict) -> str:
         _num(r["reid_rate"]),
         "n/a" if sar is None else f"{sar['rate']:.3f} {_ci(sar['ci'])}",
         *(_num(r.get("metrics", {}).get(m)) for m in extra),
-        _num(r["seconds"], 1),
+        _num(r["seconds"], 1) + (" (cached)" if r.get("cached") else ""),
       ]
     )
   return (
     "<h2>The attackers</h2>"
     '<p class="note">Each attacker learns to invert the features from the auxiliary images '
-    "only; the verdict follows the most severe. Type-I re-identification uses the audited "
-    "model itself and never decides.</p>"
+    "only; the verdict follows the most severe. Model re-id uses the audited model itself "
+    "and never decides. Their warnings are listed once, in the verdict above.</p>"
     + _table(header, rows)
     + ("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>" if notes else "")
   )
@@ -321,7 +347,15 @@ def _audited(s: dict) -> str:
       ),
     ],
     ["versions", _e(", ".join(f"{k} {v}" for k, v in s["versions"].items()))],
-    ["seconds", _e(", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))],
+    [
+      "this run's seconds",
+      _e(", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+      + (
+        " (attackers restored from the workdir's cache: their table shows computing time)"
+        if any(r.get("cached") for r in s["attacks"].values())
+        else ""
+      ),
+    ],
   ]
   return (
     "<h2>What was audited</h2>"

@@ -152,8 +152,9 @@ def privacy_utility(sweep: dict) -> bytes:
           linestyle=":",
           label="utility at chance",
         )
-  axes[0].set(xlabel=name, ylabel="SSIM gain over baseline (adaptive)")
-  axes[1].set(xlabel=name, ylabel="image re-identification (adaptive)", ylim=(0, 1.02))
+  refitted = "\n(attackers re-fitted to the defense)"
+  axes[0].set(xlabel=name, ylabel="SSIM gain over baseline" + refitted)
+  axes[1].set(xlabel=name, ylabel="image re-id" + refitted, ylim=(0, 1.02))
   axes[0].legend(fontsize=8)
   fig.suptitle("Privacy against utility: each defense over its strengths")
   return _png(fig)

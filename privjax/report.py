@@ -62,7 +62,7 @@ class Report:
 
 
 _TYPE_I_REID = (
-  "type I: reconstructions re-embedded with the audited model and ranked against the targets' "
+  "model re-id: reconstructions re-embedded with the audited model and ranked against the targets' "
   "features by cosine (both standardised on the auxiliary set); can overstate leakage (an "
   "attacker can reproduce a low-dimensional embedding without reproducing the image), so the "
   "verdict does not use it"
@@ -140,7 +140,7 @@ def build(
       [N] strings or None.
     feature_dim: the feature dimension.
     mean_image_ssim: [N] each target's SSIM against the mean auxiliary image.
-    model_reid: whether type-I re-identification was measured (a model to re-embed with).
+    model_reid: whether model re-id was measured (a model to re-embed with).
     strength: per auxiliary fraction {aux_fraction, num_aux, attacks: name -> summary}
       (config.attack_strength; empty when off).
     config: the resolved audit config.
@@ -194,7 +194,7 @@ def _attack_rows(outcomes, scores: dict, verdicts: dict) -> dict:
   numbers, verdict, warnings and info."""
   rows = {}
   for o in outcomes:
-    row = {"type": o.type, "seconds": o.seconds}
+    row = {"type": o.type, "seconds": o.seconds, "cached": o.cached}
     if o.skipped:
       row["skipped"] = o.skipped
     else:
@@ -207,8 +207,17 @@ def _attack_rows(outcomes, scores: dict, verdicts: dict) -> dict:
 
 
 def _warnings(outcomes, defense: dict | None, calibration, risk) -> list:
-  """The attackers', the defense sweep's and the evaluator's warnings, each naming its source."""
-  warnings = [f"{o.name}: {w}" for o in outcomes for w in o.warnings]
+  """The attackers', the defense sweep's and the evaluator's warnings, each once, naming its
+  source: a warning every attacker gives (too few auxiliary images) is "all attackers: ..."."""
+  by_text = {}
+  for o in outcomes:
+    for w in o.warnings:
+      by_text.setdefault(w, []).append(o.name)
+  ran = [o.name for o in outcomes if not o.skipped]
+  warnings = [
+    f"{'all attackers' if len(ran) > 1 and names == ran else ', '.join(names)}: {w}"
+    for w, names in by_text.items()
+  ]
   warnings += [f"defense sweep: {w}" for w in (defense or {}).get("warnings", [])]
   if calibration is not None:
     warnings += _evaluator_warnings(calibration.summary, risk)
@@ -377,6 +386,8 @@ def summary_line(report: Report, path: str) -> str:
       + (
         "none reached low"
         if best is None
+        else "none keeps utility and reaches low"
+        if not best.get("useful", True)
         else f"best low: {best['defense']} {best['param']}={best['strength']:g}"
       )
       + " (sweep.json)"

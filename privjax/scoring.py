@@ -4,7 +4,7 @@
 MSE against the originals, the no-information baseline (each target against the other
 targets' reconstructions by the same attacker, so no attacker can invent leakage), the
 bootstrap CI of the gain, image-space rank-1 identification, and, when the audited
-model can re-embed the reconstructions, type-I re-identification.
+model can re-embed the reconstructions, model re-id.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def score(
     targets: the original target images.
     settings: the SSIM window, batch size, bootstrap and re-identification settings.
     mesh: the data mesh.
-    reembed: optional `images -> features` of the audited model, for type-I re-id.
+    reembed: optional `images -> features` of the audited model, for model re-id.
     target_features: [N, D] the targets' features in the same units as `reembed`'s.
     judge_identity: optional `recon -> (summary, {"type2_scores": ...})` of the
       independent evaluator (privjax.identity.evaluate on its embeddings).

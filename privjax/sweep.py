@@ -354,22 +354,31 @@ def _warnings(audit, undefended, names, deciding_models_defense) -> list:
 
 
 def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
-  """The point with the highest utility whose verdict is "low", and a line saying it."""
+  """The point with the highest utility whose verdict is "low", and a line saying it.
+
+  A point whose utility's CI does not clear its chance level keeps nothing of the features'
+  use, so it is no trade-off: the line then says first that no defense tried keeps utility
+  and reaches low, and `best["useful"]` is False.
+  """
   lows = []
   for name, entry in result.items():
     for p in entry["points"]:
       head = readings.headline(p["utility"])
       if p["risk_level"] == "low":
-        lows.append((-np.inf if head is None else head[1], name, entry, p, head))
+        measured = p["utility"].get(head[0], {}) if head else {}
+        chance = measured.get("chance")
+        useful = chance is None or measured["ci"][0] > chance
+        lows.append(((useful, -np.inf if head is None else head[1]), name, entry, p, head))
   if not lows:
     return None, "no defense point reached 'low' risk: try stronger settings"
-  value, name, entry, p, head = max(lows, key=lambda x: x[0])
+  (useful, value), name, entry, p, head = max(lows, key=lambda x: x[0])
   best = {
     "defense": name,
     "type": entry["type"],
     "param": entry["param"],
     "strength": p["strength"],
     "utility": None if head is None else {"name": head[0], "value": head[1]},
+    "useful": useful,
   }
   setting = f"{name} with {entry['param']}={p['strength']:g}"
   caveat = (
@@ -381,14 +390,14 @@ def best_tradeoff(result: dict, undefended: dict) -> tuple[dict | None, str]:
   if head is None:
     return best, f"{setting} reaches 'low' risk (no utility measured to compare points){caveat}"
   ref = readings.headline(undefended["utility"])
-  measured = p["utility"].get(head[0], {})
-  chance = measured.get("chance")
-  line = f"best trade-off: {setting}: 'low' risk keeping {head[0]} {value:.3f}" + (
-    "" if ref is None else f" (undefended {ref[1]:.3f}"
-  )
+  chance = p["utility"].get(head[0], {}).get("chance")
+  kept = f"{head[0]} {value:.3f}" + ("" if ref is None else f" (undefended {ref[1]:.3f}")
   if chance is not None:
-    line += f", chance {chance:.3f}"
-  line += ")" if ref is not None else ""
-  if chance is not None and measured["ci"][0] <= chance:
-    line += "; that is no better than chance: no point tried keeps the features useful at low risk"
-  return best, line + caveat
+    kept += f"{',' if ref is not None else ' ('} chance {chance:.3f}"
+  kept += ")" if ref is not None or chance is not None else ""
+  if not useful:
+    return best, (
+      "no defense tried keeps utility and reaches low: every 'low' point leaves its "
+      f"{head[0]} at chance (the most kept: {setting}, {kept}){caveat}"
+    )
+  return best, f"best trade-off: {setting}: 'low' risk keeping {kept}{caveat}"

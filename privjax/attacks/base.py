@@ -101,8 +101,9 @@ def data_warnings(aux: AuxSet) -> list[str]:
   out = []
   if len(aux.train) < MIN_TRAIN_EXAMPLES:
     out.append(
-      f"data-starved: fitted on {len(aux.train)} auxiliary images (< {MIN_TRAIN_EXAMPLES}); "
-      "an attacker with more similar images may recover more"
+      f"data-starved: fitted on {len(aux.train)} of the {len(aux.train) + len(aux.val)} "
+      f"auxiliary images ({len(aux.val)} held out for model selection; < "
+      f"{MIN_TRAIN_EXAMPLES} to fit on): an attacker with more similar images may recover more"
     )
   if len(aux.val) < MIN_VAL_EXAMPLES:
     out.append(

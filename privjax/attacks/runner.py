@@ -38,7 +38,8 @@ class Outcome:
   info: dict
   warnings: tuple[str, ...]
   skipped: str  # the reason it did not run, or ""
-  seconds: float
+  seconds: float  # what computing it took (in the run that did, when `cached`)
+  cached: bool = False  # restored from the workdir's cache by this run
 
 
 def run_all(
@@ -205,6 +206,7 @@ class _Run:
       tuple(meta["warnings"]),
       "",
       meta["seconds"],
+      cached=True,
     )
 
   def attack(self, name: str, target_features: np.ndarray) -> Outcome:

@@ -43,3 +43,29 @@ def test_per_image_csv_text_never_runs_as_a_formula():
     "a=b",
   ]
   assert rows[1][3] == "-0.5"  # numbers stay numbers, negative ones too
+
+
+@pytest.mark.parametrize("level", ["high", "low"])
+def test_what_to_try_next_gives_the_command_that_does_it(level):
+  import ast
+  import html
+  import shlex
+
+  from privjax import page
+
+  command = "privjax --config=configs/folder.py --workdir=runs/mine --config.data.path=faces"
+  s = {"risk_level": level, "feature_dim": 128, "metadata": {"command": command}}
+  text = html.unescape(page._next(s))
+  line = text.split("<code>")[1].removesuffix("</code>")
+  args = shlex.split(line)
+  assert " ".join(args[:4]) == command  # this audit's command, extended
+  extra = dict(a.removeprefix("--config.").split("=", 1) for a in args[4:])
+  if level == "high":
+    sweep = ast.literal_eval(extra["defense.sweep"])
+    assert set(sweep) == {"gaussian_noise", "quantize", "pca_truncate"}
+    assert sweep["pca_truncate"]["strengths"] == (32, 8, 2, 1)  # cuts of the 128 dimensions
+    assert ast.literal_eval(extra["defense.attacks"]) == ("ridge", "nearest")
+  else:
+    assert ast.literal_eval(extra["attack_strength.aux_fractions"]) == (0.25, 0.5, 1.0)
+  s["metadata"] = {}  # from Python: the fields to set, no command
+  assert "<code>" not in page._next(s) and "privjax.assess" in page._next(s)
