@@ -5,7 +5,7 @@ Run:          python launch.py --config=configs/lfw.py --workdir=runs/lfw
 
 LFW has one split ("train", 13,233 images of 5,749 people); the roles are disjoint
 slices of it. The builtin CNN is trained to tell identities apart and audited; to
-audit a real face model, set model.kind="flax" or "function" (see README). Labels
+audit a real face model, set model.kind="flax" or "function" (see docs/guide.md). Labels
 are the person names, so the report gives the rate at which the best-matching
 original is the same person.
 """

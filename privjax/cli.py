@@ -9,7 +9,7 @@ entry point).
 
 Multi-process (multi-host) runs start the same command in every process, with
 `--distributed` (JAX detects the cluster: Cloud TPU, SLURM, ...) or the explicit
-`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see the README's
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`; see docs/scale.md,
 "Running on many devices".
 
 This is the only module that defines flags; the work is in privjax.audit.run. `run(argv)`
@@ -318,7 +318,11 @@ def _help() -> str:
     lines += ["", "configs shipped with privjax (give one as --config):"]
     width = max(len(name) for name, _ in shipped)
     lines += [f"  {name:<{width}}  {summary}" for name, summary in shipped]
-  lines += ["", "The README explains the verdict and every output; --helpfull lists library flags."]
+  lines += [
+    "",
+    "README.md: what the verdict means and a five-minute tour; docs/: every field, output and",
+    "method. --helpfull lists library flags.",
+  ]
   return "\n".join(lines)
 
 

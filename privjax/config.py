@@ -96,7 +96,7 @@ def _scoring(c) -> None:
 
 
 def _risk(c) -> None:
-  # Verdict thresholds (see privjax/risk.py and the README).
+  # Verdict thresholds (see privjax/risk.py and docs/method.md).
   c.risk = ml_collections.ConfigDict()
   c.risk.high_ssim_gain = 0.3  # High if the gain's CI lower bound reaches this ...
   c.risk.high_image_reid = 0.5  # ... or image-space rank-1 re-identification reaches this.
@@ -124,7 +124,7 @@ def _defense(c) -> None:
   # Which of config.attacks attack every sweep point (each point re-fits them); empty:
   # every running attacker that can attack defended features (not the whitebox one).
   c.defense.attacks = ()
-  c.defense.utility = ""  # Extra utility "package.module:function" (README); "" for none.
+  c.defense.utility = ""  # Extra utility "package.module:function" (docs/method.md); "" for none.
 
 
 def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):

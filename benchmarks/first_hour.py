@@ -1,0 +1,207 @@
+"""The README's tour, run as written: every command it shows, timed, into docs/measured.md.
+
+  python benchmarks/first_hour.py                 # full size; writes docs/measured.md
+  python benchmarks/first_hour.py --quick --out /tmp/measured.md   # seconds each (CI)
+
+The commands are read from README.md itself (its bash blocks' `launch.py` lines and its
+Python blocks), so the README and what is measured never drift apart. They run in a
+fresh folder holding what the README assumes the user has: `faces/` (a folder of
+identity subfolders: sklearn's digits as PNG files, 75 per digit) and the arrays of
+its npz example (a tanh random projection of the digits, with labels). JAX's persistent
+compilation cache starts empty, as on a new machine, and then serves the later
+commands as it would a user. --quick appends the test suite's smoke settings to every
+command (the numbers are then meaningless; it checks that each command runs).
+Prints a table; writes it with the date and the machine to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# configs/smoke.py's settings, for --quick.
+QUICK = [
+  "--config.data.image_size=8",
+  "--config.ssim.filter_size=5",
+  "--config.ssim.filter_sigma=0.68",
+  "--config.model.train_steps=60",
+  "--config.evaluator.train_steps=60",
+  "--config.attacks.decoder.num_steps=20",
+  "--config.attacks.decoder.warmup_steps=2",
+  "--config.attacks.decoder.eval_every=10",
+  "--config.attacks.decoder.checkpoint_every=20",
+  "--config.attacks.decoder.width=16",
+  "--config.attacks.decoder.hidden=64",
+  "--config.attacks.ridge.num_features=128",
+  "--config.attacks.whitebox.steps=16",
+  "--config.attacks.whitebox.tv_weights=(0.0,)",
+  "--config.bootstrap_samples=100",
+]
+QUICK_API = """
+import privjax as _p
+_assess = _p.assess
+def _quick(*a, **k):
+  c = _p.audit_config()
+  c.attacks.decoder.update(num_steps=20, warmup_steps=2, eval_every=10, checkpoint_every=20)
+  c.attacks.decoder.update(width=16, hidden=64)
+  c.attacks.ridge.num_features = 128
+  c.attacks.whitebox.update(steps=16, tv_weights=(0.0,))
+  c.bootstrap_samples = 100
+  return _assess(*a, config=c, **k)
+_p.assess = _quick
+"""
+
+
+def readme_steps(readme: str) -> list[dict]:
+  """The README's commands in order: {kind: shell|python, text}; `make audit` as what it runs."""
+  steps = []
+  for lang, body in re.findall(r"```(bash|python)\n(.*?)```", readme, re.S):
+    if lang == "python":
+      steps.append({"kind": "python", "text": body})
+      continue
+    joined = body.replace("\\\n", " ")
+    for line in joined.splitlines():
+      line = line.split("#", 1)[0].strip()
+      if line.startswith("make audit"):
+        line = ".venv/bin/python launch.py --config=configs/default.py --workdir=runs/default"
+      if "launch.py" in line:
+        steps.append({"kind": "shell", "text": " ".join(line.split())})
+  return steps
+
+
+def make_inputs(folder: str) -> dict:
+  """faces/ and the npz example's arrays (as the namespace its Python block runs in)."""
+  import numpy as np
+  from PIL import Image
+  from sklearn.datasets import load_digits
+
+  d = load_digits()
+  images = (d.images / 16.0 * 255).astype(np.uint8)
+  for digit in range(10):
+    person = os.path.join(folder, "faces", f"person{digit}")
+    os.makedirs(person, exist_ok=True)
+    for k, i in enumerate(np.flatnonzero(d.target == digit)[:75]):
+      Image.fromarray(images[i]).save(os.path.join(person, f"{k:03d}.png"))
+  proj = np.random.default_rng(0).normal(size=(64, 32)) / 8
+  features = np.tanh((d.images.reshape(len(images), -1) / 16.0) @ proj).astype(np.float32)
+  aux, tgt = slice(0, 1400), slice(1400, None)
+  return {
+    "np": np,
+    "aux_images": images[aux],
+    "aux_features": features[aux],
+    "aux_labels": d.target[aux],
+    "target_images": images[tgt],
+    "target_features": features[tgt],
+    "target_labels": d.target[tgt],
+  }
+
+
+def run_shell(text: str, cwd: str, env: dict, quick: bool) -> tuple[float, str]:
+  args = shlex.split(text)
+  assert args[0].endswith("python") and args[1] == "launch.py", text
+  args = [sys.executable, os.path.join(HERE, "launch.py")] + [
+    f"--config={os.path.join(HERE, a.split('=', 1)[1])}" if a.startswith("--config=") else a
+    for a in args[2:]
+  ]
+  if quick:
+    args += QUICK
+  t = time.perf_counter()
+  done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+  wall = time.perf_counter() - t
+  if done.returncode != 0:
+    raise SystemExit(f"{text}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1]}")
+  return wall, done.stdout.strip().splitlines()[-1]
+
+
+def run_python(text: str, cwd: str, env: dict, quick: bool, namespace: dict) -> tuple[float, str]:
+  if "np.savez" in text and "privjax" not in text:  # the npz example: makes leak.npz here
+    t = time.perf_counter()
+    cwd_before = os.getcwd()
+    os.chdir(cwd)
+    try:
+      exec(text, dict(namespace))
+    finally:
+      os.chdir(cwd_before)
+    return time.perf_counter() - t, "wrote " + ", ".join(sorted(os.listdir(cwd)))
+  code = (QUICK_API if quick else "") + text
+  t = time.perf_counter()
+  done = subprocess.run(
+    [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True
+  )
+  wall = time.perf_counter() - t
+  if done.returncode != 0:
+    raise SystemExit(f"README Python block: exit {done.returncode}: {done.stderr[-500:]}")
+  return wall, done.stdout.strip().splitlines()[-1]
+
+
+def machine() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python {platform.python_version()}"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="smoke settings: checks, not times")
+  parser.add_argument("--out", default=os.path.join(HERE, "docs", "measured.md"))
+  args = parser.parse_args()
+  with open(os.path.join(HERE, "README.md")) as f:
+    steps = readme_steps(f.read())
+  with tempfile.TemporaryDirectory() as tmp:
+    namespace = make_inputs(tmp)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    env["HOME"] = tmp  # the CLI's compilation cache, ~/.cache/privjax/jax, starts empty
+    rows = []
+    for step in steps:
+      if step["kind"] == "shell":
+        wall, out = run_shell(step["text"], tmp, env, args.quick)
+        what = step["text"]
+      else:
+        wall, out = run_python(step["text"], tmp, env, args.quick, namespace)
+        what = "Python: " + next(
+          (ln.strip() for ln in step["text"].splitlines() if "assess(" in ln or "savez" in ln),
+          step["text"].splitlines()[0],
+        )
+      rows.append({"command": what, "seconds": round(wall, 1), "output": out})
+      print(f"{wall:7.1f} s  {what}\n          {out[:160]}", flush=True)
+  import jax
+
+  header = textwrap.dedent(f"""\
+    # Measured: the README's commands
+
+    Generated by `.venv/bin/python benchmarks/first_hour.py`{" --quick" if args.quick else ""}
+    on {datetime.date.today().isoformat()}; {machine()}; jax {jax.__version__}, no
+    accelerator unless the devices below say so. Each command is run as the README writes
+    it, in order, from an empty JAX compilation cache (the first command compiles; later
+    ones reuse what it cached, as on a user's machine). Wall seconds, process start to
+    exit.
+
+    | seconds | command | last line printed |
+    |---|---|---|
+    """)
+  table = "".join(
+    f"| {r['seconds']} | `{r['command']}` | {r['output'].replace('|', '/')[:200]} |\n" for r in rows
+  )
+  with open(args.out, "w") as f:
+    f.write(header + table)
+  print(json.dumps({"out": args.out, "steps": len(rows)}))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,66 @@
+"""The README's commands, as written, run (with configs/smoke.py's settings appended, so
+each takes seconds): the front door never points at a command that fails.
+
+benchmarks/first_hour.py reads the same commands from the README and times them at full
+size into docs/measured.md.
+"""
+
+import os
+import shlex
+
+import pytest
+
+from benchmarks import first_hour
+from tests.conftest import REPO_ROOT
+
+
+def _quick_assess(monkeypatch):
+  import privjax
+
+  assess = privjax.assess
+
+  def quick(*args, **kwargs):
+    c = privjax.audit_config()
+    c.attacks.decoder.update(num_steps=20, warmup_steps=2, eval_every=10, checkpoint_every=20)
+    c.attacks.decoder.update(width=16, hidden=64)
+    c.attacks.ridge.num_features = 128
+    c.attacks.whitebox.update(steps=16, tv_weights=(0.0,))
+    c.bootstrap_samples = 100
+    return assess(*args, config=c, **kwargs)
+
+  monkeypatch.setattr(privjax, "assess", quick)
+
+
+def test_every_command_in_the_readme_runs(tmp_path, launch_here, monkeypatch):
+  with open(os.path.join(REPO_ROOT, "README.md")) as f:
+    steps = first_hour.readme_steps(f.read())
+  shell = [s["text"] for s in steps if s["kind"] == "shell"]
+  assert len(shell) >= 4 and any("defense_sweep" in s for s in shell), shell
+  assert sum(s["kind"] == "python" for s in steps) >= 2
+  namespace = first_hour.make_inputs(str(tmp_path))
+  _quick_assess(monkeypatch)
+  paths = ("--workdir", "--config.data.path")  # relative to where the user stands: tmp_path
+  for step in steps:
+    if step["kind"] == "python":
+      monkeypatch.chdir(tmp_path)
+      exec(step["text"], dict(namespace))  # the npz example writes leak.npz; the API audits
+      continue
+    args = shlex.split(step["text"])[2:]  # after `.venv/bin/python launch.py`
+    args = [
+      f"{a.split('=', 1)[0]}={tmp_path / a.split('=', 1)[1]}" if a.startswith(paths) else a
+      for a in args
+    ]
+    flags = dict(a.split("=", 1) for a in args)
+    rest = [a for a in args if not a.startswith(("--config=", "--workdir="))]
+    result = launch_here(flags["--config"], flags["--workdir"], *rest, *first_hour.QUICK)
+    assert result.returncode == 0, (step["text"], result.stderr[-2000:])
+    assert result.stdout.startswith("privjax: "), step["text"]
+  assert (tmp_path / "runs" / "py" / "report.json").is_file()
+  assert (tmp_path / "runs" / "default" / "sweep.json").is_file()  # the sweep, on the audit
+
+
+@pytest.mark.parametrize("name", ["guide.md", "method.md", "scale.md", "layout.md"])
+def test_the_readme_links_to_each_reference_page(name):
+  with open(os.path.join(REPO_ROOT, "README.md")) as f:
+    assert f"(docs/{name})" in f.read()
+  assert os.path.isfile(os.path.join(REPO_ROOT, "docs", name))
