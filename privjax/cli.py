@@ -14,9 +14,11 @@ Multi-process (multi-host) runs start the same command in every process, with
 
 This is the only module that defines flags; the work is in privjax.audit.run. `run(argv)`
 runs the command line in the calling process and returns its exit status (the tests use it).
-Errors caused by the input (config, data, model, workdir, a full disk) print one line
-and exit 2. SIGTERM stops training with a checkpoint and exits 143; Ctrl-C (SIGINT)
-exits 130 with one line (see privjax.errors.Interrupted).
+Exit status: 0 done; 3 the release gate tripped (`--fail_on`: the verdict reached that
+level; the report is written); 2 an error caused by the input (config, data, model,
+workdir, a full disk), in one line; 1 a bug (with its traceback); 143 SIGTERM (training
+stops with a checkpoint first) and 130 Ctrl-C (SIGINT), with one line (see
+privjax.errors.Interrupted).
 """
 
 import ast
@@ -38,7 +40,7 @@ from absl import app, command_name, flags, logging
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
-from privjax import audit, logs, parallel
+from privjax import audit, logs, parallel, risk
 from privjax import config as config_lib
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
@@ -82,11 +84,18 @@ flags.DEFINE_integer(
   300,
   "Seconds a process waits for the coordinator (and the other processes) to come up.",
 )
+flags.DEFINE_string(
+  "fail_on",
+  "",
+  "Release gate: exit with status 3 (after writing the report) when the verdict reaches this "
+  "level, 'medium' or 'high'; '' never fails on the verdict.",
+)
 flags.mark_flags_as_required(["config"])
 # The flags `privjax --help` lists (absl's --helpfull lists every library's too).
 OWN_FLAGS = (
   "config",
   "workdir",
+  "fail_on",
   "print_config",
   "compilation_cache",
   "cpu_devices",
@@ -113,6 +122,7 @@ def main(argv):
     sys.exit(128 + signum)
 
 
+GATE_TRIPPED = 3  # the exit status when --fail_on's level is reached (errors are 2)
 _RESUME = "finished stages are kept in the workdir: re-run the same command to resume"
 _STOPS_SEEN = []  # signals _on_stop_signal saw; the code they interrupted may swallow them
 _COMMAND = []  # the running command, as a shell line (the report's "what to try next")
@@ -148,6 +158,8 @@ def _main(argv):
   if FLAGS.print_config:
     _print(config_lib.describe(_loaded_config(), sources=_config_sources()))
     return
+  if FLAGS.fail_on not in ("", "medium", "high"):
+    _usage_error(f"--fail_on must be 'medium' or 'high' (or '' for no gate), got {FLAGS.fail_on!r}")
   if FLAGS.workdir is None:  # (an empty --workdir= is refused by workdir.resolve)
     _usage_error("--workdir is required: the directory for checkpoints and the report")
   # SIGTERM and Ctrl-C outside decoder training (which saves a checkpoint first) stop the
@@ -182,7 +194,11 @@ def _main(argv):
     _usage_error(f"no space left on device writing {full or workdir}")
   if _STOPS_SEEN:  # a library swallowed the stop's exception: the run still stops here
     raise KeyboardInterrupt
-  print(report_lib.summary_line(report, os.path.join(workdir, "report.json")))
+  gate = FLAGS.fail_on or None
+  tripped = gate is not None and risk.reaches(report.risk_level, gate)
+  print(report_lib.summary_line(report, os.path.join(workdir, "report.json"), gate=gate))
+  if tripped:
+    sys.exit(GATE_TRIPPED)
 
 
 def _loaded_config():

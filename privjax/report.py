@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from privjax import identity as identity_lib
 from privjax import metrics, page, plots, readings
+from privjax import risk as risk_lib
 from privjax.scoring import PSNR_CAP_DB
 from privjax.workdir import publish
 
@@ -366,8 +367,9 @@ def _per_image(best, scores: dict, deciding: str, mean_image_ssim, labels, per_t
   return per_image
 
 
-def summary_line(report: Report, path: str) -> str:
-  """The one line the CLI prints: verdict, deciding attacker, its numbers, where the report is."""
+def summary_line(report: Report, path: str, *, gate: str | None = None) -> str:
+  """The one line the CLI prints: verdict, deciding attacker, its numbers, where the report
+  is; with a release `gate` ("medium" / "high", --fail_on), whether it tripped."""
   s = report.summary
   reid = "n/a" if s["reid_rate"] is None else format(s["reid_rate"], ".3f")
   warn = f" | {len(s['warnings'])} warning(s), see report" if s["warnings"] else ""
@@ -397,8 +399,16 @@ def summary_line(report: Report, path: str) -> str:
     f"vs baseline {s['baseline_ssim']:.3f} (gain {s['ssim_gain']:.3f}, 95% CI "
     f"[{s['ssim_gain_ci'][0]:.3f}, {s['ssim_gain_ci'][1]:.3f}]), PSNR {s['psnr']:.1f} dB | image "
     f"re-id {s['image_reid_rate']:.3f}, model re-id {reid}, chance {s['reid_chance']:.4f}"
-    f"{ident}{warn} | report: {path}"
+    f"{ident}{warn}{_gate(s['risk_level'], gate)} | report: {path}"
   )
+
+
+def _gate(level: str, gate: str | None) -> str:
+  if gate is None:
+    return ""
+  if risk_lib.reaches(level, gate):
+    return f" | release gate TRIPPED: {level} risk reaches --fail_on={gate}"
+  return f" | release gate passed: {level} risk is below --fail_on={gate}"
 
 
 # A text cell starting with one of these is run as a formula by spreadsheet programs.

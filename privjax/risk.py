@@ -129,6 +129,11 @@ def _level(criteria: list[_Criterion], over: float):
 _SEVERITY = {"low": 0, "medium": 1, "high": 2}
 
 
+def reaches(level: str, gate: str) -> bool:
+  """Whether a verdict `level` is at least `gate` ("medium" or "high"): a release gate."""
+  return _SEVERITY[level] >= _SEVERITY[gate]
+
+
 def most_severe(results: dict) -> str:
   """The name of the most severe attacker: {name: (level, gain CI low, image re-id)}.
 

@@ -240,3 +240,40 @@ def test_stderr_holds_only_privjax_info_lines_from_a_checkout_named_privjax(tmp_
   assert len(info) > 20 and sources <= own, sorted(sources - own)
   assert "orbax" not in result.stderr and "Unable to initialize backend" not in result.stderr
   assert "Traceback" not in result.stderr
+
+
+def test_the_release_gate_exits_3_after_writing_the_report_when_the_level_is_reached(
+  smoke_run, tmp_path, launch_here, digits8
+):
+  workdir = tmp_path / "done"
+  shutil.copytree(smoke_run[0], workdir)  # a finished high audit: re-served from its caches
+  for gate, status, word in (("high", 3, "TRIPPED"), ("medium", 3, "TRIPPED")):
+    (workdir / "report.json").unlink()
+    result = launch_here("configs/smoke.py", workdir, f"--fail_on={gate}")
+    assert result.returncode == status == cli.GATE_TRIPPED, result.stderr[-2000:]
+    assert f"release gate {word}: high risk reaches --fail_on={gate}" in result.stdout
+    assert (workdir / "report.json").is_file()  # written before the gate exits
+    assert "Traceback" not in result.stderr
+  # Features that carry nothing of the images: low, and the gate passes.
+  x, y = digits8
+  noise = np.random.default_rng(0).normal(size=(len(x), 16)).astype(np.float32)
+  np.savez(
+    tmp_path / "noise.npz",
+    aux_images=x[:300],
+    aux_features=noise[:300],
+    target_images=x[300:400],
+    target_features=noise[300:400],
+  )
+  result = launch_here(
+    "configs/npz.py",
+    tmp_path / "noise",
+    f"--config.data.path={tmp_path / 'noise.npz'}",
+    "--config.model.kind=precomputed",
+    "--config.attacks.decoder.type=off",
+    "--fail_on=medium",
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "release gate passed: low risk is below --fail_on=medium" in result.stdout
+  bad = launch_here("configs/smoke.py", tmp_path / "x", "--fail_on=severe")
+  assert bad.returncode == 2 and "--fail_on must be 'medium' or 'high'" in bad.stderr
+  assert not (tmp_path / "x").exists()

@@ -53,3 +53,18 @@ def test_identity_leakage_raises_the_verdict_alone():
   assert risk.verdict(**judge, identity=(0.2, 0.05))[0] == "low"  # only 4x its chance
   level, reasons = risk.verdict(**judge, identity=(0.6, 0.01))
   assert "type-II identity SAR@FMR 0.01" in reasons[0]
+
+
+def test_a_release_gate_trips_at_its_level_and_above():
+  from privjax import risk
+
+  assert [risk.reaches(level, "medium") for level in ("low", "medium", "high")] == [
+    False,
+    True,
+    True,
+  ]
+  assert [risk.reaches(level, "high") for level in ("low", "medium", "high")] == [
+    False,
+    False,
+    True,
+  ]
