@@ -9,6 +9,8 @@ info)` is found the same way):
                  the embedding given by config.model.method (default: __call__);
   "function"     a factory named by import path, `make(config) -> (embed_fn, params)`,
                  for any pure JAX embedding function;
+  "dlib_face"    dlib's ResNet face encoder with its published weights (privjax.faces,
+                 `pip install 'privjax[faces]'`): 150x150 RGB face chips -> 128-d;
   "precomputed"  no model: the npz source holds the features.
 
 `config.evaluator` (the independent model that judges identity leakage, see
@@ -149,6 +151,23 @@ def load_flax(m, image_shape, config, field: str = "model"):
   variables = jax.tree.map(lambda e, v: jnp.asarray(v, e.dtype), expected, variables)
   info = {"module": m.module, "checkpoint": m.checkpoint, "method": m.method or "__call__"}
   return functools.partial(module.apply, method=method), variables, info
+
+
+@MODELS.register("dlib_face")
+def load_dlib_face(m, image_shape, config, field: str = "model"):
+  """dlib's ResNet face encoder with its published weights (privjax.faces; the `faces`
+  extra): 150x150 RGB face chips, 128-d descriptors."""
+  del m, config
+  from privjax import faces  # (its weights are an optional extra)
+
+  if tuple(image_shape) != (faces.CHIP_SIZE, faces.CHIP_SIZE, 3):
+    raise ConfigError(
+      f"config.{field}.kind='dlib_face' takes {faces.CHIP_SIZE}x{faces.CHIP_SIZE} RGB face "
+      f"chips (config.data.image_size={faces.CHIP_SIZE}, config.data.channels=3), got images "
+      f"of shape {tuple(image_shape)}"
+    )
+  embed_fn, params = faces.encoder()
+  return embed_fn, params, {"kind": "dlib_face", **faces.info()}
 
 
 @MODELS.register("function", needs=("factory",))

