@@ -107,6 +107,14 @@ def label_ids(raw_by_role: dict) -> tuple[dict, list | None]:
 
 def validate(d) -> None:
   """Checks config.data's preprocessing fields; raises ConfigError naming the bad one."""
+  align = d.get("align", "")
+  if align not in ("", "dlib"):
+    raise ConfigError(f"config.data.align must be '' or 'dlib', got {align!r}")
+  if align and d.source != "folder":
+    raise ConfigError(
+      f"config.data.align={align!r} aligns face photos of a folder source, got data.source="
+      f"{d.source!r}"
+    )
 
   def whole(name, ok):
     v = d[name]
@@ -155,6 +163,7 @@ def load(d) -> AuditData | sources.Precomputed:
   labels, label_names = label_ids(raw_labels)
   shape = images["target"].shape[1:]
   counts = ", ".join(f"{len(v)} {r}" for r, v in images.items())
+  notes = sorted({sources.split_of(splits, n, d.source).note for n, _ in roles.values()} - {""})
   return AuditData(
     model_train=Split(images["model_train"], labels["model_train"])
     if "model_train" in images
@@ -162,7 +171,8 @@ def load(d) -> AuditData | sources.Precomputed:
     aux=Split(images["aux"], labels["aux"], names["aux"]),
     targets=Split(images["target"], labels["target"], names["target"]),
     description=f"{d.source} {d.name or d.path or ''}".strip() + f": {counts} images "
-    f"(disjoint; splits {specs}, split seed {d.split_seed}), preprocessed to {list(shape)}",
+    f"(disjoint; splits {specs}, split seed {d.split_seed}), preprocessed to {list(shape)}"
+    + "".join(f"; {note}" for note in notes),
     label_names=label_names,
   )
 

@@ -222,3 +222,36 @@ def info() -> dict:
     "input": f"{CHIP_SIZE}x{CHIP_SIZE} RGB aligned face chips",
     "same_person_below_distance": SAME_PERSON_DISTANCE,
   }
+
+
+LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
+CHIP_PADDING = 0.25  # dlib's default for compute_face_descriptor's chips
+
+
+class Aligner:
+  """Face photos -> 150x150 chips as dlib aligns them for its encoder: its HOG face
+  detector (the image upsampled once, as face_recognition does), its 5-point landmarks,
+  `get_face_chip` with padding 0.25. Needs dlib (the `faces` extra)."""
+
+  def __init__(self):
+    try:
+      import dlib
+    except ImportError as e:
+      raise ConfigError(f"config.data.align='dlib' needs dlib: {INSTALL}") from e
+    models = os.path.dirname(weights_path())
+    self._dlib = dlib
+    self._detect = dlib.get_frontal_face_detector()
+    self._landmarks = dlib.shape_predictor(os.path.join(models, LANDMARKS_FILE))
+
+  def chip(self, image: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """(the uint8 [150, 150, 3] chip of the photo's one face, or None; faces found).
+
+    `image`: [H, W, 1 or 3] float in [0, 1] (a folder source's image)."""
+    rgb = np.clip(np.round(np.asarray(image) * 255), 0, 255).astype(np.uint8)
+    rgb = np.ascontiguousarray(np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb)
+    found = self._detect(rgb, 1)
+    if len(found) != 1:
+      return None, len(found)
+    shape = self._landmarks(rgb, found[0])
+    chip = self._dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
+    return np.asarray(chip, np.uint8), 1

@@ -55,6 +55,7 @@ class SplitSource:
   size: int
   read: Callable[[np.ndarray], tuple[list, list | None]]
   names: Callable[[np.ndarray], list] | None = None
+  note: str = ""  # what the report's data description adds (photos skipped by alignment)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,14 +315,17 @@ def _skip(path: str, kind: str) -> None:
   logging.warning("image folder: skipping %s (a %s, not a regular file)", path, kind)
 
 
-def folder(path: str) -> dict[str, SplitSource]:
+def folder(path: str, align: str = "", save_chips: str = "") -> dict[str, SplitSource]:
   """PNG/JPEG files under `path` as split "all"; one subfolder per identity gives labels.
 
   With subfolders, each subfolder's name is an identity (labels are the names, mapped
   to ids in sorted order by data.py) and only the images inside them are read.
   Anything that is not a regular file (FIFOs, sockets, devices, dangling symlinks,
   and directories inside an identity folder) is skipped with a warning, never opened.
-  Images are read by `_read_image`.
+  Images are read by `_read_image`. `align="dlib"`: every photo is read now and replaced
+  by its face chip as dlib aligns it (`faces.Aligner`); a photo with no face or several
+  is skipped and counted (never cropped wrong), and the chips used are written as PNG
+  files under `save_chips` (same relative paths) when it is set.
   """
   if not path or not os.path.isdir(path):
     raise DataError(f"config.data.path must be a directory of images, got {path!r}")
@@ -353,6 +357,8 @@ def folder(path: str) -> dict[str, SplitSource]:
     files = [p for p, kind in top if kind == "file" and is_image(p)]
   if not files:
     raise DataError(f"no .png/.jpg/.jpeg images found in {path}")
+  if align:
+    return {"all": _aligned(path, files, labels if subdirs else None, align, save_chips)}
 
   def read(idx):
     return [_read_image(files[i]) for i in idx], ([labels[i] for i in idx] if subdirs else None)
@@ -361,6 +367,51 @@ def folder(path: str) -> dict[str, SplitSource]:
     return [os.path.relpath(files[i], path) for i in idx]
 
   return {"all": SplitSource(len(files), read, names)}
+
+
+def _aligned(path, files, labels, align: str, save_chips: str) -> SplitSource:
+  """The folder's photos as aligned face chips (see `folder`)."""
+  if align != "dlib":
+    raise ConfigError(f"config.data.align must be '' or 'dlib', got {align!r}")
+  from privjax import faces  # (the faces extra)
+
+  aligner = faces.Aligner()
+  chips, kept, skipped = [], [], {0: [], 2: []}
+  for i, file in enumerate(files):
+    chip, found = aligner.chip(_read_image(file))
+    if chip is None:
+      skipped[min(found, 2)].append(os.path.relpath(file, path))
+      continue
+    chips.append(chip)
+    kept.append(i)
+    if save_chips:
+      out = os.path.join(save_chips, os.path.splitext(os.path.relpath(file, path))[0] + ".png")
+      os.makedirs(os.path.dirname(out), exist_ok=True)
+      Image.fromarray(chip).save(out)
+  note = (
+    f"aligned as dlib does ({len(chips)} of {len(files)} photos; skipped {len(skipped[0])} "
+    f"with no face, {len(skipped[2])} with several"
+    + (f"; chips saved in {save_chips}" if save_chips else "")
+    + ")"
+  )
+  for reason, names in (("no face", skipped[0]), ("several faces", skipped[2])):
+    if names:
+      logging.warning(
+        "face alignment: skipped %d photos with %s, e.g. %s", len(names), reason, names[0]
+      )
+  if not chips:
+    raise DataError(f"no photo in {path} shows exactly one face that dlib's detector finds")
+  kept_files = [files[i] for i in kept]
+  kept_labels = None if labels is None else [labels[i] for i in kept]
+
+  def read(idx):
+    images = [chips[i].astype(np.float32) / 255.0 for i in idx]
+    return images, (None if kept_labels is None else [kept_labels[i] for i in idx])
+
+  def names(idx):
+    return [os.path.relpath(kept_files[i], path) for i in idx]
+
+  return SplitSource(len(chips), read, names, note)
 
 
 # What each .npz key must hold: (allowed ranks, dtype kinds, the expectation in words).
@@ -497,7 +548,7 @@ def _tfds(d) -> dict[str, SplitSource]:
 
 @SOURCES.register("folder")
 def _folder(d) -> dict[str, SplitSource]:
-  return folder(d.path)
+  return folder(d.path, d.get("align", ""), d.get("save_chips", ""))
 
 
 @SOURCES.register("npz")

@@ -73,3 +73,34 @@ def test_the_model_kind_takes_150x150_rgb_chips_only():
   c = config_lib.audit_config()
   with pytest.raises(ConfigError, match="takes 150x150 RGB face chips"):
     embedding.load_dlib_face(None, (32, 32, 3), c, "model")
+
+
+@needs_extra
+def test_face_photos_are_aligned_as_dlib_does_and_faceless_or_crowded_ones_skipped(tmp_path):
+  import skimage.data
+  from PIL import Image
+
+  from privjax import sources
+
+  face = np.ascontiguousarray(skimage.data.astronaut()[:300, 100:400])  # her face, no badge
+  person = tmp_path / "photos" / "eileen"
+  person.mkdir(parents=True)
+  Image.fromarray(face).save(person / "one.png")
+  Image.fromarray(np.full_like(face, 128)).save(person / "none.png")
+  Image.fromarray(np.concatenate([face, face], axis=1)).save(person / "two.png")
+  split = sources.folder(str(tmp_path / "photos"), "dlib", str(tmp_path / "chips"))["all"]
+  assert split.size == 1
+  assert "1 of 3 photos; skipped 1 with no face, 1 with several" in split.note
+  [chip], labels = split.read(np.arange(1))
+  assert chip.shape == (150, 150, 3) and labels == ["eileen"]
+  assert split.names(np.arange(1)) == [os.path.join("eileen", "one.png")]
+  saved = np.asarray(Image.open(tmp_path / "chips" / "eileen" / "one.png"))
+  np.testing.assert_array_equal(saved, np.round(chip * 255).astype(np.uint8))
+  # The chip is dlib's own: its descriptor through dlib matches the one through ours.
+  import dlib
+  import jax
+
+  reference = dlib.face_recognition_model_v1(faces.weights_path())
+  embed_fn, params = faces.encoder()
+  ours = np.asarray(jax.jit(embed_fn)(params, chip[None]))[0]
+  np.testing.assert_allclose(ours, np.asarray(reference.compute_face_descriptor(saved)), atol=1e-4)
