@@ -57,7 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
   # "builtin": privjax's RecognitionCNN, trained on the model-train split;
   # "flax": a Flax module by import path with params from an orbax checkpoint;
   # "function": a factory `make(config) -> (embed_fn, params)` by import path;
-  # "precomputed": the npz source holds the features (no model to run).
+  # "precomputed": the npz source holds the features (no model to run);
+  # "dlib_face": dlib's ResNet face encoder (configs/dlib_faces.py; the faces extra).
   c.model.kind = "builtin"
   c.model.embed_dim = 64  # Embedding (penultimate layer) size.
   c.model.width = 32  # Channels of the first convolution (the second has twice as many).

@@ -19,6 +19,7 @@ tensor of little-endian float32 values, and its settings as dlib's packed intege
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import os
@@ -211,6 +212,22 @@ def encoder(path: str | None = None):
     return model.apply({"params": params}, images)
 
   return embed_fn, params
+
+
+@functools.cache
+def _cached_encoder():
+  return encoder()
+
+
+def dlib_accepts(originals, reconstructions):
+  """[B] 1.0 where dlib's encoder takes the reconstruction for the original's person (their
+  descriptors closer than 0.6), else 0.0: the encoder's own judgement, a per-target metric
+  (config.metrics type "privjax.faces:dlib_accepts"), [B, 150, 150, 3] images in [0, 1]."""
+  embed_fn, params = _cached_encoder()
+  distance = jnp.linalg.norm(
+    embed_fn(params, originals) - embed_fn(params, reconstructions), axis=-1
+  )
+  return (distance < SAME_PERSON_DISTANCE).astype(jnp.float32)
 
 
 def info() -> dict:
