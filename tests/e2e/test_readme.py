@@ -52,7 +52,8 @@ def test_every_command_in_the_readme_runs(tmp_path, launch_here, monkeypatch):
     ]
     flags = dict(a.split("=", 1) for a in args)
     rest = [a for a in args if not a.startswith(("--config=", "--workdir="))]
-    result = launch_here(flags["--config"], flags["--workdir"], *rest, *first_hour.QUICK)
+    quick = first_hour.quick_flags(step["text"])
+    result = launch_here(flags["--config"], flags["--workdir"], *rest, *quick)
     assert result.returncode == 0, (step["text"], result.stderr[-2000:])
     assert result.stdout.startswith("privjax: "), step["text"]
   assert (tmp_path / "runs" / "py" / "report.json").is_file()
