@@ -238,7 +238,7 @@ def _attackers(s: dict) -> str:
     "model re-id",
     f"type-II SAR@{fmr:g}",
     *(_e(m) for m in extra),
-    "seconds to compute",
+    "seconds",
   ]
   rows, notes = [], []
   for name, r in s["attacks"].items():
@@ -261,7 +261,7 @@ def _attackers(s: dict) -> str:
         _num(r["reid_rate"]),
         "n/a" if sar is None else f"{sar['rate']:.3f} {_ci(sar['ci'])}",
         *(_num(r.get("metrics", {}).get(m)) for m in extra),
-        _num(r["seconds"], 1) + (" (cached)" if r.get("cached") else ""),
+        _num(r["seconds"], 1) + ("*" if r.get("cached") else ""),
       ]
     )
   return (
@@ -271,6 +271,12 @@ def _attackers(s: dict) -> str:
     "and never decides. Their warnings are listed once, in the verdict above.</p>"
     + _table(header, rows)
     + ("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>" if notes else "")
+    + (
+      '<p class="note">* restored from the workdir\'s cache by this run: the seconds it took '
+      "when it was computed.</p>"
+      if any(r.get("cached") for r in s["attacks"].values())
+      else ""
+    )
   )
 
 
