@@ -222,6 +222,16 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   named = [cfg.init] if isinstance(cfg.init, str) else list(cfg.init)
   candidates = starts(cfg.init, ctx.running or named)
   val_starts = {n: start(n, aux.features[aux.val], held_out=True) for n in candidates}
+  logging.info(
+    "whitebox: choosing its start (%s), prior weight (%s) and steps (0-%d) on %d held-out "
+    "auxiliary images: %d optimisations of %d steps through the model",
+    ", ".join(candidates),
+    ", ".join(f"{w:g}" for w in cfg.tv_weights),
+    cfg.steps,
+    len(aux.val),
+    len(candidates) * len(cfg.tv_weights) * len(aux.val),
+    cfg.steps,
+  )
   selection = _selection(
     optimise, aux, ctx, val_starts, cfg.tv_weights, schedule(cfg.steps, cfg.checkpoints)
   )
@@ -244,6 +254,8 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   def reconstruct(features):
     t = time.perf_counter()
     begin = start(chosen["init"], features)
+    if chosen["steps"]:
+      logging.info("whitebox: %d images, %d steps each", len(features), chosen["steps"])
     if chosen["steps"] == 0:  # no optimisation beat the start on validation: keep it
       out = begin
     else:
