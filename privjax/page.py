@@ -107,7 +107,7 @@ def _next(s: dict) -> str:
     text += "dimension cuts buy, re-using this audit's workdir:"
     extra = _sweep_flags(s["feature_dim"])
   elif not s.get("attack_strength"):
-    text = _NEXT["low"] + " Whether leakage still grows with the attacker's data:"
+    text = _NEXT["low"] + " Measure that curve on this audit's workdir:"
     extra = ["--config.attack_strength.aux_fractions=(0.25,0.5,1.0)"]
   else:
     return _e(_NEXT["low"])
