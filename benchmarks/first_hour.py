@@ -53,10 +53,13 @@ QUICK = [
 
 
 def quick_flags(command: str) -> list[str]:
-  """QUICK for `command`; dlib's encoder keeps its 150x150 chips and their SSIM window."""
+  """QUICK for `command`. dlib's encoder keeps its 150x150 chips and their SSIM window, and
+  runs the black-box attackers only: at 150x150 on CPU the decoder and the whitebox attacker
+  (gradients through the ResNet) cost minutes even at smoke settings."""
   if "dlib_faces" not in command:
     return QUICK
-  return [f for f in QUICK if not f.startswith(("--config.data.", "--config.ssim."))]
+  kept = [f for f in QUICK if not f.startswith(("--config.data.", "--config.ssim."))]
+  return kept + ["--config.attacks.decoder.type=off", "--config.attacks.whitebox.type=off"]
 
 
 QUICK_API = """
