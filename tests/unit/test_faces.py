@@ -104,3 +104,17 @@ def test_face_photos_are_aligned_as_dlib_does_and_faceless_or_crowded_ones_skipp
   embed_fn, params = faces.encoder()
   ours = np.asarray(jax.jit(embed_fn)(params, chip[None]))[0]
   np.testing.assert_allclose(ours, np.asarray(reference.compute_face_descriptor(saved)), atol=1e-4)
+
+
+def test_the_encoder_is_a_model_kind_and_an_evaluator_kind():
+  import ml_collections
+
+  from privjax import config as config_lib
+  from privjax import embedding
+
+  assert "dlib_face" in embedding.kinds("model") and "dlib_face" in embedding.kinds("evaluator")
+  c = config_lib.audit_config()
+  evaluator = ml_collections.ConfigDict({"kind": "dlib_face"})
+  embedding.validate(evaluator, "evaluator")  # needs no other field
+  with pytest.raises(ConfigError, match="config.evaluator.kind='dlib_face' takes 150x150"):
+    embedding.load_dlib_face(evaluator, (64, 64, 3), c, "evaluator")
