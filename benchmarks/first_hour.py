@@ -53,13 +53,18 @@ QUICK = [
 
 
 def quick_flags(command: str) -> list[str]:
-  """QUICK for `command`. dlib's encoder keeps its 150x150 chips and their SSIM window, and
-  runs the black-box attackers only: at 150x150 on CPU the decoder and the whitebox attacker
-  (gradients through the ResNet) cost minutes even at smoke settings."""
+  """QUICK for `command`: a check that it runs, in seconds. The whitebox attacker is off
+  (its compilation per image shape is most of a quick run; tests/unit/test_whitebox.py and
+  the smoke audits cover it), a defense sweep tries one point. dlib's encoder keeps its
+  150x150 chips and their SSIM window, and its decoder is off too (at 150x150 on CPU it
+  costs minutes even at smoke settings)."""
+  flags = QUICK + ["--config.attacks.whitebox.type=off"]
+  if "defense_sweep" in command:
+    flags = flags + ['--config.defense.sweep={"gaussian_noise": {"strengths": (8.0,)}}']
   if "dlib_faces" not in command:
-    return QUICK
-  kept = [f for f in QUICK if not f.startswith(("--config.data.", "--config.ssim."))]
-  return kept + ["--config.attacks.decoder.type=off", "--config.attacks.whitebox.type=off"]
+    return flags
+  kept = [f for f in flags if not f.startswith(("--config.data.", "--config.ssim."))]
+  return kept + ["--config.attacks.decoder.type=off"]
 
 
 QUICK_API = """
@@ -70,7 +75,7 @@ def _quick(*a, **k):
   c.attacks.decoder.update(num_steps=20, warmup_steps=2, eval_every=10, checkpoint_every=20)
   c.attacks.decoder.update(width=16, hidden=64)
   c.attacks.ridge.num_features = 128
-  c.attacks.whitebox.update(steps=16, tv_weights=(0.0,))
+  c.attacks.whitebox.type = "off"
   c.bootstrap_samples = 100
   return _assess(*a, config=c, **k)
 _p.assess = _quick

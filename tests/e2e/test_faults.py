@@ -450,8 +450,8 @@ TABLE = [
     None,
     ["--config.evaluator.kind=precomputed"],
     "done",
-    "config.evaluator.kind must be one of ['auto', 'off', 'builtin', 'flax', 'function'], got "
-    "'precomputed'",
+    "config.evaluator.kind must be one of ['auto', 'off', 'builtin', 'dlib_face', 'flax', "
+    "'function'], got 'precomputed'",
   ),
   (
     "evaluator-width",
@@ -538,7 +538,7 @@ TABLE = [
       "--config.evaluator.kind=builtin",
     ],
     "done",
-    "this npz holds no auxiliary labels",
+    "this npz holds no aux_labels",
   ),
   (
     "identity-fmr",

@@ -24,7 +24,7 @@ def _quick_assess(monkeypatch):
     c.attacks.decoder.update(num_steps=20, warmup_steps=2, eval_every=10, checkpoint_every=20)
     c.attacks.decoder.update(width=16, hidden=64)
     c.attacks.ridge.num_features = 128
-    c.attacks.whitebox.update(steps=16, tv_weights=(0.0,))
+    c.attacks.whitebox.type = "off"  # (as first_hour.quick_flags)
     c.bootstrap_samples = 100
     return assess(*args, config=c, **kwargs)
 
