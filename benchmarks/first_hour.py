@@ -56,15 +56,16 @@ def quick_flags(command: str) -> list[str]:
   """QUICK for `command`: a check that it runs, in seconds. The whitebox attacker is off
   (its compilation per image shape is most of a quick run; tests/unit/test_whitebox.py and
   the smoke audits cover it), a defense sweep tries one point. dlib's encoder keeps its
-  150x150 chips and their SSIM window, and its decoder is off too (at 150x150 on CPU it
-  costs minutes even at smoke settings)."""
+  150x150 chips and their SSIM window; its decoder is off too (at 150x150 on CPU it costs
+  minutes even at smoke settings), and so is its dlib_accepts metric (another compilation
+  of the ResNet; tests/unit/test_faces.py checks it)."""
   flags = QUICK + ["--config.attacks.whitebox.type=off"]
   if "defense_sweep" in command:
     flags = flags + ['--config.defense.sweep={"gaussian_noise": {"strengths": (8.0,)}}']
   if "dlib_faces" not in command:
     return flags
   kept = [f for f in flags if not f.startswith(("--config.data.", "--config.ssim."))]
-  return kept + ["--config.attacks.decoder.type=off"]
+  return kept + ["--config.attacks.decoder.type=off", "--config.metrics={}"]
 
 
 QUICK_API = """

@@ -1,4 +1,4 @@
-"""Scale-out: the same audit on 1 and 8 devices and on two processes gives one answer.
+"""Scale-out: the same audit on 1 device and on two processes (4 devices) gives one answer.
 
 Each run is launch.py in its own subprocess (the device count is fixed when JAX
 starts). Two-process runs talk over 127.0.0.1 only, each process with 2 CPU devices.
@@ -7,7 +7,6 @@ Tolerance: 1e-4 relative on every report metric and the decoder's loss history
 floating-point reduction order only).
 """
 
-import concurrent.futures
 import json
 import os
 import signal
@@ -172,20 +171,15 @@ def assert_same_audit(a, b):
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-  """Smoke audits on 1 and 8 devices (one process) and on 2 processes x 2 devices,
-  killed in training and resumed (every other test's processes shard over 4 devices)."""
-  out = {}
-  workdirs = {n: tmp_path_factory.mktemp(f"devices{n}") for n in (1, 8)}
-  # Two at a time: one small audit leaves a 2-core machine partly idle (start-up,
-  # dispatch), and each run is its own process, so nothing is shared but the CPU.
-  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-    runs = {n: pool.submit(launch, CONFIG, wd, *OVERRIDES, devices=n) for n, wd in workdirs.items()}
-  for n, wd in workdirs.items():
-    r = runs[n].result()
-    assert r.returncode == 0, r.stderr[-3000:]
-    report = json.loads((wd / "report.json").read_text())
-    assert report["devices"] == {"count": n, "kind": "cpu", "platform": "cpu", "processes": 1}
-    out[n] = report
+  """Smoke audits on 1 device (one process) and on 2 processes x 2 devices, killed in
+  training and resumed (every other test's processes shard over 4 devices: 359 targets,
+  uneven shards)."""
+  wd = tmp_path_factory.mktemp("devices1")
+  r = launch(CONFIG, wd, *OVERRIDES, devices=1)
+  assert r.returncode == 0, r.stderr[-3000:]
+  report = json.loads((wd / "report.json").read_text())
+  assert report["devices"] == {"count": 1, "kind": "cpu", "platform": "cpu", "processes": 1}
+  out = {1: report}
   # The two-process audit is killed in training and resumed: its report must still be the
   # single-process one (one run serves both the two-process and the resume tests).
   wd, logs = tmp_path_factory.mktemp("processes2"), tmp_path_factory.mktemp("logs")
@@ -210,10 +204,6 @@ def _killed_in_training(wd, logs):
       p.send_signal(signal.SIGKILL)
   _finish(procs, logs)
   assert not (wd / "report.json").exists()
-
-
-def test_device_count_does_not_change_the_audit(reports):
-  assert_same_audit(reports[1], reports[8])
 
 
 def test_two_processes_give_the_single_process_audit_and_one_report(reports):

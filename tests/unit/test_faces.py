@@ -118,3 +118,16 @@ def test_the_encoder_is_a_model_kind_and_an_evaluator_kind():
   embedding.validate(evaluator, "evaluator")  # needs no other field
   with pytest.raises(ConfigError, match="config.evaluator.kind='dlib_face' takes 150x150"):
     embedding.load_dlib_face(evaluator, (64, 64, 3), c, "evaluator")
+
+
+@needs_extra
+def test_dlib_accepts_an_aligned_face_as_itself_and_not_a_grey_image():
+  import skimage.data
+
+  face = np.ascontiguousarray(skimage.data.astronaut()[:300, 100:400])
+  chip, _ = faces.Aligner().chip(face.astype(np.float32) / 255)
+  chip = chip.astype(np.float32) / 255
+  originals = np.stack([chip, chip])
+  candidates = np.stack([chip, np.full_like(chip, 0.5)])  # grey: descriptor distance 0.76
+  accepted = np.asarray(faces.dlib_accepts(originals, candidates))
+  np.testing.assert_array_equal(accepted, [1.0, 0.0])

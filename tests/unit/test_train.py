@@ -101,8 +101,8 @@ def test_any_optax_chain_computes_as_on_one_device(digits8):
   import optax
 
   clipped = optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(1.0))
-  norms = [_update_norms(clipped, n, digits8)[0] for n in (1, 2, 4)]
-  np.testing.assert_allclose(norms, [1e-3] * 3, rtol=1e-4)  # the clip sees the global norm
+  norms = [_update_norms(clipped, n, digits8)[0] for n in (1, 4)]
+  np.testing.assert_allclose(norms, [1e-3] * 2, rtol=1e-4)  # the clip sees the global norm
   # Masked weight decay: only the kernels decay (here: no gradient step, decay only).
   decay = optax.masked(
     optax.add_decayed_weights(0.5), lambda p: jax.tree.map(lambda a: a.ndim > 1, p)
