@@ -68,18 +68,24 @@ def quick_flags(command: str) -> list[str]:
   return kept + ["--config.attacks.decoder.type=off", "--config.metrics={}"]
 
 
-QUICK_API = """
-import privjax as _p
-_assess = _p.assess
-def _quick(*a, **k):
-  c = _p.audit_config()
+def quick_config():
+  """The audit config `privjax.assess` gets in --quick (QUICK's settings, whitebox off)."""
+  import privjax
+
+  c = privjax.audit_config()
   c.attacks.decoder.update(num_steps=20, warmup_steps=2, eval_every=10, checkpoint_every=20)
   c.attacks.decoder.update(width=16, hidden=64)
   c.attacks.ridge.num_features = 128
   c.attacks.whitebox.type = "off"
   c.bootstrap_samples = 100
-  return _assess(*a, config=c, **k)
-_p.assess = _quick
+  return c
+
+
+QUICK_API = """
+import privjax as _p
+from benchmarks.first_hour import quick_config as _config
+_assess = _p.assess
+_p.assess = lambda *a, **k: _assess(*a, config=_config(), **k)
 """
 
 

@@ -18,17 +18,9 @@ def _quick_assess(monkeypatch):
   import privjax
 
   assess = privjax.assess
-
-  def quick(*args, **kwargs):
-    c = privjax.audit_config()
-    c.attacks.decoder.update(num_steps=20, warmup_steps=2, eval_every=10, checkpoint_every=20)
-    c.attacks.decoder.update(width=16, hidden=64)
-    c.attacks.ridge.num_features = 128
-    c.attacks.whitebox.type = "off"  # (as first_hour.quick_flags)
-    c.bootstrap_samples = 100
-    return assess(*args, config=c, **kwargs)
-
-  monkeypatch.setattr(privjax, "assess", quick)
+  monkeypatch.setattr(
+    privjax, "assess", lambda *a, **k: assess(*a, config=first_hour.quick_config(), **k)
+  )
 
 
 def test_every_command_in_the_readme_runs(tmp_path, launch_here, monkeypatch):
