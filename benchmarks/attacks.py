@@ -69,7 +69,7 @@ def bench_default(smoke: bool, export: str) -> dict:
     report = audit.run(config, workdir).to_dict()
     wall = time.perf_counter() - t
     if export:
-      _export(config, workdir, export)
+      export_features(config, workdir, export)
   out = {
     "wall_s": round(wall, 1),
     "seconds": report["seconds"],
@@ -84,8 +84,9 @@ def bench_default(smoke: bool, export: str) -> dict:
   return out
 
 
-def _export(config, workdir, path):
-  """The audit's aux/target images and features, from its caches, as a stored-features npz."""
+def export_features(config, workdir, path):
+  """The audit's aux/target images and features, from its caches, as a stored-features npz
+  (with the identities, so the builtin evaluator runs on it too)."""
   from privjax import cache, data
 
   d = data.load(config.data)
@@ -94,13 +95,14 @@ def _export(config, workdir, path):
     for role in ("aux_images", "target_images"):
       if f.startswith(role):
         feats[role] = cache.load(os.path.join(workdir, "cache", f))[0]["features"]
+  labels = {"target_labels": d.targets.labels, "aux_labels": d.aux.labels}
   np.savez(
     path,
     aux_images=d.aux.images,
     aux_features=feats["aux_images"],
     target_images=d.targets.images,
     target_features=feats["target_images"],
-    target_labels=d.targets.labels,
+    **{k: v for k, v in labels.items() if v is not None},
   )
   print(f"exported {path}", flush=True)
 

@@ -26,22 +26,24 @@ import time
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def one(checkout: str, config: str, extra: list[str]) -> dict:
-  with tempfile.TemporaryDirectory() as tmp:
-    workdir = os.path.join(tmp, "run")
-    env = dict(os.environ)
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-    cmd = [sys.executable, os.path.join(checkout, "launch.py"), f"--config={config}"]
-    cmd += [f"--workdir={workdir}", *extra]
-    t = time.perf_counter()
-    done = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if done.returncode != 0:
-      tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-      raise SystemExit(f"{checkout}: exit {done.returncode}: {' | '.join(tail)}")
-    with open(os.path.join(workdir, "report.json")) as f:
-      report = json.load(f)
+def one(checkout: str, config: str, extra: list[str], workdir: str = "") -> dict:
+  """One cold audit in a fresh process; its workdir is `workdir` (kept) or a temporary one."""
+  if not workdir:
+    with tempfile.TemporaryDirectory() as tmp:
+      return one(checkout, config, extra, os.path.join(tmp, "run"))
+  env = dict(os.environ)
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+  cmd = [sys.executable, os.path.join(checkout, "launch.py"), f"--config={config}"]
+  cmd += [f"--workdir={workdir}", *extra]
+  t = time.perf_counter()
+  done = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True)
+  wall = time.perf_counter() - t
+  if done.returncode != 0:
+    tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+    raise SystemExit(f"{checkout}: exit {done.returncode}: {' | '.join(tail)}")
+  with open(os.path.join(workdir, "report.json")) as f:
+    report = json.load(f)
   best = report["attacks"][report["deciding_attack"]]
   return {
     "wall_s": round(wall, 1),
@@ -52,6 +54,11 @@ def one(checkout: str, config: str, extra: list[str]) -> dict:
     "deciding": report["deciding_attack"],
     "ssim": round(best["ssim"], 4),
     "image_reid": round(best["image_reid_rate"], 4),
+    "attackers": {
+      n: {k: round(a[k], 4) for k in ("ssim", "psnr", "image_reid_rate") if k in a}
+      for n, a in report["attacks"].items()
+      if "ssim" in a
+    },
   }
 
 

@@ -62,6 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.kind = "builtin"
   c.model.embed_dim = 64  # Embedding (penultimate layer) size.
   c.model.width = 32  # Channels of the first convolution (the second has twice as many).
+  # "builtin": the first convolution's stride (kernel max(3, stride)); 0: auto, 1 up to
+  # 16x16 images, else ceil(side / 16), so larger images cost what 16x16 ones do (64 -> 4).
+  c.model.stride = 0
   c.model.train_steps = 600  # "builtin": Adam steps (cosine decay), a fixed number.
   c.model.batch_size = 64  # "builtin": training batch.
   c.model.learning_rate = 2e-3  # "builtin": peak learning rate.
@@ -83,6 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.evaluator.kind = "auto"  # "auto", "off", "builtin", "flax" or "function".
   c.evaluator.embed_dim = 128  # "builtin": embedding size (the audited model's is 64).
   c.evaluator.width = 48  # "builtin": first convolution's channels (the audited model: 32).
+  c.evaluator.stride = 0  # "builtin": first convolution's stride; 0: auto, as the model's.
   c.evaluator.train_steps = 300  # "builtin": Adam steps on the auxiliary set.
   c.evaluator.batch_size = 64  # "builtin": training batch.
   c.evaluator.learning_rate = 2e-3  # "builtin": peak learning rate.

@@ -9,9 +9,11 @@ each gets the same `Round` and calls `run`.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from privjax import attacks, extraction, judge, provenance, readings, risk, scoring
 from privjax import workdir as workdir_lib
@@ -29,16 +31,17 @@ class Result:
 
   def deciding(self) -> str:
     """The most severe attacker's name (risk.most_severe)."""
-    return risk.most_severe(
-      {
-        n: (
-          v[0],
-          self.scores[n].gain_ci[0],
-          float(self.scores[n].per_image["image_reid_hit"].mean()),
-        )
-        for n, v in self.verdicts.items()
-      }
-    )
+    return deciding(self.verdicts, self.scores)
+
+
+def deciding(verdicts: dict, scores: dict) -> str:
+  """The most severe of the attackers judged so far (risk.most_severe)."""
+  return risk.most_severe(
+    {
+      n: (v[0], scores[n].gain_ci[0], float(scores[n].per_image["image_reid_hit"].mean()))
+      for n, v in verdicts.items()
+    }
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Round:
   workdir: str | None
   model: extraction.Embedder | None  # the audited model; None on stored features
   judge: judge.Judge | None = None  # the independent evaluator, or None
+  fast_verdict: bool = False  # skip the attackers left once the verdict is high
   timer: provenance.Timer = dataclasses.field(default_factory=provenance.Timer)
 
   def with_attackers(self, names) -> Round:
@@ -66,23 +70,32 @@ class Round:
     return dataclasses.replace(self, attacks=only, model=None, timer=provenance.Timer(log=False))
 
   def run(self, aux, f_aux, f_tgt, *, stage: str = "", fitted: dict | None = None) -> Result:
-    """Every attacker fitted on (aux images, f_aux), attacking `f_tgt`; each scored.
+    """Every attacker fitted on (aux images, f_aux), attacking `f_tgt`; each scored as it
+    comes, and the verdict so far logged (with `fast_verdict`, the rest are skipped once it
+    is high: a level only rises).
 
     `stage` keeps this round's checkpoints and caches apart in the workdir; `fitted`
     keeps fitted attackers across calls on the same auxiliary set (runner.run_all).
     """
     standardize = attacks.Standardizer.fit(f_aux)
-    outcomes = self._attack(aux, f_aux, f_tgt, standardize, stage, fitted)
     reembed = None
     if self.model is not None:
 
       def reembed(images):
         return standardize(self.model.embed(images, "reconstructions"))
 
-    with self.timer.stage(f"{stage}attack_scoring"):
-      scores = {
-        o.name: scoring.score(
-          o.reconstructions,
+    scores, verdicts, by_content = {}, {}, {}
+    scoring_seconds = 0.0
+
+    def judge_one(outcome) -> str:
+      nonlocal scoring_seconds
+      if outcome.skipped:
+        return ""
+      t = time.perf_counter()
+      key = workdir_lib.array_hash(outcome.reconstructions)
+      if key not in by_content:  # an attacker returning another's images (whitebox at 0 steps)
+        by_content[key] = scoring.score(
+          outcome.reconstructions,
           self.targets,
           settings=self.scoring,
           mesh=self.mesh,
@@ -90,13 +103,29 @@ class Round:
           target_features=standardize(f_tgt),
           judge_identity=self.judge,
         )
-        for o in outcomes
-        if not o.skipped
-      }
-    verdicts = {name: self._verdict(sc) for name, sc in scores.items()}
+      scores[outcome.name] = by_content[key]
+      verdicts[outcome.name] = self._verdict(by_content[key])
+      scoring_seconds += time.perf_counter() - t
+      leader = deciding(verdicts, scores)
+      level = verdicts[leader][0]
+      if self.timer.log and not stage:  # the audit's own round
+        logging.info(
+          "verdict so far: %s, by %s (scored: %s; %s in %.1fs)",
+          level,
+          leader,
+          ", ".join(verdicts),
+          outcome.name,
+          time.perf_counter() - t,
+        )
+      if self.fast_verdict and not stage and risk.reaches(level, "high"):
+        return f"not run: the verdict was already {level} (config.fast_verdict)"
+      return ""
+
+    outcomes = self._attack(aux, f_aux, f_tgt, standardize, stage, fitted, judge_one)
+    self.timer.carve(f"{stage}attacks", f"{stage}attack_scoring", scoring_seconds)
     return Result(outcomes, scores, verdicts)
 
-  def _attack(self, aux, f_aux, f_tgt, standardize, stage, fitted) -> list:
+  def _attack(self, aux, f_aux, f_tgt, standardize, stage, fitted, after) -> list:
     attack_model = None
     if self.model is not None:
       embed_fn = self.model.embed_fn
@@ -133,6 +162,7 @@ class Round:
         overwrite=self.overwrite,
         stage=stage,
         fitted=fitted,
+        after=after,
       )
 
   def _verdict(self, sc: scoring.Scores):

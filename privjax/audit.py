@@ -299,6 +299,7 @@ def _round(cfg, targets, model, the_judge, mesh, workdir, timer) -> Round:
     model=model,
     judge=the_judge,
     timer=timer,
+    fast_verdict=cfg.fast_verdict,
   )
 
 

@@ -43,6 +43,10 @@ def audit_config() -> ml_collections.ConfigDict:
   # (early stopping, penalties, prior weights); never the targets.
   c.val_fraction = 0.1
   c.attacks = _attacks()
+  # For release gates: once the verdict is high (a level only rises), skip the attackers
+  # not run yet (the cheap ones run first); the report lists them as not run. Off: every
+  # attacker runs, so the report has each one's numbers.
+  c.fast_verdict = False
   # Attacker strength against its data: re-run every attacker on nested random parts
   # of the auxiliary set (fractions in (0, 1]; empty: off) and report leakage per part.
   c.attack_strength = ml_collections.ConfigDict()
@@ -401,6 +405,9 @@ def _check_general(c) -> None:
     f"config.seed must be an integer in [0, 2**32), got {c.seed!r}",
   )
   require(isinstance(c.overwrite, bool), f"config.overwrite must be a bool, got {c.overwrite!r}")
+  require(
+    isinstance(c.fast_verdict, bool), f"config.fast_verdict must be a bool, got {c.fast_verdict!r}"
+  )
 
 
 def _check_attacks(c) -> None:

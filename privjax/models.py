@@ -15,6 +15,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# The builtin model's working size: the first convolution strides larger images down to at
+# most this many pixels a side (`stem_stride`), so its cost per image stays that of 16x16.
+WORKING_SIZE = 16
+
+
+def stem_stride(image_size: int) -> int:
+  """The first convolution's stride for images of `image_size` pixels a side: 1 up to
+  WORKING_SIZE, else the smallest that brings them to at most WORKING_SIZE (64 -> 4)."""
+  return max(1, math.ceil(image_size / WORKING_SIZE))
+
 
 class RecognitionCNN(nn.Module):
   """A small CNN classifier whose penultimate layer is the embedding.
@@ -26,9 +36,13 @@ class RecognitionCNN(nn.Module):
   num_classes: int
   embed_dim: int = 64
   width: int = 32  # channels of the first convolution; the second has twice as many
+  # The first convolution's stride (its kernel is max(3, stride) wide, so it sees every
+  # pixel): large images are brought down to the small working size the model is built for.
+  stride: int = 1
 
   def setup(self):
-    self.conv1 = nn.Conv(self.width, (3, 3))
+    k = max(3, self.stride)
+    self.conv1 = nn.Conv(self.width, (k, k), strides=(self.stride, self.stride))
     self.conv2 = nn.Conv(2 * self.width, (3, 3))
     self.dense = nn.Dense(self.embed_dim)
     self.head = nn.Dense(self.num_classes)
@@ -74,15 +88,19 @@ class Decoder(nn.Module):
 
   Dense layers lift the features to a small square grid of `width` channels
   (`decoder_grid`); each stage doubles the resolution (sub-pixel convolution) and
-  halves the channels (at least 16); a final 3x3 convolution gives C channels. If
-  the grid overshoots the image size (sizes with no exact start * 2^k), the output
-  is resized bilinearly to (H, W).
+  halves the channels (at least 16); a final 3x3 convolution gives C channels. Its
+  convolutions work at no more than `max_conv_size` pixels a side: above it, one
+  sub-pixel convolution gives the image's C channels directly at the full size (the
+  output layer of Shi et al.'s ESPCN), so a 64x64 decoder costs about a third of one
+  convolving at 64x64. If the grid overshoots the image size (sizes with no exact
+  start * 2^k), the output is resized bilinearly to (H, W).
   """
 
   image_shape: tuple[int, int, int]
   width: int = 64
   start_size: int = 4
   hidden: int = 512
+  max_conv_size: int = 32
 
   @nn.compact
   def __call__(self, features):
@@ -91,13 +109,20 @@ class Decoder(nn.Module):
     x = nn.gelu(nn.Dense(self.hidden)(features))
     x = nn.Dense(start * start * self.width)(x)
     x = x.reshape(x.shape[0], start, start, self.width)
-    channels = self.width
-    for _ in range(stages):
+    channels, size = self.width, start
+    for stage in range(stages):
       channels = max(16, channels // 2)
       x = nn.gelu(nn.Conv(channels, (3, 3))(nn.gelu(x)))
+      rest = stages - stage  # doublings still to go, this one included
+      if size * 2 > self.max_conv_size:
+        factor = 2**rest  # the rest in one sub-pixel convolution to the image's channels
+        x = depth_to_space(nn.Conv(c * factor * factor, (3, 3))(x), factor)
+        break
       x = depth_to_space(nn.Conv(4 * channels, (3, 3))(x))
-    x = nn.gelu(nn.Conv(channels, (3, 3))(x))
-    x = nn.Conv(c, (3, 3))(x)
+      size *= 2
+    else:
+      x = nn.gelu(nn.Conv(channels, (3, 3))(x))
+      x = nn.Conv(c, (3, 3))(x)
     if x.shape[1:3] != (h, w):
       x = jax.image.resize(x, (x.shape[0], h, w, c), "bilinear")
     return nn.sigmoid(x)

@@ -40,6 +40,11 @@ class Timer:
     if self.log:
       logging.info("stage %s done in %.1fs", name, self.seconds[name])
 
+  def carve(self, stage, part, seconds) -> None:
+    """Moves `seconds` of `stage`'s time, spent on work done inside it, to stage `part`."""
+    self.seconds[stage] = round(self.seconds[stage] - seconds, 3)
+    self.seconds[part] = round(self.seconds.get(part, 0.0) + seconds, 3)
+
 
 def since(t_start: float) -> float:
   """Seconds since `t_start` (a time.perf_counter() reading), rounded to ms."""

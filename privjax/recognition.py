@@ -20,7 +20,7 @@ from privjax import parallel
 from privjax import train as train_lib
 from privjax.data import Split, batch_indices
 from privjax.errors import ConfigError
-from privjax.models import RecognitionCNN
+from privjax.models import RecognitionCNN, stem_stride
 
 
 def accuracy(model, params, split: Split, *, mesh, batch_size: int) -> float:
@@ -43,6 +43,9 @@ def validate(model_config, field: str = "model") -> None:
     v = m[name]
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
       raise ConfigError(f"config.{field}.{name} must be a positive integer, got {v!r}")
+  v = m.get("stride", 0)
+  if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+    raise ConfigError(f"config.{field}.stride must be an integer >= 0 (0: auto), got {v!r}")
   lr = m.learning_rate
   if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
     raise ConfigError(f"config.{field}.learning_rate must be a number > 0, got {lr!r}")
@@ -104,7 +107,9 @@ def _model_info(
   """The JSON-ready info of the trained model: architecture, training, test accuracy (by
   batches of `batch_size`), whether it was restored."""
   return {
-    "architecture": f"RecognitionCNN(conv{mc.width}-pool-conv{2 * mc.width}-pool-"
+    "architecture": f"RecognitionCNN(conv{mc.width}"
+    + (f"/stride{model.stride}" if model.stride > 1 else "")
+    + f"-pool-conv{2 * mc.width}-pool-"
     f"dense{mc.embed_dim}-head"
     f"{model.num_classes}); embedding = the {mc.embed_dim}-d penultimate layer",
     "train_examples": int(train.images.shape[0]),
@@ -147,7 +152,10 @@ def train_or_restore(
   """
   stream, name = (1, "recognition model") if field == "model" else (2, "evaluator")
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-  model = RecognitionCNN(num_classes=num_classes, embed_dim=mc.embed_dim, width=mc.width)
+  stride = mc.get("stride", 0) or stem_stride(max(train.images.shape[1:3]))
+  model = RecognitionCNN(
+    num_classes=num_classes, embed_dim=mc.embed_dim, width=mc.width, stride=stride
+  )
   params, meta = _fit_classifier(
     model,
     train,

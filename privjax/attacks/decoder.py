@@ -1,9 +1,9 @@
 """`decoder`: the patent's inverse model, a Flax decoder trained features -> image.
 
 Black-box: the adversary needs only auxiliary (features, image) pairs. Its settings are
-its entry's (`config.attacks.decoder`): the architecture (width, start_size, hidden) and
-optax training with early stopping on the held-out part of the auxiliary set
-(privjax/train.py).
+its entry's (`config.attacks.decoder`): the architecture (width, start_size, hidden,
+max_conv_size) and optax training with early stopping on the held-out part of the
+auxiliary set (privjax/train.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from privjax import checks, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
 from privjax.train import train_decoder
 
-ARCHITECTURE = ("width", "start_size", "hidden")  # the Decoder's; the rest is training's
+# The Decoder's fields; the rest is training's.
+ARCHITECTURE = ("width", "start_size", "hidden", "max_conv_size")
 DEFAULTS = {
   # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
   # Channels at the decoder's lowest resolution, halved per upsampling stage (at least 16);
@@ -28,6 +29,9 @@ DEFAULTS = {
   "width": 64,
   "start_size": 4,  # Spatial size after the dense layer (upsampled by 2 per stage).
   "hidden": 512,  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
+  # Convolutions work at up to this many pixels a side; the stages above are one sub-pixel
+  # convolution straight to the image (64x64: 3x cheaper to train, and as strong there).
+  "max_conv_size": 32,
   # Training: optax AdamW, warmup + cosine decay, early stopping on the held-out part of
   # the auxiliary set (config.val_fraction).
   "batch_size": 64,  # Global batch; rounded up to a multiple of the device count.
@@ -51,6 +55,7 @@ def check(name, cfg, names) -> None:
   checks.positive_int(f"{f}.width", cfg.width, zero_ok=True)
   checks.positive_int(f"{f}.start_size", cfg.start_size)
   checks.positive_int(f"{f}.hidden", cfg.hidden, zero_ok=True)
+  checks.positive_int(f"{f}.max_conv_size", cfg.max_conv_size)
   for key in ("batch_size", "num_steps", "eval_every", "patience", "checkpoint_every"):
     checks.positive_int(f"{f}.{key}", cfg[key])
   checks.require(

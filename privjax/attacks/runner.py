@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 
 import ml_collections
 import numpy as np
@@ -53,8 +54,13 @@ def run_all(
   overwrite: bool,
   stage: str = "",
   fitted: dict | None = None,
+  after: Callable[[Outcome], str] | None = None,
 ) -> list[Outcome]:
-  """Runs every attacker not "off", in config order; returns one Outcome each.
+  """Runs every attacker not "off"; returns one Outcome each, in config order.
+
+  The attackers that neither train a model nor differentiate through one (nearest, ridge,
+  a user's) run first, so their verdict is known within seconds; then the rest, in config
+  order (an attacker another one starts from is fitted when first needed).
 
   Args:
     attacks_cfg: config.attacks (entries completed with their defaults).
@@ -70,6 +76,8 @@ def run_all(
     fitted: a dict of fitted attackers by name kept by the caller, so that calls on the
       same auxiliary set with other target features fit each attacker once (the defense
       sweep's non-adaptive attacks); None: fitted for this call only.
+    after: called with each attacker's outcome as it comes; a non-empty string it returns
+      stops the run there, and the attackers not run yet are skipped with it as the reason.
   """
   run = _Run(
     attacks_cfg,
@@ -83,7 +91,20 @@ def run_all(
     workdir_lib.array_hash(target_features),
   )
   names = [n for n in attacks_cfg if attacks_cfg[n].type != base.OFF]
-  return [run.restored(name) or run.attack(name, target_features) for name in names]
+  heavy = [
+    n
+    for n in names
+    if base.capabilities(attacks_cfg[n].type).checkpoints
+    or base.capabilities(attacks_cfg[n].type).needs_model
+  ]
+  done, stop = {}, ""
+  for name in [n for n in names if n not in heavy] + heavy:
+    if stop:
+      done[name] = Outcome(name, attacks_cfg[name].type, None, {}, (), stop, 0.0)
+      continue
+    done[name] = run.restored(name) or run.attack(name, target_features)
+    stop = (after(done[name]) or "") if after is not None else ""
+  return [done[name] for name in names]
 
 
 @dataclasses.dataclass

@@ -61,7 +61,7 @@ def test_fresh_runs_with_the_same_seed_are_identical(reference, tmp_path):
   "marker,delay",
   [
     ("decoder: training on", random.Random(0).uniform(0.5, 2.0)),  # a random training step
-    ("stage extraction ...", 0.0),  # (SIGTERM at attack_scoring covers a late stop)
+    ("stage extraction ...", 0.0),  # (SIGTERM at the last scoring covers a late stop)
   ],
 )
 def test_sigkill_then_rerun_gives_the_uninterrupted_answer(
@@ -344,7 +344,7 @@ def test_a_damaged_or_nan_cache_is_recomputed_never_trusted(digits8, tmp_path, c
   np.testing.assert_array_equal(cache.load(str(path))[0]["features"], good)
 
 
-@pytest.mark.parametrize("marker", ["stage attack_scoring ..."])  # (SIGKILL: extraction)
+@pytest.mark.parametrize("marker", ["stage scoring ..."])  # (SIGKILL: extraction)
 def test_sigterm_in_any_stage_is_one_line_and_resumes(reference, tmp_path, launch_here, marker):
   code, stderr = launch_until("configs/smoke.py", tmp_path, marker, *LONG, sig=signal.SIGTERM)
   assert code == 143, stderr[-3000:]

@@ -168,3 +168,93 @@ def test_ridge_refuses_a_fit_larger_than_the_host_before_it_starts(digits8, monk
   own = attacks.own_config(ml_collections.ConfigDict(attacks.with_defaults("ridge", {})))
   with pytest.raises(privjax.ModelError, match=r"ridge needs about .* GiB .* this host has"):
     attacks.get("ridge")(aux, ctx, own)
+
+
+def _context(mesh):
+  return {
+    "mesh": mesh,
+    "seed": 0,
+    "eval_batch_size": 64,
+    "filter_size": 3,
+    "filter_sigma": 0.5,
+    "model": None,
+  }
+
+
+def test_the_cheap_attackers_run_first_and_a_stop_skips_the_rest(digits8):
+  from privjax.attacks import runner
+
+  x = digits8[0][:300]
+  f = _tanh_features(x)
+  aux = attacks.AuxSet(f[:240], x[:240], np.arange(216), np.arange(216, 240))
+  cfg = ml_collections.ConfigDict(
+    {
+      "decoder": attacks.with_defaults("decoder", {"num_steps": 50}),
+      "nearest": attacks.with_defaults("nearest", {}),
+      "ridge": attacks.with_defaults("ridge", {"num_features": 40}),
+    }
+  )
+  seen = []
+
+  def after(outcome):
+    seen.append(outcome.name)
+    return "stopped here" if len(seen) == 2 else ""
+
+  outcomes = runner.run_all(
+    cfg,
+    aux,
+    f[240:],
+    context=_context(parallel.data_mesh()),
+    data_key="k",
+    workdir=None,
+    overwrite=False,
+    after=after,
+  )
+  assert seen == ["nearest", "ridge"]  # the decoder trains: it comes last
+  assert [o.name for o in outcomes] == ["decoder", "nearest", "ridge"]  # config order
+  assert outcomes[0].skipped == "stopped here" and outcomes[0].reconstructions is None
+  assert outcomes[2].reconstructions.shape == (60, 8, 8, 1)
+
+
+def _stored_audit(digits8, monkeypatch, **overrides):
+  """A black-box audit of informative stored features; counts the scoring calls."""
+  x = digits8[0][:400]
+  f = _tanh_features(x)
+  calls = []
+  score = scoring.score
+  monkeypatch.setattr(scoring, "score", lambda *a, **k: calls.append(1) or score(*a, **k))
+  config = ml_collections.ConfigDict(
+    dict(
+      {"bootstrap_samples": 100, "attacks": {"ridge": {"num_features": 40}}},
+      **overrides,
+    )
+  )
+  report = privjax.assess(
+    None,
+    None,
+    x[:300],
+    x[300:],
+    aux_features=f[:300],
+    target_features=f[300:],
+    config=config,
+    progress=False,
+  )
+  return report.to_dict(), len(calls)
+
+
+def test_fast_verdict_skips_the_attackers_left_once_the_verdict_is_high(digits8, monkeypatch):
+  report, _ = _stored_audit(digits8, monkeypatch, fast_verdict=True)
+  assert report["risk_level"] == "high" and report["deciding_attack"] == "nearest"
+  assert "ssim" in report["attacks"]["nearest"]  # the first to run, already high
+  for name in ("ridge", "decoder"):
+    skipped = report["attacks"][name]
+    assert "config.fast_verdict" in skipped["skipped"] and "ssim" not in skipped, skipped
+  full, _ = _stored_audit(digits8, monkeypatch)  # by default every attacker runs
+  assert all("ssim" in full["attacks"][n] for n in ("nearest", "ridge", "decoder"))
+
+
+def test_an_attacker_returning_anothers_reconstructions_is_scored_once(digits8, monkeypatch):
+  twice = {"attacks": {"decoder": {"type": "off"}, "again": {"type": "nearest"}}}
+  report, calls = _stored_audit(digits8, monkeypatch, **twice)
+  assert calls == 2  # nearest and ridge; "again" reuses nearest's scores
+  assert report["attacks"]["again"]["ssim"] == report["attacks"]["nearest"]["ssim"]
