@@ -58,9 +58,43 @@ def pairwise_ssim(queries, gallery, *, mesh, filter_size: int, filter_sigma: flo
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
-def _shortlist(targets, queries, *, k: int):
-  """[Q, k] indices of the k targets nearest each query by pixel distance."""
-  return jax.lax.top_k(-metrics.squared_distances(queries, targets), k)[1]
+def _nearest_in_block(block, count, queries, *, k: int):
+  """([Q, k] squared pixel distances, [Q, k] indices) of the k nearest each query among the
+  first `count` rows of `block` (the rest is padding: never a candidate)."""
+  d = metrics.squared_distances(queries, block)
+  d = jnp.where(jnp.arange(block.shape[0]) < count, d, jnp.inf)
+  neg, idx = jax.lax.top_k(-d, k)
+  return -neg, idx
+
+
+def shortlist(recon, targets, k: int, *, batch_size: int, mesh, block_rows: int = 0):
+  """[N, k] indices of the k targets nearest each reconstruction by pixel distance.
+
+  The targets go to the devices one block (`block_rows`; 0: ~128 MiB of pixels) at a time,
+  never all of them on every device: each block's k nearest per reconstruction are merged
+  into a running k nearest on the host, so a device holds one block and the host N x k.
+  """
+  n = targets.shape[0]
+  pixels = int(np.prod(targets.shape[1:]))
+  rows = min(n, block_rows or max(k, _PAIRWISE_BLOCK_ELEMENTS // pixels))
+  rows = max(rows, k)
+  best_d = np.zeros((recon.shape[0], 0), np.float32)
+  best_i = np.zeros((recon.shape[0], 0), np.int64)
+  for start in range(0, n, rows):
+    block = targets[start : start + rows]
+    fn = functools.partial(
+      _nearest_in_block,
+      parallel.replicate(jnp.asarray(parallel.pad_rows(block, rows)), mesh),
+      jnp.int32(block.shape[0]),
+      k=k,
+    )
+    d, i = parallel.batched_map(fn, [recon], batch_size=batch_size, mesh=mesh)
+    best_d = np.concatenate([best_d, d], axis=1)
+    best_i = np.concatenate([best_i, i + start], axis=1)
+    keep = np.argsort(best_d, axis=1, kind="stable")[:, :k]
+    best_d = np.take_along_axis(best_d, keep, axis=1)
+    best_i = np.take_along_axis(best_i, keep, axis=1)
+  return best_i
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +132,7 @@ def identify(recon, targets, own_ssim, *, settings: Settings, mesh) -> dict:
       "exact": True,
     }
   k = min(settings.shortlist, n - 1)
-  t_dev = parallel.replicate(jnp.asarray(targets), mesh)
-  shortlist = parallel.batched_map(  # targets passed as an argument, never a constant
-    functools.partial(_shortlist, t_dev, k=k + 1),
-    [recon],
-    batch_size=settings.batch_size,
-    mesh=mesh,
-  )
+  nearest = shortlist(recon, targets, k + 1, batch_size=settings.batch_size, mesh=mesh)
   rows = np.arange(n)
   ssim_pairs = functools.partial(metrics.ssim_jit, filter_size=fs, filter_sigma=sigma)
 
@@ -122,7 +150,7 @@ def identify(recon, targets, own_ssim, *, settings: Settings, mesh) -> dict:
     ]
     return np.concatenate(out).reshape(g_idx.shape)
 
-  others = np.where(shortlist == rows[:, None], -1, shortlist)  # the target itself: -1
+  others = np.where(nearest == rows[:, None], -1, nearest)  # the target itself: -1
   scores = np.where(
     others >= 0, pair_ssim(np.repeat(rows[:, None], k + 1, 1), np.maximum(others, 0)), -np.inf
   )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import checks, parallel
+from privjax import checks, memory, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
 from privjax.errors import ModelError
 
@@ -89,14 +88,6 @@ class _Spectrum:
     return inner if self.pc is None else self.pc.T @ inner
 
 
-def host_memory() -> int:
-  """Bytes of memory this host has available now (0 if unknown)."""
-  try:
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-  except (ValueError, OSError, AttributeError):
-    return 0
-
-
 def memory_needed(n: int, f: int, pixels: int) -> int:
   """Bytes the ridge fit holds at once: the eigendecomposition (two K x K, K = min(n, F)),
   the regressors and, for the fit, its F x P coefficients, in float64."""
@@ -152,15 +143,13 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       np.float64
     )
 
-  need = memory_needed(n, d + cfg.num_features, y.shape[1])
-  have = host_memory()
-  if have and need > have:
-    raise ModelError(
-      f"ridge needs about {need / 2**30:.1f} GiB for {n} auxiliary images and "
-      f"{d + cfg.num_features} regressors ({d} features + attacks.ridge.num_features) at "
-      f"{y.shape[1]} pixels; this host has {have / 2**30:.1f} GiB available: lower "
-      "attacks.ridge.num_features or switch the attacker off"
-    )
+  memory.check(
+    memory_needed(n, d + cfg.num_features, y.shape[1]),
+    f"ridge for {n} auxiliary images and {d + cfg.num_features} regressors ({d} features + "
+    f"attacks.ridge.num_features) at {y.shape[1]} pixels",
+    "lower attacks.ridge.num_features or switch the attacker off",
+    ModelError,
+  )
   regressors = {bandwidth: phi(aux.features, bandwidth) for bandwidth in cfg.bandwidths}
   trials, (val_mse, bandwidth, penalty) = _select(regressors, y, aux, cfg.penalties, ctx.mesh)
   logging.info("ridge: bandwidth %g, penalty %g (validation MSE %.5f)", bandwidth, penalty, val_mse)

@@ -24,9 +24,12 @@ from tests.e2e.conftest import launch
 RTOL = 1e-4
 WHITEBOX_ATOL = 1e-3  # per-image SSIM of an optimisation through the model (see below)
 # Long enough to kill mid-training, short enough for the suite.
+# The image re-id shortlist path (blocked over the targets) instead of all pairs, so it is
+# compared across processes too; the identity stage's blocks already span both processes.
 OVERRIDES = [
   "--config.attacks.decoder.num_steps=120",
   "--config.attacks.decoder.checkpoint_every=20",
+  "--config.reid.exact_max_targets=100",
 ]
 # The smoke audit with a two-point defense sweep, so the sweep's points (defended
 # features, re-fitted attackers, utility) are compared across devices and processes too.

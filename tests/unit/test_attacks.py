@@ -149,9 +149,9 @@ def test_ridge_solves_the_same_regression_in_either_form(n, f):
 
 
 def test_ridge_refuses_a_fit_larger_than_the_host_before_it_starts(digits8, monkeypatch):
-  from privjax.attacks import ridge
+  from privjax import memory
 
-  monkeypatch.setattr(ridge, "host_memory", lambda: 2**20)  # 1 MiB
+  monkeypatch.setattr(memory, "available", lambda: 2**20)  # 1 MiB
   x, _ = digits8
   f = _tanh_features(x[:100])
   aux = attacks.AuxSet(f, x[:100], np.arange(80), np.arange(80, 100))
@@ -166,7 +166,8 @@ def test_ridge_refuses_a_fit_larger_than_the_host_before_it_starts(digits8, monk
     fitted=None,
   )
   own = attacks.own_config(ml_collections.ConfigDict(attacks.with_defaults("ridge", {})))
-  with pytest.raises(privjax.ModelError, match=r"ridge needs about .* GiB .* this host has"):
+  needs = r"ridge for 100 auxiliary .* needs about .* GiB; this host has"
+  with pytest.raises(privjax.ModelError, match=needs):
     attacks.get("ridge")(aux, ctx, own)
 
 
@@ -258,3 +259,16 @@ def test_an_attacker_returning_anothers_reconstructions_is_scored_once(digits8, 
   report, calls = _stored_audit(digits8, monkeypatch, **twice)
   assert calls == 2  # nearest and ridge; "again" reuses nearest's scores
   assert report["attacks"]["again"]["ssim"] == report["attacks"]["nearest"]["ssim"]
+
+
+def test_a_round_larger_than_the_host_is_refused_before_any_attacker_runs(digits8, monkeypatch):
+  from privjax import memory
+
+  monkeypatch.setattr(memory, "available", lambda: 2**16)  # 64 KiB
+  from privjax.attacks import runner
+
+  ran = []
+  monkeypatch.setattr(runner, "run_all", lambda *a, **k: ran.append(a))
+  with pytest.raises(privjax.DataError, match=r"attacking 100 targets of 64 pixels with 4 .*"):
+    _stored_audit(digits8, monkeypatch)
+  assert not ran

@@ -1,6 +1,7 @@
-"""Scoring: shortlist identification agrees with exact identification."""
+"""Scoring: shortlist identification agrees with exact identification; the shortlist in blocks."""
 
 import numpy as np
+import pytest
 
 import privjax
 
@@ -33,3 +34,17 @@ def test_shortlist_identification_agrees_with_exact(digits8):
   assert np.mean(exact["hits"] == short["hits"]) >= 0.97
   assert np.mean(exact["best"] == short["best"]) >= 0.97
   assert abs(exact["baseline"].mean() - short["baseline"].mean()) < 0.01
+
+
+@pytest.mark.parametrize("block_rows", [0, 7, 64])
+def test_the_shortlist_in_blocks_is_the_k_nearest_of_all_targets(block_rows):
+  from privjax import metrics, parallel, scoring
+
+  rng = np.random.default_rng(1)
+  targets = rng.random((150, 6, 6, 2), dtype=np.float32)
+  recon = rng.random((90, 6, 6, 2), dtype=np.float32)
+  got = scoring.shortlist(
+    recon, targets, 5, batch_size=32, mesh=parallel.data_mesh(), block_rows=block_rows
+  )
+  d = np.asarray(metrics.squared_distances(recon, targets))
+  np.testing.assert_array_equal(got, np.argsort(d, axis=1, kind="stable")[:, :5])
