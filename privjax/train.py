@@ -44,15 +44,17 @@ class TrainState:
   opt_state: Any
 
 
+WIDE_FROM = 64  # pixels a side from which the automatic decoder width is 128 (else 64)
+
+
 def decoder_capacity(decoder_cfg, image_shape, feature_dim: int) -> tuple[int, int]:
   """(width, hidden) of the decoder: the configured values, or grown with the problem.
 
-  `decoder.width=0` picks 8 channels per output pixel of side, in [64, 512] (16x16 ->
-  128, 64x64 -> 512: DCGAN's widths); `decoder.hidden=0` picks twice the feature
-  dimension, in [512, 2048].
+  `decoder.width=0` picks 64 channels for images under 64 pixels a side and 128 from 64
+  up; `decoder.hidden=0` picks twice the feature dimension, in [512, 2048].
   """
   side = max(int(image_shape[0]), int(image_shape[1]))
-  width = decoder_cfg.width or min(512, max(64, 8 * side))
+  width = decoder_cfg.width or (64 if side < WIDE_FROM else 128)
   hidden = decoder_cfg.hidden or min(2048, max(512, 2 * int(feature_dim)))
   return width, hidden
 

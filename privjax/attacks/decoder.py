@@ -22,11 +22,12 @@ ARCHITECTURE = ("width", "start_size", "hidden", "max_conv_size")
 DEFAULTS = {
   # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
   # Channels at the decoder's lowest resolution, halved per upsampling stage (at least 16);
-  # 0 grows them with the image: 8 per pixel of side in [64, 512] (64x64 -> 512). 64 for
-  # every audit by default, from Python and the command line alike: on the default digits
-  # a wider decoder gained little (0.911 -> 0.919 SSIM at width 128, for 2.5x the time)
-  # while ridge and whitebox leak more, and at 64x64 the automatic 512 trains ~8x slower.
-  "width": 64,
+  # 0 (auto, from Python and the command line alike): 64 for images under 64 pixels a
+  # side, 128 from 64 up. On the default digits a wider decoder gained little (0.911 ->
+  # 0.919 SSIM at 128, for 2.5x the time) while ridge and whitebox leak more; on the 64x64
+  # crops (benchmarks/crops64.py) 128 beat 64 on every measure (SSIM 0.423 vs 0.405, image
+  # re-id 0.163 vs 0.074) for 1.5x the time, where 256 or 512 cost far more.
+  "width": 0,
   "start_size": 4,  # Spatial size after the dense layer (upsampled by 2 per stage).
   "hidden": 512,  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
   # Convolutions work at up to this many pixels a side; the stages above are one sub-pixel

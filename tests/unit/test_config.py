@@ -37,7 +37,7 @@ def test_naming_one_attacker_changes_only_it_and_off_removes_one():
       }
     ),
   )
-  assert c.attacks.decoder.num_steps == 7 and c.attacks.decoder.width == 64  # the rest kept
+  assert c.attacks.decoder.num_steps == 7 and c.attacks.decoder.width == 0  # the rest kept
   assert c.attacks.ridge.num_features == 1024 and c.attacks.whitebox.type == "whitebox"
   assert c.attacks.nearest.type == "off" and c.attacks.mine.type == "a:b"
   # A new type for a named attacker starts from that type's defaults.

@@ -44,3 +44,13 @@ def test_the_builtin_model_strides_large_images_to_its_working_size(size, stride
   assert sizes[0] == -(-size // stride) <= 16  # the first convolution's output
   params = model.init(jax.random.key(0), x)
   assert params["params"]["conv1"]["kernel"].shape[:2] == (max(3, stride),) * 2
+
+
+@pytest.mark.parametrize("side,width", [(16, 64), (32, 64), (63, 64), (64, 128), (150, 128)])
+def test_the_automatic_decoder_width_is_64_under_64_pixels_and_128_from_64(side, width):
+  import ml_collections
+
+  from privjax import train
+
+  cfg = ml_collections.ConfigDict({"width": 0, "hidden": 512})
+  assert train.decoder_capacity(cfg, (side, side, 3), 64) == (width, 512)
