@@ -226,7 +226,13 @@ def _stored_audit(digits8, monkeypatch, **overrides):
   monkeypatch.setattr(scoring, "score", lambda *a, **k: calls.append(1) or score(*a, **k))
   config = ml_collections.ConfigDict(
     dict(
-      {"bootstrap_samples": 100, "attacks": {"ridge": {"num_features": 40}}},
+      {
+        "bootstrap_samples": 100,
+        "attacks": {
+          "ridge": {"num_features": 40},
+          "decoder": {"num_steps": 40, "eval_every": 20, "warmup_steps": 10},
+        },
+      },
       **overrides,
     )
   )
