@@ -236,8 +236,10 @@ def batched_reduce(
     r, t = fn(*batch, *extra)
     rows.append(r)
     totals = t if totals is None else (combine or _add)(totals, t)
-    if len(rows) > 1:  # At most two batches in flight (see train.py).
-      jax.block_until_ready(rows[-2])
+    # One batch in flight: each batch's program ends in a cross-device reduction, and two
+    # of them in flight deadlocked XLA:CPU's rendezvous on 2 cores with 4 devices (one
+    # device's participant queued behind the other program).
+    jax.block_until_ready((r, totals))
   host = fetch(rows)
   whole = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *host)
   totals = jax.device_put(totals, replicated(mesh))  # whole on every device
