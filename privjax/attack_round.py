@@ -78,14 +78,7 @@ class Round:
     `stage` keeps this round's checkpoints and caches apart in the workdir; `fitted`
     keeps fitted attackers across calls on the same auxiliary set (runner.run_all).
     """
-    running = [n for n in self.attacks if self.attacks[n].type != attacks.OFF]
-    n, pixels = self.targets.shape[0], int(np.prod(self.targets.shape[1:]))
-    memory.check(
-      self.memory_need(aux.shape[0]),
-      f"attacking {n} targets of {pixels} pixels with {len(running)} attackers",
-      "attack fewer targets (config.data.target_split) or switch attackers off",
-      DataError,
-    )
+    self._check_memory(aux.shape[0])
     standardize = attacks.Standardizer.fit(f_aux)
     reembed = None
     if self.model is not None:
@@ -134,14 +127,19 @@ class Round:
     self.timer.carve(f"{stage}attacks", f"{stage}attack_scoring", scoring_seconds)
     return Result(outcomes, scores, verdicts)
 
-  def memory_need(self, n_aux: int) -> int:
-    """Bytes a round holds on the host at once: the targets, every attacker's
-    reconstructions of them and the auxiliary images (float32), and the all-pairs SSIM of
-    the exact image re-id."""
+  def _check_memory(self, n_aux: int) -> None:
+    """Refuses in one line a round that would hold more than the host has: the targets,
+    every attacker's reconstructions of them and the auxiliary images (float32), and the
+    all-pairs SSIM of the exact image re-id."""
     running = sum(1 for n in self.attacks if self.attacks[n].type != attacks.OFF)
     n, pixels = self.targets.shape[0], int(np.prod(self.targets.shape[1:]))
     pairs = n * n if n <= self.scoring.exact_max_targets else 0
-    return 4 * ((running + 1) * n * pixels + n_aux * pixels + pairs)
+    memory.check(
+      4 * ((running + 1) * n * pixels + n_aux * pixels + pairs),
+      f"attacking {n} targets of {pixels} pixels with {running} attackers",
+      "attack fewer targets (config.data.target_split) or switch attackers off",
+      DataError,
+    )
 
   def _attack(self, aux, f_aux, f_tgt, standardize, stage, fitted, after) -> list:
     attack_model = None

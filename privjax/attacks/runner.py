@@ -91,12 +91,8 @@ def run_all(
     workdir_lib.array_hash(target_features),
   )
   names = [n for n in attacks_cfg if attacks_cfg[n].type != base.OFF]
-  heavy = [
-    n
-    for n in names
-    if base.capabilities(attacks_cfg[n].type).checkpoints
-    or base.capabilities(attacks_cfg[n].type).needs_model
-  ]
+  caps = {n: base.capabilities(attacks_cfg[n].type) for n in names}
+  heavy = [n for n in names if caps[n].checkpoints or caps[n].needs_model]
   done, stop = {}, ""
   for name in [n for n in names if n not in heavy] + heavy:
     if stop:
