@@ -75,11 +75,14 @@ def audit_config() -> ml_collections.ConfigDict:
 def _attacks() -> ml_collections.ConfigDict:
   # The attackers (privjax/attacks): each entry `name: {type, settings}` runs; the
   # verdict follows the most severe. `type` is a built-in name ("decoder", "ridge",
-  # "nearest", "whitebox"), a user's "package.module:function", or "off" to skip it.
+  # "nearest", "whitebox", "blend"), a user's "package.module:function", or "off" to skip it.
   # Entries take their type's defaults for the fields they leave out; each built-in's
   # settings and their meaning are its module's DEFAULTS (--print_config shows them).
   return ml_collections.ConfigDict(
-    {name: attacks.with_defaults(name, {}) for name in ("decoder", "ridge", "nearest", "whitebox")}
+    {
+      name: attacks.with_defaults(name, {})
+      for name in ("decoder", "ridge", "nearest", "whitebox", "blend")
+    }
   )
 
 

@@ -44,7 +44,7 @@ def tiny_config(**train) -> ml_collections.ConfigDict:
   )
 
 
-BUILTIN_ATTACKERS = ("decoder", "ridge", "nearest", "whitebox")
+BUILTIN_ATTACKERS = ("decoder", "ridge", "nearest", "whitebox", "blend")
 
 
 def only_attackers(**entries) -> dict:

@@ -2,11 +2,12 @@
 
 Built-in: `decoder` (the patent's learned inverse model), `ridge` (random-features
 ridge regression), `nearest` (nearest auxiliary image by feature cosine) and
-`whitebox` (optimisation through the audited model's gradients). See `base` for the
-contract and how to add one.
+`whitebox` (optimisation through the audited model's gradients) and `blend` (the
+least-squares combination of others' reconstructions). See `base` for the contract and
+how to add one.
 """
 
-from privjax.attacks import decoder, nearest, ridge, whitebox  # noqa: F401 (registration)
+from privjax.attacks import blend, decoder, nearest, ridge, whitebox  # noqa: F401 (registration)
 from privjax.attacks.base import (
   OFF,
   AuxSet,

@@ -58,9 +58,10 @@ def run_all(
 ) -> list[Outcome]:
   """Runs every attacker not "off"; returns one Outcome each, in config order.
 
-  The attackers that neither train a model nor differentiate through one (nearest, ridge,
-  a user's) run first, so their verdict is known within seconds; then the rest, in config
-  order (an attacker another one starts from is fitted when first needed).
+  The attackers that neither train a model nor differentiate through one, nor use one
+  that does (nearest, ridge, a user's), run first, so their verdict is known within
+  seconds; then the rest, in config order (an attacker another one starts from or
+  combines is fitted when first needed).
 
   Args:
     attacks_cfg: config.attacks (entries completed with their defaults).
@@ -91,8 +92,7 @@ def run_all(
     workdir_lib.array_hash(target_features),
   )
   names = [n for n in attacks_cfg if attacks_cfg[n].type != base.OFF]
-  caps = {n: base.capabilities(attacks_cfg[n].type) for n in names}
-  heavy = [n for n in names if caps[n].checkpoints or caps[n].needs_model]
+  heavy = _heavy(attacks_cfg, names)
   done, stop = {}, ""
   for name in [n for n in names if n not in heavy] + heavy:
     if stop:
@@ -101,6 +101,34 @@ def run_all(
     done[name] = run.restored(name) or run.attack(name, target_features)
     stop = (after(done[name]) or "") if after is not None else ""
   return [done[name] for name in names]
+
+
+def _named(settings: dict) -> set[str]:
+  """Every string among an attacker's settings (the attackers it starts from or combines)."""
+  return {
+    v
+    for value in settings.values()
+    for v in (value if isinstance(value, (list, tuple)) else [value])
+    if isinstance(v, str)
+  }
+
+
+def _heavy(attacks_cfg, names: list[str]) -> list[str]:
+  """The running attackers that train a model, differentiate through one, or use one that
+  does (a blend of the decoder), in config order."""
+  named = {n: _named(base.own_config(attacks_cfg[n]).to_dict()) & set(names) - {n} for n in names}
+  heavy = {
+    n
+    for n in names
+    if base.capabilities(attacks_cfg[n].type).checkpoints
+    or base.capabilities(attacks_cfg[n].type).needs_model
+  }
+  grew = True
+  while grew:
+    more = {n for n in names if n not in heavy and named[n] & heavy}
+    heavy |= more
+    grew = bool(more)
+  return [n for n in names if n in heavy]
 
 
 @dataclasses.dataclass
@@ -127,13 +155,7 @@ class _Run:
     if name not in self.keys:
       settings = self.settings(name)
       running = [n for n in self.attacks_cfg if self.attacks_cfg[n].type != base.OFF]
-      named = [
-        v
-        for value in settings.values()
-        for v in (value if isinstance(value, (list, tuple)) else [value])
-        if isinstance(v, str)
-      ]
-      deps = sorted(self.key(v) for v in set(named) if v in running and v != name)
+      deps = sorted(self.key(v) for v in _named(settings) if v in running and v != name)
       c = self.context
       blob = json.dumps(
         [

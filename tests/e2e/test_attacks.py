@@ -82,7 +82,7 @@ def test_no_attacker_invents_leakage(digits8, name, embed):
   )
   report = privjax.assess(embed, jnp.asarray(_PROJ), x[:300], x[300:400], config=cfg)
   rows = _attack_rows(report)
-  assert set(rows) == {"decoder", "ridge", "nearest", "whitebox"}
+  assert set(rows) == {"decoder", "ridge", "nearest", "whitebox", "blend"}
   for attack, row in rows.items():
     assert row["risk_level"] == "low", (name, attack, row["risk_reasons"])
   assert report.risk_level == "low"

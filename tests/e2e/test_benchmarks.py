@@ -35,7 +35,13 @@ def test_attack_benchmark_smoke_mode_runs_and_writes_json(tmp_path):
   out = tmp_path / "attacks.json"
   attacks.main(["--smoke", f"--out={out}", "--cpu_devices=2"])  # XLA_FLAGS' 4 devices win
   res = json.loads(out.read_text())
-  assert set(res["default_audit"]["attacks"]) == {"decoder", "ridge", "nearest", "whitebox"}
+  assert set(res["default_audit"]["attacks"]) == {
+    "decoder",
+    "ridge",
+    "nearest",
+    "whitebox",
+    "blend",
+  }
   assert res["whitebox"][0]["image_steps_per_s"] > 0
   assert res["nonlinear"][0]["deciding"] in res["nonlinear"][0]["psnr"]
 

@@ -321,7 +321,9 @@ TABLE = [
   (
     "all-attacks-off",
     None,
-    [f"--config.attacks.{n}.type=off" for n in ("decoder", "ridge", "nearest", "whitebox")],
+    [
+      f"--config.attacks.{n}.type=off" for n in ("decoder", "ridge", "nearest", "whitebox", "blend")
+    ],
     "done",
     "every attacker is 'off'",
   ),

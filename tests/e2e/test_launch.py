@@ -34,7 +34,7 @@ def test_smoke_audit_writes_report_csv_png_and_checkpoints(smoke_run):
   assert report["risk_level"] in ("low", "medium", "high")
   assert report["devices"]["count"] == 4
   assert report["metadata"]["model"]["test_accuracy"] > 0.5
-  assert set(report["attacks"]) == {"decoder", "ridge", "nearest", "whitebox"}
+  assert set(report["attacks"]) == {"decoder", "ridge", "nearest", "whitebox", "blend"}
   assert report["deciding_attack"] in report["attacks"]
   assert f"decided by {report['deciding_attack']}" in first.stdout
   assert set(report["seconds"]) >= {"extraction", "attacks", "attack_scoring", "total"}
@@ -53,7 +53,7 @@ def test_second_run_resumes_instead_of_retraining(smoke_run, tmp_path, launch_he
   before = json.loads((workdir / "report.json").read_text())
   second = launch_here("configs/smoke.py", workdir)
   assert second.returncode == 0, second.stderr[-3000:]
-  for name in ("decoder", "ridge", "nearest", "whitebox"):
+  for name in ("decoder", "ridge", "nearest", "whitebox", "blend"):
     assert f"attack {name}: reconstructions restored from" in second.stderr
   assert "recognition model restored" in second.stderr
   assert "decoder step" not in second.stderr  # no training step ran

@@ -1,6 +1,8 @@
 """The attackers as units: their config checks, and refitting and scoring on new data of
 the same shapes compiles nothing."""
 
+import functools
+
 import ml_collections
 import numpy as np
 import pytest
@@ -46,10 +48,11 @@ def _tanh_features(images):
       "config.attacks.whitebox.learning_rate must be",
     ),
     (
-      {n: {"type": "off"} for n in ("decoder", "ridge", "nearest", "whitebox")},
+      {n: {"type": "off"} for n in ("decoder", "ridge", "nearest", "whitebox", "blend")},
       "every attacker is 'off'",
     ),
     ({}, "config.attacks must be a non-empty group"),
+    ({"blend": {"members": ("ridge", "blend")}}, "config.attacks.blend.members must be a list"),
   ],
 )
 def test_bad_attack_configs_are_one_line_errors(attacks, message):
@@ -193,6 +196,8 @@ def test_the_cheap_attackers_run_first_and_a_stop_skips_the_rest(digits8):
       "decoder": attacks.with_defaults("decoder", {"num_steps": 50}),
       "nearest": attacks.with_defaults("nearest", {}),
       "ridge": attacks.with_defaults("ridge", {"num_features": 40}),
+      # Combines the decoder, so it waits for it even though it trains nothing itself.
+      "blend": attacks.with_defaults("blend", {}),
     }
   )
   seen = []
@@ -211,10 +216,54 @@ def test_the_cheap_attackers_run_first_and_a_stop_skips_the_rest(digits8):
     overwrite=False,
     after=after,
   )
-  assert seen == ["nearest", "ridge"]  # the decoder trains: it comes last
-  assert [o.name for o in outcomes] == ["decoder", "nearest", "ridge"]  # config order
-  assert outcomes[0].skipped == "stopped here" and outcomes[0].reconstructions is None
-  assert outcomes[2].reconstructions.shape == (60, 8, 8, 1)
+  assert seen == ["nearest", "ridge"]  # the decoder trains: it (and its blend) come last
+  assert [o.name for o in outcomes] == ["blend", "decoder", "nearest", "ridge"]  # config order
+  for skipped in outcomes[:2]:
+    assert skipped.skipped == "stopped here" and skipped.reconstructions is None
+  assert outcomes[3].reconstructions.shape == (60, 8, 8, 1)
+
+
+def test_blend_weights_recover_a_known_combination():
+  from privjax.attacks import blend
+
+  rng = np.random.default_rng(0)
+  a, b = rng.uniform(size=(2, 30, 8, 8, 1))
+  w = blend.weights([a, b], 0.3 * a + 0.6 * b + 0.05)
+  np.testing.assert_allclose(w, [0.3, 0.6, 0.05], atol=1e-9)
+  # Two members that agree exactly (a whitebox that kept its start) are one direction.
+  w = blend.weights([a, a], 0.5 * a)
+  np.testing.assert_allclose(blend.combine(w, [a, a]), 0.5 * a, atol=1e-6)
+
+
+def test_blend_beats_its_members_on_validation_and_combines_their_reconstructions(digits8):
+  from privjax.attacks import blend, runner
+
+  x = digits8[0][:300]
+  f = _tanh_features(x)
+  aux = attacks.AuxSet(f[:240], x[:240], np.arange(200), np.arange(200, 240))
+  cfg = ml_collections.ConfigDict(
+    {
+      "nearest": attacks.with_defaults("nearest", {}),
+      "ridge": attacks.with_defaults("ridge", {"num_features": 40}),
+      "blend": attacks.with_defaults("blend", {"members": ("ridge", "nearest", "decoder")}),
+    }
+  )
+  run = functools.partial(
+    runner.run_all, aux=aux, target_features=f[240:], data_key="k", workdir=None, overwrite=False
+  )
+  outcomes = {o.name: o for o in run(cfg, context=_context(parallel.data_mesh()))}
+  info = outcomes["blend"].info
+  assert info["members"] == ["ridge", "nearest"]  # the decoder is not running
+  # On validation it is no worse than its best member (each member alone is a choice).
+  assert info["val_mse"] <= min(info["member_val_mse"].values())
+  w = np.array([*info["weights"], info["offset"]])
+  members = [outcomes[m].reconstructions for m in info["members"]]
+  np.testing.assert_allclose(
+    outcomes["blend"].reconstructions, blend.combine(w, members), atol=1e-6
+  )
+  cfg.ridge.type = "off"  # one member left: nothing to blend
+  alone = {o.name: o for o in run(cfg, context=_context(parallel.data_mesh()))}["blend"]
+  assert "fewer than two of its members" in alone.skipped
 
 
 def _stored_audit(digits8, monkeypatch, **overrides):
@@ -275,6 +324,6 @@ def test_a_round_larger_than_the_host_is_refused_before_any_attacker_runs(digits
 
   ran = []
   monkeypatch.setattr(runner, "run_all", lambda *a, **k: ran.append(a))
-  with pytest.raises(privjax.DataError, match=r"attacking 100 targets of 64 pixels with 4 .*"):
+  with pytest.raises(privjax.DataError, match=r"attacking 100 targets of 64 pixels with 5 .*"):
     _stored_audit(digits8, monkeypatch)
   assert not ran

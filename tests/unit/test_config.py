@@ -76,6 +76,7 @@ def test_a_whole_config_runs_exactly_its_attackers():
     "ridge",
     "nearest",
     "whitebox",
+    "blend",
   }
 
 

@@ -36,7 +36,7 @@ def test_an_attacker_by_import_path_runs_with_its_own_settings(digits8):
     (8, 8, 1),
     ml_collections.ConfigDict({"attacks": {"toy": {"type": f"{TOY}:mean_image", "gain": 0.5}}}),
   )
-  assert set(cfg.attacks) == {"decoder", "ridge", "nearest", "whitebox", "toy"}  # merged
+  assert set(cfg.attacks) == {"decoder", "ridge", "nearest", "whitebox", "blend", "toy"}  # merged
   only = ml_collections.ConfigDict({"toy": cfg.attacks.toy.to_dict()})
   aux = attacks.AuxSet(features[:60], images[:60], np.arange(54), np.arange(54, 60))
   (out,) = runner.run_all(
