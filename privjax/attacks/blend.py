@@ -21,7 +21,7 @@ from privjax.attacks.base import AuxSet, Context, Fitted, Skipped, register
 DEFAULTS = {
   # The attackers combined (those not running are left out). Each member's reconstructions
   # of the targets are computed again by the blend: a whitebox member would optimise twice.
-  "members": ("decoder", "ridge"),
+  "members": ("decoder", "ridge", "nearest"),
 }
 
 

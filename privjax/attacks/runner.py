@@ -60,8 +60,8 @@ def run_all(
 
   The attackers that neither train a model nor differentiate through one, nor use one
   that does (nearest, ridge, a user's), run first, so their verdict is known within
-  seconds; then the rest, in config order (an attacker another one starts from or
-  combines is fitted when first needed).
+  seconds; then the rest, in config order, each after the attackers it starts from or
+  combines (`_order`).
 
   Args:
     attacks_cfg: config.attacks (entries completed with their defaults).
@@ -92,9 +92,8 @@ def run_all(
     workdir_lib.array_hash(target_features),
   )
   names = [n for n in attacks_cfg if attacks_cfg[n].type != base.OFF]
-  heavy = _heavy(attacks_cfg, names)
   done, stop = {}, ""
-  for name in [n for n in names if n not in heavy] + heavy:
+  for name in _order(attacks_cfg, names):
     if stop:
       done[name] = Outcome(name, attacks_cfg[name].type, None, {}, (), stop, 0.0)
       continue
@@ -113,22 +112,31 @@ def _named(settings: dict) -> set[str]:
   }
 
 
-def _heavy(attacks_cfg, names: list[str]) -> list[str]:
-  """The running attackers that train a model, differentiate through one, or use one that
-  does (a blend of the decoder), in config order."""
-  named = {n: _named(base.own_config(attacks_cfg[n]).to_dict()) & set(names) - {n} for n in names}
-  heavy = {
-    n
-    for n in names
-    if base.capabilities(attacks_cfg[n].type).checkpoints
-    or base.capabilities(attacks_cfg[n].type).needs_model
-  }
+def _order(attacks_cfg, names: list[str]) -> list[str]:
+  """The order the running attackers run in: first those that neither train a model nor
+  differentiate through one nor use one that does (a blend of the decoder), then the
+  rest; each in config order, but after the attackers it uses (so each one's seconds are
+  its own)."""
+  uses = {n: _named(base.own_config(attacks_cfg[n]).to_dict()) & set(names) - {n} for n in names}
+  caps = {n: base.capabilities(attacks_cfg[n].type) for n in names}
+  heavy = {n for n in names if caps[n].checkpoints or caps[n].needs_model}
   grew = True
   while grew:
-    more = {n for n in names if n not in heavy and named[n] & heavy}
+    more = {n for n in names if n not in heavy and uses[n] & heavy}
     heavy |= more
     grew = bool(more)
-  return [n for n in names if n in heavy]
+  order = []
+
+  def visit(n, path=()):
+    if n not in order and n not in path:  # a cycle (two whiteboxes starting from each
+      for m in sorted(uses[n], key=names.index):  # other) keeps config order
+        visit(m, (*path, n))
+      order.append(n)
+
+  for group in ([n for n in names if n not in heavy], [n for n in names if n in heavy]):
+    for n in group:
+      visit(n)
+  return order
 
 
 @dataclasses.dataclass

@@ -223,6 +223,17 @@ def test_the_cheap_attackers_run_first_and_a_stop_skips_the_rest(digits8):
   assert outcomes[3].reconstructions.shape == (60, 8, 8, 1)
 
 
+def test_each_attacker_runs_after_the_attackers_it_uses():
+  from privjax.attacks import runner
+
+  cfg = config_lib.for_images((8, 8, 1), ml_collections.ConfigDict()).attacks
+  assert list(cfg) == ["blend", "decoder", "nearest", "ridge", "whitebox"]  # config order
+  # The cheap ones first; the blend after the decoder it combines (its seconds are its own).
+  assert runner._order(cfg, list(cfg)) == ["nearest", "ridge", "decoder", "blend", "whitebox"]
+  cfg.whitebox.init = ("blend",)
+  assert runner._order(cfg, list(cfg))[-2:] == ["blend", "whitebox"]
+
+
 def test_blend_weights_recover_a_known_combination():
   from privjax.attacks import blend
 
@@ -310,7 +321,8 @@ def test_fast_verdict_skips_the_attackers_left_once_the_verdict_is_high(digits8,
 
 
 def test_an_attacker_returning_anothers_reconstructions_is_scored_once(digits8, monkeypatch):
-  twice = {"attacks": {"decoder": {"type": "off"}, "again": {"type": "nearest"}}}
+  off = {"decoder": {"type": "off"}, "blend": {"type": "off"}}
+  twice = {"attacks": {**off, "again": {"type": "nearest"}}}
   report, calls = _stored_audit(digits8, monkeypatch, **twice)
   assert calls == 2  # nearest and ridge; "again" reuses nearest's scores
   assert report["attacks"]["again"]["ssim"] == report["attacks"]["nearest"]["ssim"]
