@@ -78,7 +78,12 @@ def test_a_tiny_decoder_loses_to_ridge_and_the_verdict_follows_ridge(digits8):
 def test_no_attacker_invents_leakage(digits8, name, embed):
   x, _ = digits8
   cfg = _config(
-    num_steps=100, decoder={}, ridge={}, nearest={}, whitebox={"steps": 20, "tv_weights": (0.0,)}
+    num_steps=100,
+    decoder={},
+    ridge={},
+    nearest={},
+    whitebox={"steps": 20, "tv_weights": (0.0,)},
+    blend={},
   )
   report = privjax.assess(embed, jnp.asarray(_PROJ), x[:300], x[300:400], config=cfg)
   rows = _attack_rows(report)

@@ -232,7 +232,7 @@ def test_the_api_and_the_command_line_give_the_same_settings_and_numbers(
   )
   api = json.loads((tmp_path / "api" / "report.json").read_text())
   assert api["config"]["attacks"] == cli["config"]["attacks"]
-  assert set(api["attacks"]) == set(cli["attacks"]) == {"decoder", "ridge", "nearest"}
+  assert set(api["attacks"]) == set(cli["attacks"]) == {"decoder", "ridge", "nearest", "blend"}
   for name in api["attacks"]:
     assert api["attacks"][name]["ssim"] == pytest.approx(cli["attacks"][name]["ssim"], abs=1e-6)
   assert api["risk_level"] == cli["risk_level"]
