@@ -43,7 +43,8 @@ def _free_port() -> int:
 
 
 def _start_processes(workdir, logs, *, num_processes=2, devices=2):
-  """Starts launch.py as `num_processes` processes of one jax.distributed run."""
+  """Starts launch.py as `num_processes` processes of one jax.distributed run (one: a plain
+  run, as a user starts it)."""
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   procs = []
@@ -53,11 +54,14 @@ def _start_processes(workdir, logs, *, num_processes=2, devices=2):
       "launch.py",
       f"--config={CONFIG}",
       f"--workdir={workdir}",
-      f"--coordinator_address=127.0.0.1:{port}",
-      f"--num_processes={num_processes}",
-      f"--process_id={i}",
       *OVERRIDES,
     ]
+    if num_processes > 1:
+      cmd += [
+        f"--coordinator_address=127.0.0.1:{port}",
+        f"--num_processes={num_processes}",
+        f"--process_id={i}",
+      ]
     log = open(logs / f"process{i}.log", "w")  # closed by _finish
     procs.append((subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=log), log))
   return procs
@@ -177,19 +181,21 @@ def reports(tmp_path_factory):
   """Smoke audits on 1 device (one process) and on 2 processes x 2 devices, killed in
   training and resumed (every other test's processes shard over 4 devices: 359 targets,
   uneven shards)."""
-  wd = tmp_path_factory.mktemp("devices1")
-  r = launch(CONFIG, wd, *OVERRIDES, devices=1)
-  assert r.returncode == 0, r.stderr[-3000:]
-  report = json.loads((wd / "report.json").read_text())
-  assert report["devices"] == {"count": 1, "kind": "cpu", "platform": "cpu", "processes": 1}
-  out = {1: report}
+  # The single-process audit runs beside the two-process ones (it shares no files with
+  # them; each process waits on the others at times, so together they finish sooner).
+  one, logs = tmp_path_factory.mktemp("devices1"), tmp_path_factory.mktemp("logs")
+  single = _start_processes(one, logs, num_processes=1, devices=1)
   # The two-process audit is killed in training and resumed: its report must still be the
   # single-process one (one run serves both the two-process and the resume tests).
-  wd, logs = tmp_path_factory.mktemp("processes2"), tmp_path_factory.mktemp("logs")
-  _killed_in_training(wd, logs)
-  results = _finish(_start_processes(wd, logs), logs)
-  out["processes"] = (wd, results)
-  return out
+  wd = tmp_path_factory.mktemp("processes2")
+  two = tmp_path_factory.mktemp("logs2")
+  _killed_in_training(wd, two)
+  results = _finish(_start_processes(wd, two), two)
+  ((rc, log),) = _finish(single, logs)
+  assert rc == 0, log[-3000:]
+  report = json.loads((one / "report.json").read_text())
+  assert report["devices"] == {"count": 1, "kind": "cpu", "platform": "cpu", "processes": 1}
+  return {1: report, "processes": (wd, results)}
 
 
 def _killed_in_training(wd, logs):
