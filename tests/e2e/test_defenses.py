@@ -170,15 +170,19 @@ def get_config():
 
 
 def test_a_killed_sweep_resumes_to_the_same_sweep_json(tmp_path):
+  import concurrent.futures
   import signal
 
   from tests.e2e.conftest import launch, launch_until
 
   config = tmp_path / "sweep_smoke.py"
   config.write_text(SWEEP_SMOKE)
-  whole = launch(config, tmp_path / "whole")
+  # The uninterrupted sweep runs beside the killed one (separate workdirs and processes).
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pending = pool.submit(launch, config, tmp_path / "whole")
+    rc, _ = launch_until(config, tmp_path / "killed", "defense 2/4", sig=signal.SIGKILL)
+    whole = pending.result()
   assert whole.returncode == 0, whole.stderr[-2000:]
-  rc, _ = launch_until(config, tmp_path / "killed", "defense 2/4", sig=signal.SIGKILL)
   assert rc == -signal.SIGKILL
   assert not (tmp_path / "killed" / "sweep.json").exists()
   resumed = launch(config, tmp_path / "killed")
