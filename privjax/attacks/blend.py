@@ -37,19 +37,12 @@ def check(name, cfg, names) -> None:
 
 
 def weights(reconstructions: list[np.ndarray], images: np.ndarray) -> np.ndarray:
-  """[K + 1] least-squares weights of K reconstructions and an offset (last) for `images`.
-
-  Solved from the (K + 1) x (K + 1) normal equations in float64, accumulated one
-  reconstruction pair at a time (no [pixels, K] matrix is built).
-  """
+  """[K + 1] least-squares weights of K reconstructions and an offset (last) for `images`,
+  in float64. Members that agree exactly (a whitebox that kept its start) share their
+  weight (lstsq's minimum-norm solution)."""
   columns = [r.astype(np.float64).ravel() for r in reconstructions]
-  columns.append(np.ones_like(columns[0]))
-  y = images.astype(np.float64).ravel()
-  k = len(columns)
-  gram = np.array([[columns[i] @ columns[j] for j in range(k)] for i in range(k)])
-  rhs = np.array([c @ y for c in columns])
-  # lstsq: members that agree exactly (a whitebox that kept its start) make `gram` singular.
-  return np.linalg.lstsq(gram, rhs, rcond=None)[0]
+  design = np.stack([*columns, np.ones_like(columns[0])], axis=1)
+  return np.linalg.lstsq(design, images.astype(np.float64).ravel(), rcond=None)[0]
 
 
 def combine(w: np.ndarray, reconstructions: list[np.ndarray]) -> np.ndarray:
@@ -62,10 +55,10 @@ def combine(w: np.ndarray, reconstructions: list[np.ndarray]) -> np.ndarray:
 @register("blend", defaults=DEFAULTS, check=check)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Fits the members' weights on their held-out reconstructions of aux.val."""
-  members = [cfg.members] if isinstance(cfg.members, str) else list(cfg.members)
-  members = [m for m in members if m in ctx.running]
+  named = [cfg.members] if isinstance(cfg.members, str) else list(cfg.members)
+  members = [m for m in named if m in (ctx.running or named)]
   if len(members) < 2:
-    raise Skipped(f"fewer than two of its members {list(cfg.members)} run")
+    raise Skipped(f"fewer than two of its members {named} run")
   fitted = {m: ctx.fitted(m) for m in members}
   val_features, val_images = aux.features[aux.val], aux.images[aux.val]
   held_out = [fitted[m].reconstruct_held_out(val_features) for m in members]
