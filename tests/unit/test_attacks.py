@@ -228,10 +228,12 @@ def test_each_attacker_runs_after_the_attackers_it_uses():
 
   cfg = config_lib.for_images((8, 8, 1), ml_collections.ConfigDict()).attacks
   assert list(cfg) == ["blend", "decoder", "nearest", "ridge", "whitebox"]  # config order
-  # The cheap ones first; the blend after the decoder it combines (its seconds are its own).
+  # The cheap ones first; the blend after the decoder it combines (its seconds are its own),
+  # the whitebox after the blend it may start from.
   assert runner._order(cfg, list(cfg)) == ["nearest", "ridge", "decoder", "blend", "whitebox"]
-  cfg.whitebox.init = ("blend",)
-  assert runner._order(cfg, list(cfg))[-2:] == ["blend", "whitebox"]
+  cfg.whitebox.init = ("ridge",)  # starting from ridge only, it waits for nothing heavy
+  cfg.blend.members = ("ridge", "nearest")
+  assert runner._order(cfg, list(cfg)) == ["nearest", "ridge", "blend", "decoder", "whitebox"]
 
 
 def test_blend_weights_recover_a_known_combination():
@@ -272,6 +274,31 @@ def test_blend_beats_its_members_on_validation_and_combines_their_reconstruction
   np.testing.assert_allclose(
     outcomes["blend"].reconstructions, blend.combine(w, members), atol=1e-6
   )
+  # Its held-out reconstructions of aux.val are cross-fitted: each half combined by the
+  # weights fitted on the other half, from the members' held-out reconstructions.
+  fitted = {}
+  ctx = attacks.Context(
+    **_context(parallel.data_mesh()),
+    checkpoint_dir=None,
+    fitted=lambda n: fitted[n],
+    running=("nearest", "ridge", "blend"),
+  )
+  for name in ("ridge", "nearest"):
+    fitted[name] = attacks.get(name)(aux, ctx, attacks.own_config(cfg[name]))
+  own = attacks.get("blend")(aux, ctx, attacks.own_config(cfg.blend))
+  val_f, val_x = aux.features[aux.val], aux.images[aux.val]
+  held = [fitted[m].reconstruct_held_out(val_f) for m in ("ridge", "nearest")]
+  expected = np.empty_like(val_x)
+  for this, other in (
+    (slice(0, None, 2), slice(1, None, 2)),
+    (slice(1, None, 2), slice(0, None, 2)),
+  ):
+    w_other = blend.weights([h[other] for h in held], val_x[other])
+    expected[this] = blend.combine(w_other, [h[this] for h in held])
+  np.testing.assert_allclose(own.reconstruct_held_out(val_f), expected, atol=1e-6)
+  assert own.info["cross_fitted_val_mse"] == pytest.approx(np.mean((expected - val_x) ** 2))
+  # In-sample members (nearest answers aux.val with the images themselves) never enter it.
+  assert not np.allclose(own.reconstruct_held_out(val_f), own.reconstruct(val_f))
   cfg.ridge.type = "off"  # one member left: nothing to blend
   alone = {o.name: o for o in run(cfg, context=_context(parallel.data_mesh()))}["blend"]
   assert "fewer than two of its members" in alone.skipped

@@ -125,3 +125,45 @@ def test_whitebox_started_from_a_lookup_still_optimises(digits8):
   start = fitted["nearest"].reconstruct(std(np.asarray(_embed(_PROJ, targets))))
   out = wb.reconstruct(std(np.asarray(_embed(_PROJ, targets))))
   assert np.mean((out - targets) ** 2) < np.mean((start - targets) ** 2)
+
+
+def test_whitebox_starts_from_the_best_held_out_start_and_leaves_out_a_skipped_one(digits8):
+  x, _ = digits8
+  aux, std = _aux(x)
+  model = attacks.Model(
+    embed=lambda p, im: jnp.asarray(std(_embed(p, im))), params=_PROJ, key="tanh"
+  )
+  fitted = {}
+
+  def fit(name):
+    if name not in fitted:
+      raise attacks.Skipped(f"{name} did not run")
+    return fitted[name]
+
+  ctx = _context(model=model, fitted=fit)
+  fitted["nearest"] = _fit("nearest", aux, ctx)
+  fitted["ridge"] = _fit("ridge", aux, ctx, num_features=200, bandwidths=(1.0,), penalties=(1e-3,))
+  settings = dict(steps=20, checkpoints=2, tv_weights=(0.0,))
+  wb = _fit("whitebox", aux, ctx, init=("decoder", "nearest", "ridge"), **settings)
+  info = wb.info
+  assert info["starts_left_out"] == {"decoder": "decoder did not run"}
+  assert list(info["starts"]) == ["nearest", "ridge"]
+  assert info["init"] == max(info["starts"], key=info["starts"].get)
+  assert [r["init"] for r in info["selection"]] == [info["init"]]  # only the best is optimised
+  assert info["selection"][0]["val_ssim"][0] == pytest.approx(info["starts"][info["init"]])
+  # No named start runs: the mean auxiliary image stands in (the attack still runs).
+  alone = _fit("whitebox", aux, ctx, init="decoder", **settings)
+  assert alone.info["init"] == "mean" and list(alone.info["starts"]) == ["mean"]
+
+
+@pytest.mark.parametrize(
+  "curve,rising",
+  [
+    ([0.90, 0.93, 0.94, 0.945], False),  # flattening: the last stretch adds little
+    ([0.90, 0.91, 0.92, 0.93], True),  # still climbing at its average rate
+    ([0.90, 0.89, 0.88, 0.87], False),  # optimising only hurts
+    ([0.90, 0.90, 0.90], False),
+  ],
+)
+def test_still_rising_flags_a_curve_cut_short(curve, rising):
+  assert whitebox.still_rising(curve) is rising
