@@ -4,7 +4,7 @@ Run (no network needed; the data ships inside scikit-learn):
 
   python launch.py --config=configs/default.py --workdir=runs/default
 
-What to expect, on 2 CPU cores: 70 s or so; the recognition model reaches about
+What to expect, on 2 CPU cores: about 50 s; the recognition model reaches about
 97% test accuracy; the decoder reconstructs held-out digits from their 64-d
 embeddings; the verdict is in runs/default/report.json, with per_image.csv and
 reconstructions.png beside it. Re-running with the same workdir reuses the trained
