@@ -31,7 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from privjax.errors import ConfigError
+from privjax.errors import ConfigError, ModelError
 from privjax.registry import Registry
 
 OFF = "off"  # `config.attacks.<name>.type = "off"` skips a configured attacker
@@ -126,8 +126,24 @@ class Fitted:
   # would otherwise judge in-sample reconstructions.
   held_out: Callable[[np.ndarray], np.ndarray] | None = None
 
-  def reconstruct_held_out(self, features: np.ndarray) -> np.ndarray:
-    return (self.held_out or self.reconstruct)(features)
+  def reconstruct_held_out(
+    self, features: np.ndarray, *, name: str = "an attacker", image_shape=None
+  ) -> np.ndarray:
+    """The held-out reconstructions of `features`, refused in one line (ModelError) unless
+    they are one finite float image (of `image_shape`, when given) per row: another
+    attacker chooses its start and settings on them, where a NaN or a 0-255 image would
+    decide that choice silently."""
+    out = np.asarray((self.held_out or self.reconstruct)(features))
+    shape = (len(features), *image_shape) if image_shape is not None else None
+    fits = out.ndim == 4 and out.shape[0] == len(features) and (shape is None or out.shape == shape)
+    if not fits or out.dtype.kind != "f" or not np.all(np.isfinite(out)):
+      expected = list(shape) if shape else f"[{len(features)}, H, W, C]"
+      raise ModelError(
+        f"{name}: its held-out reconstructions must be finite float images {expected} in "
+        f"[0, 1], got {out.dtype} {list(out.shape)}"
+        + (" with non-finite values" if fits and out.dtype.kind == "f" else "")
+      )
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

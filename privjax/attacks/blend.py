@@ -80,7 +80,10 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     raise Skipped(f"fewer than two of its members {named} run")
   fitted = {m: ctx.fitted(m) for m in members}
   val_features, val_images = aux.features[aux.val], aux.images[aux.val]
-  held_out = [fitted[m].reconstruct_held_out(val_features) for m in members]
+  held_out = [
+    fitted[m].reconstruct_held_out(val_features, name=f"attack {m!r}", image_shape=aux.image_shape)
+    for m in members
+  ]
   w = weights(held_out, val_images)
   mse = {m: float(np.mean((r - val_images) ** 2)) for m, r in zip(members, held_out, strict=True)}
   blended = float(np.mean((combine(w, held_out) - val_images) ** 2))

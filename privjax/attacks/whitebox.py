@@ -155,18 +155,9 @@ def _selection(optimise, aux: AuxSet, ctx: Context, name, begin, tv_weights, ste
   )  # [C * n, len(steps), H, W, C]
   seconds = round(time.perf_counter() - t, 3)
   truth = np.concatenate([val_images] * len(combos))
-  score = functools.partial(
-    metrics.ssim_jit, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma
+  ssim = np.stack([_ssim(recs[:, k], truth, ctx) for k in range(len(steps))], axis=1).reshape(
+    len(combos), n, len(steps)
   )
-  ssim = np.stack(
-    [
-      parallel.batched_map(
-        score, [recs[:, k], truth], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
-      )
-      for k in range(len(steps))
-    ],
-    axis=1,
-  ).reshape(len(combos), n, len(steps))
   mse = ((recs - truth[:, None]) ** 2).mean(axis=(2, 3, 4)).reshape(len(combos), n, len(steps))
   return [
     {
@@ -181,20 +172,18 @@ def _selection(optimise, aux: AuxSet, ctx: Context, name, begin, tv_weights, ste
   ]
 
 
-def _opening(val_starts: dict, aux: AuxSet, ctx: Context) -> dict:
-  """Each start's mean SSIM on the held-out aux images, before any step (in `init` order)."""
+def _ssim(images, truth, ctx: Context) -> np.ndarray:
+  """[N] SSIM of each image against its truth, in the audit's window, over the mesh."""
   score = functools.partial(
     metrics.ssim_jit, filter_size=ctx.filter_size, filter_sigma=ctx.filter_sigma
   )
+  return parallel.batched_map(score, [images, truth], batch_size=ctx.eval_batch_size, mesh=ctx.mesh)
+
+
+def _opening(val_starts: dict, aux: AuxSet, ctx: Context) -> dict:
+  """Each start's mean SSIM on the held-out aux images, before any step (in `init` order)."""
   truth = aux.images[aux.val]
-  return {
-    name: float(
-      np.mean(
-        parallel.batched_map(score, [recs, truth], batch_size=ctx.eval_batch_size, mesh=ctx.mesh)
-      )
-    )
-    for name, recs in val_starts.items()
-  }
+  return {name: float(np.mean(_ssim(recs, truth, ctx))) for name, recs in val_starts.items()}
 
 
 def choose(selection: list[dict], tolerance: float = 0.0) -> dict:
@@ -237,7 +226,11 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     if name == "mean":
       return np.broadcast_to(mean_image, (features.shape[0], *aux.image_shape)).copy()
     init = ctx.fitted(name)
-    return (init.reconstruct_held_out if held_out else init.reconstruct)(features)
+    if held_out:
+      return init.reconstruct_held_out(
+        features, name=f"attack {name!r}", image_shape=aux.image_shape
+      )
+    return init.reconstruct(features)
 
   def optimise(starts, features, tv_weights, steps):
     def fn(s, f, w):

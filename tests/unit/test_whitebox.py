@@ -1,6 +1,8 @@
 """The whitebox attacker's choice of steps and prior on held-out auxiliary images, and the
 held-out reconstructions its starts come from."""
 
+import re
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from privjax import attacks, parallel
 from privjax.attacks import whitebox
+from privjax.errors import ModelError
 
 _PROJ = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
 
@@ -34,6 +37,16 @@ def _aux(x, n=240, n_val=40):
   f = std(np.asarray(_embed(_PROJ, x[:n])))
   idx = np.arange(n)
   return attacks.AuxSet(f, x[:n], idx[:-n_val], idx[-n_val:]), std
+
+
+def _with_model(x, fitted):
+  """(aux, standardizer, context) with the tanh projection as a differentiable model and
+  `fitted(name)` for the other attackers."""
+  aux, std = _aux(x)
+  model = attacks.Model(
+    embed=lambda p, im: jnp.asarray(std(_embed(p, im))), params=_PROJ, key="tanh"
+  )
+  return aux, std, _context(model=model, fitted=fitted)
 
 
 def _fit(name, aux, ctx, **settings):
@@ -110,12 +123,8 @@ def test_whitebox_started_from_a_lookup_still_optimises(digits8):
   # Started from nearest, whose in-sample answer on aux.val is the image itself, a choice
   # judged on in-sample starts would keep the start (0 steps) and understate the attack.
   x, _ = digits8
-  aux, std = _aux(x)
-  model = attacks.Model(
-    embed=lambda p, im: jnp.asarray(std(_embed(p, im))), params=_PROJ, key="tanh"
-  )
   fitted = {}
-  ctx = _context(model=model, fitted=lambda name: fitted[name])
+  aux, std, ctx = _with_model(x, lambda name: fitted[name])
   fitted["nearest"] = _fit("nearest", aux, ctx)
   wb = _fit("whitebox", aux, ctx, init="nearest", steps=60, checkpoints=3, tv_weights=(0.0,))
   assert wb.info["steps"] > 0
@@ -129,10 +138,6 @@ def test_whitebox_started_from_a_lookup_still_optimises(digits8):
 
 def test_whitebox_starts_from_the_best_held_out_start_and_leaves_out_a_skipped_one(digits8):
   x, _ = digits8
-  aux, std = _aux(x)
-  model = attacks.Model(
-    embed=lambda p, im: jnp.asarray(std(_embed(p, im))), params=_PROJ, key="tanh"
-  )
   fitted = {}
 
   def fit(name):
@@ -140,7 +145,7 @@ def test_whitebox_starts_from_the_best_held_out_start_and_leaves_out_a_skipped_o
       raise attacks.Skipped(f"{name} did not run")
     return fitted[name]
 
-  ctx = _context(model=model, fitted=fit)
+  aux, _, ctx = _with_model(x, fit)
   fitted["nearest"] = _fit("nearest", aux, ctx)
   fitted["ridge"] = _fit("ridge", aux, ctx, num_features=200, bandwidths=(1.0,), penalties=(1e-3,))
   settings = dict(steps=20, checkpoints=2, tv_weights=(0.0,))
@@ -167,3 +172,25 @@ def test_whitebox_starts_from_the_best_held_out_start_and_leaves_out_a_skipped_o
 )
 def test_still_rising_flags_a_curve_cut_short(curve, rising):
   assert whitebox.still_rising(curve) is rising
+
+
+@pytest.mark.parametrize(
+  "held_out,why",
+  [
+    (lambda f: np.full((len(f), 8, 8, 1), np.nan, np.float32), "with non-finite values"),
+    (lambda f: np.zeros((len(f), 4, 4, 1), np.float32), "float32 [40, 4, 4, 1]"),
+    (lambda f: np.zeros((len(f), 8, 8, 1), np.uint8), "uint8 [40, 8, 8, 1]"),
+  ],
+)
+def test_a_start_whose_held_out_images_are_not_images_is_refused_in_one_line(
+  digits8, held_out, why
+):
+  # A NaN start would lose (or, first in the list, win) the choice of start silently.
+  x, _ = digits8
+  fitted = {}
+  aux, _, ctx = _with_model(x, lambda name: fitted[name])
+  plain = _fit("nearest", aux, ctx)
+  fitted["mine"] = attacks.Fitted(plain.reconstruct, held_out=held_out)
+  expected = "attack 'mine': its held-out reconstructions must be .*" + re.escape(why)
+  with pytest.raises(ModelError, match=expected):
+    _fit("whitebox", aux, ctx, init="mine", steps=4, checkpoints=2, tv_weights=(0.0,))
