@@ -10,8 +10,8 @@ banded matrices, which XLA runs at BLAS speed.
 
 `pairwise_ssim_block` computes the same SSIM for every (reconstruction, original)
 pair: local means and variances are filtered once per image, the cross terms of all
-pairs in one pass of the same banded-matrix filter. Its diagonal equals `ssim`
-(tested).
+pairs in one pass of the same banded matrices, channels first so that both products
+contract the last axis. Its diagonal equals `ssim` (tested).
 """
 
 from __future__ import annotations
@@ -35,6 +35,15 @@ def gaussian_weights(filter_size: int, filter_sigma: float) -> np.ndarray:
   return (f / f.sum()).astype(np.float32)
 
 
+def _band(n: int, filter_size: int, filter_sigma: float) -> np.ndarray:
+  """[n - k + 1, n]: row i holds the Gaussian weights at columns i .. i + k - 1."""
+  w = gaussian_weights(filter_size, filter_sigma)
+  m = np.zeros((n - filter_size + 1, n), np.float32)
+  for i in range(n - filter_size + 1):
+    m[i, i : i + filter_size] = w
+  return m
+
+
 def gaussian_filter_fn(filter_size: int, filter_sigma: float):
   """Returns a valid-mode separable Gaussian filter over the H and W axes of [..., H, W, C].
 
@@ -43,18 +52,29 @@ def gaussian_filter_fn(filter_size: int, filter_sigma: float):
   XLA runs at BLAS speed (8x faster than dm-pix's default `jnp.convolve` filter at
   32x32 on 2 CPU cores; see benchmarks/).
   """
-  w = gaussian_weights(filter_size, filter_sigma)
-
-  def band(n):
-    m = np.zeros((n - filter_size + 1, n), np.float32)
-    for i in range(n - filter_size + 1):
-      m[i, i : i + filter_size] = w
-    return m
 
   def filter_fn(z):
     hi = jax.lax.Precision.HIGHEST
-    z = jnp.einsum("hH,...HWc->...hWc", band(z.shape[-3]), z, precision=hi)
-    return jnp.einsum("wW,...hWc->...hwc", band(z.shape[-2]), z, precision=hi)
+    z = jnp.einsum(
+      "hH,...HWc->...hWc", _band(z.shape[-3], filter_size, filter_sigma), z, precision=hi
+    )
+    return jnp.einsum(
+      "wW,...hWc->...hwc", _band(z.shape[-2], filter_size, filter_sigma), z, precision=hi
+    )
+
+  return filter_fn
+
+
+def _channels_first_filter(filter_size: int, filter_sigma: float):
+  """The same filter on [..., C, H, W], returning [..., C, Wo, Ho] (transposed): both
+  passes contract the last axis, so XLA needs no transposes of the large pair tensors
+  around the products (1.2x faster than `gaussian_filter_fn` on them at 64x64x3)."""
+
+  def filter_fn(z):
+    hi = jax.lax.Precision.HIGHEST
+    z = jnp.matmul(z, _band(z.shape[-1], filter_size, filter_sigma).T, precision=hi)
+    z = jnp.swapaxes(z, -1, -2)
+    return jnp.matmul(z, _band(z.shape[-1], filter_size, filter_sigma).T, precision=hi)
 
   return filter_fn
 
@@ -100,17 +120,20 @@ def pairwise_ssim_block(queries, gallery, *, filter_size: int, filter_sigma: flo
   `pairwise_ssim_block(a, b)[i, i] == ssim(a, b)[i]` up to float error. Local means
   and variances are filtered once per image; the cross terms filter(x_q * y_g) of all
   Q * G pairs go through the banded-matrix filter as two large matrix products.
-  Memory is O(Q * G * H * W * C): callers block Q and G.
+  Memory is O(Q * G * H * W * C): callers block Q and G (small blocks that stay in
+  the CPU's cache run fastest: scoring.py).
   """
   chex.assert_rank([queries, gallery], 4)
-  filter_fn = gaussian_filter_fn(filter_size, filter_sigma)
-  mu_q, var_q = _local_stats(queries, filter_fn)  # [Q, Ho, Wo, C]
-  mu_g, var_g = _local_stats(gallery, filter_fn)  # [G, Ho, Wo, C]
-  mu_q, var_q = mu_q[:, None], var_q[:, None]  # [Q, 1, Ho, Wo, C]
-  mu_g, var_g = mu_g[None], var_g[None]  # [1, G, Ho, Wo, C]
+  filter_fn = _channels_first_filter(filter_size, filter_sigma)
+  queries = jnp.transpose(queries, (0, 3, 1, 2))  # [Q, C, H, W]
+  gallery = jnp.transpose(gallery, (0, 3, 1, 2))
+  mu_q, var_q = _local_stats(queries, filter_fn)  # [Q, C, Wo, Ho]
+  mu_g, var_g = _local_stats(gallery, filter_fn)  # [G, C, Wo, Ho]
+  limit = jnp.sqrt(var_q)[:, None] * jnp.sqrt(var_g)[None]  # [Q, G, C, Wo, Ho]
+  mu_q, var_q = mu_q[:, None], var_q[:, None]  # [Q, 1, C, Wo, Ho]
+  mu_g, var_g = mu_g[None], var_g[None]  # [1, G, C, Wo, Ho]
   mu_qg = mu_q * mu_g
-  cov = filter_fn(queries[:, None] * gallery[None]) - mu_qg  # [Q, G, Ho, Wo, C]
-  cov = jnp.sign(cov) * jnp.minimum(jnp.sqrt(var_q * var_g), jnp.abs(cov))
+  cov = jnp.clip(filter_fn(queries[:, None] * gallery[None]) - mu_qg, -limit, limit)
   c1, c2 = K1**2, K2**2
   numer = (2 * mu_qg + c1) * (2 * cov + c2)
   denom = (mu_q**2 + mu_g**2 + c1) * (var_q + var_g + c2)
