@@ -83,15 +83,18 @@ def make_optimizer(tc) -> optax.GradientTransformation:
   return optax.adamw(schedule, weight_decay=tc.weight_decay)
 
 
-def per_example_loss(predictions, images, *, kind: str, filter_size: int, filter_sigma: float):
-  """[B] reconstruction loss: "mse", "ssim" (1 - SSIM) or "mse+ssim"."""
+def per_example_loss(
+  predictions, images, *, kind: str, filter_size: int, filter_sigma: float, ssim_weight=1.0
+):
+  """[B] reconstruction loss: "mse", "ssim" (1 - SSIM) or "mse+ssim" (mse + ssim_weight *
+  (1 - SSIM))."""
   mse = jnp.mean((predictions - images) ** 2, axis=(1, 2, 3))
   if kind == "mse":
     return mse
   dssim = 1.0 - metrics.ssim(
     predictions, images, filter_size=filter_size, filter_sigma=filter_sigma
   )
-  return dssim if kind == "ssim" else mse + dssim
+  return dssim if kind == "ssim" else mse + ssim_weight * dssim
 
 
 def train_step(state: TrainState, batch, *, loss: Callable, tx):
@@ -503,13 +506,17 @@ class _DecoderPrograms(NamedTuple):
 
 @functools.lru_cache(maxsize=8)
 def _decoder_programs(
-  decoder, make_tx, optimizer, loss_kind, filter_size, filter_sigma, feature_dim, mesh
+  decoder, make_tx, optimizer, loss_kind, ssim_weight, filter_size, filter_sigma, feature_dim, mesh
 ):
   """The decoder's jitted programs, built once per architecture, settings and mesh, so
   retraining on new data of the same shapes compiles nothing (the data are arguments).
   The optimizer is `make_tx(optimizer)`; the builder is part of the key."""
   loss_fn = functools.partial(
-    per_example_loss, kind=loss_kind, filter_size=filter_size, filter_sigma=filter_sigma
+    per_example_loss,
+    kind=loss_kind,
+    filter_size=filter_size,
+    filter_sigma=filter_sigma,
+    ssim_weight=ssim_weight,
   )
   return _DecoderPrograms(
     training=decoder_training(decoder, make_tx(optimizer), loss_fn, feature_dim, mesh=mesh),
@@ -611,6 +618,7 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     make_optimizer,
     _OptimizerSettings(tc.learning_rate, tc.warmup_steps, tc.num_steps, tc.weight_decay),
     tc.loss,
+    float(tc.ssim_weight),
     config.ssim.filter_size,
     config.ssim.filter_sigma,
     features.shape[1],

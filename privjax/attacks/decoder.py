@@ -41,6 +41,7 @@ DEFAULTS = {
   "warmup_steps": 100,  # Linear warmup steps from 0 to the peak learning rate.
   "weight_decay": 1e-4,  # AdamW decoupled weight decay.
   "loss": "mse",  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim".
+  "ssim_weight": 1.0,  # "mse+ssim": the loss is mse + ssim_weight * (1 - SSIM).
   "eval_every": 100,  # Steps between validation evaluations (and progress logs).
   "patience": 3,  # Stop after this many evaluations without improvement.
   "min_delta": 1e-5,  # Smallest validation-loss decrease that counts as improvement.
@@ -69,6 +70,7 @@ def check(name, cfg, names) -> None:
   )
   checks.number(f"{f}.weight_decay", cfg.weight_decay, 0.0)
   checks.number(f"{f}.min_delta", cfg.min_delta, 0.0)
+  checks.number(f"{f}.ssim_weight", cfg.ssim_weight, 0.0)
   checks.require(
     cfg.loss in LOSSES,
     f"config.{f}.loss must be one of 'mse', 'ssim', 'mse+ssim', got {cfg.loss!r}",

@@ -13,6 +13,11 @@ from privjax import config as config_lib
     ("min_targets", 1, "config.min_targets must be at least 10"),
     ("bootstrap_samples", 1, "config.bootstrap_samples must be at least 100"),
     ("ssim", {"filter_size": 101}, "does not fit 8x8 images"),
+    (
+      "attacks",
+      {"decoder": {"ssim_weight": -0.1}},
+      "config.attacks.decoder.ssim_weight must be a number >= 0.0, got -0.1",
+    ),
   ],
 )
 def test_degenerate_statistics_are_refused(field, value, message):
