@@ -25,8 +25,8 @@ DEFAULTS = {
   # 0 (auto, from Python and the command line alike): 64 for images under 64 pixels a
   # side, 128 from 64 up. On the default digits a wider decoder gained little (0.911 ->
   # 0.919 SSIM at 128, for 2.5x the time) while ridge and whitebox leak more; on the 64x64
-  # crops (benchmarks/crops64.py) 128 beat 64 on every measure (SSIM 0.423 vs 0.405, image
-  # re-id 0.163 vs 0.074) for 1.5x the time, where 256 or 512 cost far more.
+  # crops (benchmarks/crops64.py, mse loss) 128 beat 64 on every measure (SSIM 0.423 vs
+  # 0.405, image re-id 0.163 vs 0.074) for 1.5x the time, where 256 or 512 cost far more.
   "width": 0,
   "start_size": 4,  # Spatial size after the dense layer (upsampled by 2 per stage).
   "hidden": 512,  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
