@@ -40,12 +40,12 @@ DEFAULTS = {
   "learning_rate": 2e-3,  # Peak learning rate of the warmup + cosine schedule.
   "warmup_steps": 100,  # Linear warmup steps from 0 to the peak learning rate.
   "weight_decay": 1e-4,  # AdamW decoupled weight decay.
-  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim": mse + ssim_weight * (1 - SSIM). On the
-  # 64x64 crops "mse+ssim" at 0.1 reconstructed the targets at SSIM 0.443 (PSNR 19.42 dB,
-  # image re-id 0.163) against mse's 0.423 (19.87 dB, 0.163); weights 0.03 and 1 reached
-  # 0.437 and 0.438. On the default digits the deciding whitebox attacker was unchanged
-  # (0.958 vs 0.957).
+  # "mse" or "ssim" (1 - dm_pix SSIM) or "mse+ssim": mse + ssim_weight * (1 - SSIM).
   "loss": "mse+ssim",
+  # The weight of (1 - SSIM) in "mse+ssim". On the 64x64 crops 0.1 reconstructed the
+  # targets at SSIM 0.443 (PSNR 19.42 dB, image re-id 0.163) against mse alone's 0.423
+  # (19.87 dB, 0.163); weights 0.03 and 1 reached 0.437 and 0.438. On the default digits
+  # the deciding whitebox attacker was unchanged (0.958 vs 0.957).
   "ssim_weight": 0.1,
   "eval_every": 100,  # Steps between validation evaluations (and progress logs).
   "patience": 3,  # Stop after this many evaluations without improvement.
