@@ -32,12 +32,13 @@ def number(name: str, value, low=None, high=None) -> None:
     ok = value >= low
   if ok and high is not None:
     ok = value <= high
+  bounds = ""
   if low is not None and high is not None:
     bounds = f" in [{low}, {high}]"
-  elif low is not None or high is not None:
-    bounds = f" >= {low}" if low is not None else f" <= {high}"
-  else:
-    bounds = ""
+  elif low is not None:
+    bounds = f" >= {low}"
+  elif high is not None:
+    bounds = f" <= {high}"
   require(ok, f"config.{name} must be a number{bounds}, got {value!r}")
 
 
