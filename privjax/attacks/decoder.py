@@ -47,6 +47,12 @@ DEFAULTS = {
   # (19.87 dB, 0.163); weights 0.03 and 1 reached 0.437 and 0.438. On the default digits
   # the deciding whitebox attacker was unchanged (0.958 vs 0.957).
   "ssim_weight": 0.1,
+  # Decay of the moving average of the weights (Polyak averaging) that is evaluated for
+  # early stopping and kept as the decoder; 0: the raw weights. The decoder over-fits the
+  # auxiliary set within a few hundred steps; the average of its last ~100 steps
+  # generalises better. On the 64x64 crops 0.99 reached SSIM 0.453 (PSNR 19.67 dB)
+  # against 0.443 (19.42 dB) without it, at no extra steps; 0.995 reached 0.451.
+  "ema_decay": 0.99,
   "eval_every": 100,  # Steps between validation evaluations (and progress logs).
   "patience": 3,  # Stop after this many evaluations without improvement.
   "min_delta": 1e-5,  # Smallest validation-loss decrease that counts as improvement.
@@ -76,6 +82,10 @@ def check(name, cfg, names) -> None:
   checks.number(f"{f}.weight_decay", cfg.weight_decay, 0.0)
   checks.number(f"{f}.min_delta", cfg.min_delta, 0.0)
   checks.number(f"{f}.ssim_weight", cfg.ssim_weight, 0.0)
+  checks.number(f"{f}.ema_decay", cfg.ema_decay, 0.0)
+  checks.require(
+    cfg.ema_decay < 1.0, f"config.{f}.ema_decay must be below 1 (0: off), got {cfg.ema_decay!r}"
+  )
   checks.require(
     cfg.loss in LOSSES,
     f"config.{f}.loss must be one of 'mse', 'ssim', 'mse+ssim', got {cfg.loss!r}",

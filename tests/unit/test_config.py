@@ -1,5 +1,7 @@
 """Config checks: statistics too degenerate to judge from are refused."""
 
+import re
+
 import ml_collections
 import pytest
 
@@ -18,6 +20,11 @@ from privjax import config as config_lib
       {"decoder": {"ssim_weight": -0.1}},
       "config.attacks.decoder.ssim_weight must be a number >= 0.0, got -0.1",
     ),
+    (
+      "attacks",
+      {"decoder": {"ema_decay": 1.0}},
+      "config.attacks.decoder.ema_decay must be below 1 (0: off), got 1.0",
+    ),
   ],
 )
 def test_degenerate_statistics_are_refused(field, value, message):
@@ -25,7 +32,7 @@ def test_degenerate_statistics_are_refused(field, value, message):
 
   from privjax import config as config_lib
 
-  with pytest.raises(privjax.ConfigError, match=message):
+  with pytest.raises(privjax.ConfigError, match=re.escape(message)):
     config_lib.validate(config_lib.for_images((8, 8, 1), ml_collections.ConfigDict({field: value})))
 
 

@@ -3,8 +3,10 @@
 import functools
 import shutil
 
+import chex
 import jax
 import numpy as np
+import pytest
 
 from privjax import parallel, train
 from privjax.data import batch_indices
@@ -54,8 +56,36 @@ def test_training_stops_early_and_returns_best(digits8):
   assert conv["stopped"].startswith("early stop")
   assert conv["steps"] < 3000
   assert conv["best_step"] <= conv["steps"] - 3 * 20
-  best = min(h["val_loss"] for h in conv["history"])
-  assert conv["best_val_loss"] == best
+  # The kept evaluation is the last one that improved by at least min_delta: no later
+  # one is lower by more than that.
+  at_best = [h["val_loss"] for h in conv["history"] if h["step"] == conv["best_step"]]
+  assert at_best == [conv["best_val_loss"]]
+  assert min(h["val_loss"] for h in conv["history"]) >= conv["best_val_loss"] - cfg.train.min_delta
+
+
+def test_train_step_keeps_a_moving_average_of_the_params(digits8):
+  images = digits8[0][:64]
+  features = images.reshape(64, -1)[:, ::4].copy()
+  cfg = tiny_training(images.shape[1:])
+  mesh = parallel.data_mesh()
+  decoder = train.make_decoder(cfg, images.shape[1:])
+  loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)
+  training = train.decoder_training(
+    decoder, train.make_optimizer(cfg.train), loss_fn, 16, mesh=mesh, ema_decay=0.99
+  )
+  state = training.init(jax.random.key(0))
+  p0 = jax.tree.map(np.asarray, state.params)
+  chex.assert_trees_all_equal(state.ema, p0)
+  batch = parallel.shard_batch({"features": features, "images": images}, mesh)
+  for _ in range(3):
+    previous = jax.tree.map(np.asarray, state.ema)
+    state, _ = training.step(state, batch)
+    expected = jax.tree.map(lambda e, p: 0.99 * e + 0.01 * p, previous, state.params)
+    chex.assert_trees_all_close(state.ema, expected, rtol=1e-5, atol=1e-7)
+  with pytest.raises(AssertionError):  # it moved, and not onto the params
+    chex.assert_trees_all_close(state.ema, p0)
+  with pytest.raises(AssertionError):
+    chex.assert_trees_all_close(state.ema, state.params)
 
 
 def test_resume_on_another_device_count(digits8, tmp_path):
