@@ -7,13 +7,23 @@ import chex
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from privjax import parallel, train
 from privjax.data import batch_indices
 from tests.conftest import tiny_training
 
 
-def test_train_step_reduces_loss(digits8):
+def test_only_large_optimizer_leaves_are_split():
+  big = train.SPLIT_MIN_ELEMENTS
+  assert train.split_spec((512, 1024), 4) == P()  # a collective per step saves nothing
+  assert train.split_spec((8, big // 8), 4) == P(None, "data")  # the largest axis
+  assert train.split_spec((3, big), 4) == P(None, "data")
+  assert train.split_spec((big + 1,), 4) == P()  # no axis the device count divides
+
+
+def test_train_step_reduces_loss(digits8, monkeypatch):
+  monkeypatch.setattr(train, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
   images = digits8[0][:256]
   features = images.reshape(256, -1) @ np.random.default_rng(0).normal(size=(64, 32)).astype(
     np.float32
@@ -88,8 +98,11 @@ def test_train_step_keeps_a_moving_average_of_the_params(digits8):
     chex.assert_trees_all_close(state.ema, state.params)
 
 
-def test_resume_on_another_device_count(digits8, tmp_path):
+def test_resume_on_another_device_count(digits8, tmp_path, monkeypatch):
   """A checkpoint from 4 devices resumes on 2 (optimizer vectors are stored unpadded)."""
+  monkeypatch.setattr(train, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
+  fresh = functools.lru_cache(maxsize=8)(train._decoder_programs.__wrapped__)
+  monkeypatch.setattr(train, "_decoder_programs", fresh)  # programs built with that rule
   images = digits8[0][:300]
   features = images.reshape(300, -1)[:, ::2].copy()
   cfg = tiny_training(images.shape[1:], num_steps=80, eval_every=40, checkpoint_every=40)
