@@ -108,8 +108,8 @@ def train_step(state: TrainState, batch, *, loss: Callable, tx, ema_decay: float
 
   `loss(params, batch) -> scalar` is the mean loss of the batch. Written as on one
   device; its placement is the shardings `make_training` jits it with (params
-  replicated, the batch split over "data", the optimizer state split over "data" leaf
-  by leaf), and XLA inserts the collectives. So any optax chain (global-norm
+  replicated, the batch split over "data", the optimizer state's large leaves split over
+  "data": `split_spec`), and XLA inserts the collectives. So any optax chain (global-norm
   clipping, masked weight decay) computes what it computes on one device.
   """
   value, grads = jax.value_and_grad(loss)(state.params, batch)
