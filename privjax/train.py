@@ -231,6 +231,31 @@ def decoder_training(
   return make_training(init_params, loss, tx, mesh=mesh, ema_decay=ema_decay)
 
 
+@flax.struct.dataclass
+class _PlainState:
+  """A TrainState without an average, as checkpoints held it before `ema` existed."""
+
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def _stored(state):
+  """The state as its checkpoint holds it: without the `ema` field when there is none, so
+  a model trained without an average saves and restores (checksum included) the same tree
+  as before the field existed."""
+  if state.ema is None:
+    return _PlainState(step=state.step, params=state.params, opt_state=state.opt_state)
+  return state
+
+
+def _loaded(stored) -> TrainState:
+  """The TrainState of what `_stored` saved."""
+  if isinstance(stored, _PlainState):
+    return TrainState(step=stored.step, params=stored.params, opt_state=stored.opt_state)
+  return stored
+
+
 @contextlib.contextmanager
 def _stop_requested():
   """Yields a flag set by SIGTERM (what preemption sends) or SIGINT (Ctrl-C) while training runs.
@@ -334,11 +359,11 @@ class _FitLoop:
     """Replaces the fresh state, best params and record by the latest checkpoint's, if any."""
     if self.mngr is not None:
       abstract = self.training.abstract
-      abstract_ckpt = {"train": abstract, "best_params": abstract.params}
+      abstract_ckpt = {"train": _stored(abstract), "best_params": abstract.params}
       restored = checkpoint.restore_latest(self.mngr, abstract_ckpt)
       if restored is not None:
         ckpt_step, tree, self.meta = restored
-        self.state, self.best_params = tree["train"], tree["best_params"]
+        self.state, self.best_params = _loaded(tree["train"]), tree["best_params"]
         logging.info(
           "%s: resumed from checkpoint at step %d (%s)", self.name, ckpt_step, self.checkpoint_dir
         )
@@ -443,7 +468,7 @@ class _FitLoop:
     """Saves a checkpoint of this step (state, best params, record), if there is a workdir."""
     if self.mngr is not None:
       # Copies: the next step donates `state` while the save may still read it.
-      ckpt = jax.tree.map(jnp.copy, {"train": self.state, "best_params": self.best_params})
+      ckpt = jax.tree.map(jnp.copy, {"train": _stored(self.state), "best_params": self.best_params})
       checkpoint.save(self.mngr, self.step, ckpt, self.meta)
 
   def _interrupt(self, stop: threading.Event, *, saved: bool) -> NoReturn:

@@ -167,3 +167,15 @@ def test_the_ssim_weight_scales_only_the_ssim_term_of_the_mixed_loss():
   mse, dssim = loss(kind="mse"), loss(kind="ssim")
   np.testing.assert_allclose(loss(kind="mse+ssim", ssim_weight=0.1), mse + 0.1 * dssim, rtol=1e-6)
   np.testing.assert_allclose(loss(kind="mse+ssim"), mse + dssim, rtol=1e-6)
+
+
+def test_a_state_without_an_average_is_stored_as_before_the_average_existed():
+  """Checkpoints of models trained without an average (the recognition model) keep the
+  tree paths, so their checksums, of the three-field state that older privjax saved."""
+  state = train.TrainState(step=np.int32(3), params={"w": np.ones(2)}, opt_state=(np.zeros(2),))
+  stored = train._stored(state)
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(stored)]
+  assert paths == [".step", ".params['w']", ".opt_state[0]"]
+  assert train._loaded(stored) == state
+  averaged = state.replace(ema={"w": np.zeros(2)})
+  assert train._loaded(train._stored(averaged)) is averaged
