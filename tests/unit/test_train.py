@@ -73,7 +73,7 @@ def test_training_stops_early_and_returns_best(digits8):
   assert min(h["val_loss"] for h in conv["history"]) >= conv["best_val_loss"] - cfg.train.min_delta
 
 
-def test_train_step_keeps_a_moving_average_of_the_params(digits8):
+def test_train_step_keeps_a_debiased_moving_average_of_the_params(digits8):
   images = digits8[0][:64]
   features = images.reshape(64, -1)[:, ::4].copy()
   cfg = tiny_training(images.shape[1:])
@@ -87,15 +87,19 @@ def test_train_step_keeps_a_moving_average_of_the_params(digits8):
   p0 = jax.tree.map(np.asarray, state.params)
   chex.assert_trees_all_equal(state.ema, p0)
   batch = parallel.shard_batch({"features": features, "images": images}, mesh)
-  for _ in range(3):
-    previous = jax.tree.map(np.asarray, state.ema)
+  history = []  # Every step's params: the average is their debiased weighted mean.
+  for t in range(1, 4):
     state, _ = training.step(state, batch)
-    expected = jax.tree.map(lambda e, p: 0.99 * e + 0.01 * p, previous, state.params)
+    history.append(jax.tree.map(np.asarray, state.params))
+    weights = [0.01 * 0.99 ** (t - s) / (1 - 0.99**t) for s in range(1, t + 1)]
+    expected = jax.tree.map(lambda *ps: sum(w * p for w, p in zip(weights, ps)), *history)
     chex.assert_trees_all_close(state.ema, expected, rtol=1e-5, atol=1e-7)
-  with pytest.raises(AssertionError):  # it moved, and not onto the params
-    chex.assert_trees_all_close(state.ema, p0)
-  with pytest.raises(AssertionError):
+    if t == 1:  # The random initial params weigh nothing.
+      chex.assert_trees_all_close(state.ema, state.params, rtol=1e-6, atol=1e-8)
+  with pytest.raises(AssertionError):  # it moved, and not onto the last params
     chex.assert_trees_all_close(state.ema, state.params)
+  with pytest.raises(AssertionError):
+    chex.assert_trees_all_close(state.ema, p0)
 
 
 def test_resume_on_another_device_count(digits8, tmp_path, monkeypatch):
