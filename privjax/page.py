@@ -394,8 +394,10 @@ def render(summary: dict, images: dict) -> str:
     sections.append(
       "<h2>Decoder training</h2>"
       f'<p class="note">{_e(conv["stopped"])}; best validation loss '
-      f"{conv['best_val_loss']:.5f} at step {conv['best_step']} (predicting the mean image: "
-      f"{conv['mean_image_val_loss']:.5f}).</p>" + _img(images["curves"], "decoder loss curves")
+      f"{conv['best_val_loss']:.5f} at step {conv['best_step']}, mse "
+      f"{conv['best_val_mse']:.5f} (predicting the mean image: "
+      f"{conv['mean_image_val_loss']:.5f}, mse {conv['mean_image_val_mse']:.5f}).</p>"
+      + _img(images["curves"], "decoder loss curves")
     )
   if "strength" in images:
     sections.append(

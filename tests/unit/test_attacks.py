@@ -366,3 +366,25 @@ def test_a_round_larger_than_the_host_is_refused_before_any_attacker_runs(digits
   with pytest.raises(privjax.DataError, match=r"attacking 100 targets of 64 pixels with 5 .*"):
     _stored_audit(digits8, monkeypatch)
   assert not ran
+
+
+@pytest.mark.parametrize(
+  "best_mse, flat",
+  [(0.0295, True), (0.0300, True), (0.0200, False)],
+)
+def test_the_flat_warning_compares_held_out_mse_whatever_the_loss(best_mse, flat):
+  """A log loss is negative: the warning reads the held-out mse, not a fraction of it."""
+  from privjax.attacks.decoder import training_warnings
+
+  convergence = {
+    "history": [{"step": 200, "val_loss": -3.6}, {"step": 300, "val_loss": -3.9}],
+    "best_val_loss": -3.9,  # Far "below" the mean image's: a negative-loss comparison
+    "mean_image_val_loss": -3.5,  # would call every one of these decoders learned.
+    "best_val_mse": best_mse,
+    "mean_image_val_mse": 0.0300,
+    "best_step": 300,
+    "stopped": "early stopping",
+  }
+  cfg = ml_collections.ConfigDict({"warmup_steps": 100})
+  warned = any("validation loss flat" in w for w in training_warnings(convergence, cfg))
+  assert warned == flat

@@ -164,13 +164,18 @@ def test_any_optax_chain_computes_as_on_one_device(digits8):
   assert all(np.abs(k).max() > 0 for k in kernels) and all(np.all(b == 0) for b in biases)
 
 
-def test_the_ssim_weight_scales_only_the_ssim_term_of_the_mixed_loss():
+def test_the_ssim_weight_scales_only_the_ssim_term_of_the_mixed_losses():
   rng = np.random.default_rng(0)
   a, b = (rng.random((3, 16, 16, 1), np.float32) for _ in range(2))
   loss = functools.partial(train.per_example_loss, a, b, filter_size=5, filter_sigma=0.68)
   mse, dssim = loss(kind="mse"), loss(kind="ssim")
   np.testing.assert_allclose(loss(kind="mse+ssim", ssim_weight=0.1), mse + 0.1 * dssim, rtol=1e-6)
   np.testing.assert_allclose(loss(kind="mse+ssim"), mse + dssim, rtol=1e-6)
+  np.testing.assert_allclose(
+    loss(kind="log_mse+ssim", ssim_weight=3.0),
+    np.log(mse + train.LOG_MSE_EPS) + 3.0 * dssim,
+    rtol=1e-5,
+  )
 
 
 def test_a_state_without_an_average_is_stored_as_before_the_average_existed():
