@@ -43,9 +43,12 @@ def training_curves(history: list) -> bytes:
   """The decoder's training and validation loss at each evaluation."""
   fig, ax = _figure()
   steps = [h["step"] for h in history]
-  ax.plot(steps, [h["train_loss"] for h in history], "o-", label="training loss")
-  ax.plot(steps, [h["val_loss"] for h in history], "o-", label="validation loss (held-out aux)")
-  ax.set(xlabel="step", ylabel="loss", yscale="log")
+  train_loss, val_loss = [h["train_loss"] for h in history], [h["val_loss"] for h in history]
+  ax.plot(steps, train_loss, "o-", label="training loss")
+  ax.plot(steps, val_loss, "o-", label="validation loss (held-out aux)")
+  # A log axis for the mse losses; a loss that is already a log (log_mse+ssim) is negative.
+  positive = min(train_loss + val_loss, default=1.0) > 0
+  ax.set(xlabel="step", ylabel="loss", yscale="log" if positive else "linear")
   ax.legend(fontsize=8)
   fig.suptitle("Decoder training")
   return _png(fig)

@@ -69,3 +69,20 @@ def test_what_to_try_next_gives_the_command_that_does_it(level):
     assert ast.literal_eval(extra["attack_strength.aux_fractions"]) == (0.25, 0.5, 1.0)
   s["metadata"] = {}  # from Python: the fields to set, no command
   assert "<code>" not in page._next(s) and "privjax.assess" in page._next(s)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_training_curves_plot_positive_and_negative_losses_without_a_warning(sign):
+  """The mse losses are drawn on a log axis; log_mse+ssim is negative and drawn linear."""
+  import warnings
+
+  from privjax import plots
+
+  history = [
+    {"step": 100, "train_loss": sign * 0.02, "val_loss": sign * 0.03},
+    {"step": 200, "train_loss": sign * 0.01, "val_loss": sign * 0.025},
+  ]
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    png = plots.training_curves(history)
+  assert png.startswith(b"\x89PNG")
