@@ -92,7 +92,9 @@ def test_train_step_keeps_a_debiased_moving_average_of_the_params(digits8):
     state, _ = training.step(state, batch)
     history.append(jax.tree.map(np.asarray, state.params))
     weights = [0.01 * 0.99 ** (t - s) / (1 - 0.99**t) for s in range(1, t + 1)]
-    expected = jax.tree.map(lambda *ps: sum(w * p for w, p in zip(weights, ps)), *history)
+    expected = jax.tree.map(
+      lambda *ps, ws=tuple(weights): sum(w * p for w, p in zip(ws, ps, strict=True)), *history
+    )
     chex.assert_trees_all_close(state.ema, expected, rtol=1e-5, atol=1e-7)
     if t == 1:  # The random initial params weigh nothing.
       chex.assert_trees_all_close(state.ema, state.params, rtol=1e-6, atol=1e-8)
