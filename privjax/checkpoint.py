@@ -86,10 +86,11 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
 
   Raises:
     WorkdirError: there are checkpoints but none restores; names the newest's directory
-      and why it failed.
+      and why it failed (damage, or every step saved with another tree: another privjax
+      version's training state, which is not renamed as damaged).
   """
   directory = os.fspath(mngr.directory)
-  damaged = []
+  damaged, layouts = [], []  # layouts: steps whose saved tree differs from abstract_state's
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
       restored = mngr.restore(
@@ -100,6 +101,8 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
       )
       why = _verify(restored["state"], restored["meta"])
     except Exception as e:  # orbax and tensorstore raise many types for a damaged file
+      if any(marker in str(e) for marker in _LAYOUT_MISMATCH):
+        layouts.append(step)
       why = _one_line(e)
     if why:
       damaged.append((step, why))
@@ -120,6 +123,12 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
       )
     meta = {k: v for k, v in restored["meta"].items() if k != _CHECKSUM}
     return step, restored["state"], meta
+  if damaged and len(layouts) == len(damaged):
+    raise WorkdirError(
+      f"the checkpoint in {os.path.join(directory, str(layouts[0]))} holds a training state "
+      "laid out otherwise than this privjax's (saved by another version); delete "
+      f"{directory} to redo this stage"
+    )
   if damaged:
     step, why = damaged[0]
     raise WorkdirError(
@@ -136,6 +145,12 @@ def _verify(state, meta) -> str:
   if checksum(state, meta) != meta[_CHECKSUM]:
     return "its contents do not match the checksum saved with them"
   return ""
+
+
+# What orbax 0.12 says when a checkpoint's tree differs from the one asked for (with and
+# without shardings in the request): not damage but another layout (another privjax
+# version's training state).
+_LAYOUT_MISMATCH = ("tree structures do not match", "Structure mismatch: Target path")
 
 
 def _one_line(e: Exception) -> str:

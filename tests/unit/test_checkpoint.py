@@ -115,3 +115,20 @@ def test_no_checkpoint_is_none(tmp_path):
     assert checkpoint.restore_latest(mngr, ABSTRACT) is None
   finally:
     mngr.close()
+
+
+def test_a_checkpoint_of_another_layout_is_not_called_damaged(tmp_path):
+  """Steps saved with another tree (another privjax version) fail to restore alike: the
+  one line says so, and nothing is renamed as damaged."""
+  _two_steps(tmp_path)
+  mngr = checkpoint.manager(str(tmp_path))
+  other = {"w": ABSTRACT["w"], "ema": ABSTRACT["w"]}
+  try:
+    with pytest.raises(WorkdirError) as e:
+      checkpoint.restore_latest(mngr, other)
+  finally:
+    mngr.close()
+  message = str(e.value)
+  assert "laid out otherwise than this privjax's" in message and "damaged" not in message
+  assert f"delete {tmp_path} to redo this stage" in message and "\n" not in message
+  assert sorted(os.listdir(tmp_path)) == ["10", "20"]
