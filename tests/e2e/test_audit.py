@@ -88,7 +88,9 @@ def test_constant_embedding_is_low_risk_with_gain_ci_containing_zero(
   )
   r = report.to_dict()
   assert r["risk_level"] == "low"
-  assert r["ssim_gain_ci"][0] <= 0.0 <= r["ssim_gain_ci"][1]
+  # Zero up to float32 SSIM rounding: the own SSIM and the baseline's all-pairs SSIM are
+  # two kernels that round a few ulps (~1e-7) apart, as for test_attacks' constant attacker.
+  assert r["ssim_gain_ci"][0] <= 1e-6 and r["ssim_gain_ci"][1] >= -1e-6
   assert r["image_reid_rate"] <= 2 * r["reid_chance"]
   assert os.listdir(tmp_path) == []  # workdir=None writes no files
 
