@@ -134,8 +134,9 @@ def train_step(state: TrainState, batch, *, loss: Callable, tx, ema_decay: float
   ema = state.ema
   if ema_decay:
     # m_t = d m_(t-1) + (1 - d) p_t over 1 - d^t, written as one step towards p_t.
-    t = (state.step + 1).astype(jnp.float32)
-    step_size = (1.0 - ema_decay) / (1.0 - jnp.power(jnp.float32(ema_decay), t))
+    # Both sides in float32, so that the first step's size is exactly 1.
+    d, t = jnp.float32(ema_decay), (state.step + 1).astype(jnp.float32)
+    step_size = (1.0 - d) / (1.0 - jnp.power(d, t))
     ema = optax.incremental_update(params, ema, step_size=step_size)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
   return new_state, {"loss": value, "grad_norm": optax.tree.norm(grads)}
