@@ -372,6 +372,11 @@ def _audited(s: dict) -> str:
   )
 
 
+def _mse(conv: dict, key: str) -> str:
+  """ ", mse X" from a convergence record (absent from reports of before it was recorded)."""
+  return f", mse {conv[key]:.5f}" if key in conv else ""
+
+
 def render(summary: dict, images: dict) -> str:
   """The HTML page of an audit: `summary` is the report's JSON-ready summary; `images`
   maps "grid", "ssim_histogram", and when present "curves", "evaluator", "strength" to PNG
@@ -394,10 +399,9 @@ def render(summary: dict, images: dict) -> str:
     sections.append(
       "<h2>Decoder training</h2>"
       f'<p class="note">{_e(conv["stopped"])}; best validation loss '
-      f"{conv['best_val_loss']:.5f} at step {conv['best_step']}, mse "
-      f"{conv['best_val_mse']:.5f} (predicting the mean image: "
-      f"{conv['mean_image_val_loss']:.5f}, mse {conv['mean_image_val_mse']:.5f}).</p>"
-      + _img(images["curves"], "decoder loss curves")
+      f"{conv['best_val_loss']:.5f}{_mse(conv, 'best_val_mse')} at step {conv['best_step']} "
+      f"(predicting the mean image: {conv['mean_image_val_loss']:.5f}"
+      f"{_mse(conv, 'mean_image_val_mse')}).</p>" + _img(images["curves"], "decoder loss curves")
     )
   if "strength" in images:
     sections.append(

@@ -12,6 +12,7 @@ import functools
 
 import jax
 import ml_collections
+import numpy as np
 
 from privjax import checks, parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
@@ -98,8 +99,10 @@ def check(name, cfg, names) -> None:
   checks.number(f"{f}.min_delta", cfg.min_delta, 0.0)
   checks.number(f"{f}.ssim_weight", cfg.ssim_weight, 0.0)
   checks.number(f"{f}.ema_decay", cfg.ema_decay, 0.0)
-  checks.require(
-    cfg.ema_decay < 1.0, f"config.{f}.ema_decay must be below 1 (0: off), got {cfg.ema_decay!r}"
+  checks.require(  # In float32 (train_step's): a decay that rounds to 1 would divide 0 by 0.
+    np.float32(cfg.ema_decay) < 1.0,
+    f"config.{f}.ema_decay must be below 1 in float32 (0: off; at most 0.9999999), got "
+    f"{cfg.ema_decay!r}",
   )
   checks.require(
     cfg.loss in LOSSES,

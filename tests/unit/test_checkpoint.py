@@ -29,6 +29,15 @@ def _two_steps(directory):
 ABSTRACT = {"w": jax.ShapeDtypeStruct((64, 16), jnp.float32)}
 
 
+def _restore(directory, abstract=ABSTRACT):
+  """restore_latest on a manager of `directory` that is closed again, whatever happens."""
+  mngr = checkpoint.manager(str(directory))
+  try:
+    return checkpoint.restore_latest(mngr, abstract)
+  finally:
+    mngr.close()
+
+
 def _truncate(path):
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
@@ -85,11 +94,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_step(tmp_path, dam
     mngr.wait_until_finished()
   finally:
     mngr.close()
-  mngr = checkpoint.manager(str(tmp_path))
-  try:
-    step, state, meta = checkpoint.restore_latest(mngr, ABSTRACT)
-  finally:
-    mngr.close()
+  step, state, meta = _restore(tmp_path)
   assert step == 20 and meta == {"step": 21}
 
 
@@ -97,12 +102,8 @@ def test_no_restorable_checkpoint_is_one_line_naming_the_step(tmp_path):
   _two_steps(tmp_path)
   for step in ("10", "20"):
     DAMAGE["manifest-deleted"](tmp_path / step)
-  mngr = checkpoint.manager(str(tmp_path))
-  try:
-    with pytest.raises(WorkdirError) as e:
-      checkpoint.restore_latest(mngr, ABSTRACT)
-  finally:
-    mngr.close()
+  with pytest.raises(WorkdirError) as e:
+    _restore(tmp_path)
   message = str(e.value)
   assert f"the checkpoint in {tmp_path / '20'} is damaged" in message and "\n" not in message
   assert f"delete {tmp_path} to redo this stage" in message
@@ -110,24 +111,15 @@ def test_no_restorable_checkpoint_is_one_line_naming_the_step(tmp_path):
 
 
 def test_no_checkpoint_is_none(tmp_path):
-  mngr = checkpoint.manager(str(tmp_path / "c"))
-  try:
-    assert checkpoint.restore_latest(mngr, ABSTRACT) is None
-  finally:
-    mngr.close()
+  assert _restore(tmp_path / "c") is None
 
 
 def test_a_checkpoint_of_another_layout_is_not_called_damaged(tmp_path):
   """Steps saved with another tree (another privjax version) fail to restore alike: the
   one line says so, and nothing is renamed as damaged."""
   _two_steps(tmp_path)
-  mngr = checkpoint.manager(str(tmp_path))
-  other = {"w": ABSTRACT["w"], "ema": ABSTRACT["w"]}
-  try:
-    with pytest.raises(WorkdirError) as e:
-      checkpoint.restore_latest(mngr, other)
-  finally:
-    mngr.close()
+  with pytest.raises(WorkdirError) as e:
+    _restore(tmp_path, {"w": ABSTRACT["w"], "ema": ABSTRACT["w"]})
   message = str(e.value)
   assert "laid out otherwise than this privjax's" in message and "damaged" not in message
   assert f"delete {tmp_path} to redo this stage" in message and "\n" not in message

@@ -23,7 +23,13 @@ from privjax import config as config_lib
     (
       "attacks",
       {"decoder": {"ema_decay": 1.0}},
-      "config.attacks.decoder.ema_decay must be below 1 (0: off), got 1.0",
+      "config.attacks.decoder.ema_decay must be below 1 in float32 (0: off; at most "
+      "0.9999999), got 1.0",
+    ),
+    (
+      "attacks",
+      {"decoder": {"ema_decay": 0.99999999}},  # 1.0 in float32
+      "config.attacks.decoder.ema_decay must be below 1 in float32",
     ),
   ],
 )
