@@ -9,6 +9,7 @@ own module and gets arrays and its own settings; none calls back into this one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import jax
@@ -26,6 +27,7 @@ from privjax import (
   parallel,
   provenance,
   scoring,
+  screening,
   sources,
   strength,
   sweep,
@@ -163,17 +165,20 @@ def run(
 
 
 def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
-  """The stages: extraction, the evaluator, the attack round, attacker strength, the
-  no-information reference, the defense sweep, the report."""
+  """The stages: extraction, feature screening, the evaluator, the attack round, attacker
+  strength, the no-information reference, the defense sweep, the report."""
   timer = provenance.Timer()
   mesh = parallel.data_mesh()
-  aux, targets = inputs.aux, inputs.targets
+  targets = inputs.targets
   if inputs.feature_dim is None and inputs.embed_fn is not None and len(cfg.defense.sweep):
     # The sweep's strengths bounded by the width, before anything is written.
     dim = extraction.feature_width(inputs.embed_fn, inputs.params, targets.shape[1:])
     config_lib.check_sweep(cfg, dim=dim)
   with timer.stage("extraction"):
     f_aux, f_tgt, model = _extract(inputs, cfg, mesh, workdir)
+  screened = screening.screen(f_aux, f_tgt)
+  inputs, f_aux = _screened(inputs, f_aux, screened)
+  aux = inputs.aux
   the_judge = None
   if inputs.evaluator is not None:
     with timer.stage("identity"):
@@ -207,6 +212,7 @@ def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
     calibration=None if the_judge is None else the_judge.calibration,
     evaluator_info=None if inputs.evaluator is None else inputs.evaluator.info,
     defense=defense,
+    data_warnings=tuple(screened.warnings()),
     config=cfg,
     environment=provenance.environment(
       inputs.metadata, dict(timer.seconds, total=provenance.since(t_start))
@@ -259,6 +265,22 @@ def _extract(inputs: inputs_lib.Inputs, cfg, mesh, workdir):
       f"{f_tgt.shape[1]}-d for target_images"
     )
   return f_aux, f_tgt, model
+
+
+def _screened(inputs: inputs_lib.Inputs, f_aux, screened: screening.Screened):
+  """(inputs, f_aux) without the auxiliary rows screening left out (logged), and each
+  target's `feature_row` for per_image.csv."""
+  for w in screened.warnings():
+    logging.warning("features: %s", w)
+  keep = screened.keep
+  aux_ids, target_ids = inputs.sweep_labels
+  inputs = dataclasses.replace(
+    inputs,
+    aux=inputs.aux[keep],
+    sweep_labels=(None if aux_ids is None else aux_ids[keep], target_ids),
+    per_target={**inputs.per_target, "feature_row": screened.target_flags()},
+  )
+  return inputs, f_aux[keep]
 
 
 def _judge(inputs: inputs_lib.Inputs, cfg, mesh, workdir) -> judge.Judge:

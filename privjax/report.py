@@ -126,6 +126,7 @@ def build(
   calibration=None,
   evaluator_info: dict | None = None,
   defense: dict | None = None,
+  data_warnings: tuple = (),
 ) -> Report:
   """The Report of an audit: the deciding attacker's numbers at the top, every attacker's row.
 
@@ -149,9 +150,12 @@ def build(
     calibration: the evaluator's `identity.Calibration` on the originals, or None.
     evaluator_info: what the evaluator is (kind, architecture, accuracy), or None.
     defense: the defense sweep (privjax.sweep.run; sweep.json), or None when none ran.
+    data_warnings: what the inputs' checks found (privjax.screening's extreme feature rows),
+      listed first.
   """
   best = scores[deciding]
-  warnings = _warnings(outcomes, defense, calibration, config.risk)
+  warnings = [f"features: {w}" for w in data_warnings]
+  warnings += _warnings(outcomes, defense, calibration, config.risk)
   level, reasons = verdicts[deciding]
   n = targets.shape[0]
   summary = {
