@@ -35,14 +35,21 @@ def extract_features(
   if not isinstance(out, np.ndarray) or out.ndim != 2:
     shape = getattr(out, "shape", type(out).__name__)
     raise ModelError(f"{who} must return features of rank 2 [N, D], got {shape} for {name}")
+  if out.dtype.kind not in _REAL_KINDS:
+    raise ModelError(f"{who} must return real features [N, D], got dtype {out.dtype} for {name}")
   if not np.all(np.isfinite(out)):
     bad = int(np.sum(~np.all(np.isfinite(out), axis=1)))
     raise ModelError(f"{who} returned non-finite features for {bad} of {len(out)} {name}")
   return out.astype(np.float32)
 
 
+# The dtype kinds features may come in: float, signed and unsigned int, bool. Complex,
+# object, string, datetime and void features are refused, never cast.
+_REAL_KINDS = "fiub"
+
+
 def check_features(features, n: int, *, name: str) -> np.ndarray:
-  """Stored features [n, D], finite; or a one-line DataError.
+  """Stored features [n, D] of real numbers, finite; or a one-line DataError.
 
   float32 and narrower floats come back as float32; float64 and integers as float64, so a
   large offset (1e8 on features spanning 2) keeps the signal until standardisation centres
@@ -50,10 +57,19 @@ def check_features(features, n: int, *, name: str) -> np.ndarray:
   """
   try:
     f = np.asarray(features)
-    wide = f.dtype.kind in "iu" or (f.dtype.kind == "f" and f.dtype.itemsize > 4)
-    f = f.astype(np.float64 if wide else np.float32)
   except (TypeError, ValueError) as e:
     raise DataError(f"{name} must be a numeric array [N, D], got {type(features).__name__}") from e
+  if f.dtype.kind not in _REAL_KINDS:  # a cast would drop a complex part or guess at objects
+    raise DataError(
+      f"{name} must be real numbers (float, int or bool) [N, D], got dtype {f.dtype}"
+      + (
+        ": convert them yourself, e.g. stack real and imaginary parts"
+        if f.dtype.kind == "c"
+        else ""
+      )
+    )
+  wide = f.dtype.kind in "iu" or (f.dtype.kind == "f" and f.dtype.itemsize > 4)
+  f = f.astype(np.float64 if wide else np.float32)
   if f.ndim != 2 or f.shape[0] != n:
     raise DataError(f"{name} must have shape [{n}, D] (one row per image), got {f.shape}")
   if not np.all(np.isfinite(f)):

@@ -58,3 +58,44 @@ def test_bfloat16_sized_jitter_in_a_float32_model_is_refused_unless_allowed():
   with pytest.raises(ModelError, match="raise --config.purity_tolerance"):
     _probe(_model(jnp.float32, 0.004))
   _probe(_model(jnp.float32, 0.004), tolerance=0.01)
+
+
+@pytest.mark.parametrize(
+  "features",
+  [
+    np.ones((5, 3), np.complex64) * (1 + 2j),  # the signal in the imaginary part
+    np.full((5, 3), None, dtype=object),
+    np.full((5, 3), "0.5"),
+    np.zeros((5, 3), "datetime64[s]"),
+  ],
+  ids=["complex", "object", "string", "datetime"],
+)
+def test_stored_features_that_are_not_real_numbers_are_refused_in_one_line(features):
+  import warnings
+
+  from privjax.errors import DataError
+
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # no ComplexWarning: refused, never cast
+    with pytest.raises(DataError, match=r"aux_features must be real numbers .* got dtype") as e:
+      extraction.check_features(features, 5, name="aux_features")
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int32, np.float16, np.float64])
+def test_stored_real_features_are_accepted(dtype):
+  out = extraction.check_features(np.ones((5, 3), dtype), 5, name="aux_features")
+  assert out.shape == (5, 3) and out.dtype.kind == "f"
+
+
+def test_a_model_returning_complex_features_is_refused(digits8):
+  x = digits8[0][:40]
+  with pytest.raises(ModelError, match="real features .* got dtype complex64"):
+    extraction.extract_features(
+      jax.jit(lambda p, im: im.reshape(im.shape[0], -1).astype(jnp.complex64) @ p),
+      jnp.ones((64, 4), jnp.complex64),
+      x,
+      mesh=parallel.data_mesh(),
+      batch_size=16,
+      name="aux_images",
+    )
