@@ -182,14 +182,18 @@ class Round:
       )
 
   def _verdict(self, sc: scoring.Scores):
-    means = sc.summary().get("metrics", {})
+    # A metric votes by the lower end of its gain's CI over its no-information baseline
+    # (what the metric gives on mismatched pairs), as SSIM does: never by its raw mean.
     return risk.verdict(
       ssim_gain_ci_low=sc.gain_ci[0],
       image_reid_rate=float(sc.per_image["image_reid_hit"].mean()),
       reid_chance=1.0 / self.targets.shape[0],
       thresholds=self.thresholds,
       identity=identity_input(sc.identity, self.thresholds.identity_fmr),
-      metrics=[(name, means[name], high, medium) for name, high, medium in self.metric_thresholds],
+      metrics=[
+        (name, sc.metric_gain_ci[name][0], high, medium)
+        for name, high, medium in self.metric_thresholds
+      ],
     )
 
 

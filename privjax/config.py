@@ -59,8 +59,11 @@ def audit_config() -> ml_collections.ConfigDict:
   _scoring(c)
   # Extra per-target metrics (privjax/scoring.py METRICS): name -> {type, high, medium}.
   # `type` is a registered metric or "package.module:function" `fn(originals,
-  # reconstructions) -> [B]` (higher: more leakage); each gets a per_image.csv column and a
-  # mean per attacker; a mean reaching `high` (or `medium`) raises the verdict (0: off).
+  # reconstructions) -> [B]` (higher: more leakage); each gets per_image.csv columns (its
+  # value and `baseline_<name>`) and per attacker its mean, its no-information baseline
+  # (its mean over mismatched pairs: each target's original against other targets'
+  # reconstructions, 8 cyclic shifts drawn from the seed) and the gain with a 95% CI; a
+  # gain CI lower bound reaching `high` (or `medium`) raises the verdict (0: off).
   c.metrics = ml_collections.ConfigDict()
   _risk(c)
   # The evaluator's thresholds: fixed on the original targets alone, at these false match
@@ -377,9 +380,11 @@ def scoring_settings(c: ml_collections.ConfigDict) -> scoring.Settings:
 
 def resolve(image_shape, config=None, *, feature_dim: int | None = None, whole: bool = False):
   """The audit's config, once: `for_images`, then `validate` (feature_dim: the features'
-  width when known before any work, bounding the sweep's strengths)."""
+  width when known before any work, bounding the sweep's strengths), then each metric
+  traced on the image shape (scoring.check_metrics)."""
   c = for_images(image_shape, config, whole=whole)
   validate(c, feature_dim=feature_dim)
+  scoring.check_metrics(scoring_settings(c).metrics, image_shape)
   return c
 
 

@@ -222,7 +222,20 @@ def _cached_encoder():
 def dlib_accepts(originals, reconstructions):
   """[B] 1.0 where dlib's encoder takes the reconstruction for the original's person (their
   descriptors closer than 0.6), else 0.0: the encoder's own judgement, a per-target metric
-  (config.metrics type "privjax.faces:dlib_accepts"), [B, 150, 150, 3] images in [0, 1]."""
+  (config.metrics type "privjax.faces:dlib_accepts"), [B, 150, 150, 3] images in [0, 1].
+
+  Other images are refused (ValueError: the config check traces the metric on the
+  targets' shape, so this refuses the audit before any work): on grey or smaller images
+  the encoder's 0.6 was never calibrated, and what it accepts means nothing."""
+  chip = (CHIP_SIZE, CHIP_SIZE, 3)
+  for what, x in (("originals", originals), ("reconstructions", reconstructions)):
+    if tuple(x.shape[1:]) != chip:
+      raise ValueError(
+        f"dlib_accepts judges {CHIP_SIZE}x{CHIP_SIZE} RGB face chips as dlib aligns them "
+        f"(config.data.image_size={CHIP_SIZE}, config.data.channels=3, config.data.align="
+        f"'dlib'), got {what} of {'x'.join(map(str, x.shape[1:]))}: dlib's same-person "
+        "distance means nothing on them"
+      )
   embed_fn, params = _cached_encoder()
   distance = jnp.linalg.norm(
     embed_fn(params, originals) - embed_fn(params, reconstructions), axis=-1

@@ -71,6 +71,17 @@ def _ci(pair) -> str:
   return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
 
 
+def _metric(entry) -> str:
+  """A config.metrics entry of a report's row: its mean against its no-information baseline,
+  then its gain with the 95% CI (a bare number: an older report's mean alone)."""
+  if not isinstance(entry, dict):
+    return _num(entry)
+  return (
+    f"{entry['mean']:.3f} vs {entry['baseline']:.3f}, gain {entry['gain']:.3f} "
+    f"{_ci(entry['gain_ci'])}"
+  )
+
+
 def _img(png: bytes, alt: str) -> str:
   data = base64.b64encode(png).decode("ascii")
   return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
@@ -199,6 +210,13 @@ def _first_screen(s: dict) -> str:
     f"targets; chance {s['reid_chance']:.4f}",
     f"PSNR {s['psnr']:.1f} dB",
   ]
+  for name, m in (s.get("metrics") or {}).items():  # config.metrics, beside its chance level
+    if isinstance(m, dict):
+      numbers.append(
+        f"{_e(name)} <b>{m['mean']:.3f}</b>, against {m['baseline']:.3f} with no information "
+        f"about the target (its mean over mismatched pairs): a gain of <b>{m['gain']:.3f}</b>, "
+        f"95% CI {_ci(m['gain_ci'])}"
+      )
   sar = _type2(s, fmr)
   if sar is not None:
     row = readings.at_fmr(s["identity"], fmr)
@@ -237,7 +255,7 @@ def _attackers(s: dict) -> str:
     "image re-id",
     "model re-id",
     f"type-II SAR@{fmr:g}",
-    *(_e(m) for m in extra),
+    *(f"{m} vs baseline, gain (95% CI)" for m in extra),  # (_table escapes headers)
     "seconds",
   ]
   rows, notes = [], []
@@ -260,7 +278,7 @@ def _attackers(s: dict) -> str:
         _num(r["image_reid_rate"]),
         _num(r["reid_rate"]),
         "n/a" if sar is None else f"{sar['rate']:.3f} {_ci(sar['ci'])}",
-        *(_num(r.get("metrics", {}).get(m)) for m in extra),
+        *(_metric(r.get("metrics", {}).get(m)) for m in extra),
         _num(r["seconds"], 1) + ("*" if r.get("cached") else ""),
       ]
     )
@@ -268,7 +286,15 @@ def _attackers(s: dict) -> str:
     "<h2>The attackers</h2>"
     '<p class="note">Each attacker learns to invert the features from the auxiliary images '
     "only; the verdict follows the most severe. Model re-id uses the audited model itself "
-    "and never decides. Their warnings are listed once, in the verdict above.</p>"
+    "and never decides. Their warnings are listed once, in the verdict above."
+    + (
+      " Each metric of config.metrics is shown against its no-information baseline (its "
+      "mean over mismatched pairs: a target's original against other targets' "
+      "reconstructions); with thresholds it votes by its gain's 95% CI lower bound."
+      if extra
+      else ""
+    )
+    + "</p>"
     + _table(header, rows)
     + ("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>" if notes else "")
     + (

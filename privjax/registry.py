@@ -69,10 +69,22 @@ def call_fn(fn, name, what, error, *args, user=True, passthrough=(), **kwargs):
     raise
   except Exception as e:  # noqa: BLE001 (any failure of user code is the input's)
     logging.vlog(1, "%s raised:", what, exc_info=True)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     raise error(
-      f"{what} ({name}) raised {type(e).__name__}: {first} (--verbosity=1 logs its traceback)"
+      f"{what} ({name}) raised {type(e).__name__}: {one_line(e)} (--verbosity=1 logs its traceback)"
     ) from e
+
+
+def one_line(e: BaseException) -> str:
+  """The first line of `e`'s message; when the message carries a traceback (an error
+  raised on the host inside a jitted computation, as JAX wraps it), with its last line,
+  the error that started it."""
+  lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+  if not lines:
+    return ""
+  marker = "Traceback (most recent call last):"
+  if len(lines) > 1 and marker in lines[0]:
+    return f"{lines[0].replace(marker, '').strip()} {lines[-1]}".strip()
+  return lines[0]
 
 
 class Registry:

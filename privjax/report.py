@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from privjax import identity as identity_lib
 from privjax import metrics, page, plots, readings
 from privjax import risk as risk_lib
-from privjax.scoring import PSNR_CAP_DB
+from privjax.scoring import METRIC_BASELINE_SHIFTS, PSNR_CAP_DB
 from privjax.workdir import publish
 
 REPORT_JSON = "report.json"
@@ -96,6 +96,14 @@ def _no_evaluator(environment: dict) -> str:
   )
 
 
+_METRIC_BASELINE = (
+  "each config.metrics entry's metrics.<name>: mean, its no-information baseline (the "
+  "metric's mean over mismatched pairs: each target's original against the same attacker's "
+  f"reconstructions of other targets, {METRIC_BASELINE_SHIFTS} cyclic shifts of the targets "
+  "drawn from the seed; per target in per_image.csv's baseline_<name>), the gain (mean minus "
+  "baseline) and its 95% bootstrap CI; a metric with thresholds votes by that CI's lower "
+  "bound, never by its mean"
+)
 _FEATURE_STANDARDISATION = (
   "every attacker learns from features standardised per dimension on the auxiliary set (zero "
   "mean, unit variance), so their units never decide"
@@ -167,6 +175,7 @@ def build(
     **best.summary(),  # reid_rate is None without a model to re-embed with
     "mean_image_ssim": float(mean_image_ssim.mean()),
     **_methods(best.exact, config.reid, model_reid),
+    **({"metric_baseline": _METRIC_BASELINE} if best.metrics else {}),
     "reid_chance": 1.0 / n,
     "warnings": warnings,
     "attacks": _attack_rows(outcomes, scores, verdicts),
@@ -356,8 +365,9 @@ def _label_match(best, labels) -> dict:
 
 
 def _per_image(best, scores: dict, deciding: str, mean_image_ssim, labels, per_target) -> dict:
-  """per_image.csv's columns: the deciding attacker's, the mean image's SSIM, the other
-  attackers' SSIM, the labels and the per-target text columns."""
+  """per_image.csv's columns: the deciding attacker's (each config.metrics entry with its
+  baseline_<name>), the mean image's SSIM, the other attackers' SSIM, the labels and the
+  per-target text columns."""
   per_image = dict(best.per_image)
   per_image["mean_image_ssim"] = mean_image_ssim.astype(np.float64)
   for name, sc in scores.items():
@@ -432,7 +442,7 @@ def per_image_csv(per_image: dict) -> bytes:
   n = len(per_image[columns[0]])
   buf = io.StringIO()
   w = csv.writer(buf)
-  w.writerow(["index"] + columns)
+  w.writerow(["index"] + [_text_cell(c) for c in columns])  # a metric's name is user text
   for i in range(n):
     row = [i]
     for c in columns:

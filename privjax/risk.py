@@ -9,9 +9,15 @@ decides: a decoder can reproduce a low-dimensional embedding without reproducing
 
   high    gain CI low >= risk.high_ssim_gain, or image re-id >= risk.high_image_reid,
           or type-II SAR >= risk.high_identity_sar (each rate also >=
-          risk.medium_reid_over_chance x its chance level)
+          risk.medium_reid_over_chance x its chance level), or a config.metrics entry's
+          gain CI low >= its own high
   medium  the same with the medium thresholds
   low     otherwise
+
+A metric of config.metrics votes like SSIM, by the lower end of the 95% CI of its gain
+over its no-information baseline (its mean over mismatched pairs, privjax.scoring), never
+by its raw mean: a metric that accepts almost any face would otherwise vote high for
+reconstructions that are other people's faces.
 """
 
 from __future__ import annotations
@@ -45,19 +51,28 @@ def verdict(
 
   `identity`, when an evaluator judged the reconstructions: (type-II SAR at
   risk.identity_fmr, its chance level: the larger of that FMR and the attacker's own
-  impostor accept rate). `metrics`: (name, mean over targets, high, medium) of the
-  config.metrics with thresholds (0: that level off), higher meaning more leakage.
+  impostor accept rate). `metrics`: (name, the 95% CI lower bound of its mean gain over
+  its no-information baseline, high, medium) of the config.metrics (thresholds 0: that
+  level off), higher meaning more leakage.
   """
+  metrics = list(metrics)
   values = (ssim_gain_ci_low, image_reid_rate, reid_chance, *(identity or ()))
+  values += tuple(m[1] for m in metrics)
   if not all(math.isfinite(v) for v in values):
     raise TrainingError(
       f"cannot judge: a non-finite score (SSIM gain CI low {ssim_gain_ci_low}, image re-id "
-      f"{image_reid_rate}, chance {reid_chance}, identity {identity}); no verdict is given "
-      "from NaN"
+      f"{image_reid_rate}, chance {reid_chance}, identity {identity}, metric gain CI lows "
+      f"{ {m[0]: m[1] for m in metrics} }); no verdict is given from NaN"
     )
   criteria = _criteria(ssim_gain_ci_low, image_reid_rate, reid_chance, thresholds, identity)
   criteria += [
-    _Criterion(f"metric {name} {value:.3f}", value, high or math.inf, medium or high, None)
+    _Criterion(
+      f"metric {name} gain over its baseline, 95% CI lower bound {value:.3f}",
+      value,
+      high or math.inf,
+      medium or high,
+      None,
+    )
     for name, value, high, medium in metrics
     if high or medium
   ]

@@ -4,7 +4,9 @@
 MSE against the originals, the no-information baseline (each target against the other
 targets' reconstructions by the same attacker, so no attacker can invent leakage), the
 bootstrap CI of the gain, image-space rank-1 identification, and, when the audited
-model can re-embed the reconstructions, model re-id.
+model can re-embed the reconstructions, model re-id. Each metric of config.metrics gets
+the same treatment: its value per target, its baseline on mismatched pairs and the CI
+of its gain (`metric_scores`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from privjax import metrics, parallel
-from privjax.errors import ModelError
-from privjax.registry import Registry
+from privjax.errors import ConfigError, ModelError
+from privjax.registry import Registry, call_fn
 
 # Per-target metrics beyond SSIM / PSNR / MSE: a registered name or a user's
 # "package.module:function" in config.metrics; `fn(originals, reconstructions)` maps
 # [B, H, W, C] batches in [0, 1] to [B] values, higher meaning more leakage, jittable.
-# Each reaches per_image.csv, every attacker's row of report.json and report.html, and,
-# with thresholds, the verdict (risk.verdict).
+# Each reaches per_image.csv, every attacker's row of report.json and report.html with its
+# no-information baseline and gain, and, with thresholds, the verdict (risk.verdict) by
+# the lower end of its gain's CI.
 METRICS = Registry("metric")
+# A metric's baseline pairs each target's original with the reconstruction of the target
+# `shift` places on (cyclically), for this many distinct shifts drawn from the seed: a
+# mismatched pair per target and shift, every reconstruction used once per shift, memory
+# linear in N and the metric computed (1 + this) times.
+METRIC_BASELINE_SHIFTS = 8
+# per_image columns of the scoring stage and the report: no metric may take their names.
+RESERVED_COLUMNS = (
+  "index",
+  "source",
+  "label",
+  "label_name",
+  "ssim",
+  "psnr",
+  "mse",
+  "baseline_ssim",
+  "image_reid_hit",
+  "reid_hit",
+  "mean_image_ssim",
+)
 
 # Largest block of target pixels the shortlist sends to the devices at once (~128 MiB).
 _SHORTLIST_BLOCK_ELEMENTS = 2**25
@@ -182,9 +204,12 @@ class Scores:
   identity: dict | None = None  # the evaluator's judgement (identity.evaluate), or None
   type2_scores: np.ndarray | None = None  # its type-II scores on identity.FINE_BINS (counts)
   metrics: tuple = ()  # the names of config.metrics' columns in per_image
+  # name -> 95% bootstrap CI of the mean gain of config.metrics.<name> over its baseline
+  metric_gain_ci: dict = dataclasses.field(default_factory=dict)
 
   def summary(self) -> dict:
-    """JSON-ready means: ssim, psnr, mse, baseline_ssim, ssim_gain, its CI, re-id rates."""
+    """JSON-ready means: ssim, psnr, mse, baseline_ssim, ssim_gain, its CI, re-id rates and,
+    per config.metrics entry, {mean, baseline, gain, gain_ci}."""
     p = self.per_image
     out = {
       "ssim": float(p["ssim"].mean()),
@@ -197,7 +222,15 @@ class Scores:
       "reid_rate": float(p["reid_hit"].mean()) if "reid_hit" in p else None,
     }
     if self.metrics:
-      out["metrics"] = {name: float(p[name].mean()) for name in self.metrics}
+      out["metrics"] = {
+        name: {
+          "mean": float(p[name].mean()),
+          "baseline": float(p[baseline_column(name)].mean()),
+          "gain": float((p[name] - p[baseline_column(name)]).mean()),
+          "gain_ci": [float(v) for v in self.metric_gain_ci[name]],
+        }
+        for name in self.metrics
+      }
     if self.identity is not None:
       out["identity"] = self.identity
     return out
@@ -246,8 +279,13 @@ def score(
     )
     per_image["reid_hit"] = metrics.rank1_hits(cos).astype(np.int64)
     model_best = np.argmax(cos, axis=1)
+  metric_ci = {}
   for name, kind in settings.metrics:
-    per_image[name] = extra_metric(name, kind, targets, recon, settings=settings, mesh=mesh)
+    own, base = metric_scores(name, kind, targets, recon, settings=settings, mesh=mesh)
+    per_image[name], per_image[baseline_column(name)] = own, base
+    metric_ci[name] = tuple(
+      metrics.bootstrap_mean_ci(own - base, samples=settings.bootstrap_samples, seed=settings.seed)
+    )
   ci = metrics.bootstrap_mean_ci(gain, samples=settings.bootstrap_samples, seed=settings.seed)
   identity, type2 = (None, None) if judge_identity is None else judge_identity(recon)
   return Scores(
@@ -259,6 +297,7 @@ def score(
     identity,
     None if type2 is None else type2["type2_scores"],
     tuple(name for name, _ in settings.metrics),
+    metric_ci,
   )
 
 
@@ -267,23 +306,107 @@ def _jitted(fn):
   return jax.jit(fn)
 
 
-def extra_metric(name, kind, targets, recon, *, settings: Settings, mesh) -> np.ndarray:
-  """[N] float64 values of config.metrics.<name> (a METRICS plug-in), checked at the seam."""
-  fn = METRICS.get(kind, field=f"metrics.{name}.type").fn
-  try:
-    values = parallel.batched_map(
-      _jitted(fn), [targets, recon], batch_size=settings.batch_size, mesh=mesh
-    )
-  except (TypeError, ValueError) as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ModelError(f"metric {name!r} ({kind}) raised {type(e).__name__}: {first}") from e
+def baseline_column(name: str) -> str:
+  """The per_image column of config.metrics.<name>'s no-information baseline."""
+  return f"baseline_{name}"
+
+
+def baseline_shifts(n: int, seed: int) -> np.ndarray:
+  """The sorted shifts s in [1, n) of the metrics' baselines: target i's original against
+  target (i + s) % n's reconstruction; min(METRIC_BASELINE_SHIFTS, n - 1) distinct ones,
+  drawn from `seed` alone."""
+  if n < 2:
+    raise ModelError(f"a baseline needs at least 2 targets to mismatch, got {n}")
+  k = min(METRIC_BASELINE_SHIFTS, n - 1)
+  return np.sort(np.random.default_rng((seed, 13)).choice(np.arange(1, n), size=k, replace=False))
+
+
+def metric_scores(name, kind, targets, recon, *, settings: Settings, mesh):
+  """([N] values, [N] baseline) of config.metrics.<name> (a METRICS plug-in) in float64.
+
+  The value: the metric of each target's original and its reconstruction. The baseline:
+  what the same metric gives with no information about the target, its mean over the
+  mismatched pairs of `baseline_shifts` (the target's original against other targets'
+  reconstructions by the same attacker), as SSIM's baseline is. Every call of the metric
+  goes through the plug-in guard and its output is checked at the seam.
+  """
+  plugin = METRICS.get(kind, field=f"metrics.{name}.type")
+  own = _metric_values(name, plugin, targets, recon, settings=settings, mesh=mesh)
+  n = targets.shape[0]
+  rows = np.arange(n)
+  base = np.zeros(n, np.float64)
+  shifts = baseline_shifts(n, settings.seed)
+  for s in shifts:  # one shifted copy of the reconstructions at a time
+    others = recon[(rows + s) % n]
+    base += _metric_values(name, plugin, targets, others, settings=settings, mesh=mesh)
+  return own, base / len(shifts)
+
+
+def _metric_values(name, plugin, targets, recon, *, settings: Settings, mesh) -> np.ndarray:
+  """[N] float64 values of the metric `plugin` on (targets[i], recon[i]): jitted, batched
+  over the mesh, through the plug-in guard (what a user's metric raises is one line naming
+  it), checked at the seam (one finite number per image)."""
+  values = call_fn(
+    parallel.batched_map,
+    plugin.name,
+    f"metric {name!r}",
+    ModelError,
+    _jitted(plugin.fn),
+    [targets, recon],
+    batch_size=settings.batch_size,
+    mesh=mesh,
+    user=not plugin.builtin,
+  )
   values = np.asarray(values)
   if values.shape != (targets.shape[0],) or not np.all(np.isfinite(values)):
     raise ModelError(
-      f"metric {name!r} ({kind}) must return one finite number per image, got shape "
+      f"metric {name!r} ({plugin.name}) must return one finite number per image, got shape "
       f"{values.shape}{'' if values.shape != (targets.shape[0],) else ' with non-finite values'}"
     )
   return values.astype(np.float64)
+
+
+def check_metrics(metric_types, image_shape) -> None:
+  """Refuses in one line, before any work, a config.metrics entry that cannot score images
+  of `image_shape` ([H, W, C]): a name another per_image column has, a metric that raises
+  on such images or returns other than one number per image. Each is traced once on a
+  batch of two abstract images (jax.eval_shape: nothing is computed).
+
+  Args:
+    metric_types: (name, type) of config.metrics, as Settings.metrics.
+    image_shape: the targets' [H, W, C].
+  """
+  names = [name for name, _ in metric_types]
+  for name, kind in metric_types:
+    if name in RESERVED_COLUMNS:
+      raise ConfigError(
+        f"config.metrics.{name}: the name of one of privjax's own per_image.csv columns "
+        f"{list(RESERVED_COLUMNS)}; rename the metric"
+      )
+    if baseline_column(name) in names:
+      raise ConfigError(
+        f"config.metrics.{name}: its baseline's per_image.csv column "
+        f"{baseline_column(name)!r} is config.metrics.{baseline_column(name)}'s; rename one"
+      )
+    plugin = METRICS.get(kind, field=f"metrics.{name}.type")
+    shape = "x".join(str(int(d)) for d in image_shape)
+    spec = jax.ShapeDtypeStruct((2, *(int(d) for d in image_shape)), jnp.float32)
+    out = call_fn(
+      jax.eval_shape,
+      plugin.name,
+      f"config.metrics.{name} on {shape} images",
+      ConfigError,
+      plugin.fn,
+      spec,
+      spec,
+      user=not plugin.builtin,
+    )
+    if getattr(out, "shape", None) != (2,):
+      got = getattr(out, "shape", type(out).__name__)
+      raise ConfigError(
+        f"config.metrics.{name} ({plugin.name}) must return one number per image, [B]: "
+        f"got {got} for a batch of 2 {shape} images"
+      )
 
 
 def mean_image_ssim(aux, targets, *, settings: Settings, mesh) -> np.ndarray:

@@ -131,3 +131,36 @@ def test_dlib_accepts_an_aligned_face_as_itself_and_not_a_grey_image():
   candidates = np.stack([chip, np.full_like(chip, 0.5)])  # grey: descriptor distance 0.76
   accepted = np.asarray(faces.dlib_accepts(originals, candidates))
   np.testing.assert_array_equal(accepted, [1.0, 0.0])
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (150, 150, 1), (64, 64, 3)])
+def test_dlib_accepts_refuses_images_it_cannot_judge_before_any_work(shape):
+  """Grey or small images: dlib's 0.6 means nothing on them (on 8x8 grey digits it ran and
+  returned numbers). The config check traces the metric on the targets' shape, so the audit
+  is refused in one line before anything runs; no weights are needed to refuse."""
+  import ml_collections
+
+  from privjax import config as config_lib
+
+  metrics = {"dlib_accepts": {"type": "privjax.faces:dlib_accepts"}}
+  with pytest.raises(ConfigError) as e:
+    config_lib.resolve(shape, ml_collections.ConfigDict({"metrics": metrics}))
+  message = str(e.value)
+  assert message.startswith(
+    f"config.metrics.dlib_accepts on {'x'.join(map(str, shape))} images "
+    "(privjax.faces:dlib_accepts) raised ValueError: dlib_accepts judges 150x150 RGB face chips"
+  )
+  assert f"got originals of {'x'.join(map(str, shape))}" in message and "\n" not in message
+  with pytest.raises(ValueError, match="got reconstructions of 8x8x1"):
+    faces.dlib_accepts(np.zeros((1, 150, 150, 3), np.float32), np.zeros((1, 8, 8, 1), np.float32))
+
+
+@needs_extra
+def test_dlib_accepts_passes_the_config_check_on_face_chips():
+  import ml_collections
+
+  from privjax import config as config_lib
+
+  metrics = {"dlib_accepts": {"type": "privjax.faces:dlib_accepts"}}
+  c = config_lib.resolve((150, 150, 3), ml_collections.ConfigDict({"metrics": metrics}))
+  assert c.metrics.dlib_accepts.type == "privjax.faces:dlib_accepts"

@@ -1,12 +1,25 @@
 """Every kind of plug-in, a toy of each from outside the package, named by import path:
 an attacker, a defense, a per-target metric, a model kind, a data source, a utility."""
 
+import logging
+
 import jax
 import ml_collections
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 
-from privjax import attacks, data, defenses, embedding, parallel, risk, scoring, utility
+from privjax import (
+  attack_round,
+  attacks,
+  data,
+  defenses,
+  embedding,
+  parallel,
+  risk,
+  scoring,
+  utility,
+)
 from privjax import config as config_lib
 from privjax.attacks import runner
 from privjax.errors import ConfigError, ModelError
@@ -126,18 +139,95 @@ def test_a_metric_reaches_the_scores_the_summary_and_the_verdict(digits8):
   sc = scoring.score(recon, targets, settings=settings, mesh=parallel.data_mesh())
   expected = 1 - np.abs(targets - recon).mean(axis=(1, 2, 3))
   np.testing.assert_allclose(sc.per_image["close"], expected, rtol=1e-5)
-  assert sc.summary()["metrics"]["close"] == pytest.approx(expected.mean(), rel=1e-5)
+  # The baseline: each original against other targets' reconstructions, by a numpy reference
+  # of every pair at the pairing's shifts.
+  every_pair = 1 - np.abs(targets[:, None] - recon[None]).mean(axis=(2, 3, 4))  # [original, recon]
+  shifts = scoring.baseline_shifts(40, settings.seed)
+  rows = np.arange(40)
+  baseline = np.mean([every_pair[rows, (rows + s) % 40] for s in shifts], axis=0)
+  np.testing.assert_allclose(sc.per_image["baseline_close"], baseline, rtol=1e-5)
+  m = sc.summary()["metrics"]["close"]
+  assert m["mean"] == pytest.approx(expected.mean(), rel=1e-5)
+  assert m["baseline"] == pytest.approx(baseline.mean(), rel=1e-5)
+  assert m["gain"] == pytest.approx(expected.mean() - baseline.mean(), rel=1e-4)
+  # ... close to the mean over every mismatched pair, which it estimates.
+  off_diagonal = (every_pair.sum() - np.trace(every_pair)) / (40 * 39)
+  assert m["baseline"] == pytest.approx(off_diagonal, abs=0.02)
+  assert m["gain_ci"][0] < m["gain"] < m["gain_ci"][1]
   thresholds = config_lib.audit_config().risk
   common = {"ssim_gain_ci_low": 0.0, "image_reid_rate": 0.0, "reid_chance": 0.1}
   assert risk.verdict(thresholds=thresholds, **common)[0] == "low"
   level, reasons = risk.verdict(
-    thresholds=thresholds, metrics=[("close", float(expected.mean()), 0.5, 0.2)], **common
+    thresholds=thresholds, metrics=[("close", m["gain_ci"][0], 0.1, 0.05)], **common
   )
-  assert level == "high" and any("metric close" in r for r in reasons)
+  assert level == "high" and any("metric close gain over its baseline" in r for r in reasons)
   # Thresholds 0 (off): reported only, no vote.
   assert (
     risk.verdict(thresholds=thresholds, metrics=[("close", 0.9, 0.0, 0.0)], **common)[0] == "low"
   )
+
+
+def test_the_metric_baselines_pairing_is_mismatched_distinct_and_fixed_by_the_seed():
+  for n in (2, 3, 9, 10, 500):
+    s = scoring.baseline_shifts(n, 0)
+    assert len(s) == min(scoring.METRIC_BASELINE_SHIFTS, n - 1) == len(set(s.tolist()))
+    assert s.min() >= 1 and s.max() <= n - 1  # never a target against its own reconstruction
+    np.testing.assert_array_equal(s, scoring.baseline_shifts(n, 0))
+  assert any(
+    not np.array_equal(scoring.baseline_shifts(500, 0), scoring.baseline_shifts(500, seed))
+    for seed in (1, 2)
+  )
+  with pytest.raises(ModelError, match="at least 2 targets"):
+    scoring.baseline_shifts(1, 0)
+
+
+def _round(targets, metric_thresholds):
+  """A Round with what `_verdict` reads: the targets, config.risk and the metric thresholds."""
+  cfg = config_lib.audit_config()
+  return attack_round.Round(
+    attacks=ml_collections.ConfigDict(),
+    targets=targets,
+    scoring=_scoring_settings(),
+    thresholds=cfg.risk,
+    metric_thresholds=metric_thresholds,
+    val_fraction=0.1,
+    seed=0,
+    overwrite=False,
+    mesh=parallel.data_mesh(),
+    workdir=None,
+    model=None,
+  )
+
+
+def test_a_metric_votes_by_its_gain_over_its_baseline_never_by_its_mean(digits8):
+  """dlib on faces: a metric that accepts any image scores high on reconstructions that are
+  other targets' images; only its gain over the mismatched pairs may raise the verdict."""
+  x = digits8[0]
+  targets = x[:60]
+  settings = _scoring_settings(
+    metrics=(("close", f"{TOY}:mean_abs_error"), ("anything", f"{TOY}:always_one"))
+  )
+  mesh = parallel.data_mesh()
+  # No information: every target gets another auxiliary digit (what a nearest-neighbour
+  # attacker of useless features returns). Raw means ~0.8 and 1.0, far above the thresholds.
+  blind = scoring.score(x[100:160], targets, settings=settings, mesh=mesh)
+  # Perfect reconstructions: the same metric, now with a gain.
+  exact = scoring.score(targets, targets, settings=settings, mesh=mesh)
+  for sc in (blind, exact):
+    anything = sc.summary()["metrics"]["anything"]
+    assert anything["mean"] == anything["baseline"] == 1.0 and anything["gain_ci"] == [0.0, 0.0]
+  close = blind.summary()["metrics"]["close"]
+  assert close["mean"] > 0.5 and close["gain_ci"][0] < 0.05
+  assert exact.summary()["metrics"]["close"]["gain_ci"][0] > 0.1
+  thresholds = (("close", 0.1, 0.05), ("anything", 0.5, 0.1))
+  level, reasons = _round(targets, thresholds)._verdict(blind)
+  assert level == "low", reasons
+  assert any(
+    "metric anything gain over its baseline, 95% CI lower bound 0.000" in r for r in reasons
+  )
+  level, reasons = _round(targets, thresholds)._verdict(exact)
+  assert level == "high" and any("metric close gain" in r for r in reasons)
+  assert not any("metric anything" in r for r in reasons)
 
 
 def test_a_metric_that_returns_the_wrong_shape_is_one_line(digits8):
@@ -145,6 +235,63 @@ def test_a_metric_that_returns_the_wrong_shape_is_one_line(digits8):
   settings = _scoring_settings(metrics=(("bad", f"{TOY}:scale"),))
   with pytest.raises(ModelError, match="metric 'bad'"):
     scoring.score(targets, targets, settings=settings, mesh=parallel.data_mesh())
+  settings = _scoring_settings(metrics=(("bad", f"{TOY}:per_pixel_error"),))
+  with pytest.raises(ModelError, match=r"must return one finite number per image, got shape \(20,"):
+    scoring.score(targets, targets, settings=settings, mesh=parallel.data_mesh())
+
+
+@pytest.mark.parametrize(
+  "toy,line",
+  [
+    ("metric_that_raises", "raised RuntimeError: the toy metric broke"),
+    ("metric_that_divides_by_zero", "raised ZeroDivisionError: integer division"),
+  ],
+)
+def test_a_metric_that_raises_anything_is_one_line_naming_it(digits8, toy, line, caplog):
+  """(One that fails when it runs, in a host callback, is tests/e2e/test_plugins.py's: JAX
+  keeps its failed tokens for the process's life.)"""
+  targets = digits8[0][:20]
+  settings = _scoring_settings(metrics=(("broken", f"{TOY}:{toy}"),))
+  absl = absl_logging.get_absl_logger()
+  level = absl.level
+  try:
+    absl.setLevel(logging.DEBUG)  # --verbosity=1: the metric's traceback is logged
+    with caplog.at_level(logging.DEBUG), pytest.raises(ModelError) as e:
+      scoring.score(targets, targets, settings=settings, mesh=parallel.data_mesh())
+  finally:
+    absl.setLevel(level)
+  message = str(e.value)
+  assert message.startswith(f"metric 'broken' ({TOY}:{toy}) raised "), message
+  assert line in message and "--verbosity=1 logs its traceback" in message
+  assert "\n" not in message and "Traceback" not in message
+  logged = [r for r in caplog.records if "metric 'broken' raised" in r.getMessage()]
+  assert logged and logged[0].exc_info is not None
+
+
+def test_a_metric_that_cannot_score_the_images_is_refused_before_any_work():
+  def resolve(**metrics):
+    return config_lib.resolve((8, 8, 1), ml_collections.ConfigDict({"metrics": metrics}))
+
+  with pytest.raises(ConfigError) as e:
+    resolve(broken={"type": f"{TOY}:metric_that_raises"})
+  assert str(e.value).startswith(
+    f"config.metrics.broken on 8x8x1 images ({TOY}:metric_that_raises) raised RuntimeError: "
+    "the toy metric broke"
+  )
+  assert "\n" not in str(e.value)
+  with pytest.raises(ConfigError, match=r"must return one number per image, \[B\]: got \(2, 8"):
+    resolve(bad={"type": f"{TOY}:per_pixel_error"})
+  for taken in ("ssim", "baseline_ssim", "label"):
+    with pytest.raises(ConfigError, match=f"config.metrics.{taken}: the name of one of privjax"):
+      resolve(**{taken: {"type": f"{TOY}:mean_abs_error"}})
+  with pytest.raises(
+    ConfigError, match="config.metrics.close: its baseline's per_image.csv column"
+  ):
+    resolve(
+      close={"type": f"{TOY}:mean_abs_error"}, baseline_close={"type": f"{TOY}:mean_abs_error"}
+    )
+  # A metric that traces fine passes (its failure on the host is scoring's one line).
+  resolve(late={"type": f"{TOY}:metric_that_fails_on_the_host"})
 
 
 def test_a_model_kind_by_import_path_loads_and_is_checked():

@@ -68,3 +68,30 @@ def test_a_release_gate_trips_at_its_level_and_above():
     False,
     True,
   ]
+
+
+def test_a_metric_votes_by_its_gain_ci_low_at_its_own_thresholds():
+  t = config_lib.audit_config().risk
+  judge = {"ssim_gain_ci_low": 0.0, "image_reid_rate": 0.0, "reid_chance": 0.01, "thresholds": t}
+  assert risk.verdict(**judge, metrics=[("m", 0.25, 0.2, 0.1)])[0] == "high"
+  assert risk.verdict(**judge, metrics=[("m", 0.15, 0.2, 0.1)])[0] == "medium"
+  assert risk.verdict(**judge, metrics=[("m", 0.05, 0.2, 0.1)])[0] == "low"
+  assert risk.verdict(**judge, metrics=[("m", 0.15, 0.2, 0.0)])[0] == "low"  # medium off
+  assert risk.verdict(**judge, metrics=[("m", 0.25, 0.0, 0.1)])[0] == "medium"  # high off
+  level, reasons = risk.verdict(**judge, metrics=[("m", 0.25, 0.2, 0.1)])
+  assert reasons == [
+    "metric m gain over its baseline, 95% CI lower bound 0.250 >= high threshold 0.2"
+  ]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_no_verdict_from_a_non_finite_metric(value):
+  t = config_lib.audit_config().risk
+  with pytest.raises(privjax.TrainingError, match="no verdict is given from NaN"):
+    risk.verdict(
+      ssim_gain_ci_low=0.0,
+      image_reid_rate=0.0,
+      reid_chance=0.01,
+      thresholds=t,
+      metrics=[("m", value, 0.2, 0.1)],
+    )

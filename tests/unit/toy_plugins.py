@@ -1,6 +1,7 @@
 """Toy plug-ins of every kind, defined outside the package and named by import path
 ("tests.unit.toy_plugins:NAME"), as a user's own would be (tests/unit/test_plugins.py)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,6 +24,40 @@ def scale(features, key, *, strength):
 def mean_abs_error(originals, reconstructions):
   """A per-target metric: 1 - mean |error| (higher: closer, more leakage)."""
   return 1.0 - jnp.abs(originals - reconstructions).mean(axis=(1, 2, 3))
+
+
+def metric_that_raises(originals, reconstructions):
+  """A per-target metric with a bug: a RuntimeError as soon as it is traced."""
+  del originals, reconstructions
+  raise RuntimeError("the toy metric broke")
+
+
+def metric_that_divides_by_zero(originals, reconstructions):
+  """A per-target metric with a bug: a Python division by zero when traced."""
+  weight = 1 // (originals.shape[-1] - reconstructions.shape[-1])
+  return weight * jnp.abs(originals - reconstructions).mean(axis=(1, 2, 3))
+
+
+def metric_that_fails_on_the_host(originals, reconstructions):
+  """A per-target metric that traces fine and fails when it runs: its host callback raises
+  (as a metric calling a remote service might)."""
+  del reconstructions
+
+  def host(x):
+    raise OSError(f"the toy metric's service is down ({x.shape[0]} images unscored)")
+
+  return jax.pure_callback(host, jax.ShapeDtypeStruct(originals.shape[:1], jnp.float32), originals)
+
+
+def per_pixel_error(originals, reconstructions):
+  """A per-target metric with a bug: an error per pixel, not one number per image."""
+  return jnp.abs(originals - reconstructions)
+
+
+def always_one(originals, reconstructions):
+  """A per-target metric that carries no information: 1 whatever the images."""
+  del reconstructions
+  return jnp.ones(originals.shape[:1], jnp.float32)
 
 
 def flat_model(m, image_shape, config, field):
