@@ -15,7 +15,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import attacks, extraction, judge, memory, provenance, readings, risk, scoring
+from privjax import (
+  attacks,
+  extraction,
+  judge,
+  keys,
+  memory,
+  provenance,
+  readings,
+  risk,
+  scoring,
+)
 from privjax import workdir as workdir_lib
 from privjax.attacks import runner
 from privjax.errors import DataError
@@ -63,6 +73,26 @@ class Round:
   judge: judge.Judge | None = None  # the independent evaluator, or None
   fast_verdict: bool = False  # skip the attackers left once the verdict is high
   timer: provenance.Timer = dataclasses.field(default_factory=provenance.Timer)
+
+  # The fields that change no number: every other field (and any added later) is in the
+  # key of what a stage stores from this round's results (privjax/keys.py).
+  NOT_NUMBERS = frozenset({"mesh", "workdir", "timer", "overwrite", "fast_verdict"})
+
+  def fingerprint(self) -> dict:
+    """What this round's numbers depend on: every field but NOT_NUMBERS, and the code of
+    each user plug-in it names by import path (an attacker, a metric)."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    out = {k: v for k, v in out.items() if k not in self.NOT_NUMBERS}
+    kinds = [self.attacks[n].type for n in self.attacks if self.attacks[n].type != attacks.OFF]
+    out["user_code"] = {
+      **{k: keys.code(attacks.get(k)) for k in kinds if k not in attacks.builtin_names()},
+      **{
+        k: keys.code(scoring.METRICS.get(k, field="metrics").fn)
+        for _, k in self.scoring.metrics
+        if k not in scoring.METRICS
+      },
+    }
+    return out
 
   def with_attackers(self, names) -> Round:
     """This round with only the named attackers, run blind to the model (the defense

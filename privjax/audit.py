@@ -332,14 +332,6 @@ def _sweep(
   names = config_lib.sweep_attackers(cfg)
   calibration = None if the_judge is None else the_judge.calibration
   sweep_labels = inputs.sweep_labels
-  fingerprint = {
-    k: cfg[k].to_dict() if hasattr(cfg[k], "to_dict") else cfg[k]
-    for k in ("seed", "val_fraction", "ssim", "reid", "bootstrap_samples", "risk", "identity")
-  }
-  fingerprint.update(
-    attacks={n: cfg.attacks[n].to_dict() for n in names},
-    eval_batch_size=cfg.eval_batch_size,
-  )
   settings = sweep.Settings(
     entries={n: cfg.defense.sweep[n].to_dict() for n in cfg.defense.sweep},
     attackers=tuple(names),
@@ -351,7 +343,6 @@ def _sweep(
       k: cfg.risk[k]
       for k in ("medium_ssim_gain", "high_ssim_gain", "medium_image_reid", "high_image_reid")
     },
-    fingerprint=fingerprint,
   )
   return sweep.run(
     round_.with_attackers(names),

@@ -219,6 +219,10 @@ class Embedder:
   cache_dir: str | None  # where features are cached (checksummed), or None
   who: str  # names the function in errors
 
+  def fingerprint(self) -> str:
+    """What the model's outputs depend on (privjax/keys.py): its program and params."""
+    return self.key
+
   def embed(self, images, name: str) -> np.ndarray:
     """[N, D] features of `images`, uncached (reconstructions, say)."""
     return guarded(extract_features, self.image_shape, self.who)(

@@ -19,9 +19,11 @@ better with an undefended gallery than with a noisy one. The undefended features
 the same attackers once, as the curve's reference.
 
 Each point is a stage of its own: its result is stored (checksummed) in
-`<workdir>/sweep/` under a key of everything it depends on, so a killed sweep resumes
-without redoing finished points and a changed list of defenses reuses the points it
-still holds. The attackers' checkpoints and reconstructions are cached per point too.
+`<workdir>/sweep/` under a key of everything it depends on (privjax/keys.py: the whole
+round, every sweep setting, the defense's entry and code, the data), so a killed sweep
+resumes without redoing finished points, a changed list of defenses reuses the points it
+still holds, and a changed setting never restores a stale point. The attackers'
+checkpoints and reconstructions are cached per point too.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import inspect
 import json
 import os
 import time
@@ -38,7 +39,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from privjax import cache, defenses, readings, risk, utility
+from privjax import cache, defenses, keys, readings, risk, utility
 from privjax.errors import ConfigError, ModelError
 from privjax.registry import import_object
 from privjax.train import split_validation
@@ -48,18 +49,6 @@ CAVEAT = (
   "stronger or better-informed attacker may recover more from the same defended features."
 )
 _SEVERITY = {"low": 0, "medium": 1, "high": 2}
-
-
-def _code(fn) -> str:
-  """A hash of a function's source (a defense's, a utility's), so that a point computed
-  with other code is never restored; "" when there is none to read."""
-  if fn is None:
-    return ""
-  try:
-    text = inspect.getsource(fn)
-  except (OSError, TypeError):
-    text = getattr(fn, "__qualname__", repr(fn))
-  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _stable_int(*parts) -> int:
@@ -143,7 +132,10 @@ def _judge(refitted: dict, clean_fitted: dict) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """What the sweep reads from the config."""
+  """What the sweep reads from the config. Every field but `entries` keys every point
+  (each point is keyed by its own entry)."""
+
+  NOT_NUMBERS = frozenset({"entries"})
 
   entries: dict  # config.defense.sweep: name -> {type, strengths, param}
   attackers: tuple  # the sweep's attackers (config.sweep_attackers)
@@ -152,7 +144,6 @@ class Settings:
   batch_size: int  # config.eval_batch_size
   bootstrap_samples: int  # resamples of the utility's CI
   thresholds: dict  # config.risk's ssim_gain and image_reid levels, for the curve
-  fingerprint: dict  # every setting a point depends on (its stored result's key)
 
 
 def _point(
@@ -177,12 +168,11 @@ def _point(
 class _Store:
   """Sweep points stored (checksummed) in `<workdir>/sweep/`, keyed by what they depend on."""
 
-  def __init__(self, workdir, fingerprint, data_key):
-    self.workdir, self.fingerprint, self.data_key = workdir, fingerprint, data_key
+  def __init__(self, workdir, key: str):
+    self.workdir, self._key = workdir, key  # the key of what every point shares
 
   def key(self, *parts) -> str:
-    blob = json.dumps([parts, self.fingerprint, self.data_key], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return keys.of(self._key, *parts)
 
   def get(self, key, compute):
     """(the point, whether it was restored from the workdir)."""
@@ -227,9 +217,9 @@ def run(
       features (the whitebox attacker cannot: it is not among the sweep's attackers).
   """
   user_fn = import_object(settings.utility, field="defense.utility") if settings.utility else None
-  store = _Store(
-    round_.workdir, dict(settings.fingerprint, utility=[settings.utility, _code(user_fn)]), data_key
-  )
+  # Every point depends on the whole round (attackers, scoring, thresholds, metrics, the
+  # evaluator), every sweep setting, the utility's code and the data: keyed by all of them.
+  store = _Store(round_.workdir, keys.of(round_, settings, keys.code(user_fn), data_key))
   split = split_validation(aux.shape[0], round_.val_fraction, round_.seed)
   clean = {}  # the attackers fitted on undefended features, shared by every point
 
@@ -284,7 +274,8 @@ def _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings) -> dic
     points = []
     for strength in entry["strengths"]:
       done += 1
-      key = store.key(entry["type"], entry["param"], float(strength), _code(defense.fn))
+      own = {k: v for k, v in entry.items() if k != "strengths"}
+      key = store.key(own, float(strength), defense)
       t = time.perf_counter()
       point, restored = store.get(
         key,

@@ -73,6 +73,10 @@ class Model:
   params: Any  # replicated over the mesh
   key: str  # a hash of the model's program and params (for caches)
 
+  def fingerprint(self) -> str:
+    """What the model's outputs depend on (privjax/keys.py)."""
+    return self.key
+
 
 @dataclasses.dataclass(frozen=True)
 class Context:

@@ -9,8 +9,6 @@ so a re-run or a resumed run reuses them and a changed input never does.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import cache, images
+from privjax import cache, images, keys
 from privjax import workdir as workdir_lib
 from privjax.attacks import base
 from privjax.errors import DataError, ModelError
@@ -164,22 +162,19 @@ class _Run:
       settings = self.settings(name)
       running = [n for n in self.attacks_cfg if self.attacks_cfg[n].type != base.OFF]
       deps = sorted(self.key(v) for v in _named(settings) if v in running and v != name)
-      c = self.context
-      blob = json.dumps(
-        [
-          self.attacks_cfg[name].type,
-          settings,
-          c["seed"],
-          c["filter_size"],
-          c["filter_sigma"],
-          self.data_key,
-          self.targets_key,
-          deps,
-        ],
-        sort_keys=True,
-        default=str,
+      kind = self.attacks_cfg[name].type
+      # The whole context (any field added later too) but the mesh: a result resumes on
+      # another device count; the model enters by the hash of its program and params.
+      context = {k: v for k, v in self.context.items() if k != "mesh"}
+      self.keys[name] = keys.of(
+        kind,
+        "" if kind in base.ATTACKS else keys.code(base.get(kind)),  # a user's attacker's code
+        settings,
+        context,
+        self.data_key,
+        self.targets_key,
+        deps,
       )
-      self.keys[name] = hashlib.sha256(blob.encode()).hexdigest()
     return self.keys[name]
 
   def cache_path(self, name: str) -> str | None:
