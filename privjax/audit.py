@@ -111,6 +111,12 @@ def assess(
     metadata=metadata,
     feature_dim=stored_dim,
   )
+  if aux_labels is not None and not len(cfg.defense.sweep):
+    unused = (
+      "aux_labels were given but nothing read them: in the Python API only the defense "
+      "sweep's utility does (config.defense.sweep is empty)"
+    )
+    inputs = dataclasses.replace(inputs, warnings=(*inputs.warnings, unused))
   lock = workdir_lib.locked(workdir) if workdir is not None else contextlib.nullcontext()
   with logs.progress(progress), lock as wd:
     return _audit(inputs, cfg, wd, t_start)
@@ -176,6 +182,8 @@ def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
     config_lib.check_sweep(cfg, dim=dim)
   with timer.stage("extraction"):
     f_aux, f_tgt, model = _extract(inputs, cfg, mesh, workdir)
+  for w in inputs.warnings:
+    logging.warning("inputs: %s", w)
   screened = screening.screen(f_aux, f_tgt)
   inputs, f_aux = _screened(inputs, f_aux, screened)
   aux = inputs.aux
@@ -212,7 +220,7 @@ def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
     calibration=None if the_judge is None else the_judge.calibration,
     evaluator_info=None if inputs.evaluator is None else inputs.evaluator.info,
     defense=defense,
-    data_warnings=tuple(screened.warnings()),
+    data_warnings=(*inputs.warnings, *screened.warnings()),
     config=cfg,
     environment=provenance.environment(
       inputs.metadata, dict(timer.seconds, total=provenance.since(t_start))

@@ -30,6 +30,7 @@ class Inputs:
   evaluator: identity.Evaluator | None
   metadata: dict | None
   feature_dim: int | None  # the features' width where known before extraction
+  warnings: tuple = ()  # what the checks found that the report must say (one line each)
 
 
 def check_images(aux_images, target_images):
@@ -58,8 +59,17 @@ def resolve_config(config, aux, targets, *, feature_dim, whole=False):
       f"need at least {n_val + 2} auxiliary images for the attackers to fit and validate "
       f"on, got {aux.shape[0]}"
     )
+  sizes = {}  # part size -> the first fraction giving it
   for i, fraction in enumerate(cfg.attack_strength.aux_fractions):
     k = strength.part_size(fraction, aux.shape[0])
+    if k in sizes:
+      j = sizes[k]
+      raise ConfigError(
+        f"config.attack_strength.aux_fractions[{i}]={fraction} gives the same {k} auxiliary "
+        f"images as aux_fractions[{j}]={cfg.attack_strength.aux_fractions[j]}: list each "
+        "part once"
+      )
+    sizes[k] = i
     if k - max(1, int(round(cfg.val_fraction * k))) < 2:
       raise ConfigError(
         f"config.attack_strength.aux_fractions[{i}]={fraction} leaves {k} of the "
@@ -92,6 +102,7 @@ def check(embed_fn, params, aux, targets, **kw) -> Inputs:
         "an evaluator judges identities: pass target_labels (from the CLI: labels via "
         "config.data.label_key or identity subfolders)"
       )
+  sweep_labels = _sweep_labels(kw["target_labels"], kw["aux_labels"], aux.shape[0])
   return Inputs(
     aux=aux,
     targets=targets,
@@ -100,7 +111,7 @@ def check(embed_fn, params, aux, targets, **kw) -> Inputs:
       "label_name": None if names is None else [names[i] for i in labels],
       "source": sources_,
     },
-    sweep_labels=_sweep_labels(kw["target_labels"], kw["aux_labels"], aux.shape[0]),
+    sweep_labels=sweep_labels,
     embed_fn=embed_fn,
     params=params,
     aux_features=kw["aux_features"],
@@ -108,7 +119,38 @@ def check(embed_fn, params, aux, targets, **kw) -> Inputs:
     evaluator=evaluator,
     metadata=kw["metadata"],
     feature_dim=kw["feature_dim"],
+    warnings=(*_shared_images(aux, targets), *_shared_identities(*sweep_labels)),
   )
+
+
+def _shared_images(aux, targets) -> list[str]:
+  """A warning when some targets are also auxiliary images (byte for byte): the method
+  wants them disjoint, and an attacker that holds a target's own image recovers it."""
+  seen = {a.tobytes() for a in aux}
+  shared = [i for i, t in enumerate(targets) if t.tobytes() in seen]
+  if not shared:
+    return []
+  head = ", ".join(map(str, shared[:10])) + (
+    f", ... ({len(shared) - 10} more)" if len(shared) > 10 else ""
+  )
+  return [
+    f"{len(shared)} of {len(targets)} target images are also auxiliary images (targets "
+    f"{head}): the attacker holds those targets' own images, so their numbers show what an "
+    "attacker with the very images recovers, not one with similar images; make the two "
+    "sets disjoint"
+  ]
+
+
+def _shared_identities(aux_ids, target_ids) -> list[str]:
+  """A warning when aux_labels and target_labels share no identity: the sweep's k-NN
+  identification (each target matched against the auxiliary gallery) cannot succeed."""
+  if aux_ids is None or target_ids is None or np.intersect1d(aux_ids, target_ids).size:
+    return []
+  return [
+    "aux_labels share no identity with target_labels: the defense sweep's k-NN "
+    "identification (targets matched against the auxiliary gallery) is 0 with or without "
+    "a defense, so it cannot show what a defense costs; label both sets in one scheme"
+  ]
 
 
 def _sweep_labels(target_labels, aux_labels, n_aux):

@@ -158,11 +158,11 @@ def build(
     calibration: the evaluator's `identity.Calibration` on the originals, or None.
     evaluator_info: what the evaluator is (kind, architecture, accuracy), or None.
     defense: the defense sweep (privjax.sweep.run; sweep.json), or None when none ran.
-    data_warnings: what the inputs' checks found (privjax.screening's extreme feature rows),
-      listed first.
+    data_warnings: what the inputs' checks found (targets among the auxiliary images,
+      extreme feature rows: privjax/inputs.py, privjax/screening.py), listed first.
   """
   best = scores[deciding]
-  warnings = [f"features: {w}" for w in data_warnings]
+  warnings = list(data_warnings)
   warnings += _warnings(outcomes, defense, calibration, config.risk)
   level, reasons = verdicts[deciding]
   n = targets.shape[0]
