@@ -39,6 +39,11 @@ DEFAULTS = {
   "checkpoints": 8,  # Step counts tried: steps * k / checkpoints for k = 0..checkpoints.
   # The fewest steps whose validation SSIM is within this of the best are used (0: the best).
   "tolerance": 0.0,
+  # The search stops once this many step counts in a row improve on no earlier one (the
+  # held-out SSIM of every prior weight): on a model the optimisation does not help (dlib's
+  # face encoder from the decoder's start) it costs a few stretches instead of all.
+  # 0: every step count is tried.
+  "patience": 2,
   "learning_rate": 0.05,  # Adam's step size on the image logits.
   "tv_weights": (0.0, 1e-3),  # Total-variation prior weights; one is chosen on aux validation.
 }
@@ -55,6 +60,7 @@ def check(name, cfg, names) -> None:
   checks.positive_int(f"attacks.{name}.checkpoints", cfg.checkpoints)
   checks.number(f"attacks.{name}.learning_rate", cfg.learning_rate, low=1e-12)
   checks.number(f"attacks.{name}.tolerance", cfg.tolerance, low=0.0)
+  checks.positive_int(f"attacks.{name}.patience", cfg.patience, zero_ok=True)
   checks.numbers(f"attacks.{name}.tv_weights", cfg.tv_weights, low=0.0)
 
 
@@ -102,7 +108,7 @@ def invert(embed, params, start, features, tv_weight, *, steps, learning_rate: f
     `start` itself, unclipped).
   """
   tx = optax.adam(learning_rate, eps=ADAM_EPS)
-  z0 = jnp.log(jnp.clip(start, _EPS, 1 - _EPS)) - jnp.log1p(-jnp.clip(start, _EPS, 1 - _EPS))
+  z0 = logits(start)
 
   def objective(z):
     x = jax.nn.sigmoid(z)
@@ -122,8 +128,47 @@ def invert(embed, params, start, features, tv_weight, *, steps, learning_rate: f
   return jnp.stack(out, axis=1)
 
 
+def advance(embed, params, z, mu, nu, count, features, tv_weight, *, steps, learning_rate):
+  """`steps` more of `invert`'s Adam steps on image logits, from an explicit state.
+
+  Args:
+    embed, params, features, tv_weight, learning_rate: as in `invert`.
+    z: [B, H, W, C] image logits (sigmoid gives the images).
+    mu, nu: [B, H, W, C] Adam's first and second moments.
+    count: [B] int32 Adam's step count so far (the same in every row; row 0 is read).
+    steps: how many steps to take (static).
+
+  Returns:
+    (z, mu, nu, images) after the steps, images = sigmoid(z): the same numbers one longer
+    `invert` run reaches.
+  """
+  tx = optax.adam(learning_rate, eps=ADAM_EPS)
+  adam, *rest = tx.init(z)
+  state = (adam._replace(count=count[0], mu=mu, nu=nu), *rest)
+
+  def objective(z):
+    x = jax.nn.sigmoid(z)
+    distance = jnp.mean((embed(params, x) - features) ** 2, axis=1)
+    return jnp.sum(distance + tv_weight * total_variation(x))
+
+  def step(_, carry):
+    z, opt_state = carry
+    updates, opt_state = tx.update(jax.grad(objective)(z), opt_state, z)
+    return optax.apply_updates(z, updates), opt_state
+
+  z, (adam, *_) = jax.lax.fori_loop(0, steps, step, (z, state))
+  return z, adam.mu, adam.nu, jax.nn.sigmoid(z)
+
+
+def logits(images):
+  """[B, H, W, C] images in [0, 1] -> the logits `invert` starts from."""
+  x = jnp.clip(images, _EPS, 1 - _EPS)
+  return jnp.log(x) - jnp.log1p(-x)
+
+
 # Jitted once: a rerun with the same model function, settings and shapes compiles nothing.
 _invert = jax.jit(invert, static_argnames=("embed", "steps", "learning_rate"))
+_advance = jax.jit(advance, static_argnames=("embed", "steps", "learning_rate"))
 
 
 def _check_differentiable(model, image_shape) -> None:
@@ -138,37 +183,70 @@ def _check_differentiable(model, image_shape) -> None:
     ) from e
 
 
-def _selection(optimise, aux: AuxSet, ctx: Context, name, begin, tv_weights, steps):
+def _selection(advance_fn, aux: AuxSet, ctx: Context, name, begin, tv_weights, steps, patience):
   """Each prior weight's mean image error and SSIM on the held-out aux images from the start
-  `begin` (`name`'s), per step count: every weight in one batched optimisation over the
-  most steps, which gives every shorter count on the way; step 0 is the start itself, so
-  the choice never ends worse than it began there."""
+  `begin` (`name`'s), per step count: every weight in one batched optimisation, advanced
+  one stretch (between step counts) at a time; step 0 is the start itself, so the choice
+  never ends worse than it began there. The search stops early once `patience` stretches
+  in a row improve on no earlier step count (0: never), and logs its progress."""
   val_features, val_images = aux.features[aux.val], aux.images[aux.val]
-  combos = [(name, float(w)) for w in tv_weights]
-  n = len(aux.val)
+  n, c = len(aux.val), len(tv_weights)
+  truth = np.concatenate([val_images] * c)
+  features = np.concatenate([val_features] * c)
+  weights = np.repeat(np.asarray(tv_weights, np.float32), n)
+  start = np.concatenate([begin] * c)
+  z = np.asarray(jax.jit(logits)(start))
+  mu, nu = np.zeros_like(z), np.zeros_like(z)
+  ssim, mse = [], []  # per step count: [C * n]
+
+  def record(images):
+    ssim.append(_ssim(images, truth, ctx))
+    mse.append(((images - truth) ** 2).mean(axis=(1, 2, 3)))
+    return float(ssim[-1].reshape(c, n).mean(axis=1).max())
+
   t = time.perf_counter()
-  recs = optimise(
-    np.concatenate([begin] * len(combos)),
-    np.concatenate([val_features] * len(combos)),
-    np.repeat(np.asarray([w for _, w in combos], np.float32), n),
-    steps,
-  )  # [C * n, len(steps), H, W, C]
+  best, since, done = record(start), 0, 0
+  for k, target in enumerate(steps[1:], start=1):
+    count = np.full(len(z), done, np.int32)
+    z, mu, nu, images = advance_fn([z, mu, nu, count, features, weights], target - done)
+    done = target
+    score = record(images)
+    since = 0 if score > best else since + 1
+    best = max(best, score)
+    elapsed = time.perf_counter() - t
+    logging.info(
+      "whitebox: choosing steps: %d of %d done (held-out SSIM %.4f, best %.4f); %.0fs, about "
+      "%.0fs left",
+      done,
+      steps[-1],
+      score,
+      best,
+      elapsed,
+      elapsed * (steps[-1] - done) / done,
+    )
+    if patience and since >= patience and k < len(steps) - 1:
+      logging.info(
+        "whitebox: the last %d step counts improved on no earlier one: search stopped at %d "
+        "of %d steps (config.attacks.whitebox.patience)",
+        since,
+        done,
+        steps[-1],
+      )
+      break
+  tried = list(steps[: len(ssim)])
   seconds = round(time.perf_counter() - t, 3)
-  truth = np.concatenate([val_images] * len(combos))
-  ssim = np.stack([_ssim(recs[:, k], truth, ctx) for k in range(len(steps))], axis=1).reshape(
-    len(combos), n, len(steps)
-  )
-  mse = ((recs - truth[:, None]) ** 2).mean(axis=(2, 3, 4)).reshape(len(combos), n, len(steps))
+  ssim_ = np.stack(ssim, axis=1).reshape(c, n, len(tried))
+  mse_ = np.stack(mse, axis=1).reshape(c, n, len(tried))
   return [
     {
       "init": name,
-      "tv_weight": w,
-      "steps": list(steps),
-      "val_mse": [float(v) for v in mse[i].mean(axis=0)],
-      "val_ssim": [float(v) for v in ssim[i].mean(axis=0)],
+      "tv_weight": float(w),
+      "steps": tried,
+      "val_mse": [float(v) for v in mse_[i].mean(axis=0)],
+      "val_ssim": [float(v) for v in ssim_[i].mean(axis=0)],
       "seconds": seconds,  # of the whole batched optimisation
     }
-    for i, (name, w) in enumerate(combos)
+    for i, w in enumerate(tv_weights)
   ]
 
 
@@ -215,10 +293,14 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   try:  # compiled once per embed function, settings and shapes
     hash(model.embed)
     run = functools.partial(_invert, model.embed, learning_rate=cfg.learning_rate)
+    more = functools.partial(_advance, model.embed, learning_rate=cfg.learning_rate)
   except TypeError:  # an unhashable callable: jitted for this attack only
-    run = jax.jit(
-      functools.partial(invert, model.embed, learning_rate=cfg.learning_rate),
-      static_argnames=("steps",),
+    run, more = (
+      jax.jit(
+        functools.partial(fn, model.embed, learning_rate=cfg.learning_rate),
+        static_argnames=("steps",),
+      )
+      for fn in (invert, advance)
     )
   mean_image = aux.images[aux.train].mean(axis=0)
 
@@ -239,6 +321,14 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     return parallel.batched_map(
       fn, [starts, features, tv_weights], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
     )
+
+  def advance_fn(arrays, steps):
+    """(z, mu, nu, images) after `steps` more steps of each row (batched over the mesh)."""
+
+    def fn(z, mu, nu, count, f, w):
+      return more(model.params, z, mu, nu, count, f, w, steps=steps)
+
+    return parallel.batched_map(fn, arrays, batch_size=ctx.eval_batch_size, mesh=ctx.mesh)
 
   named = [cfg.init] if isinstance(cfg.init, str) else list(cfg.init)
   val_features = aux.features[aux.val]
@@ -266,13 +356,14 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     cfg.steps,
   )
   selection = _selection(
-    optimise,
+    advance_fn,
     aux,
     ctx,
     first,
     val_starts[first],
     cfg.tv_weights,
     schedule(cfg.steps, cfg.checkpoints),
+    cfg.patience,
   )
   chosen = choose(selection, cfg.tolerance)
   logging.info(

@@ -194,3 +194,46 @@ def test_a_start_whose_held_out_images_are_not_images_is_refused_in_one_line(
   expected = "attack 'mine': its held-out reconstructions must be .*" + re.escape(why)
   with pytest.raises(ModelError, match=expected):
     _fit("whitebox", aux, ctx, init="mine", steps=4, checkpoints=2, tv_weights=(0.0,))
+
+
+def test_advancing_in_stretches_reaches_what_one_long_inversion_reaches(digits8):
+  x, _ = digits8
+  start = np.full((8, *x.shape[1:]), 0.5, np.float32)
+  features = _embed(_PROJ, jnp.asarray(x[:8]))
+  w = jnp.zeros(8, jnp.float32)
+  whole = np.asarray(
+    whitebox.invert(_embed, _PROJ, start, features, w, steps=(0, 7, 20), learning_rate=0.05)
+  )
+  z = whitebox.logits(start)
+  mu = nu = jnp.zeros_like(z)
+  done = 0
+  for k, n in enumerate((7, 20), start=1):
+    count = jnp.full(8, done, jnp.int32)
+    z, mu, nu, images = whitebox.advance(
+      _embed, _PROJ, z, mu, nu, count, features, w, steps=n - done, learning_rate=0.05
+    )
+    np.testing.assert_allclose(np.asarray(images), whole[:, k], rtol=0, atol=1e-6)
+    done = n
+
+
+def test_the_search_stops_once_more_steps_stop_helping(digits8, caplog):
+  # A start that is the held-out image itself cannot be improved on: every stretch is worse
+  # than step 0, so after `patience` stretches the search stops, keeping the start.
+  x, _ = digits8
+  fitted = {}
+  aux, _, ctx = _with_model(x, lambda name: fitted[name])
+  plain = _fit("nearest", aux, ctx)
+  fitted["oracle"] = attacks.Fitted(plain.reconstruct, held_out=plain.reconstruct)
+  caplog.set_level("INFO")
+  settings = dict(init="oracle", steps=80, checkpoints=8, tv_weights=(0.0, 1e-3))
+  wb = _fit("whitebox", aux, ctx, patience=2, **settings)
+  assert wb.info["steps"] == 0
+  assert [r["steps"] for r in wb.info["selection"]] == [[0, 10, 20]] * 2
+  assert "search stopped at 20 of 80 steps" in caplog.text
+  assert "choosing steps: 10 of 80 done" in caplog.text and "left" in caplog.text
+  every = _fit("whitebox", aux, ctx, patience=0, **settings)
+  assert every.info["selection"][0]["steps"] == list(range(0, 90, 10))
+  # The curve the stopped search saw is the start of the full one.
+  np.testing.assert_allclose(
+    wb.info["selection"][0]["val_ssim"], every.info["selection"][0]["val_ssim"][:3], atol=1e-6
+  )
