@@ -51,7 +51,9 @@ def resolve_config(config, aux, targets, *, feature_dim, whole=False):
   if targets.shape[0] < cfg.min_targets:
     raise DataError(
       f"need at least config.min_targets={cfg.min_targets} target images for the rates and "
-      f"confidence intervals, got {targets.shape[0]}"
+      f"confidence intervals, got {targets.shape[0]}: add {cfg.min_targets - targets.shape[0]} "
+      "or more (a split source's targets are the share config.data.target_split takes of "
+      "its images, 20% by default)"
     )
   n_val = max(1, int(round(cfg.val_fraction * aux.shape[0])))
   if aux.shape[0] - n_val < 2:

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from privjax import config as config_lib
 from privjax import data as data_lib
 from privjax import embedding, identity, recognition, sources
 from privjax import workdir as workdir_lib
@@ -61,6 +62,9 @@ def data(config) -> Loaded:
       f"(aux_images, aux_features, target_images, target_features), got data.source="
       f"{config.data.source!r} without features"
     )
+  if not precomputed:  # (before evaluator_kind: a refused run warns of nothing first)
+    _check_builtin(config, loaded)
+    _check_target_count(config, loaded)
   kind, off = evaluator_kind(config, loaded, precomputed)
   if precomputed:
     return Loaded(
@@ -96,19 +100,80 @@ def data(config) -> Loaded:
   )
 
 
+def _check_builtin(config, d: data_lib.AuditData) -> None:
+  """The builtin model's data, before any training: labelled model-train and auxiliary
+  images, and two or more identities to tell apart (one class trains a classifier to a
+  loss of 0 that recognises no one)."""
+  if config.model.kind != "builtin":
+    return
+  if d.model_train is None or d.model_train.labels is None or d.aux.labels is None:
+    raise ConfigError(
+      "config.model.kind='builtin' trains a classifier: it needs config.data."
+      "model_train_split and labels (config.data.label_key or identity subfolders)"
+    )
+  ids = np.unique(d.model_train.labels)
+  if len(ids) < 2:
+    name = ids[0] if d.label_names is None else d.label_names[ids[0]]
+    raise DataError(
+      "config.model.kind='builtin' trains a recognition model on config.data."
+      f"model_train_split={config.data.model_train_split!r}, which holds 1 identity "
+      f"({str(name)!r}, {len(d.model_train.labels)} images): it needs 2 or more to learn to "
+      "tell people apart; add identities (one subfolder each), or audit your own model "
+      "(config.model.kind='flax' or 'function')"
+    )
+
+
+def _targets_in(spec: str, n: int) -> int:
+  """How many targets `spec` (config.data.target_split) takes of a split of `n` images."""
+  try:
+    return len(data_lib.resolve_roles({"target": spec}, lambda _: n, 0)["target"][1])
+  except ConfigError:  # selects none of so few
+    return 0
+
+
+def _check_target_count(config, loaded: data_lib.AuditData) -> None:
+  """Too few targets, refused with what would give enough: how many images the split
+  needs for config.min_targets of them at config.data.target_split, and which setting
+  gives the targets a larger share (the audit config's own check, `inputs.resolve_config`,
+  knows no split: it runs for the Python API too)."""
+  need, got = config.get("min_targets"), len(loaded.targets.images)
+  valid = isinstance(need, int) and not isinstance(need, bool)
+  if not valid or need < config_lib.MIN_TARGETS_FLOOR or got >= need:
+    return  # (an invalid min_targets is refused by the audit config's check)
+  spec = config.data.target_split
+  split = data_lib.parse_split(spec)[0]
+  read = sum(len(s.images) for s in (loaded.model_train, loaded.aux, loaded.targets) if s)
+  # (a share under 1%, or a fixed count, is never enough for a larger split: no size then)
+  enough = next((n for n in range(need, 100 * need + 1) if _targets_in(spec, n) >= need), None)
+  if enough is None:
+    size = f"config.data.target_split={spec!r} takes too few of split {split!r} whatever its size"
+  else:
+    share = _targets_in(spec, 10**5) / 10**3  # the share of the split, in percent
+    size = (
+      f"the targets are {share:g}% of split {split!r} (config.data.target_split={spec!r}), so "
+      f"it needs at least {enough} images in all (this run read {read})"
+    )
+  raise DataError(
+    f"need at least config.min_targets={need} target images for the rates and confidence "
+    f"intervals, got {got}: {size}; add images, or give the targets a larger share with "
+    "config.data.target_split (and the other roles' splits, which must not overlap it)"
+  )
+
+
 def model(config, loaded: Loaded, *, workdir, mesh) -> Model:
   """The audited model of config.model: the builtin one trained (or restored) in the
   workdir, a user's Flax module or function, or none on stored features."""
   kind = config.model.kind
+  if loaded.evaluator_off and config.evaluator.kind == "auto":
+    # Said here, the first step of the run after every check of it (`data`, then the audit
+    # config's), so a refused run never promises what the report will say.
+    logging.warning(
+      "%s, so identity leakage is not checked (the report says so)", loaded.evaluator_off
+    )
   if isinstance(loaded.data, sources.Precomputed):
     return Model(None, None, {"kind": kind})
   d = loaded.data
-  if kind == "builtin":
-    if d.model_train is None or d.model_train.labels is None or d.aux.labels is None:
-      raise ConfigError(
-        "config.model.kind='builtin' trains a classifier: it needs config.data."
-        "model_train_split and labels (config.data.label_key or identity subfolders)"
-      )
+  if kind == "builtin":  # (its data checked by `data`: _check_builtin)
     test = data_lib.Split(
       np.concatenate([d.aux.images, d.targets.images]),
       np.concatenate([d.aux.labels, d.targets.labels]),
@@ -153,13 +218,14 @@ def builtin(config, field, train, test, *, workdir, mesh):
 def evaluator_kind(config, data, precomputed) -> tuple[str, str | None]:
   """The evaluator that will run ("off", "builtin", "flax", "function"), decided before any
   training, and why none runs (None when one does): "auto" is "builtin" on labelled
-  auxiliary and target images of two or more identities, else "off" (logged, and the
-  report says why identity leakage was not checked); an explicit kind the data cannot
-  serve is a one-line error now, not after training."""
+  auxiliary and target images of two or more identities each, else "off" (logged when the
+  run starts, by `model`, and the report says why identity leakage was not checked); an
+  explicit kind the data cannot serve is a one-line error now, not after training."""
   kind = config.evaluator.kind
   labels = data.target_labels if precomputed else data.targets.labels
   aux_labels = data.aux_labels if precomputed else data.aux.labels
   identities = 0 if labels is None else len(np.unique(labels))
+  trains_on = 0 if aux_labels is None else len(np.unique(aux_labels))  # the builtin's classes
   if kind == "auto":
     if labels is None:
       why = "the targets have no identity labels" + (
@@ -173,13 +239,13 @@ def evaluator_kind(config, data, precomputed) -> tuple[str, str | None]:
         if precomputed
         else ""
       )
+    elif trains_on < 2:
+      why = (
+        f"the auxiliary images hold {trains_on} identity, too few to train the builtin evaluator on"
+      )
     else:
       return "builtin", None
-    logging.warning(
-      "config.evaluator.kind='auto': %s, so identity leakage is not checked (the report says so)",
-      why,
-    )
-    return "off", f"config.evaluator.kind='auto' and {why}"
+    return "off", f"config.evaluator.kind='auto' and {why}"  # (logged by `model`)
   if kind == "off":
     return kind, "config.evaluator.kind='off'"
   if labels is None:
@@ -198,6 +264,12 @@ def evaluator_kind(config, data, precomputed) -> tuple[str, str | None]:
       "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, and "
       + ("this npz holds no aux_labels" if precomputed else "they have no labels")
       + "; use a 'flax' or 'function' evaluator, or config.evaluator.kind='off'"
+    )
+  if kind == "builtin" and trains_on < 2:
+    raise DataError(
+      "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, which "
+      f"hold {trains_on} identity: it needs 2 or more to learn to tell people apart; use a "
+      "'flax' or 'function' evaluator, or config.evaluator.kind='off'"
     )
   return kind, None
 

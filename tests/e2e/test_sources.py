@@ -228,3 +228,18 @@ def test_user_embedding_function_by_import_path(tmp_path, user_module, launch_he
   _ok(result)
   r = _report(tmp_path / "w")
   assert r["feature_dim"] == 24 and r["metadata"]["model"]["factory"] == "my_models:make"
+
+
+def test_a_folder_of_one_identity_is_refused_in_one_line_before_the_builtin_model_trains(
+  tmp_path, digits8, launch_here
+):
+  _write_folder(tmp_path / "faces", digits8, identities=1, per_identity=60)
+  result = launch_here(
+    "configs/folder.py", tmp_path / "w", f"--config.data.path={tmp_path / 'faces'}"
+  )
+  assert result.returncode == 2, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("privjax: error: config.model.kind='builtin' trains a recognition")
+  assert "which holds 1 identity ('person_0', 30 images)" in last
+  assert "identity leakage is not checked" not in result.stderr  # no promise of a report
+  assert not (tmp_path / "w").exists()  # nothing trained, nothing written

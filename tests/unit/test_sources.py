@@ -166,3 +166,63 @@ def test_reading_a_fifo_directly_is_refused_without_opening_it(tmp_path):
   os.mkfifo(tmp_path / "p.png")
   with _fails_instead_of_hanging(20), pytest.raises(DataError, match="it is a FIFO"):
     sources._read_image(str(tmp_path / "p.png"))
+
+
+def _faces(root, counts):
+  """A folder of `counts[name]` tiny random PNGs per identity subfolder; its path."""
+  rng = np.random.default_rng(0)
+  for name, n in counts.items():
+    (root / name).mkdir(parents=True)
+    for i in range(n):
+      Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(root / name / f"{i}.png")
+  return str(root)
+
+
+def _folder_config(path):
+  from configs import folder
+
+  c = folder.get_config()
+  c.data.path, c.data.image_size, c.data.channels = path, 6, 1
+  return c
+
+
+def test_a_builtin_model_of_one_identity_is_refused_before_any_work(tmp_path, caplog):
+  from privjax import loading
+  from privjax.errors import DataError
+
+  config = _folder_config(_faces(tmp_path / "one", {"alice": 60}))
+  with caplog.at_level(logging.WARNING), pytest.raises(DataError) as refused:
+    loading.data(config)
+  message = str(refused.value)
+  assert "\n" not in message
+  assert "model_train_split='all[:50%]', which holds 1 identity ('alice', 30 images)" in message
+  assert "it needs 2 or more" in message
+  assert not caplog.records  # no "the report says so" before a run that writes no report
+  config.model.kind, config.model.factory = "function", "mine:make"  # the user's own model
+  assert loading.data(config).evaluator_kind == "off"
+
+
+def test_too_few_targets_say_how_many_images_the_split_needs(tmp_path, caplog):
+  from privjax import loading
+  from privjax.errors import DataError
+
+  config = _folder_config(_faces(tmp_path / "five", {"a": 3, "b": 2}))
+  with caplog.at_level(logging.WARNING), pytest.raises(DataError) as refused:
+    loading.data(config)
+  message = str(refused.value)
+  assert "need at least config.min_targets=10 target images" in message and "got 1" in message
+  assert "the targets are 20% of split 'all' (config.data.target_split='all[80%:]')" in message
+  need = int(message.split("at least ")[2].split(" images in all")[0])
+  assert "(this run read 5)" in message and "\n" not in message
+  assert not caplog.records
+  # The size it names is the least that gives config.min_targets targets at that split.
+  ok = _folder_config(_faces(tmp_path / "enough", {"a": need - need // 2, "b": need // 2}))
+  assert len(loading.data(ok).target_images) == 10
+  few = _folder_config(_faces(tmp_path / "one_less", {"a": need - 1 - need // 2, "b": need // 2}))
+  with pytest.raises(DataError, match=f"at least {need} images in all"):
+    loading.data(few)
+  # A larger share for the targets: the same five images then need fewer in all.
+  config.data.aux_split, config.data.target_split = "all[50%:60%]", "all[60%:]"
+  with pytest.raises(DataError, match="the targets are 40% of split 'all'") as refused:
+    loading.data(config)
+  assert int(str(refused.value).split("at least ")[2].split(" images")[0]) < need
