@@ -1,8 +1,10 @@
 """What privjax prints while it runs: its own progress, each message once, and warnings.
 
 The command line and the Python API show the same lines: stage starts and ends, training
-steps with images/s and ETA, the verdict. Third-party INFO chatter a user cannot act on
-(orbax's per-save lines, JAX's backend probing) is dropped; every WARNING is kept.
+steps with images/s and ETA, the verdict, each as `HH:MM:SS privjax: message` (`Lines`;
+`short_lines` puts it on absl's handler in place of absl's prefix). Third-party INFO
+chatter a user cannot act on (orbax's per-save lines, JAX's backend probing) is dropped;
+every WARNING is kept, under its library's name.
 
 A library's tracebacks are not shown either (at --verbosity=1 they are): an error a
 library logs with its traceback from a background thread (orbax's checkpoint threads on a
@@ -47,6 +49,43 @@ class Quiet(logging.Filter):
       return False
     self._seen.add(message)
     return True
+
+
+class Lines(logging.Formatter):
+  """`HH:MM:SS privjax: message`, the command line's and the API's lines alike (in place of
+  absl's `I1207 16:08:29.608764 140343825800064 audit.py:360]`): a warning or an error says
+  so after the source (`privjax: warning: ...`), and a line another library logged names
+  that library instead of privjax (`jax: warning: ...`)."""
+
+  def __init__(self):
+    super().__init__(datefmt="%H:%M:%S")
+
+  def formatMessage(self, record: logging.LogRecord) -> str:
+    level = record.levelname.lower() + ": " if record.levelno >= logging.WARNING else ""
+    return f"{self.formatTime(record, self.datefmt)} {_source(record)}: {level}{record.message}"
+
+
+def _source(record: logging.LogRecord) -> str:
+  """Who logged `record`: privjax, the installed package its file belongs to, else its
+  logger's name (or its file's module name for absl's and the root logger)."""
+  if _own(record):
+    return "privjax"
+  parts = os.path.abspath(record.pathname).split(os.sep)
+  for folder in ("site-packages", "dist-packages"):
+    if folder in parts[:-1]:
+      return os.path.splitext(parts[parts.index(folder) + 1])[0]
+  if record.name in ("absl", "root"):
+    return record.module
+  return record.name.split(".")[0]
+
+
+def short_lines() -> logging.Formatter | None:
+  """The command line's lines as the API's (`Lines`) on absl's handler; returns the
+  formatter replaced, for a caller that puts it back."""
+  handler = absl_logging.get_absl_handler()
+  previous = handler.python_handler.formatter
+  handler.setFormatter(Lines())
+  return previous
 
 
 def _own(record: logging.LogRecord) -> bool:
@@ -119,7 +158,7 @@ def progress(show: bool = True):
   level, propagate, handler = logger.level, logger.propagate, None
   if show:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s privjax: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(Lines())
     handler.addFilter(Quiet())
     logger.addHandler(handler)
     logger.propagate = False

@@ -114,3 +114,54 @@ def test_ignored_exceptions_and_dying_library_threads_print_only_at_verbosity_1(
   finally:
     sys.unraisablehook, threading.excepthook = hooks
     logger.setLevel(level)
+
+
+def _record(path, level, message, name="absl"):
+  import logging
+
+  return logging.LogRecord(name, level, path, 1, message, None, None)
+
+
+def test_lines_read_time_source_and_message_and_name_a_library_not_privjax():
+  import logging
+  import re
+
+  from privjax import logs
+
+  own = logs._OWN + "audit.py"
+  site = "/home/u/privjax/.venv/lib/python3.11/site-packages"
+  lines = logs.Lines()
+  shown = [
+    lines.format(_record(own, logging.INFO, "stage attacks ...")),
+    lines.format(_record(own, logging.WARNING, "too few images")),
+    lines.format(_record(f"{site}/orbax/checkpoint/manager.py", logging.WARNING, "slow", "absl")),
+    lines.format(_record(f"{site}/jax/_src/xla_bridge.py", logging.WARNING, "no GPU", "jax._src")),
+    lines.format(_record("/elsewhere/mine.py", logging.ERROR, "bad", "absl")),
+  ]
+  clock = r"\d\d:\d\d:\d\d"
+  assert re.fullmatch(rf"{clock} privjax: stage attacks \.\.\.", shown[0]), shown[0]
+  assert re.fullmatch(rf"{clock} privjax: warning: too few images", shown[1]), shown[1]
+  assert re.fullmatch(rf"{clock} orbax: warning: slow", shown[2]), shown[2]
+  assert re.fullmatch(rf"{clock} jax: warning: no GPU", shown[3]), shown[3]
+  assert re.fullmatch(rf"{clock} mine: error: bad", shown[4]), shown[4]
+
+
+def test_the_command_lines_short_lines_replace_absls_prefix_on_its_handler(capsys):
+  import logging
+  import re
+
+  from absl import logging as absl_logging
+
+  from privjax import logs
+
+  handler = absl_logging.get_absl_handler()
+  previous = logs.short_lines()
+  try:
+    capsys.readouterr()
+    handler.emit(_record(logs._OWN + "audit.py", logging.INFO, "stage scoring done in 0.6s"))
+    shown = capsys.readouterr().err.splitlines()[-1]  # (after absl's note before flag parsing)
+  finally:
+    handler.setFormatter(previous)
+  assert re.fullmatch(r"\d\d:\d\d:\d\d privjax: stage scoring done in 0\.6s", shown), shown
+  assert handler.python_handler.formatter is previous  # (what short_lines returned)
+  assert "audit.py:1]" in previous.format(_record(logs._OWN + "audit.py", logging.INFO, "x"))
