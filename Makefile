@@ -4,9 +4,13 @@
 #   make test    install privjax with its test tools into .venv, lint and run the tests
 # and, while developing:
 #   make test-fast  run only the unit tests (tests/unit: minutes, no whole audits, no lint)
+#   make bench      the benchmark's quick run (benchmarks/run.py --quick: about 95 s on 2
+#                   CPU cores, JSON to benchmarks/results.json); BENCH= for the full one
+#                   (about 35 min)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
+BENCH ?= --quick
 
 .PHONY: audit test test-fast lint format bench clean
 
@@ -31,6 +35,9 @@ test: lint
 
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest tests/unit
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run.py $(BENCH)
 
 format: $(VENV)/.installed-test
 	$(PY) -m ruff format .
