@@ -165,13 +165,13 @@ def run_shell(text: str, cwd: str, env: dict, quick: bool) -> tuple[float, str]:
 def run_python(text: str, cwd: str, env: dict, quick: bool, namespace: dict) -> tuple[float, str]:
   if "np.savez" in text and "privjax" not in text:  # the npz example: makes leak.npz here
     t = time.perf_counter()
-    cwd_before = os.getcwd()
+    cwd_before, there = os.getcwd(), set(os.listdir(cwd))
     os.chdir(cwd)
     try:
       exec(text, dict(namespace))
     finally:
       os.chdir(cwd_before)
-    return time.perf_counter() - t, "wrote " + ", ".join(sorted(os.listdir(cwd)))
+    return time.perf_counter() - t, "wrote " + ", ".join(sorted(set(os.listdir(cwd)) - there))
   code = (QUICK_API if quick else "") + text
   t = time.perf_counter()
   done = subprocess.run(
