@@ -39,10 +39,8 @@ DEFAULTS = {
   "checkpoints": 8,  # Step counts tried: steps * k / checkpoints for k = 0..checkpoints.
   # The fewest steps whose validation SSIM is within this of the best are used (0: the best).
   "tolerance": 0.0,
-  # The search stops once this many step counts in a row improve on no earlier one (the
-  # held-out SSIM of every prior weight): on a model the optimisation does not help (dlib's
-  # face encoder from the decoder's start) it costs a few stretches instead of all.
-  # 0: every step count is tried.
+  # Stop the search after this many step counts in a row that beat no earlier one (0: try
+  # every count); see docs/method.md.
   "patience": 2,
   "learning_rate": 0.05,  # Adam's step size on the image logits.
   "tv_weights": (0.0, 1e-3),  # Total-variation prior weights; one is chosen on aux validation.
