@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import shlex
 
 from privjax import readings
@@ -23,11 +24,14 @@ h1 { font-size: 1.7em; margin: 0.2em 0; } h2 { margin-top: 1.8em; border-bottom:
 .high { background: #fdecea; border-color: #c62828; } .medium { background: #fff4e5;
   border-color: #ef6c00; } .low { background: #e8f5e9; border-color: #2e7d32; }
 .level { text-transform: uppercase; font-weight: 700; }
-table { border-collapse: collapse; font-size: 0.92em; }
+table { border-collapse: collapse; font-size: 0.9em; }
 .scroll { overflow-x: auto; max-width: 100%; }
-th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.5em; text-align: right; }
+th { font-weight: 600; vertical-align: bottom; }
 th:first-child, td:first-child { text-align: left; }
-td.text { text-align: left; white-space: normal; min-width: 14em; }
+td.text { text-align: left; min-width: 12em; }
+.ci { white-space: nowrap; color: #555; font-size: 0.9em; }
+code { overflow-wrap: anywhere; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #555; font-size: 0.92em; }
@@ -71,14 +75,19 @@ def _ci(pair) -> str:
   return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
 
 
+def _cell_ci(value: float, pair) -> str:
+  """A table cell's number and its 95% CI (HTML): the cell may wrap before the CI, never
+  inside it, so a wide table fits the page instead of scrolling sideways."""
+  return f'{value:.3f} <span class="ci">{_ci(pair)}</span>'
+
+
 def _metric(entry) -> str:
   """A config.metrics entry of a report's row: its mean against its no-information baseline,
   then its gain with the 95% CI (a bare number: an older report's mean alone)."""
   if not isinstance(entry, dict):
     return _num(entry)
-  return (
-    f"{entry['mean']:.3f} vs {entry['baseline']:.3f}, gain {entry['gain']:.3f} "
-    f"{_ci(entry['gain_ci'])}"
+  return f"{entry['mean']:.3f} vs {entry['baseline']:.3f}, gain " + _cell_ci(
+    entry["gain"], entry["gain_ci"]
   )
 
 
@@ -106,41 +115,150 @@ def _type2(row: dict, fmr: float):
   return found["type2_sar"] if found is not None and "type2_sar" in found else None
 
 
+# The README's form of the command: run from the repository root with the .venv `make`
+# made. The report records the command as `privjax ...`, which runs only in an active venv.
+_PROGRAM = ".venv/bin/privjax"
+_SWEEP_CONFIG = "defense_sweep.py"  # configs/defense_sweep.py: the default audit and a sweep
+_SWEEP_CUTS = 16  # the most principal directions configs/defense_sweep.py keeps
+_SWEEP_SETTINGS = "the c.defense.sweep and c.defense.attacks settings of configs/defense_sweep.py"
+
+
 def _next(s: dict) -> str:
   """What to try next (HTML): the advice for the level and, from the command line, the
-  command that does it (this audit's command, extended; its workdir's stages are reused)."""
+  command that does it as the README runs commands (this audit's command, extended; its
+  workdir's stages are reused)."""
   sweep = s.get("defense")
   if sweep:
-    return _e(f"{sweep['best_tradeoff_line']}. See Defenses below for every point tried.")
+    return _e(f"{_tradeoff(sweep)} See Defenses below for every point tried.")
   command = (s.get("metadata") or {}).get("command")
   if s["risk_level"] != "low":
     text = _NEXT[s["risk_level"]] + " A defense sweep measures what noise, quantisation and "
-    text += "dimension cuts buy, re-using this audit's workdir:"
-    extra = _sweep_flags(s["feature_dim"])
-  elif not s.get("attack_strength"):
-    text = _NEXT["low"] + " Measure that curve on this audit's workdir:"
-    extra = ["--config.attack_strength.aux_fractions=(0.25,0.5,1.0)"]
-  else:
+    text += "dimension cuts buy, re-using this audit's workdir"
+    if not command:  # from Python: the same fields, in the config given to assess
+      return _e(
+        f"{text}: set config.defense.sweep and config.defense.attacks as "
+        "configs/defense_sweep.py does, in the config given to privjax.assess."
+      )
+    return _sweep_step(text, shlex.split(command), s["feature_dim"])
+  if s.get("attack_strength"):
     return _e(_NEXT["low"])
-  if not command:  # from Python: the same fields, in the config given to assess
-    fields = ", ".join(flag.split("=", 1)[0].removeprefix("--") for flag in extra)
-    return _e(f"{text} set {fields} in the config given to privjax.assess.")
-  return f"{_e(text)}<br><code>{_e(command + ' ' + shlex.join(extra))}</code>"
+  text = _NEXT["low"] + " Measure that curve on this audit's workdir"
+  flag = "--config.attack_strength.aux_fractions=(0.25,0.5,1.0)"
+  if not command:
+    return _e(f"{text}: set attack_strength.aux_fractions in the config given to privjax.assess.")
+  return f"{_e(text)}:{_code(shlex.split(command) + [flag])}"
 
 
-def _sweep_flags(feature_dim: int) -> list:
-  """configs/defense_sweep.py's sweep as flags, its dimension cuts fitted to `feature_dim`."""
-  cuts = sorted({d for d in (feature_dim // 4, feature_dim // 16, 2, 1) if 1 <= d < feature_dim})
-  sweep = [
-    '"gaussian_noise": {"strengths": (0.5, 2, 8, 32)}',
-    '"quantize": {"strengths": (6, 3, 2, 1)}',
-  ]
-  if cuts:
-    sweep.append(f'"pca_truncate": {{"strengths": {tuple(reversed(cuts))}}}')
-  return [
-    "--config.defense.sweep={" + ", ".join(sweep) + "}",
-    '--config.defense.attacks=("ridge", "nearest")',
-  ]
+def _code(args: list) -> str:
+  """A command line as the README runs it (HTML), with a note where its program changed."""
+  note = ""
+  if args and args[0] == "privjax":
+    args = [_PROGRAM, *args[1:]]
+    note = (
+      '<br><span class="note">From the repository root, as the README runs commands; with '
+      "the virtual environment active, <code>privjax</code> alone.</span>"
+    )
+  return f"<br><code>{_e(shlex.join(args))}</code>{note}"
+
+
+def _config_arg(args: list) -> int | None:
+  """The index in `args` of the --config flag's value, or None."""
+  for i, a in enumerate(args):
+    if a.startswith("--config="):
+      return i
+    if a == "--config" and i + 1 < len(args):
+      return i + 1
+  return None
+
+
+def _with_config(args: list, i: int, path: str) -> list:
+  args = list(args)
+  args[i] = f"--config={path}" if args[i].startswith("--config=") else path
+  return args
+
+
+def _sweep_step(text: str, args: list, feature_dim: int) -> str:
+  """The defense sweep as a step (HTML): configs/defense_sweep.py in place of
+  configs/default.py, or for another config file a copy of it with that file's sweep
+  settings; never the sweep inlined as flags."""
+  fit = []  # configs/defense_sweep.py's dimension cuts, where the features are narrower
+  if feature_dim < _SWEEP_CUTS:
+    cuts = sorted({d for d in (feature_dim // 4, 2, 1) if 1 <= d < feature_dim} or {1})
+    fit = [f"--config.defense.sweep.pca_truncate.strengths={tuple(reversed(cuts))}"]
+  i = _config_arg(args)
+  if i is None:
+    return _e(f"{text}: add {_SWEEP_SETTINGS} to your config file.")
+  config = args[i].removeprefix("--config=")
+  folder, name = os.path.split(config)
+  if name == "default.py":  # configs/defense_sweep.py is the default audit and the sweep
+    step = f"{text}: configs/{_SWEEP_CONFIG} is this audit followed by the sweep."
+    return _e(step) + _code(_with_config(args, i, os.path.join(folder, _SWEEP_CONFIG)) + fit)
+  copy = os.path.join(folder, os.path.splitext(name)[0] + "_sweep.py")
+  step = (
+    f"{text}: copy {config} to {copy}, add {_SWEEP_SETTINGS} before its return, then run "
+    "the copy on this workdir:"
+  )
+  return _e(step) + _code(_with_config(args, i, copy) + fit)
+
+
+# What a builtin utility measures, in words (privjax/utility.py; a user's keeps its name).
+_UTILITY_WORDS = {"knn_rank1": "k-NN identification", "linear_probe": "linear-probe classification"}
+
+
+def _utility_name(name: str) -> str:
+  return _UTILITY_WORDS.get(name, name)
+
+
+def _kept(utility: dict, undefended: dict) -> tuple[str, str] | None:
+  """(what, how much) of the headline utility a point keeps, in words: a rate in percent
+  beside the undefended features' and guessing; None when nothing was measured."""
+  head = readings.headline(utility)
+  if head is None:
+    return None
+  name, value = head
+  measured, ref = utility.get(name), undefended.get(name)
+  if isinstance(measured, dict):  # a builtin rate, with its chance level
+    ref_rate = ref["rate"] if isinstance(ref, dict) else None
+    amount = f"{100 * value:.0f}%" + (
+      f" (undefended {100 * ref_rate:.0f}%; guessing {100 * measured['chance']:.0f}%)"
+      if ref_rate is not None
+      else f" (guessing {100 * measured['chance']:.0f}%)"
+    )
+    return _utility_name(name), amount
+  ref_value = (undefended.get("user") or {}).get(name)
+  return name, f"{value:.3g}" + ("" if ref_value is None else f" (undefended {ref_value:.3g})")
+
+
+def _tradeoff(sweep: dict) -> str:
+  """The sweep's best trade-off in plain words (sweep.json's best_tradeoff)."""
+  best = sweep.get("best_tradeoff")
+  if best is None:
+    return "No defense tried brings the risk down to low: try stronger settings."
+  entry = sweep["defenses"][best["defense"]]
+  point = next((p for p in entry["points"] if p["strength"] == best["strength"]), {})
+  about = entry.get("about", "").split(": ", 1)[-1]
+  setting = f"{best['defense']} at {best['param']}={best['strength']:g}" + (
+    f" ({about})" if about else ""
+  )
+  caveat = (
+    f" Caveat: {len(point['understated'])} attacker warning(s) at that point say the true "
+    "risk may be higher (sweep.json, 'understated')."
+    if point.get("understated")
+    else ""
+  )
+  kept = _kept(point.get("utility", {}), sweep["undefended"]["utility"])
+  if kept is None:
+    return f"{setting} brings the risk down to low (no utility was measured).{caveat}"
+  what, amount = kept
+  if not best.get("useful", True):
+    return (
+      "No defense tried brings the risk down to low and keeps the features useful: at every "
+      f"low-risk point {what} is no better than guessing; the most kept is {amount}, by "
+      f"{setting}.{caveat}"
+    )
+  return (
+    f"Best trade-off: {setting} brings the risk down to low and keeps {what} at {amount}.{caveat}"
+  )
 
 
 def _defenses(s: dict, images: dict) -> str:
@@ -159,7 +277,7 @@ def _defenses(s: dict, images: dict) -> str:
       _e(point),
       _e(p["risk_level"]),
       _e(f"{d['attacker']} ({fitted})" if fitted else d["attacker"]),
-      f"{d['ssim_gain']:.3f} {_ci(d['ssim_gain_ci'])}",
+      _cell_ci(d["ssim_gain"], d["ssim_gain_ci"]),
       _num(d["image_reid_rate"]),
       "n/a" if u is None else _num(u[1]),
     ]
@@ -175,7 +293,7 @@ def _defenses(s: dict, images: dict) -> str:
       "deciding attacker (fitted on)",
       "SSIM gain (95% CI)",
       "image re-id",
-      "utility" if head is None else head[0],
+      "utility" if head is None else _utility_name(head[0]),
     ],
     rows,
     text_columns=(0, 1, 2),
@@ -183,13 +301,16 @@ def _defenses(s: dict, images: dict) -> str:
   notes = "".join(f"<li>{_e(w)}</li>" for w in sweep["warnings"])
   return (
     "<h2>Defenses</h2>"
-    f"<p><b>{_e(sweep['best_tradeoff_line'])}</b></p>"
+    f"<p><b>{_e(_tradeoff(sweep))}</b></p>"
     '<p class="note">At each point the attackers '
     f"({_e(', '.join(sweep['attackers']))}) know the defense: they re-fit on the defended "
     "auxiliary features or keep what they fitted on undefended ones, whichever leaks more "
     "(sweep.json has both). Utility is measured on the same defended features"
     + (
-      "" if head is None else f" ({_e(head[0])}, chance {_num(ref['utility'][head[0]]['chance'])})"
+      ""
+      if head is None or not isinstance(ref["utility"].get(head[0]), dict)
+      else f" ({_e(_utility_name(head[0]))}; guessing scores "
+      f"{_num(ref['utility'][head[0]]['chance'])})"
     )
     + f". {_e(sweep['caveat'])}</p>"
     + table
@@ -274,10 +395,10 @@ def _attackers(s: dict) -> str:
         _e(r["risk_level"]),
         _num(r["ssim"]),
         _num(r["psnr"], 2),
-        f"{r['ssim_gain']:.3f} {_ci(r['ssim_gain_ci'])}",
+        _cell_ci(r["ssim_gain"], r["ssim_gain_ci"]),
         _num(r["image_reid_rate"]),
         _num(r["reid_rate"]),
-        "n/a" if sar is None else f"{sar['rate']:.3f} {_ci(sar['ci'])}",
+        "n/a" if sar is None else _cell_ci(sar["rate"], sar["ci"]),
         *(_metric(r.get("metrics", {}).get(m)) for m in extra),
         _num(r["seconds"], 1) + ("*" if r.get("cached") else ""),
       ]
@@ -322,11 +443,9 @@ def _evaluator(s: dict, images: dict) -> str:
         f"{t['fmr']:g}",
         f"{t['threshold']:.4f}",
         f"{t['realised_fmr']:.4f}",
-        "n/a" if gar is None else f"{gar['rate']:.3f} {_ci(gar['ci'])}",
+        "n/a" if gar is None else _cell_ci(gar["rate"], gar["ci"]),
         f"{row['type1_sar']['rate']:.3f}" if "type1_sar" in row else "n/a",
-        f"{row['type2_sar']['rate']:.3f} {_ci(row['type2_sar']['ci'])}"
-        if "type2_sar" in row
-        else "n/a",
+        _cell_ci(row["type2_sar"]["rate"], row["type2_sar"]["ci"]) if "type2_sar" in row else "n/a",
         _num(row.get("impostor_accept"), 4),
       ]
     )
@@ -355,6 +474,19 @@ def _evaluator(s: dict, images: dict) -> str:
   )
 
 
+def _plural(n: int, word: str) -> str:
+  return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
+
+
+def _devices(d: dict) -> str:
+  """The devices an audit ran on, in words (report.json's "devices")."""
+  platform = str(d["platform"]).upper()  # CPU, GPU, TPU
+  kind = "" if str(d["kind"]).lower() == str(d["platform"]).lower() else f" ({d['kind']})"
+  return (
+    f"{_plural(d['count'], platform + ' device')}{kind} in {_plural(d['processes'], 'process')}"
+  )
+
+
 def _audited(s: dict) -> str:
   meta = s["metadata"]
   model = meta.get("model", {})
@@ -371,13 +503,7 @@ def _audited(s: dict) -> str:
       f"{s['ssim_definition']['filter_size']} px, sigma {s['ssim_definition']['filter_sigma']:.3g}",
     ],
     ["seed", str(s["seed"])],
-    [
-      "devices",
-      _e(
-        f"{s['devices']['count']} x {s['devices']['kind']} ({s['devices']['platform']}), "
-        f"{s['devices']['processes']} process(es)"
-      ),
-    ],
+    ["ran on", _e(_devices(s["devices"]))],
     ["versions", _e(", ".join(f"{k} {v}" for k, v in s["versions"].items()))],
     [
       "this run's seconds",
