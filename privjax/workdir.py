@@ -16,7 +16,9 @@ Files are written to a temporary name beside their target (`.<name>.<random>.pri
 with the mode a plain `open` gives: 0o666 less the umask) and renamed over it; a set
 of files (the report) is published together by `publish`. When process 0 takes the
 lock it completes a publication a killed run had committed and removes the
-temporaries a killed run left. A full disk is a one-line WorkdirError naming the file.
+temporaries a killed run left. A write the OS refuses (`WRITE_ERRNOS`: a full disk or
+quota, a file-size limit, a read-only file system, permissions, an I/O error) is a
+one-line WorkdirError naming the file, and leaves the previous file whole.
 
 Each cached stage (the recognition model, features, the decoder checkpoints)
 records a fingerprint of everything its result depends on (config fields, data
@@ -125,8 +127,9 @@ def prepare(path) -> str:
     if finished and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
       raise WorkdirError(
         f"workdir {path} holds a finished audit but is read-only ({e.strerror}): privjax "
-        "writes its lock there even to re-serve the report; open report.html directly, or "
-        "copy the workdir and name the copy as --workdir"
+        "gives a verdict (and --fail_on's status) only from a run that re-checks every "
+        "stage under the workdir's lock, which it cannot write here; open report.html "
+        "directly, or copy the workdir and name the copy as --workdir"
       ) from e
     raise WorkdirError(f"workdir {path} is not writable: {e.strerror or e}") from e
   return path
@@ -277,8 +280,9 @@ def atomic_write(path: str, data: bytes) -> None:
   file gets the mode `open` would give it (0o666 less the umask).
 
   Raises:
-    WorkdirError: the disk is full ("no space left on device writing <path>") or the
-      file cannot be written (read-only file system, permissions, I/O error).
+    WorkdirError: the OS refused the write (`WRITE_ERRNOS`): the disk is full ("no space
+      left on device writing <path>"), a quota or file-size limit, a read-only file
+      system, permissions, an I/O error.
   """
   path = os.path.abspath(path)
   tmp = _write_temp(path, data)
@@ -370,15 +374,45 @@ def _write_temp(path: str, data: bytes) -> str:
     raise
 
 
-def _write_error(e: OSError, path: str) -> WorkdirError | None:
-  """The one-line error for a write that failed for a reason outside privjax, else None."""
-  if e.errno == errno.ENOSPC:
+# The OS's reasons a write fails that lie outside privjax: each is one line naming the file.
+WRITE_ERRNOS = (
+  errno.ENOSPC,  # the disk is full
+  errno.EDQUOT,  # the user's quota is full
+  errno.EFBIG,  # a file-size limit (`ulimit -f`) or the file system's largest file
+  errno.EROFS,  # a read-only file system
+  errno.EACCES,  # permissions
+  errno.EPERM,
+  errno.EIO,  # the device failed
+)
+
+
+def write_error(code: int | None, path: str, strerror: str | None = None) -> WorkdirError | None:
+  """The one-line error for a write of `path` that failed with errno `code` for a reason
+  outside privjax (`WRITE_ERRNOS`), else None."""
+  if code not in WRITE_ERRNOS:
+    return None
+  if code == errno.ENOSPC:
     return WorkdirError(f"no space left on device writing {path}")
-  if e.errno == errno.EDQUOT:
+  if code == errno.EDQUOT:
     return WorkdirError(f"disk quota exceeded writing {path}")
-  if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO):
-    return WorkdirError(f"cannot write {path}: {e.strerror}")
-  return None
+  if code == errno.EFBIG:
+    return WorkdirError(
+      f"file too large writing {path}: a file-size limit (see `ulimit -f`) or the file "
+      "system's largest file; raise the limit or name a --workdir on another file system"
+    )
+  return WorkdirError(f"cannot write {path}: {strerror or os.strerror(code)}")
+
+
+# What else stops privjax's own writes (atomic_write, publish): something in the way of the
+# file or its folders (a file where a folder goes, a folder where the file goes), a name
+# too long.
+_IN_THE_WAY = (errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG)
+
+
+def _write_error(e: OSError, path: str) -> WorkdirError | None:
+  if e.errno in _IN_THE_WAY:
+    return WorkdirError(f"cannot write {path}: {e.strerror or os.strerror(e.errno)}")
+  return write_error(e.errno, path, e.strerror)
 
 
 def _fsync_directory(directory: str) -> None:

@@ -118,6 +118,70 @@ def test_full_disk_is_one_line_naming_the_file_and_keeps_the_old_file(tmp_path, 
   assert os.listdir(tmp_path) == ["report.json"]
 
 
+# Every reason the OS gives for refusing a write: (errno name, the one line's start).
+WRITE_FAULTS = [
+  ("ENOSPC", "no space left on device writing {path}"),
+  ("EDQUOT", "disk quota exceeded writing {path}"),
+  ("EFBIG", "file too large writing {path}: a file-size limit (see `ulimit -f`)"),
+  ("EROFS", "cannot write {path}: Read-only file system"),
+  ("EACCES", "cannot write {path}: Permission denied"),
+  ("EPERM", "cannot write {path}: Operation not permitted"),
+  ("EIO", "cannot write {path}: Input/output error"),
+]
+
+
+def _refusing(name):
+  def refuse(*_args, **_kwargs):
+    code = getattr(errno, name)
+    raise OSError(code, os.strerror(code))
+
+  return refuse
+
+
+@pytest.mark.parametrize("call", ["open", "write", "fsync", "replace"])
+@pytest.mark.parametrize("name,expected", WRITE_FAULTS, ids=[f[0] for f in WRITE_FAULTS])
+def test_every_refused_write_is_one_line_naming_the_file_and_keeps_the_old_file(
+  tmp_path, monkeypatch, name, expected, call
+):
+  path = tmp_path / "cache" / "features.npz"
+  workdir_lib.atomic_write(str(path), b"old complete features")
+  before = snapshot(tmp_path)
+  monkeypatch.setattr(os, call, _refusing(name))
+  with pytest.raises(WorkdirError) as e:
+    workdir_lib.atomic_write(str(path), b"new features, " * 1000)
+  monkeypatch.undo()
+  assert str(e.value).startswith(expected.format(path=path)), str(e.value)
+  assert "\n" not in str(e.value)
+  assert snapshot(tmp_path) == before  # the old file whole, no temporary left
+
+
+@pytest.mark.parametrize("name,expected", WRITE_FAULTS, ids=[f[0] for f in WRITE_FAULTS])
+def test_a_refused_write_while_publishing_keeps_the_old_set(tmp_path, monkeypatch, name, expected):
+  workdir_lib.publish(str(tmp_path), {"per_image.csv": b"old rows", "report.json": b"{old}"})
+  before = snapshot(tmp_path)
+  real_write, calls = os.write, []
+
+  def second_file_refused(fd, data):
+    calls.append(fd)
+    if len(calls) > 1:  # the CSV is written, the report is not
+      _refusing(name)()
+    return real_write(fd, data)
+
+  monkeypatch.setattr(os, "write", second_file_refused)
+  with pytest.raises(WorkdirError) as e:
+    workdir_lib.publish(str(tmp_path), {"per_image.csv": b"new rows", "report.json": b"{new}"})
+  monkeypatch.undo()
+  assert str(e.value).startswith(expected.format(path=tmp_path / "report.json")), str(e.value)
+  assert snapshot(tmp_path) == before
+
+
+def test_a_file_in_the_way_of_a_write_is_one_line(tmp_path):
+  (tmp_path / "cache").write_text("a file where a folder goes")
+  with pytest.raises(WorkdirError, match=f"cannot write {tmp_path}/cache/a.npz: "):
+    workdir_lib.atomic_write(str(tmp_path / "cache" / "a.npz"), b"x")
+  assert (tmp_path / "cache").read_text() == "a file where a folder goes"
+
+
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
   path = tmp_path / "report.json"
   workdir_lib.atomic_write(str(path), b"old complete report")
