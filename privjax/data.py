@@ -6,7 +6,9 @@ Pixel and label rules are privjax/images.py's; the sources are privjax/sources.p
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import tempfile
 import types
 import zlib
 
@@ -135,6 +137,52 @@ def validate(d) -> None:
   f = d.crop_fraction
   if not (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1):
     raise ConfigError(f"config.data.crop_fraction must be a number in (0, 1], got {f!r}")
+  check_save_chips(d.get("save_chips", ""))
+
+
+def check_save_chips(path, *, workdir: str | None = None) -> str:
+  """`config.data.save_chips` checked before any work: "" (no chips written) or the
+  absolute folder the aligned face chips go to, which exists as a folder or can be made,
+  is writable, and lies outside the workdir (privjax writes only its own files there, and
+  a folder of chips in a new workdir would make it refuse its own workdir).
+
+  Reads only. Raises ConfigError naming the folder.
+  """
+  if path is None or path == "":
+    return ""
+  if not isinstance(path, str) or not path.strip():
+    raise ConfigError(f"config.data.save_chips must be a folder path or '', got {path!r}")
+  folder = os.path.abspath(os.path.expanduser(path))
+  if os.path.lexists(folder) and not os.path.isdir(folder):
+    raise ConfigError(
+      f"config.data.save_chips must be a folder to write the face chips into, got an "
+      f"existing file: {folder}"
+    )
+  if workdir is not None:
+    wd = os.path.realpath(os.path.abspath(os.path.expanduser(workdir)))
+    real = os.path.realpath(folder)
+    if real == wd or real.startswith(wd + os.sep):
+      raise ConfigError(
+        f"config.data.save_chips={path!r} is inside the workdir {wd}, which holds only "
+        "privjax's own files: name a folder outside it (e.g. beside it)"
+      )
+  existing = folder
+  while not os.path.isdir(existing):  # the deepest folder that exists: the chips go below it
+    parent = os.path.dirname(existing)
+    if os.path.lexists(existing) or parent == existing:  # a file on the way
+      raise ConfigError(
+        f"config.data.save_chips={path!r} cannot be made: {existing} is not a folder"
+      )
+    existing = parent
+  try:  # (a file that is gone once closed: nothing is left behind)
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise ConfigError(
+      f"config.data.save_chips={path!r} is not writable: cannot create a file in {existing} "
+      f"({e.strerror or e})"
+    ) from None
+  return folder
 
 
 def load(d) -> AuditData | sources.Precomputed:

@@ -19,6 +19,7 @@ the file or the npz key.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import re
 import stat
@@ -31,6 +32,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from privjax import workdir
 from privjax.errors import ConfigError, DataError
 from privjax.images import to_unit_float
 from privjax.registry import Registry, call_user
@@ -384,10 +386,11 @@ def _aligned(path, files, labels, align: str, save_chips: str) -> SplitSource:
       continue
     chips.append(chip)
     kept.append(i)
-    if save_chips:
-      out = os.path.join(save_chips, os.path.splitext(os.path.relpath(file, path))[0] + ".png")
-      os.makedirs(os.path.dirname(out), exist_ok=True)
-      Image.fromarray(chip).save(out)
+    if save_chips:  # (checked with the workdir before any work: data.check_save_chips)
+      relative = os.path.splitext(os.path.relpath(file, path))[0] + ".png"
+      png = io.BytesIO()
+      Image.fromarray(chip).save(png, format="PNG")
+      workdir.atomic_write(os.path.join(os.path.expanduser(save_chips), relative), png.getvalue())
   note = (
     f"aligned as dlib does ({len(chips)} of {len(files)} photos; skipped {len(skipped[0])} "
     f"with no face, {len(skipped[2])} with several"

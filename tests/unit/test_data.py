@@ -1,5 +1,7 @@
 """How images and labels are read: the integer rule, masks, label names and their checks."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,115 @@ def test_labels_rules_for_the_api():
     images_lib.check_labels(np.array([1.0, 2.0]), 2, name="t")
   with pytest.raises(DataError, match=r"must be all integers or all strings .*\['int', 'str'\]"):
     data.label_ids({"aux": [1, 2], "target": ["a"]})
+
+
+# --- data.save_chips: checked before any work, written atomically -------------------------
+
+
+def test_save_chips_is_checked_before_any_work(tmp_path, monkeypatch):
+  from privjax.errors import ConfigError
+
+  assert data.check_save_chips("") == ""
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert data.check_save_chips("~/chips/new") == str(tmp_path / "chips" / "new")
+  (tmp_path / "a_file").write_text("mine")
+  cases = [
+    (
+      str(tmp_path / "a_file"),
+      None,
+      f"must be a folder to write the face chips into, got an existing file: {tmp_path}/a_file",
+    ),
+    (str(tmp_path / "a_file" / "chips"), None, f"cannot be made: {tmp_path}/a_file is not a"),
+    (
+      str(tmp_path / "run" / "chips"),
+      str(tmp_path / "run"),
+      f"is inside the workdir {tmp_path}/run,",
+    ),
+    (str(tmp_path / "run"), str(tmp_path / "run"), f"is inside the workdir {tmp_path}/run,"),
+    ("/sys/privjax-chips", None, "is not writable: cannot create a file in /sys ("),
+    (7, None, "must be a folder path or '', got 7"),
+  ]
+  before = sorted(os.listdir(tmp_path))
+  for path, workdir, expected in cases:
+    with pytest.raises(ConfigError) as e:
+      data.check_save_chips(path, workdir=workdir)
+    assert expected in str(e.value) and "\n" not in str(e.value), str(e.value)
+  assert sorted(os.listdir(tmp_path)) == before  # it only looks
+  assert (tmp_path / "a_file").read_text() == "mine"
+  assert not os.path.exists("/sys/privjax-chips")
+  # Beside the workdir (or the workdir inside the chips folder) is fine.
+  assert data.check_save_chips(str(tmp_path / "run-chips"), workdir=str(tmp_path / "run"))
+
+
+class _FakeAligner:
+  """faces.Aligner without dlib: each photo's chip is the photo, in RGB uint8."""
+
+  def chip(self, image):
+    grey = np.round(np.asarray(image) * 255).astype(np.uint8)
+    return np.repeat(grey, 3, axis=-1), 1
+
+
+def _faces(tmp_path, digits8):
+  from PIL import Image
+
+  x, _ = digits8
+  root = tmp_path / "faces"
+  for person in ("ann", "bob"):
+    (root / person).mkdir(parents=True)
+    for k in range(2):
+      image = (x[k + (person == "bob") * 2, :, :, 0] * 255).astype(np.uint8)
+      Image.fromarray(image).save(root / person / f"{k}.jpg", quality=100)
+  return root
+
+
+def test_chips_are_written_whole_beside_their_relative_paths(tmp_path, monkeypatch, digits8):
+  from PIL import Image
+
+  from privjax import faces, sources
+
+  monkeypatch.setattr(faces, "Aligner", _FakeAligner)
+  root, chips = _faces(tmp_path, digits8), tmp_path / "chips"
+  split = sources.folder(str(root), "dlib", str(chips))["all"]
+  assert sorted(str(p.relative_to(chips)) for p in chips.rglob("*")) == [
+    "ann",
+    "ann/0.png",
+    "ann/1.png",
+    "bob",
+    "bob/0.png",
+    "bob/1.png",
+  ]
+  images, _ = split.read(np.arange(4))
+  for image, name in zip(images, split.names(np.arange(4)), strict=True):
+    saved = np.asarray(Image.open(chips / name.replace(".jpg", ".png")))
+    np.testing.assert_array_equal(saved, np.round(image * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("code", ["EACCES", "ENOSPC", "EFBIG"])
+def test_a_refused_chip_write_is_one_line_and_keeps_the_chip_there(
+  tmp_path, monkeypatch, digits8, code
+):
+  import errno
+
+  from privjax import faces, sources
+  from privjax.errors import WorkdirError
+  from tests.conftest import snapshot
+
+  monkeypatch.setattr(faces, "Aligner", _FakeAligner)
+  root, chips = _faces(tmp_path, digits8), tmp_path / "chips"
+  sources.folder(str(root), "dlib", str(chips))
+  before = snapshot(chips)
+  real_write, calls = os.write, []
+
+  def refused_at_the_third(fd, data):
+    calls.append(fd)
+    if len(calls) == 3:
+      raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+    return real_write(fd, data)
+
+  monkeypatch.setattr(os, "write", refused_at_the_third)
+  with pytest.raises(WorkdirError) as e:
+    sources.folder(str(root), "dlib", str(chips))
+  monkeypatch.undo()
+  assert f" {chips}/bob/0.png" in str(e.value) and "\n" not in str(e.value), str(e.value)
+  assert snapshot(chips).keys() == before.keys()  # no temporary left, no chip half-written
+  assert all(snapshot(chips)[name][1] == before[name][1] for name in before)
