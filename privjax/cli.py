@@ -16,15 +16,18 @@ This is the only module that defines flags; the work is in privjax.audit.run. `r
 runs the command line in the calling process and returns its exit status (the tests use it).
 Exit status: 0 done; 3 the release gate tripped (`--fail_on`: the verdict reached that
 level; the report is written); 2 an error caused by the input (config, data, model,
-workdir, a full disk), in one line; 1 a bug (with its traceback); 143 SIGTERM (training
-stops with a checkpoint first) and 130 Ctrl-C (SIGINT), with one line (see
-privjax.errors.Interrupted).
+workdir, a write the OS refused: a full disk, a file-size limit, a read-only file system,
+...), in one line; 1 a bug (with its traceback); 143 SIGTERM (training stops with a
+checkpoint first) and 130 Ctrl-C (SIGINT), with one line (see privjax.errors.Interrupted):
+the signal received, whatever the code it interrupted turned it into. A signal that
+arrives once the run has returned its report (while the summary is printed) stops
+nothing: the run exits with its own status, 0 or 3, and one line says so.
 """
 
+import _thread
 import ast
 import contextlib
 import difflib
-import errno
 import faulthandler
 import logging as python_logging
 import os
@@ -33,6 +36,7 @@ import shlex
 import signal
 import socket
 import sys
+import threading
 import time
 
 import jax
@@ -42,6 +46,7 @@ from ml_collections import config_flags
 
 from privjax import audit, logs, parallel, risk
 from privjax import config as config_lib
+from privjax import data as data_lib
 from privjax import report as report_lib
 from privjax import workdir as workdir_lib
 from privjax.errors import Interrupted, PrivjaxError
@@ -88,7 +93,7 @@ flags.DEFINE_string(
   "fail_on",
   "",
   "Release gate: exit with status 3 (after writing the report) when the verdict reaches this "
-  "level, 'medium' or 'high'; '' never fails on the verdict.",
+  "level, 'medium' or 'high' (any case); '' never fails on the verdict.",
 )
 flags.mark_flags_as_required(["config"])
 # The flags `privjax --help` lists (absl's --helpfull lists every library's too).
@@ -125,41 +130,52 @@ def main(argv):
 GATE_TRIPPED = 3  # the exit status when --fail_on's level is reached (errors are 2)
 _RESUME = "finished stages are kept in the workdir: re-run the same command to resume"
 _STOPS_SEEN = []  # signals _on_stop_signal saw; the code they interrupted may swallow them
+_LATE_STOPS = []  # signals that arrived after the run returned its report: they stop nothing
 _COMMAND = []  # the running command, as a shell line (the report's "what to try next")
 
 
 def _stop_reason(e: BaseException):
   """(message, signal number) when the run was stopped by SIGTERM or Ctrl-C, else None.
 
-  Training stops itself with a checkpoint and raises Interrupted. Outside training the
-  signal raises wherever Python happens to be, possibly inside a library that turns
-  it into another exception while handling it (JAX's traceback filter once raised a
-  TypeError there), so the whole exception chain is searched, and a SIGTERM or Ctrl-C
-  the handler saw counts even if the code it interrupted swallowed its exception.
+  The signal the handler recorded decides first: a signal raises wherever Python happens
+  to be, possibly inside code that swallows its exception or turns it into another
+  (JAX's traceback filter once raised a TypeError there; JAX's compilation cache once
+  turned it into a warning), so what reaches `main` may be anything. Without a record
+  (training installs its own handler, and stops itself with a checkpoint), the exception
+  chain is searched for the Interrupted or KeyboardInterrupt the signal raised. An
+  Interrupted for the recorded signal keeps its own message (training names its
+  checkpoint).
   """
-  seen = set()
+  chain, seen = [], set()
   while e is not None and id(e) not in seen:
     seen.add(id(e))
-    if isinstance(e, Interrupted):
-      return str(e), getattr(e, "signum", signal.SIGTERM)
-    if isinstance(e, KeyboardInterrupt):
-      return f"interrupted by Ctrl-C (SIGINT); {_RESUME}", signal.SIGINT
+    chain.append(e)
     e = e.__cause__ or e.__context__
-  if _STOPS_SEEN and _STOPS_SEEN[-1] == signal.SIGINT:
-    return f"interrupted by Ctrl-C (SIGINT); {_RESUME}", signal.SIGINT
   if _STOPS_SEEN:
-    return f"stopped by SIGTERM; {_RESUME}", signal.SIGTERM
+    signum = _STOPS_SEEN[-1]
+    own = [x for x in chain if isinstance(x, Interrupted) and x.signum == signum]
+    return (str(own[0]) if own else _stop_message(signum)), signum
+  for x in chain:
+    if isinstance(x, Interrupted):
+      return str(x), x.signum
+    if isinstance(x, KeyboardInterrupt):
+      return _stop_message(signal.SIGINT), signal.SIGINT
   return None
+
+
+def _stop_message(signum: int) -> str:
+  if signum == signal.SIGINT:
+    return f"interrupted by Ctrl-C (SIGINT); {_RESUME}"
+  return f"stopped by {signal.Signals(signum).name}; {_RESUME}"
 
 
 def _main(argv):
   if len(argv) > 1:
     _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  gate = _gate(FLAGS.fail_on)  # (--print_config too: a flag it would refuse is refused now)
   if FLAGS.print_config:
     _print(config_lib.describe(_loaded_config(), sources=_config_sources()))
     return
-  if FLAGS.fail_on not in ("", "medium", "high"):
-    _usage_error(f"--fail_on must be 'medium' or 'high' (or '' for no gate), got {FLAGS.fail_on!r}")
   if FLAGS.workdir is None:  # (an empty --workdir= is refused by workdir.resolve)
     _usage_error("--workdir is required: the directory for checkpoints and the report")
   # SIGTERM and Ctrl-C outside decoder training (which saves a checkpoint first) stop the
@@ -182,23 +198,41 @@ def _main(argv):
   workdir = FLAGS.workdir
   try:
     workdir = workdir_lib.resolve(workdir)  # a wrong workdir is refused before any work
+    data_lib.check_save_chips(config.data.get("save_chips", ""), workdir=workdir)
     report = audit.run(config, workdir, command=_COMMAND[0] if _COMMAND else None)
   except PrivjaxError as e:
     if _stop_reason(e) is not None:  # a stop signal that a guard wrapped: not the input's fault
       raise
     _usage_error(str(e))
   except Exception as e:
-    full = _disk_full(e)
-    if full is None:
+    refused = _write_failure(e, workdir)
+    if refused is None:
       raise
-    _usage_error(f"no space left on device writing {full or workdir}")
-  if _STOPS_SEEN:  # a library swallowed the stop's exception: the run still stops here
-    raise KeyboardInterrupt
-  gate = FLAGS.fail_on or None
+    _usage_error(str(refused))
+  if _STOPS_SEEN:  # code the signal interrupted swallowed it: what it returned is not trusted
+    raise Interrupted(_stop_message(_STOPS_SEEN[-1]), signum=_STOPS_SEEN[-1])
+  # The report is complete and published: a signal from now on stops nothing.
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, _on_late_signal)
   tripped = gate is not None and risk.reaches(report.risk_level, gate)
   print(report_lib.summary_line(report, os.path.join(workdir, "report.json"), gate=gate))
-  if tripped:
-    sys.exit(GATE_TRIPPED)
+  status = GATE_TRIPPED if tripped else 0
+  if _LATE_STOPS:
+    name = signal.Signals(_LATE_STOPS[0]).name
+    print(
+      f"privjax: {name} arrived after the report was written; it stops nothing: exit status "
+      f"{status}, the run's own",
+      file=sys.stderr,
+    )
+  sys.exit(status)
+
+
+def _gate(fail_on: str) -> str | None:
+  """--fail_on's level ('medium' or 'high', any case), or None for no gate."""
+  level = fail_on.strip().lower()
+  if level not in ("", "medium", "high"):
+    _usage_error(f"--fail_on must be 'medium' or 'high' (or '' for no gate), got {fail_on!r}")
+  return level or None
 
 
 def _loaded_config():
@@ -231,34 +265,76 @@ def _config_sources() -> list:
 
 def _on_stop_signal(signum, frame):
   _STOPS_SEEN.append(signum)
-  if frame is not None and frame.f_code.co_name == "_xla_gc_callback":
-    return  # Python ignores (and prints) what a gc callback raises: the record stops the run
+  if _in_gc_callback(frame):
+    # Python ignores (and prints) what a gc callback raises: the signal is delivered again
+    # a moment later, outside the callback (the record stops the run in any case).
+    timer = threading.Timer(_REDELIVER_S, _redeliver, (signum,))
+    timer.daemon = True
+    timer.start()
+    return
   if signum == signal.SIGINT:
     raise KeyboardInterrupt
-  raise Interrupted(f"stopped by SIGTERM; {_RESUME}")
+  raise Interrupted(_stop_message(signum), signum=signum)
 
 
-def _disk_full(e: BaseException):
-  """The file a full disk (or quota) stopped a write of ('' if unnamed), else None.
+_REDELIVER_S = 0.05  # a gc callback ends within microseconds
+
+
+def _redeliver(signum: int) -> None:
+  """Delivers `signum` to the main thread again, while the run still handles it."""
+  if signal.getsignal(signum) is _on_stop_signal:
+    _thread.interrupt_main(signum)
+
+
+def _in_gc_callback(frame) -> bool:
+  """Whether `frame` runs inside JAX's gc callback (also this handler, called again there)."""
+  while frame is not None:
+    if frame.f_code.co_name == "_xla_gc_callback":
+      return True
+    frame = frame.f_back
+  return False
+
+
+def _on_late_signal(signum, frame):
+  del frame
+  _LATE_STOPS.append(signum)
+
+
+def _write_failure(e: BaseException, workdir: str):
+  """The one-line WorkdirError for a write the OS refused somewhere in `e`'s chain
+  (workdir.WRITE_ERRNOS: a full disk or quota, a file-size limit, a read-only file system,
+  permissions, an I/O error), else None.
 
   privjax's own writes already raise a WorkdirError; this catches the rest (orbax
   checkpoints, written by orbax and TensorStore), which may wrap the OSError or only
-  say it in the message.
+  say it in the message (TensorStore: 'Failed writing: "<path>": ... File too large
+  [os_error_code='27']'). The file is the one named, else the workdir.
   """
-  seen, full, names = set(), False, []
+  seen, found = set(), []
   while e is not None and id(e) not in seen:
     seen.add(id(e))
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-      full = True
-      names.append(e.filename)
-    elif "No space left on device" in str(e):  # TensorStore: 'Failed writing: "<path>": ...'
-      full = True
-      named = re.search(r'(?:Failed writing:|local file) "([^"]+)"', str(e))
-      names.append(named and named.group(1))
+    text = str(e)
+    if isinstance(e, OSError) and e.errno in workdir_lib.WRITE_ERRNOS:
+      found.append((e.errno, e.filename, e.strerror))
+    elif re.search("writ", text, re.IGNORECASE) and (code := _errno_in(text)):
+      named = re.search(r'Failed writing: "([^"]+)"', text) or re.search(
+        r'local file "([^"]+)"', text
+      )
+      found.append((code, named and named.group(1), None))
     e = e.__cause__ or e.__context__
-  if not full:
+  if not found:
     return None
-  return next((str(name) for name in names if name), "")
+  code = found[0][0]
+  path = next((str(name) for _, name, _ in found if name), "") or workdir
+  return workdir_lib.write_error(code, path, found[0][2])
+
+
+def _errno_in(text: str) -> int | None:
+  """The errno of WRITE_ERRNOS a library's message reports, by its code or its words."""
+  code = re.search(r"os_error_code='?(\d+)", text)
+  if code and int(code.group(1)) in workdir_lib.WRITE_ERRNOS:
+    return int(code.group(1))
+  return next((c for c in workdir_lib.WRITE_ERRNOS if os.strerror(c) in text), None)
 
 
 def _start_distributed():
@@ -387,11 +463,39 @@ def _parse_flags(argv):
         "the config file's get_config() returned None: expected an ml_collections.ConfigDict "
         "(start from configs/default.py's get_config())"
       )
-    _usage_error(_last_line(str(e)) if "Traceback (most recent call last)" in str(e) else str(e))
+    _usage_error(
+      _numpy_scalar(str(e))
+      or (_last_line(str(e)) if "Traceback (most recent call last)" in str(e) else str(e))
+    )
   except Exception as e:  # noqa: BLE001 (the config file runs while flags are parsed)
-    _usage_error(f"cannot load the config file: {type(e).__name__}: {_last_line(str(e))}")
+    _usage_error(
+      _numpy_scalar(str(e))
+      or f"cannot load the config file: {type(e).__name__}: {_last_line(str(e))}"
+    )
   finally:
     sys.argv = sys_argv
+
+
+# ml_collections' refusal of a numpy scalar assigned to a typed field in a config file.
+_NUMPY_IN_FIELD = re.compile(
+  r"Could not override field '([^']+)'.*?\. (.*) is of original type <class '(numpy\.\w+)'> "
+  r"and cannot be casted to type <class '(\w+)'>"
+)
+
+
+def _numpy_scalar(message: str) -> str | None:
+  """One line for ml_collections' refusal of a numpy scalar (np.float32(0.1), np.int64(3))
+  that a config file assigns to a field holding a Python number, else None. (A config
+  file runs inside ml_collections' flag parser, so its own assignment raises.)"""
+  found = _NUMPY_IN_FIELD.search(message)
+  if found is None:
+    return None
+  field, value, got, expected = found.groups()
+  return (
+    f"the config file sets field {field!r} to {got} {value}: expected a Python {expected} "
+    f"(a config field holds Python numbers, not numpy scalars); write {expected}(...) around "
+    "the value"
+  )
 
 
 def _moved_flags(argv):
@@ -447,9 +551,9 @@ def run(argv) -> int:
 
   What the `privjax` command does, without a new process: it prints what the command
   prints (to sys.stdout, sys.stderr and absl's log handler) and returns the status the
-  command exits with: 0 done (or --help), 2 bad input, 130 / 143 stopped by Ctrl-C /
-  SIGTERM. An error that is not the input's fault propagates (the command prints its
-  traceback and exits 1).
+  command exits with: 0 done (or --help), 3 the release gate tripped, 2 bad input, 130 /
+  143 stopped by Ctrl-C / SIGTERM. An error that is not the input's fault propagates (the
+  command prints its traceback and exits 1).
 
   Each call starts from the flags' defaults. What the run changes in this process is put
   back before it returns: the flags (unparsed, and the --config.FIELD flags parsing defined
@@ -469,6 +573,7 @@ def run(argv) -> int:
   cache = {name: getattr(jax.config, name) for name in _CACHE_SETTINGS}
   FLAGS.unparse_flags()
   _STOPS_SEEN.clear()
+  _LATE_STOPS.clear()
   _COMMAND[:] = ["privjax " + shlex.join(str(a) for a in argv[1:])]
   try:
     # What absl's app.run sets up, repeatably: its log handler on the root logger, the
@@ -492,6 +597,7 @@ def run(argv) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     _STOPS_SEEN.clear()
+    _LATE_STOPS.clear()
     _COMMAND.clear()
     FLAGS.unparse_flags()  # (before the levels: it resets --verbosity)
     for name in set(FLAGS) - flag_names:

@@ -33,11 +33,15 @@ class WorkdirError(PrivjaxError):
   """The workdir cannot be used (not a directory, not writable)."""
 
 
-class Interrupted(Exception):
-  """A run stopped by SIGTERM or Ctrl-C (SIGINT) after saving a checkpoint; re-running resumes it.
+class Interrupted(BaseException):
+  """A run stopped by SIGTERM or Ctrl-C (SIGINT); re-running resumes it.
 
   Not a PrivjaxError: nothing was wrong with the input. launch.py exits 128 + `signum`:
   143 for SIGTERM, the code a preempted job is expected to end with, and 130 for Ctrl-C.
+  A BaseException, as KeyboardInterrupt is: the signal raises it wherever Python happens
+  to be, and no `except Exception` on the way (a library's fallback, a plug-in guard, a
+  "this model is not differentiable" probe) may take it for that code's own failure and
+  carry on.
   """
 
   def __init__(self, message: str, *, signum: int = signal.SIGTERM):

@@ -180,6 +180,10 @@ def _setup(tmp, digits8):
     tmp / "userpkg", "fault_models", "Tower", {"features": 8}, (8, 8, 1), tmp / "tower_ckpt"
   )
   (tmp / "none_config.py").write_text("def get_config():\n  return None\n")
+  (tmp / "numpy_config.py").write_text(
+    "import numpy as np\n\nfrom configs import smoke\n\n\ndef get_config():\n"
+    "  c = smoke.get_config()\n  c.seed = np.int64(3)  # not a Python int\n  return c\n"
+  )
   (tmp / "a_file").write_text("keep me")
   _bad_image_folders(tmp, digits8)
   _bad_npz(tmp, x, y)
@@ -794,6 +798,43 @@ TABLE = [
   ),
   ("workdir-is-file", None, [], "{t}/a_file", "workdir must be a directory"),
   ("read-only-workdir", None, [], "/sys/privjax-workdir", "is not writable"),
+  (
+    "config-numpy-scalar",
+    "{t}/numpy_config.py",
+    [],
+    "done",
+    "the config file sets field 'seed' to numpy.int64 3: expected a Python int",
+  ),
+  ("fail-on-unknown-level", None, ["--fail_on=severe"], "done", "--fail_on must be 'medium' or"),
+  (
+    "save-chips-is-a-file",
+    None,
+    ["--config.data.save_chips={t}/a_file"],
+    "done",
+    "config.data.save_chips must be a folder to write the face chips into, got an existing "
+    "file: {t}/a_file",
+  ),
+  (
+    "save-chips-not-writable",
+    None,
+    ["--config.data.save_chips=/sys/privjax-chips"],
+    "done",
+    "config.data.save_chips='/sys/privjax-chips' is not writable: cannot create a file in /sys",
+  ),
+  (
+    "save-chips-in-the-workdir",
+    None,
+    ["--config.data.save_chips={t}/done/chips"],
+    "done",
+    "config.data.save_chips='{t}/done/chips' is inside the workdir {t}/done, which holds only",
+  ),
+  (
+    "save-chips-in-a-new-workdir",  # (it once wrote the chips, then refused its own workdir)
+    None,
+    ["--config.data.save_chips={t}/chips-run/chips"],
+    "{t}/chips-run",
+    "config.data.save_chips='{t}/chips-run/chips' is inside the workdir {t}/chips-run,",
+  ),
 ]
 
 
@@ -837,7 +878,8 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(
   assert "Traceback" not in result.stderr
   assert snapshot(tmp / "done") == before
   assert (tmp / "a_file").read_text() == file_before
-  assert not os.path.exists("/sys/privjax-workdir")
+  assert not os.path.exists("/sys/privjax-workdir") and not os.path.exists("/sys/privjax-chips")
+  assert not (tmp / "chips-run").exists() and not (tmp / "done" / "chips").exists()
 
 
 def test_in_process_run_prints_what_a_fresh_process_does(finished, launch_here):

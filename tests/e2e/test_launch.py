@@ -1,14 +1,18 @@
 """End to end through launch.py on the smoke config: files, resume, exit codes."""
 
 import base64
+import contextlib
 import html.parser
 import io
 import json
+import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +21,7 @@ from PIL import Image
 from privjax import cli
 from privjax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import launch_until
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +281,182 @@ def test_the_release_gate_exits_3_after_writing_the_report_when_the_level_is_rea
   bad = launch_here("configs/smoke.py", tmp_path / "x", "--fail_on=severe")
   assert bad.returncode == 2 and "--fail_on must be 'medium' or 'high'" in bad.stderr
   assert not (tmp_path / "x").exists()
+
+
+def test_fail_on_is_read_in_any_case_and_print_config_checks_it(smoke_run, tmp_path, launch_here):
+  workdir = tmp_path / "done"
+  shutil.copytree(smoke_run[0], workdir)
+  result = launch_here("configs/smoke.py", workdir, "--fail_on=HIGH")
+  assert result.returncode == cli.GATE_TRIPPED, result.stderr[-2000:]
+  assert "release gate TRIPPED: high risk reaches --fail_on=high" in result.stdout
+  bad = launch_here("configs/smoke.py", tmp_path / "x", "--print_config", "--fail_on=severe")
+  assert bad.returncode == 2 and bad.stdout == "", bad.stderr[-2000:]
+  assert bad.stderr.strip().splitlines()[-1] == (
+    "privjax: error: --fail_on must be 'medium' or 'high' (or '' for no gate), got 'severe'"
+  )
+  good = launch_here("configs/smoke.py", tmp_path / "x", "--print_config", "--fail_on=Medium")
+  assert good.returncode == 0 and "seed" in good.stdout, good.stderr[-2000:]
+  assert not (tmp_path / "x").exists()
+
+
+# --- Signals: the exit status names the signal; a finished report keeps its own -----------
+
+
+class _SignalAt(logging.Handler):
+  """Sends `sig` to this process when a log line containing `marker` is emitted: the
+  signal then raises right after that line, in the stage that logged it."""
+
+  def __init__(self, marker: str, sig: int):
+    super().__init__()
+    self.marker, self.sig, self.sent = marker, sig, False
+
+  def emit(self, record):
+    if not self.sent and self.marker in record.getMessage():
+      self.sent = True
+      os.kill(os.getpid(), self.sig)
+
+
+@contextlib.contextmanager
+def _signal_at(marker: str, sig: int = signal.SIGTERM):
+  handler = _SignalAt(marker, sig)
+  logging.getLogger().addHandler(handler)
+  try:
+    yield handler
+  finally:
+    logging.getLogger().removeHandler(handler)
+
+
+def _unfinished(smoke_run, workdir):
+  """A copy of the finished smoke audit without its report and the whitebox attacker's
+  reconstructions: a re-run re-serves every stage but whitebox, which fits again."""
+  shutil.copytree(smoke_run[0], workdir)
+  (workdir / "report.json").unlink()
+  for path in (workdir / "cache").glob("attack-whitebox-*.npz"):
+    path.unlink()
+  return workdir
+
+
+def _stopped_by(result, name: str, code: int) -> str:
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == code, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert lines[-1].startswith(f"privjax: {name}"), lines[-1]
+  assert sum(line.startswith("privjax: ") for line in lines) == 1, result.stderr[-3000:]
+  assert "re-run the same command" in lines[-1]
+  return lines[-1]
+
+
+# (the log line the signal follows, whether the report is written by then)
+STAGES = [
+  ("stage extraction ...", False),
+  ("stage identity ...", False),
+  ("attack nearest: reconstructions restored", False),
+  ("attack whitebox (whitebox): fitting", False),  # issue 36: swallowed, then "SIGINT", 130
+  ("whitebox: from ", False),  # inside its fit, between two of its optimisations
+  ("stage scoring ...", False),
+  ("report written to", True),  # published, the workdir not yet released: still a stop
+]
+
+
+@pytest.mark.parametrize(
+  "marker,written",
+  STAGES,
+  ids=["extraction", "identity", "nearest", "whitebox", "whitebox-fit", "scoring", "published"],
+)
+def test_sigterm_in_any_stage_exits_143_with_one_line_whatever_the_gate(
+  smoke_run, tmp_path, launch_here, marker, written
+):
+  workdir = _unfinished(smoke_run, tmp_path / "w")
+  with _signal_at(marker) as sent:
+    result = launch_here("configs/smoke.py", workdir, "--fail_on=medium")
+  assert sent.sent, f"never logged {marker!r}"
+  _stopped_by(result, "stopped by SIGTERM;", 143)
+  assert "release gate" not in result.stdout
+  assert (workdir / "report.json").exists() == written
+  if written:  # published whole before the stop
+    assert json.loads((workdir / "report.json").read_text())["risk_level"] == "high"
+
+
+def test_ctrl_c_during_whitebox_exits_130_and_the_rerun_trips_the_gate(
+  smoke_run, tmp_path, launch_here
+):
+  workdir = _unfinished(smoke_run, tmp_path / "w")
+  with _signal_at("whitebox: from ", signal.SIGINT):
+    result = launch_here("configs/smoke.py", workdir, "--fail_on=medium")
+  _stopped_by(result, "interrupted by Ctrl-C (SIGINT);", 130)
+  assert not (workdir / "report.json").exists()
+  again = launch_here("configs/smoke.py", workdir, "--fail_on=medium")
+  assert again.returncode == cli.GATE_TRIPPED, again.stderr[-3000:]
+  assert (
+    json.loads((workdir / "report.json").read_text())["ssim_per_image"]
+    == json.loads((smoke_run[0] / "report.json").read_text())["ssim_per_image"]
+  )
+
+
+def test_a_sigterm_that_code_swallowed_still_exits_143_not_as_ctrl_c(
+  smoke_run, tmp_path, launch_here, monkeypatch
+):
+  from privjax import scoring
+
+  workdir = _unfinished(smoke_run, tmp_path / "w")
+  real = scoring.mean_image_ssim
+
+  def swallowing(*args, **kwargs):  # a library that catches what interrupted it
+    try:
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # (the handler raises here)
+    except BaseException:  # noqa: B036, S110
+      pass
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(scoring, "mean_image_ssim", swallowing)
+  result = launch_here("configs/smoke.py", workdir, "--fail_on=medium")
+  _stopped_by(result, "stopped by SIGTERM;", 143)  # (was: "interrupted by Ctrl-C", 130)
+  assert "release gate" not in result.stdout  # what the swallowing run returned is not served
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_once_the_report_is_returned_keeps_the_gates_status(
+  smoke_run, tmp_path, launch_here, monkeypatch, sig
+):
+  from privjax import report as report_lib
+
+  workdir = tmp_path / "w"
+  shutil.copytree(smoke_run[0], workdir)
+  real = report_lib.summary_line
+
+  def signalled(*args, **kwargs):  # the signal lands while the verdict is being printed
+    os.kill(os.getpid(), sig)
+    time.sleep(0.2)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(report_lib, "summary_line", signalled)
+  result = launch_here("configs/smoke.py", workdir, "--fail_on=medium")
+  assert result.returncode == cli.GATE_TRIPPED, result.stderr[-3000:]
+  assert "release gate TRIPPED: high risk reaches --fail_on=medium" in result.stdout
+  last = result.stderr.strip().splitlines()[-1]
+  assert last == (
+    f"privjax: {sig.name} arrived after the report was written; it stops nothing: exit "
+    "status 3, the run's own"
+  )
+  assert "Traceback" not in result.stderr
+  passed = launch_here("configs/smoke.py", workdir)  # no gate: 0, the same way
+  assert passed.returncode == 0, passed.stderr[-3000:]
+
+
+def test_a_real_sigterm_during_whitebox_exits_143_before_any_report(smoke_run, tmp_path):
+  # A fresh process and a real signal: it lands wherever whitebox is (tracing, compiling,
+  # reading JAX's compilation cache, a gc callback), which issue 36's run swallowed.
+  workdir = _unfinished(smoke_run, tmp_path / "w")
+  code, stderr = launch_until(
+    "configs/smoke.py",
+    workdir,
+    "attack whitebox (whitebox): fitting",
+    "--fail_on=medium",
+    sig=signal.SIGTERM,
+    delay=0.5,
+  )
+  assert code == 143, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1].startswith("privjax: stopped by SIGTERM;")
+  assert "Traceback" not in stderr and "Interrupted" not in stderr, stderr[-3000:]
+  assert not (workdir / "report.json").exists()

@@ -8,6 +8,7 @@ import errno
 import functools
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -211,6 +212,126 @@ def test_workdir_faults_exit_2_with_one_line_and_change_nothing(
   assert snapshot(tmp / "done") == before
   assert snapshot(tmp / "mine") == mine
   assert set(os.listdir(REPO_ROOT)) == repo_before  # --workdir= never wrote into the cwd
+
+
+# Every reason the OS gives for refusing a write: (errno name, the one line's start).
+WRITE_FAULTS = [
+  ("ENOSPC", "no space left on device writing {t}/done/"),
+  ("EDQUOT", "disk quota exceeded writing {t}/done/"),
+  ("EFBIG", "file too large writing {t}/done/"),
+  ("EROFS", "cannot write {t}/done/"),
+  ("EACCES", "cannot write {t}/done/"),
+  ("EIO", "cannot write {t}/done/"),
+]
+
+
+@pytest.mark.parametrize("name,expected", WRITE_FAULTS, ids=[f[0] for f in WRITE_FAULTS])
+def test_every_refused_write_is_one_line_naming_the_file_and_changes_nothing(
+  finished, monkeypatch, launch_here, name, expected
+):
+  tmp, code = finished, getattr(errno, name)
+  real_write = os.write
+
+  def refused(fd, data):  # every write into the workdir, as the OS would refuse it
+    if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(tmp / "done")):
+      raise OSError(code, os.strerror(code))
+    return real_write(fd, data)
+
+  before = snapshot(tmp / "done")
+  monkeypatch.setattr(os, "write", refused)
+  result = launch_here("configs/smoke.py", tmp / "done", "--fail_on=medium")
+  monkeypatch.undo()
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert lines[-1].startswith("privjax: error: " + expected.replace("{t}", str(tmp))), lines[-1]
+  assert sum(line.startswith("privjax: ") for line in lines) == 1
+  assert "Traceback" not in result.stderr and "release gate" not in result.stdout
+  assert snapshot(tmp / "done") == before  # nothing written is lost or half-overwritten
+
+
+def _under_a_file_size_limit(workdir, kilobytes: int):
+  """launch.py in a fresh process under `ulimit -f` (Python ignores SIGXFSZ: writes past
+  the limit fail with EFBIG)."""
+  import sys
+
+  command = shlex.join(
+    [sys.executable, "launch.py", "--config=configs/smoke.py", f"--workdir={workdir}"]
+  )
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  return subprocess.run(
+    ["bash", "-c", f"ulimit -f {kilobytes} && exec {command}"],  # (bash: 1024-byte blocks)
+    cwd=REPO_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+
+
+def test_a_file_size_limit_is_one_line_naming_the_file_and_changes_nothing(finished, tmp_path):
+  done = tmp_path / "done"
+  shutil.copytree(finished / "done", done)
+  before = snapshot(done)
+  result = _under_a_file_size_limit(done, 100)  # the report's page (160 kB) is over it
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert lines[-1].startswith(
+    f"privjax: error: file too large writing {done}/report.html: a file-size limit (see "
+    "`ulimit -f`)"
+  ), lines[-1]
+  assert "Traceback" not in result.stderr
+  assert snapshot(done) == before
+
+
+def test_a_file_size_limit_in_a_checkpoint_is_one_line_naming_the_file(tmp_path):
+  # The recognition model's checkpoint (a 200 kB file) is over it: TensorStore's error.
+  result = _under_a_file_size_limit(tmp_path / "new", 100)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert lines[-1].startswith(
+    f"privjax: error: file too large writing {tmp_path}/new/checkpoints/recognition/"
+  ), lines[-1]
+  assert "Traceback" not in result.stderr
+  assert [line for line in lines if not line.startswith("I")] == [lines[-1]], result.stderr
+
+
+@pytest.fixture
+def read_only(tmp_path):
+  """A read-only bind mount at tmp_path/ro of tmp_path/src. Needs root; skipped elsewhere."""
+  src, ro = tmp_path / "src", tmp_path / "ro"
+  src.mkdir()
+  ro.mkdir()
+  if os.geteuid() != 0 or shutil.which("mount") is None:
+    pytest.skip("a read-only bind mount needs root")
+  for args in (["--bind", str(src), str(ro)], ["-o", "remount,bind,ro", str(ro)]):
+    mounted = subprocess.run(["mount", *args], capture_output=True)
+    if mounted.returncode != 0:
+      subprocess.run(["umount", "-l", str(ro)], check=False)
+      pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+  try:
+    yield src, ro
+  finally:
+    subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_a_read_only_finished_workdir_with_the_gate_is_one_line_and_exit_2(
+  finished, read_only, launch_here
+):
+  # No verdict without a run that re-checks every stage under the lock: not 0, not 3.
+  src, ro = read_only
+  shutil.copytree(finished / "done", src / "done", dirs_exist_ok=True)
+  before = snapshot(ro / "done")
+  result = launch_here("configs/smoke.py", ro / "done", "--fail_on=medium")
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert lines[-1] == (
+    f"privjax: error: workdir {ro}/done holds a finished audit but is read-only (Read-only "
+    "file system): privjax gives a verdict (and --fail_on's status) only from a run that "
+    "re-checks every stage under the workdir's lock, which it cannot write here; open "
+    "report.html directly, or copy the workdir and name the copy as --workdir"
+  )
+  assert result.stdout == ""
+  assert snapshot(ro / "done") == before
 
 
 @pytest.fixture

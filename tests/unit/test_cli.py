@@ -51,3 +51,174 @@ def test_help_lists_the_shipped_configs_with_their_first_lines():
     assert f"configs/{name}.py" in text
   assert "Your own images: a folder of PNG/JPEG files" in text
   assert "configs/__init__.py" not in text
+
+
+# --- Signals: the exit status names the signal received ---------------------------------
+
+
+def test_the_recorded_signal_decides_over_the_exception_that_reached_main(monkeypatch):
+  import signal
+
+  from privjax.errors import Interrupted
+
+  # What issue 36 saw: a SIGTERM swallowed during the whitebox stage, then a KeyboardInterrupt
+  # (the old fallback) reaching main: SIGTERM, not "Ctrl-C (SIGINT)".
+  monkeypatch.setattr(cli, "_STOPS_SEEN", [signal.SIGTERM])
+  message, signum = cli._stop_reason(KeyboardInterrupt())
+  assert signum == signal.SIGTERM and message.startswith("stopped by SIGTERM;"), message
+  # An Interrupted for the recorded signal keeps its own words (training names its checkpoint).
+  e = _raised_while_handling(
+    Interrupted("stopped by SIGTERM at decoder step 40; checkpoint saved"), TypeError()
+  )
+  assert cli._stop_reason(e) == ("stopped by SIGTERM at decoder step 40; checkpoint saved", 15)
+  monkeypatch.setattr(cli, "_STOPS_SEEN", [signal.SIGINT])
+  assert cli._stop_reason(Interrupted("stopped by SIGTERM"))[1] == signal.SIGINT
+  # Without a record (training's own handler), the signal the exception carries.
+  monkeypatch.setattr(cli, "_STOPS_SEEN", [])
+  e = Interrupted("stopped by SIGINT at decoder step 3", signum=signal.SIGINT)
+  assert cli._stop_reason(e) == ("stopped by SIGINT at decoder step 3", signal.SIGINT)
+
+
+def test_a_stop_passes_every_except_exception_on_its_way():
+  import types
+
+  import jax.numpy as jnp
+
+  from privjax.attacks import base, whitebox
+  from privjax.errors import Interrupted
+
+  assert not issubclass(Interrupted, Exception)
+
+  def embed(params, images):  # the signal lands while whitebox probes for a gradient
+    raise Interrupted("stopped by SIGTERM; resume")
+
+  model = types.SimpleNamespace(embed=embed, params=None)
+  with pytest.raises(Interrupted):  # not base.Skipped("... not differentiable JAX ...")
+    whitebox._check_differentiable(model, (8, 8, 1))
+  # (while the model that is differentiable is not skipped)
+  whitebox._check_differentiable(
+    types.SimpleNamespace(embed=lambda p, x: jnp.sum(x, axis=(1, 2)), params=None), (8, 8, 1)
+  )
+  assert issubclass(base.Skipped, Exception)
+
+
+def test_a_stop_inside_jaxs_compilation_cache_read_is_not_turned_into_a_warning(monkeypatch):
+  from jax._src import compilation_cache, compiler
+
+  from privjax.errors import Interrupted
+
+  def interrupted(*args, **kwargs):  # what issue 36's swallowed SIGTERM went through
+    raise Interrupted("stopped by SIGTERM; resume")
+
+  monkeypatch.setattr(compilation_cache, "get_executable_and_time", interrupted)
+  with pytest.raises(Interrupted):
+    compiler._cache_read("jit_init", "key", None, None, None)
+
+
+def test_a_stop_landing_in_jaxs_gc_callback_is_raised_just_after_it(monkeypatch):
+  import signal
+  import sys
+  import time
+
+  monkeypatch.setattr(cli, "_STOPS_SEEN", [])
+  previous = signal.signal(signal.SIGTERM, cli._on_stop_signal)
+  try:
+
+    def _xla_gc_callback():  # Python ignores what a gc callback raises: it must not raise
+      cli._on_stop_signal(signal.SIGTERM, sys._getframe())
+      return "returned"
+
+    assert _xla_gc_callback() == "returned"
+    assert cli._STOPS_SEEN == [signal.SIGTERM]
+    with pytest.raises(cli.Interrupted, match="stopped by SIGTERM"):
+      deadline = time.monotonic() + 10
+      while time.monotonic() < deadline:  # the run going on: the signal comes again
+        time.sleep(0.01)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+# --- --fail_on --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given,level", [("HIGH", "high"), ("Medium", "medium"), ("", None)])
+def test_fail_on_is_read_in_any_case(given, level):
+  assert cli._gate(given) == level
+
+
+def test_a_bad_fail_on_is_one_line_and_exit_2(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli._gate("severe")
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err == (
+    "privjax: error: --fail_on must be 'medium' or 'high' (or '' for no gate), got 'severe'\n"
+  )
+
+
+# --- Writes the OS refuses: one line naming the file ----------------------------------
+
+WRITE_FAULTS = [
+  ("ENOSPC", "no space left on device writing {path}"),
+  ("EDQUOT", "disk quota exceeded writing {path}"),
+  ("EFBIG", "file too large writing {path}: a file-size limit (see `ulimit -f`)"),
+  ("EROFS", "cannot write {path}: Read-only file system"),
+  ("EACCES", "cannot write {path}: Permission denied"),
+  ("EIO", "cannot write {path}: Input/output error"),
+]
+
+
+@pytest.mark.parametrize("name,expected", WRITE_FAULTS, ids=[f[0] for f in WRITE_FAULTS])
+def test_a_write_the_os_refused_in_a_library_is_one_line_naming_the_file(name, expected):
+  import errno
+  import os
+
+  code = getattr(errno, name)
+  path = "/runs/a/checkpoints/decoder/20.orbax-checkpoint-tmp/ocdbt.process_0/d/2e01"
+  # orbax: the OSError wrapped by the library's own exception
+  wrapped = _raised_while_handling(OSError(code, os.strerror(code), path), RuntimeError("save"))
+  # TensorStore: only the message says it
+  said = ValueError(
+    f'OUT_OF_RANGE: Error writing "x" in OCDBT database: Failed writing: "{path}": Failed '
+    f"to write 212283 bytes to file 5: {os.strerror(code)} [os_error_code='{code}']"
+  )
+  for e in (wrapped, said):
+    error = cli._write_failure(e, "/runs/a")
+    assert error is not None and str(error).startswith(expected.format(path=path)), error
+    assert "\n" not in str(error)
+  unnamed = cli._write_failure(RuntimeError(f"error writing: {os.strerror(code)}"), "/runs/a")
+  assert str(unnamed).startswith(expected.format(path="/runs/a"))
+
+
+def test_other_failures_are_not_taken_for_a_refused_write():
+  import errno
+
+  assert cli._write_failure(ValueError("shapes (3,) and (4,) differ"), "/w") is None
+  assert cli._write_failure(OSError(errno.ECONNREFUSED, "Connection refused"), "/w") is None
+  # The words of a refused write in a message that is not about writing (a read).
+  assert cli._write_failure(RuntimeError("reading /x: Permission denied"), "/w") is None
+
+
+# --- Config files -------------------------------------------------------------------------
+
+
+def test_a_numpy_scalar_in_a_config_file_is_one_line_saying_what_to_write():
+  import ml_collections
+  import numpy as np
+
+  c = ml_collections.ConfigDict({"seed": 0, "attacks": {"decoder": {"learning_rate": 1e-3}}})
+  for assign in (
+    lambda: setattr(c, "seed", np.int64(3)),
+    lambda: setattr(c.attacks.decoder, "learning_rate", np.float32(0.5)),
+  ):
+    with pytest.raises(TypeError) as e:
+      assign()  # what ml_collections raises inside the user's get_config()
+    assert cli._numpy_scalar("Traceback (most recent call last):\n ...\nTypeError: " + str(e.value))
+  assert cli._numpy_scalar(
+    "TypeError: Could not override field 'seed' (reference). 3 is of original type "
+    "<class 'numpy.int64'> and cannot be casted to type <class 'int'>"
+  ) == (
+    "the config file sets field 'seed' to numpy.int64 3: expected a Python int (a config field "
+    "holds Python numbers, not numpy scalars); write int(...) around the value"
+  )
+  assert cli._numpy_scalar("TypeError: 'x' is of original type <class 'str'> and ...") is None
