@@ -49,7 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.crop_fraction = 1.0  # Side of the centre crop as a fraction of the shorter side.
   # Face photos (folder source): "dlib" replaces each by its 150x150 face chip as dlib
   # aligns it (5 landmarks, padding 0.25; the faces extra); photos with no face or several
-  # are skipped and counted. "" reads the images as they are.
+  # are skipped and counted. "dlib_largest": of several faces, the largest one's chip.
+  # "" reads the images as they are.
   c.data.align = ""
   c.data.save_chips = ""  # With align: a folder to write the chips used to, to inspect them.
 

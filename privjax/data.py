@@ -107,11 +107,16 @@ def label_ids(raw_by_role: dict) -> tuple[dict, list | None]:
   return dict(zip(clean, np.split(ids, ends), strict=True)), names
 
 
+# config.data.align: "" (as they are), "dlib" (a photo's one face), "dlib_largest" (its
+# largest face when it shows several).
+ALIGN = ("", "dlib", "dlib_largest")
+
+
 def validate(d) -> None:
   """Checks config.data's preprocessing fields; raises ConfigError naming the bad one."""
   align = d.get("align", "")
-  if align not in ("", "dlib"):
-    raise ConfigError(f"config.data.align must be '' or 'dlib', got {align!r}")
+  if align not in ALIGN:
+    raise ConfigError(f"config.data.align must be one of {list(ALIGN)}, got {align!r}")
   if align and d.source != "folder":
     raise ConfigError(
       f"config.data.align={align!r} aligns face photos of a folder source, got data.source="

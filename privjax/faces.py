@@ -273,15 +273,17 @@ class Aligner:
     self._detect = dlib.get_frontal_face_detector()
     self._landmarks = dlib.shape_predictor(os.path.join(models, LANDMARKS_FILE))
 
-  def chip(self, image: np.ndarray) -> tuple[np.ndarray | None, int]:
+  def chip(self, image: np.ndarray, *, largest: bool = False) -> tuple[np.ndarray | None, int]:
     """(the uint8 [150, 150, 3] chip of the photo's one face, or None; faces found).
 
-    `image`: [H, W, 1 or 3] float in [0, 1] (a folder source's image)."""
+    `image`: [H, W, 1 or 3] float in [0, 1] (a folder source's image). `largest`: of
+    several faces, the chip of the largest detection (by area) instead of None."""
     rgb = np.clip(np.round(np.asarray(image) * 255), 0, 255).astype(np.uint8)
     rgb = np.ascontiguousarray(np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb)
-    found = self._detect(rgb, 1)
-    if len(found) != 1:
+    found = list(self._detect(rgb, 1))
+    if not found or (len(found) > 1 and not largest):
       return None, len(found)
-    shape = self._landmarks(rgb, found[0])
+    face = max(found, key=lambda r: r.width() * r.height())
+    shape = self._landmarks(rgb, face)
     chip = self._dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-    return np.asarray(chip, np.uint8), 1
+    return np.asarray(chip, np.uint8), len(found)

@@ -326,7 +326,8 @@ def folder(path: str, align: str = "", save_chips: str = "") -> dict[str, SplitS
   and directories inside an identity folder) is skipped with a warning, never opened.
   Images are read by `_read_image`. `align="dlib"`: every photo is read now and replaced
   by its face chip as dlib aligns it (`faces.Aligner`); a photo with no face or several
-  is skipped and counted (never cropped wrong), and the chips used are written as PNG
+  ("dlib_largest": no face; of several, its largest is kept and counted) is skipped and
+  counted (never cropped wrong), and the chips used are written as PNG
   files under `save_chips` (same relative paths) when it is set.
   """
   if not path or not os.path.isdir(path):
@@ -373,17 +374,19 @@ def folder(path: str, align: str = "", save_chips: str = "") -> dict[str, SplitS
 
 def _aligned(path, files, labels, align: str, save_chips: str) -> SplitSource:
   """The folder's photos as aligned face chips (see `folder`)."""
-  if align != "dlib":
-    raise ConfigError(f"config.data.align must be '' or 'dlib', got {align!r}")
+  if align not in ("dlib", "dlib_largest"):
+    raise ConfigError(f"config.data.align must be '', 'dlib' or 'dlib_largest', got {align!r}")
   from privjax import faces  # (the faces extra)
 
   aligner = faces.Aligner()
-  chips, kept, skipped = [], [], {0: [], 2: []}
+  largest = align == "dlib_largest"
+  chips, kept, skipped, several = [], [], {0: [], 2: []}, 0
   for i, file in enumerate(files):
-    chip, found = aligner.chip(_read_image(file))
+    chip, found = aligner.chip(_read_image(file), largest=largest)
     if chip is None:
       skipped[min(found, 2)].append(os.path.relpath(file, path))
       continue
+    several += found > 1
     chips.append(chip)
     kept.append(i)
     if save_chips:  # (checked with the workdir before any work: data.check_save_chips)
@@ -393,17 +396,31 @@ def _aligned(path, files, labels, align: str, save_chips: str) -> SplitSource:
       workdir.atomic_write(os.path.join(os.path.expanduser(save_chips), relative), png.getvalue())
   note = (
     f"aligned as dlib does ({len(chips)} of {len(files)} photos; skipped {len(skipped[0])} "
-    f"with no face, {len(skipped[2])} with several"
+    + (
+      f"with no face, {several} with several faces kept by their largest"
+      if largest
+      else f"with no face, {len(skipped[2])} with several"
+    )
     + (f"; chips saved in {save_chips}" if save_chips else "")
     + ")"
   )
+  keep = " (config.data.align='dlib_largest' keeps each one's largest face)"
   for reason, names in (("no face", skipped[0]), ("several faces", skipped[2])):
     if names:
       logging.warning(
-        "face alignment: skipped %d photos with %s, e.g. %s", len(names), reason, names[0]
+        "face alignment: skipped %d photos with %s, e.g. %s%s",
+        len(names),
+        reason,
+        names[0],
+        keep if reason == "several faces" else "",
       )
   if not chips:
-    raise DataError(f"no photo in {path} shows exactly one face that dlib's detector finds")
+    raise DataError(
+      f"no photo in {path} shows "
+      + ("a face" if largest else "exactly one face")
+      + " that dlib's detector finds"
+      + ("" if largest or not skipped[2] else keep)
+    )
   kept_files = [files[i] for i in kept]
   kept_labels = None if labels is None else [labels[i] for i in kept]
 

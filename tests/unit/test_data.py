@@ -130,7 +130,8 @@ def test_save_chips_is_checked_before_any_work(tmp_path, monkeypatch):
 class _FakeAligner:
   """faces.Aligner without dlib: each photo's chip is the photo, in RGB uint8."""
 
-  def chip(self, image):
+  def chip(self, image, *, largest=False):
+    del largest
     grey = np.round(np.asarray(image) * 255).astype(np.uint8)
     return np.repeat(grey, 3, axis=-1), 1
 

@@ -133,6 +133,20 @@ def test_dlib_accepts_an_aligned_face_as_itself_and_not_a_grey_image():
   np.testing.assert_array_equal(accepted, [1.0, 0.0])
 
 
+@needs_extra
+def test_a_photo_with_several_faces_is_refused_or_kept_by_its_largest_face():
+  import skimage.data
+
+  photo = skimage.data.astronaut().astype(np.float32) / 255  # dlib finds her badge's face too
+  aligner = faces.Aligner()
+  assert aligner.chip(photo) == (None, 2)
+  chip, found = aligner.chip(photo, largest=True)
+  assert found == 2 and chip.shape == (150, 150, 3)
+  alone, _ = aligner.chip(np.ascontiguousarray(photo[:300, 100:400]))  # her face alone
+  pair = np.stack([chip, alone]).astype(np.float32) / 255
+  assert np.asarray(faces.dlib_accepts(pair[:1], pair[1:])).tolist() == [1.0]
+
+
 @pytest.mark.parametrize("shape", [(8, 8, 1), (150, 150, 1), (64, 64, 3)])
 def test_dlib_accepts_refuses_images_it_cannot_judge_before_any_work(shape):
   """Grey or small images: dlib's 0.6 means nothing on them (on 8x8 grey digits it ran and
