@@ -159,7 +159,10 @@ def run_shell(text: str, cwd: str, env: dict, quick: bool) -> tuple[float, str]:
   wall = time.perf_counter() - t
   if done.returncode != 0:
     raise SystemExit(f"{text}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1]}")
-  return wall, done.stdout.strip().splitlines()[-1]
+  lines = done.stdout.strip().splitlines()
+  warnings = sum(line.startswith("privjax: warning:") for line in lines)
+  summary = next(line for line in lines if not line.startswith("privjax: warning:"))
+  return wall, summary + (f" (and {warnings} warning lines)" if warnings else "")
 
 
 def run_python(text: str, cwd: str, env: dict, quick: bool, namespace: dict) -> tuple[float, str]:

@@ -216,6 +216,8 @@ def _main(argv):
     signal.signal(signum, _on_late_signal)
   tripped = gate is not None and risk.reaches(report.risk_level, gate)
   print(report_lib.summary_line(report, os.path.join(workdir, "report.json"), gate=gate))
+  for line in report_lib.warning_lines(report):
+    print(line)
   status = GATE_TRIPPED if tripped else 0
   if _LATE_STOPS:
     name = signal.Signals(_LATE_STOPS[0]).name

@@ -386,7 +386,7 @@ def summary_line(report: Report, path: str, *, gate: str | None = None) -> str:
   is; with a release `gate` ("medium" / "high", --fail_on), whether it tripped."""
   s = report.summary
   reid = "n/a" if s["reid_rate"] is None else format(s["reid_rate"], ".3f")
-  warn = f" | {len(s['warnings'])} warning(s), see report" if s["warnings"] else ""
+  warn = f" | {len(s['warnings'])} warning(s) below" if s["warnings"] else ""
   row = readings.at_fmr(s.get("identity", {}), s["config"]["risk"]["identity_fmr"])
   ident = (
     f" | type-II SAR@FMR {row['fmr']:g} {row['type2_sar']['rate']:.3f}"
@@ -415,6 +415,13 @@ def summary_line(report: Report, path: str, *, gate: str | None = None) -> str:
     f"re-id {s['image_reid_rate']:.3f}, model re-id {reid}, chance {s['reid_chance']:.4f}"
     f"{ident}{warn}{_gate(s['risk_level'], gate)} | report: {path}"
   )
+
+
+def warning_lines(report: Report) -> list[str]:
+  """The lines the CLI prints after the summary: each warning of the report once, one line
+  each, so a CI log says what they were without the report files."""
+  unique = dict.fromkeys(" ".join(str(w).split()) for w in report.summary["warnings"])
+  return [f"privjax: warning: {w}" for w in unique]
 
 
 def _gate(level: str, gate: str | None) -> str:

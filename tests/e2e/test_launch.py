@@ -50,6 +50,11 @@ def test_smoke_audit_writes_report_csv_png_and_checkpoints(smoke_run):
   assert "40" in steps, steps
   assert os.listdir(workdir / "checkpoints" / "recognition")
   assert "privjax: " in first.stdout and "risk" in first.stdout
+  # Each warning of the report once, one line each, after the summary line (a CI log).
+  printed = first.stdout.strip().splitlines()
+  assert printed[0].startswith("privjax: ") and " risk " in printed[0]
+  expected = list(dict.fromkeys(" ".join(w.split()) for w in report["warnings"]))
+  assert printed[1:] == [f"privjax: warning: {w}" for w in expected]
 
 
 def test_second_run_resumes_instead_of_retraining(smoke_run, tmp_path, launch_here):

@@ -382,3 +382,20 @@ def test_the_widest_tables_fit_the_page_at_1280_px_without_scrolling(tmp_path):
   shot = report_screenshot.screenshot(str(tmp_path / "report.html"), str(tmp_path / "page.png"))
   assert shot["right_margin_blank"], "a table is wider than the page at 1280 px"
   assert shot["height"] > 1000  # the whole page, not a blank render
+
+
+def test_the_cli_prints_each_warning_once_after_the_summary_line():
+  from privjax import report as report_lib
+
+  summary = {
+    "warnings": [
+      "all attackers: data-starved:   fitted on 90\n of 100",
+      "all attackers: data-starved: fitted on 90 of 100",
+      "decoder: its validation loss was still falling",
+    ]
+  }
+  fake = report_lib.Report(summary, {}, None, None)
+  assert report_lib.warning_lines(fake) == [
+    "privjax: warning: all attackers: data-starved: fitted on 90 of 100",
+    "privjax: warning: decoder: its validation loss was still falling",
+  ]
