@@ -57,13 +57,10 @@ def audit_config() -> ml_collections.ConfigDict:
   # 0: by the narrowest float the model computes in (float32 1e-4, bfloat16 0.0078).
   c.purity_tolerance = 0.0
   _scoring(c)
-  # Extra per-target metrics (privjax/scoring.py METRICS): name -> {type, high, medium}.
-  # `type` is a registered metric or "package.module:function" `fn(originals,
-  # reconstructions) -> [B]` (higher: more leakage); each gets per_image.csv columns (its
-  # value and `baseline_<name>`) and per attacker its mean, its no-information baseline
-  # (its mean over mismatched pairs: each target's original against other targets'
-  # reconstructions, 8 cyclic shifts drawn from the seed) and the gain with a 95% CI; a
-  # gain CI lower bound reaching `high` (or `medium`) raises the verdict (0: off).
+  # Extra per-target metrics: name -> {type, high, medium}; `type` a registered metric or
+  # "package.module:function" `fn(originals, reconstructions) -> [B]` (higher: more
+  # leakage). Each is shown beside its no-information baseline and votes by its gain's CI
+  # lower bound (0: that level off); see docs/method.md.
   c.metrics = ml_collections.ConfigDict()
   _risk(c)
   # The evaluator's thresholds: fixed on the original targets alone, at these false match
