@@ -183,6 +183,7 @@ def _main(argv):
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, _on_stop_signal)
   logs.quiet_cli()
+  logs.short_lines()  # `HH:MM:SS privjax: message`, as the Python API's lines
   parallel.use_cpu_cores(FLAGS.cpu_devices)  # before JAX starts its backends
   _start_distributed()  # before any JAX computation
   if FLAGS.compilation_cache:

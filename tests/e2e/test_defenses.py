@@ -187,7 +187,9 @@ def test_a_killed_sweep_resumes_to_the_same_sweep_json(tmp_path):
   assert not (tmp_path / "killed" / "sweep.json").exists()
   resumed = launch(config, tmp_path / "killed")
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  lines = [line for line in resumed.stderr.splitlines() if re.search(r"\] defense \d/4:", line)]
+  lines = [
+    line for line in resumed.stderr.splitlines() if re.search(r"privjax: defense \d/4:", line)
+  ]
   assert len(lines) == 4 and all("restored from the workdir" in line for line in lines[:2])
   assert not any("restored" in line for line in lines[2:]), lines
   assert (tmp_path / "killed" / "sweep.json").read_bytes() == (
