@@ -216,7 +216,12 @@ def encoder(path: str | None = None):
 
 @functools.cache
 def _cached_encoder():
-  return encoder()
+  """The encoder, loaded once, its params as host arrays: the first call may come while
+  JAX traces the metric (the config check's eval_shape, a jit), where arrays made inside
+  would be tracers and would escape into every later call through the cache."""
+  with jax.ensure_compile_time_eval():
+    embed_fn, params = encoder()
+    return embed_fn, jax.tree.map(np.asarray, params)
 
 
 def dlib_accepts(originals, reconstructions):

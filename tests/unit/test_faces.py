@@ -178,3 +178,31 @@ def test_dlib_accepts_passes_the_config_check_on_face_chips():
   metrics = {"dlib_accepts": {"type": "privjax.faces:dlib_accepts"}}
   c = config_lib.resolve((150, 150, 3), ml_collections.ConfigDict({"metrics": metrics}))
   assert c.metrics.dlib_accepts.type == "privjax.faces:dlib_accepts"
+
+
+@needs_extra
+def test_dlib_accepts_runs_after_the_config_check_traced_it_first():
+  # The config check traces the metric (eval_shape) before any work; the encoder it loads
+  # then must not be a tracer that escapes into the audit's scoring (UnexpectedTracerError
+  # ended the dlib audit of the faces that ship).
+  from privjax import parallel, scoring
+
+  faces._cached_encoder.cache_clear()
+  kind = "privjax.faces:dlib_accepts"
+  scoring.check_metrics((("dlib_accepts", kind),), (150, 150, 3))
+  settings = scoring.Settings(
+    filter_size=11,
+    filter_sigma=1.5,
+    batch_size=64,
+    bootstrap_samples=100,
+    seed=0,
+    exact_max_targets=100,
+    shortlist=10,
+    baseline_samples=10,
+    metrics=(("dlib_accepts", kind),),
+  )
+  chips = np.random.default_rng(0).uniform(size=(4, 150, 150, 3)).astype(np.float32)
+  values, _ = scoring.metric_scores(
+    "dlib_accepts", kind, chips, chips, settings=settings, mesh=parallel.data_mesh()
+  )
+  np.testing.assert_array_equal(values, [1.0] * 4)
