@@ -582,7 +582,7 @@ class _DecoderPrograms(NamedTuple):
   training: Training
   val_loss: Callable  # (params, features, images) -> [B] per-example loss
   loss: Callable  # (predictions, images) -> [B] per-example loss
-  val_mse: Callable  # (params, features, images) -> [B] per-example mse, whatever the loss
+  reconstruct: Callable  # (params, features) -> [B, H, W, C] the decoder's images
 
 
 @functools.lru_cache(maxsize=8)
@@ -614,7 +614,7 @@ def _decoder_programs(
     ),
     val_loss=jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x)),
     loss=jax.jit(loss_fn),
-    val_mse=jax.jit(lambda p, f, x: jnp.mean((decoder.apply(p, f) - x) ** 2, axis=(1, 2, 3))),
+    reconstruct=jax.jit(decoder.apply),
   )
 
 
@@ -686,6 +686,45 @@ def _fit_decoder(programs, train, val, config, *, batch_size: int, mesh, checkpo
   )
 
 
+def _per_example_mse(predictions, images) -> np.ndarray:
+  """[N] float64 mse of each prediction against its image."""
+  n = len(images)
+  diff = np.asarray(predictions, np.float64).reshape(n, -1) - np.asarray(images).reshape(n, -1)
+  return np.mean(diff**2, axis=1)
+
+
+def mismatched_mse(predictions, images, *, chunk: int = 1024) -> np.ndarray | None:
+  """[N] float64: image i's mse against the predictions for the other N - 1 images, averaged
+  over them (every mismatched pair, in O(N) by expanding the square); None when N < 2.
+
+  The no-information reference for a decoder: its own outputs, but for other features.
+  """
+  n = len(images)
+  if n < 2:
+    return None
+  p = np.asarray(predictions).reshape(n, -1)
+  x = np.asarray(images).reshape(n, -1)
+  total = p.sum(axis=0, dtype=np.float64)  # [P] the sum of every prediction
+  sq = np.concatenate(
+    [np.sum(p[i : i + chunk].astype(np.float64) ** 2, axis=1) for i in range(0, n, chunk)]
+  )
+  sq_total, out = sq.sum(), np.empty(n)
+  for i in range(0, n, chunk):
+    xi, pi = x[i : i + chunk].astype(np.float64), p[i : i + chunk].astype(np.float64)
+    # mean_j!=i |x_i - p_j|^2 = |x_i|^2 + mean_j!=i |p_j|^2 - 2 x_i . mean_j!=i p_j
+    others = (total - pi) / (n - 1)
+    out[i : i + chunk] = (
+      np.sum(xi**2, axis=1)
+      + (sq_total - sq[i : i + chunk]) / (n - 1)
+      - 2 * np.sum(xi * others, axis=1)
+    )
+  return out / x.shape[1]
+
+
+def _standard_error(values: np.ndarray) -> float:
+  return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
 def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None = None, split=None):
   """Trains the decoder on auxiliary (features, images); returns (decoder, params, convergence).
 
@@ -724,8 +763,10 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
   x_train, y_train = features[train_idx], images[train_idx]
   x_val, y_val = features[val_idx], images[val_idx]
   batch_size = _decoder_batch_size(tc.batch_size, len(train_idx), mesh)
-  # What predicting the mean training image scores on the validation images: a decoder
-  # that does no better learned nothing from the features.
+  # What predicting the mean training image scores on the validation images, shown beside
+  # the decoder's. Not the test of whether it learned: with an SSIM term in its loss the
+  # decoder draws sharp images, whose mse can exceed the mean image's (a blur, the
+  # mse-best guess without information) while they carry much of each image.
   mean_image = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
   mean_image_val_loss = float(np.mean(programs.loss(mean_image, y_val)))
   mean_image_val_mse = float(np.mean((mean_image - y_val) ** 2))
@@ -738,12 +779,16 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     mesh=mesh,
     checkpoint_dir=checkpoint_dir,
   )
-  best_val_mse = parallel.batched_map(
-    functools.partial(programs.val_mse, best_params),
-    [x_val, y_val],
+  # Whether the decoder uses the features: its held-out reconstructions against their own
+  # images and against the other held-out images (the "flat" warning reads these).
+  reconstructions = parallel.batched_map(
+    functools.partial(programs.reconstruct, best_params),
+    [x_val],
     batch_size=config.eval_batch_size,
     mesh=mesh,
   )
+  own_mse = _per_example_mse(reconstructions, y_val)
+  other_mse = mismatched_mse(reconstructions, y_val)
   convergence = {
     "steps": step,
     "best_step": meta["best_step"],
@@ -753,9 +798,16 @@ def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None 
     "train_examples": int(len(train_idx)),
     "val_examples": int(len(val_idx)),
     "mean_image_val_loss": mean_image_val_loss,
-    # The same comparison in mse, whatever the loss (the "flat" warning reads these).
-    "best_val_mse": float(np.mean(best_val_mse)),
+    # In mse, whatever the loss: the held-out images against the decoder's reconstructions
+    # of them, against the mean auxiliary image, and against the decoder's reconstructions
+    # of the other held-out images (no information about the image at hand: a decoder
+    # that learned nothing from the features is as close to them as to its own);
+    # mismatched_val_mse_se: the standard error of the mean paired difference. None with
+    # fewer than 2 held-out images.
+    "best_val_mse": float(np.mean(own_mse)),
     "mean_image_val_mse": mean_image_val_mse,
+    "mismatched_val_mse": None if other_mse is None else float(np.mean(other_mse)),
+    "mismatched_val_mse_se": None if other_mse is None else _standard_error(other_mse - own_mse),
     "history": meta["history"],
   }
   return decoder, best_params, convergence

@@ -5,6 +5,7 @@ import shutil
 
 import chex
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -190,3 +191,70 @@ def test_a_state_without_an_average_is_stored_as_before_the_average_existed():
   assert train._loaded(stored) == state
   averaged = state.replace(ema={"w": np.zeros(2)})
   assert train._loaded(train._stored(averaged)) is averaged
+
+
+def test_mismatched_mse_averages_every_other_pair(rng):
+  predictions = rng.uniform(size=(7, 3, 2, 1)).astype(np.float32)
+  images = rng.uniform(size=(7, 3, 2, 1)).astype(np.float32)
+  p64, x64 = predictions.astype(np.float64), images.astype(np.float64)
+  brute = [np.mean([np.mean((p64[j] - x64[i]) ** 2) for j in range(7) if j != i]) for i in range(7)]
+  np.testing.assert_allclose(train.mismatched_mse(predictions, images, chunk=3), brute, rtol=1e-9)
+  assert train.mismatched_mse(predictions[:1], images[:1]) is None  # no other image
+
+
+def _record(best_mse, other_mse, se, mean_image_mse=0.073):
+  return {
+    "history": [{"step": 200, "val_loss": -3.6}, {"step": 300, "val_loss": -3.9}],
+    "best_val_loss": -3.9,  # a log loss: negative, so no fraction of it means anything
+    "mean_image_val_loss": -3.5,
+    "best_val_mse": best_mse,
+    "mean_image_val_mse": mean_image_mse,
+    "mismatched_val_mse": other_mse,
+    "mismatched_val_mse_se": se,
+    "best_step": 300,
+    "stopped": "early stop",
+  }
+
+
+@pytest.mark.parametrize(
+  "best_mse, other_mse, se, flat",
+  [
+    # Sharp guesses (an SSIM term) worse than the mean image's blur in mse, yet clearly
+    # closer to their own images than to the others: it learned (the old rule said flat).
+    (0.080, 0.091, 0.0014, False),
+    (0.012, 0.140, 0.0018, False),
+    (0.091, 0.0909, 0.0017, True),  # no closer to its own images than to the others
+    (0.0705, 0.0715, 0.0001, True),  # significant, but 1.4%: under 2% of the others' mse
+    (0.085, 0.0900, 0.0030, True),  # 5.6%, but within 2 standard errors
+    (0.085, None, None, False),  # one held-out image: nothing to compare with
+  ],
+)
+def test_the_flat_warning_compares_the_decoder_with_its_reconstructions_of_other_images(
+  best_mse, other_mse, se, flat
+):
+  from privjax.attacks.decoder import training_warnings
+
+  cfg = ml_collections.ConfigDict({"warmup_steps": 100})
+  warnings = training_warnings(_record(best_mse, other_mse, se), cfg)
+  assert any("validation loss flat" in w for w in warnings) == flat
+
+
+@pytest.mark.parametrize("noise", [3.0, None])
+def test_the_flat_warning_fires_only_on_a_decoder_that_learned_nothing(digits8, noise):
+  """Features of the images under noise of 3 times their std: the decoder learns some
+  of each image (its sharp guesses worse in mse than the mean image, which the old rule
+  called flat); random features independent of the images: it learns nothing."""
+  from privjax.attacks.decoder import training_warnings
+
+  images = digits8[0][:600]
+  rng = np.random.default_rng(0)
+  signal = images.reshape(600, -1) @ rng.normal(size=(64, 16)).astype(np.float32)
+  signal = (signal - signal.mean(0)) / signal.std(0)
+  noise_only = rng.normal(size=signal.shape)
+  features = (noise_only if noise is None else signal + noise * noise_only).astype(np.float32)
+  cfg = tiny_training(images.shape[1:], num_steps=300, eval_every=50)
+  _, _, conv = train.train_decoder(features, images, cfg, mesh=parallel.data_mesh())
+  flat = [w for w in training_warnings(conv, cfg.train) if "validation loss flat" in w]
+  assert bool(flat) == (noise is None), (conv["best_val_mse"], conv["mismatched_val_mse"], flat)
+  if noise is not None:  # the case the mean image misjudged
+    assert conv["best_val_mse"] > conv["mean_image_val_mse"]
