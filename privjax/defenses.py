@@ -7,9 +7,11 @@ features by the defense's `fit` (a scale, a range, a principal basis), so the sa
 strength means the same thing whatever the model's units. Every parameter reaches the
 function traced, so one compiled program serves every strength of a sweep.
 
-`apply` runs a defense over a whole array, data-parallel: row i gets the key
-`fold_in(key, i)`, so the result does not depend on the batch size or the number of
-devices, and the same key always gives the same features.
+`apply` runs a defense over a whole array, data-parallel, one row at a time: row i gets
+the key `fold_in(key, i)`, so the result does not depend on the batch size or the number
+of devices, and the same key always gives the same features. Each call probes, on a few
+rows, that the defense is a function of each row and its key (`_check_pure`): one that
+reads its batch (a batch mean), host randomness or state is refused in one line.
 
 Built-ins register with `@register`; a user's defense is named by import path,
 `"package.module:function"`, with its strength keyword given by `param` in its sweep
@@ -208,6 +210,68 @@ def _rowwise(fn: Callable):
   return jax.jit(run)
 
 
+@functools.cache
+def _on_batch(fn: Callable):
+  """fn on a whole batch with one key (`fold_in(key, row)`), as the contract states it: the
+  purity probe's program, one per defense function."""
+
+  def run(key_data, params, features, row):
+    return fn(features, jax.random.fold_in(jax.random.wrap_key_data(key_data), row), **params)
+
+  return jax.jit(run)
+
+
+# The purity probe's tolerance, relative to the largest |output|: the model probe's
+# (extraction.FLOAT32_TOLERANCE). A defense computes in float64; batch statistics,
+# host randomness or state differ by far more.
+PURITY_TOLERANCE = 1e-4
+PROBE_ROWS = 8  # rows of the batch whose other rows the probe changes
+
+
+def _check_pure(defense: Defense, features, out, key_data, params, *, name: str) -> None:
+  """Stops with one line if the defense is not a pure function of each row and its key.
+
+  Runs on a few rows (`PROBE_ROWS`), each check comparing like with like:
+  - the same first rows, at the same places in a batch of the same shape with the same
+    key, beside other rows: a row's output must not change (batch statistics such as a
+    batch mean would; the sweep runs every row alone, so such a defense would silently
+    compute something else there);
+  - the first and last rows each alone, with the key the sweep gives them
+    (`fold_in(key, i)`), in a program of their own: the sweep's output for them (host
+    randomness or state drawn when a program is traced would differ).
+
+  Args:
+    features: [N, D] float64, what `out` [N, D'] float64 was computed from.
+  """
+  batch, n = _on_batch(defense.fn), features.shape[0]
+  finite = np.abs(out[np.isfinite(out)])
+  scale = max(float(finite.max()) if finite.size else 0.0, 1e-6)
+
+  def refuse(what: str, got, want) -> None:
+    got, want = np.asarray(got), np.asarray(want)
+    both = ~np.isfinite(got) & ~np.isfinite(want)  # left to the non-finite check
+    diff = float(np.nan_to_num(np.where(both, 0.0, np.abs(got - want)), nan=np.inf).max())
+    if diff > PURITY_TOLERANCE * scale:
+      raise ModelError(
+        f"defense {name} is not a pure function of each feature vector and its key: {what} "
+        f"gave outputs differing by {diff:.3g} (max |output| {scale:.3g}), above "
+        f"{PURITY_TOLERANCE:g} of it; it must transform each row on its own (no statistic "
+        "of the batch: compute them beforehand; no host randomness or state: draw noise "
+        "from the key)"
+      )
+
+  m = min(PROBE_ROWS, n)
+  if m >= 2:
+    h = m // 2
+    rows = features[:m]
+    beside = np.concatenate([rows[:h], rows[: m - h][::-1]])  # the same first h rows
+    a, b = (np.asarray(batch(key_data, params, x, 0))[:h] for x in (rows, beside))
+    refuse(f"the same {h} rows beside other rows in a batch (same key)", a, b)
+  for i in sorted({0, n - 1}):
+    alone = np.asarray(batch(key_data, params, features[i : i + 1], i))[0]
+    refuse(f"row {i} alone and in the sweep's batches (same key)", alone, out[i])
+
+
 def apply(
   defense: Defense, features, key, params: dict, *, mesh, batch_size: int, name: str
 ) -> np.ndarray:
@@ -219,7 +283,8 @@ def apply(
   device count; in float64 they vanish in the rounding to float32, as in ridge's products.
 
   Raises:
-    ModelError: the defense fails on these features or returns non-finite values.
+    ModelError: the defense fails on these features, returns non-finite values, or is
+      not a pure function of each row and its key (`_check_pure`).
   """
   wide = {
     k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
@@ -231,12 +296,17 @@ def apply(
       # placed on another process's devices.
       key_data = np.asarray(jax.random.key_data(key))
       replicated = parallel.replicate((key_data, wide), mesh)
+      wide_features = np.asarray(features, np.float64)
       out = parallel.batched_map(
         functools.partial(_rowwise(defense.fn), *replicated),
-        [np.asarray(features, np.float64), np.arange(features.shape[0], dtype=np.int32)],
+        [wide_features, np.arange(features.shape[0], dtype=np.int32)],
         batch_size=batch_size,
         mesh=mesh,
       )
+      if isinstance(out, np.ndarray) and out.shape == np.shape(features):
+        _check_pure(defense, wide_features, out, key_data, jax.device_put(wide), name=name)
+  except ModelError:
+    raise
   except (TypeError, ValueError) as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ModelError(

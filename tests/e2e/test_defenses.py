@@ -223,3 +223,32 @@ def test_a_defense_applies_to_stored_features(digits8):
   assert (
     point["refitted"]["ridge"]["ssim_gain"] < s["undefended"]["attackers"]["ridge"]["ssim_gain"]
   )
+
+
+def test_a_user_defense_that_uses_its_batch_is_refused_in_one_line(digits8, tmp_path, monkeypatch):
+  """The sweep runs a defense one row at a time: one centring on its batch's mean would
+  silently give zeros there. The purity probe refuses it at its first point."""
+  (tmp_path / "batchy.py").write_text(
+    "def centred(features, key, *, strength):\n"
+    "  return strength * (features - features.mean(axis=0))\n"
+  )
+  monkeypatch.syspath_prepend(str(tmp_path))
+  x, y = digits8
+  q = np.linalg.qr(np.random.default_rng(0).normal(size=(64, 64)))[0].astype(np.float32)
+  cfg = tiny_config()
+  cfg.attacks = only_attackers(ridge={"num_features": 64}, nearest={})
+  cfg.defense = {
+    "sweep": {"centred": {"type": "batchy:centred", "param": "strength", "strengths": (1.0,)}}
+  }
+  with pytest.raises(privjax.ModelError, match=r"^defense centred is not a pure function") as e:
+    privjax.assess(
+      _invertible,
+      jnp.asarray(q),
+      x[:400],
+      x[400:500],
+      config=cfg,
+      target_labels=y[400:500],
+      aux_labels=y[:400],
+      progress=False,
+    )
+  assert "\n" not in str(e.value) and "beside other rows in a batch" in str(e.value)

@@ -1,7 +1,6 @@
 """Defenses as units: each pure and deterministic given its key, one compiled program for
 every strength, bounds refused as one-line config errors, failures one line."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -76,15 +75,24 @@ def test_the_builtin_defenses_do_what_they_say(features):
 
 
 def test_one_compiled_program_serves_every_strength(features):
-  calls = chex.assert_max_traces(n=1)(
-    lambda f, key, *, sigma: f + sigma * jax.random.normal(key, f.shape)
-  )
-  d = defenses.Defense(calls, "sigma", None, None, "sigma")
+  traces = []  # the shapes the defense is traced at
+
+  def noisy(f, key, *, sigma):
+    traces.append(f.shape)
+    return f + sigma * jax.random.normal(key, f.shape)
+
+  d = defenses.Defense(noisy, "sigma", None, None, "sigma")
   mesh = parallel.data_mesh()
-  for sigma in (0.1, 0.5, 2.0, 8.0):  # a retrace would raise
+  seen = []
+  for sigma in (0.1, 0.5, 2.0, 8.0):
     defenses.apply(
       d, features, jax.random.key(0), {"sigma": sigma}, mesh=mesh, batch_size=64, name="d"
     )
+    seen.append(len(traces))
+  # At the first strength: the sweep's program (one row at a time under vmap) and the
+  # purity probe's two (a batch of PROBE_ROWS rows, one row alone); no strength retraces.
+  assert sorted(traces) == [(1, 16), (1, 16), (defenses.PROBE_ROWS, 16)]
+  assert seen == [3, 3, 3, 3]
 
 
 def _checked(sweep, dim=None, **defense):
@@ -146,3 +154,80 @@ def test_a_defense_that_fails_or_returns_nan_is_one_line(features):
         d, features, jax.random.key(0), {"strength": 1.0}, mesh=mesh, batch_size=64, name="bad"
       )
     assert "\n" not in str(e.value)
+
+
+TOY_DEFENSES = '''
+import itertools
+
+import jax.numpy as jnp
+import numpy as np
+
+_calls = itertools.count()
+
+
+def batch_centred(features, key, *, strength):
+    """Centres on the batch's mean: what a row becomes depends on the other rows."""
+    return strength * (features - features.mean(axis=0))
+
+
+def batch_scaled(features, key, *, strength):
+    """Divides by the batch's std: a row alone is 0 / 0."""
+    return features / (strength * features.std(axis=0))
+
+
+def host_noise(features, key, *, strength):
+    """Noise drawn on the host when traced, not from the key."""
+    return features + strength * np.random.default_rng().normal(size=features.shape)
+
+
+def counted(features, key, *, strength):
+    """State: each trace adds its own count."""
+    return features + strength * next(_calls)
+'''
+
+
+@pytest.mark.parametrize(
+  "fn, match",
+  [
+    ("batch_centred", r"the same 4 rows beside other rows in a batch \(same key\)"),
+    ("batch_scaled", r"the same 4 rows beside other rows in a batch \(same key\)"),
+    ("host_noise", r"row 0 alone and in the sweep's batches \(same key\)"),
+    ("counted", r"row 0 alone and in the sweep's batches \(same key\)"),
+  ],
+)
+def test_a_user_defense_that_is_not_pure_per_row_is_refused_in_one_line(
+  fn, match, features, tmp_path, monkeypatch
+):
+  (tmp_path / "toy_defenses.py").write_text(TOY_DEFENSES)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  d = defenses.get(f"toy_defenses:{fn}", "strength")
+  with pytest.raises(privjax.ModelError, match=match) as e:
+    defenses.apply(
+      d,
+      features,
+      jax.random.key(0),
+      {"strength": 1.0},
+      mesh=parallel.data_mesh(),
+      batch_size=64,
+      name="mine",
+    )
+  message = str(e.value)
+  assert "\n" not in message
+  assert message.startswith("defense mine is not a pure function of each feature vector")
+
+
+@pytest.mark.parametrize(
+  "kind, strengths",
+  [
+    ("none", (0.0,)),
+    ("gaussian_noise", (0.0, 0.5, 32.0)),
+    ("normalize_noise", (0.0, 2.0)),
+    ("quantize", (1, 16)),
+    ("pca_truncate", (1, 16)),
+  ],
+)
+@pytest.mark.parametrize("rows", [1, 2, 203])
+def test_every_builtin_defense_passes_the_purity_probe(kind, strengths, rows, features):
+  for strength in strengths:
+    out = _apply(kind, features[:rows], strength, fit_on=features)
+    assert out.shape == (rows, 16)
