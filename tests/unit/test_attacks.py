@@ -382,6 +382,8 @@ def test_the_flat_warning_compares_held_out_mse_whatever_the_loss(best_mse, flat
     "mean_image_val_loss": -3.5,  # would call every one of these decoders learned.
     "best_val_mse": best_mse,
     "mean_image_val_mse": 0.0300,
+    "mismatched_val_mse": 0.0300,  # its own reconstructions of other images
+    "mismatched_val_mse_se": 0.0002,
     "best_step": 300,
     "stopped": "early stopping",
   }
