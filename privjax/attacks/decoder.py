@@ -21,13 +21,9 @@ from privjax.train import train_decoder
 # The Decoder's fields; the rest is training's.
 ARCHITECTURE = ("width", "start_size", "hidden", "max_conv_size")
 DEFAULTS = {
-  # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image.
-  # Channels at the decoder's lowest resolution, halved per upsampling stage (at least 16);
-  # 0 (auto, from Python and the command line alike): 64 for images under 64 pixels a
-  # side, 128 from 64 up. On the default digits a wider decoder gained little (0.911 ->
-  # 0.919 SSIM at 128, for 2.5x the time) while ridge and whitebox leak more; on the 64x64
-  # crops (benchmarks/crops64.py, mse loss) 128 beat 64 on every measure (SSIM 0.423 vs
-  # 0.405, image re-id 0.163 vs 0.074) for 1.5x the time, where 256 or 512 cost far more.
+  # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image. Channels
+  # at its lowest resolution, halved per upsampling stage (at least 16); 0: 64 for images
+  # under 64 pixels a side, 128 from 64 up (docs/method.md: how the defaults were chosen).
   "width": 0,
   "start_size": 4,  # Spatial size after the dense layer (upsampled by 2 per stage).
   "hidden": 512,  # Hidden dense layer on the features; 0: 2 x feature dim in [512, 2048].
@@ -42,29 +38,13 @@ DEFAULTS = {
   "warmup_steps": 100,  # Linear warmup steps from 0 to the peak learning rate.
   "weight_decay": 1e-4,  # AdamW decoupled weight decay.
   # "mse", "ssim" (1 - dm_pix SSIM), "mse+ssim" (mse + ssim_weight * (1 - SSIM)) or
-  # "log_mse+ssim" (log mse + ssim_weight * (1 - SSIM)). The log of the mse is minus the
-  # PSNR up to scale, so every image's relative error counts alike. On the 64x64 crops
-  # (benchmarks/crops64.py) it was the one loss that beat the PyTorch yardstick on SSIM,
-  # PSNR and image re-id at once; see ssim_weight.
+  # "log_mse+ssim" (log mse + ssim_weight * (1 - SSIM); the log of the mse is minus the
+  # PSNR up to scale, so every image's relative error counts alike).
   "loss": "log_mse+ssim",
-  # The weight of (1 - SSIM) next to the log mse ("log_mse+ssim") or the mse ("mse+ssim";
-  # there 0.1 is its best measured weight). On the 64x64 crops (SSIM / PSNR / image re-id
-  # of the targets; the yardstick: 0.447 / 20.10 dB / 0.139), log_mse+ssim with weights
-  # 0 / 2 / 3 / 4 / 9 and the average at 0.99 reached SSIM 0.432 / 0.448 / 0.449 / 0.450 /
-  # 0.449, PSNR 20.19 / 20.20 / 20.13 / 20.03 / 19.80 dB, re-id 0.076 / 0.156 / 0.165 /
-  # 0.146 / 0.146, and weight 3 on another seed re-identified 0.135. With the average at
-  # 0.995, weight 4 reached 0.451 / 20.12 / 0.157 and 0.451 / 20.15 / 0.154 on two seeds
-  # (weight 3: 0.450 / 20.16 / 0.157 and 0.451 / 20.19 / 0.144). mse+ssim at 0.1 reached
-  # 0.453 / 19.67 dB / 0.135, mse alone 0.425 / 19.99 dB / 0.126.
+  # The weight of (1 - SSIM) next to the log mse (4) or the mse ("mse+ssim": 0.1).
   "ssim_weight": 4.0,
-  # Decay of the moving average of the weights (Polyak averaging, debiased: train_step)
-  # that is evaluated for early stopping and kept as the decoder; 0: the raw weights. The
-  # decoder over-fits the auxiliary set within a few hundred steps; the average of its
-  # last few hundred steps generalises better. On the 64x64 crops with log_mse+ssim, 0.995
-  # beat 0.99 on SSIM and PSNR (above) for 200 more steps (~25 s). With mse+ssim, 0.99
-  # reached SSIM 0.453 against 0.443 without an average; on the default digits every
-  # attacker it feeds gained (the decoder 0.914 -> 0.920, the deciding whitebox's re-id
-  # 0.997 -> 1.0).
+  # Decay of the debiased moving average of the weights that is evaluated for early
+  # stopping and kept as the decoder; 0: the raw weights.
   "ema_decay": 0.995,
   "eval_every": 100,  # Steps between validation evaluations (and progress logs).
   # Stop after this many evaluations without improvement. The moving average (ema_decay)
