@@ -8,6 +8,7 @@ import errno
 import functools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -40,6 +41,11 @@ def audit_report(digits8):
   return privjax.assess(
     lambda p, im: im.reshape(im.shape[0], -1), None, x[:300], x[300:330], config=cfg
   )
+
+
+def _info(line: str) -> bool:
+  """A log line at info level: `HH:MM:SS source: message` (no `warning:` or `error:`)."""
+  return re.match(r"\d\d:\d\d:\d\d \S+: (?!warning: |error: )", line) is not None
 
 
 def _no_space(*_):
@@ -292,7 +298,7 @@ def test_a_file_size_limit_in_a_checkpoint_is_one_line_naming_the_file(tmp_path)
     f"privjax: error: file too large writing {tmp_path}/new/checkpoints/recognition/"
   ), lines[-1]
   assert "Traceback" not in result.stderr
-  assert [line for line in lines if not line.startswith("I")] == [lines[-1]], result.stderr
+  assert [line for line in lines if not _info(line)] == [lines[-1]], result.stderr
 
 
 @pytest.fixture
@@ -361,7 +367,7 @@ def test_a_disk_filling_during_a_checkpoint_is_one_line_without_library_tracebac
   assert lines[-1].startswith(f"privjax: error: no space left on device writing {small_disk}")
   assert "Traceback" not in result.stderr, result.stderr[-3000:]
   assert "Event loop is closed" not in result.stderr
-  assert [line for line in lines if not line.startswith("I")] == [lines[-1]], result.stderr
+  assert [line for line in lines if not _info(line)] == [lines[-1]], result.stderr
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------

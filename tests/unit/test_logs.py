@@ -155,13 +155,15 @@ def test_the_command_lines_short_lines_replace_absls_prefix_on_its_handler(capsy
   from privjax import logs
 
   handler = absl_logging.get_absl_handler()
+  before = handler.python_handler.formatter
+  handler.setFormatter(absl_logging.PythonFormatter())  # absl's own (a CLI test may have run)
   previous = logs.short_lines()
   try:
     capsys.readouterr()
     handler.emit(_record(logs._OWN + "audit.py", logging.INFO, "stage scoring done in 0.6s"))
     shown = capsys.readouterr().err.splitlines()[-1]  # (after absl's note before flag parsing)
   finally:
-    handler.setFormatter(previous)
+    handler.setFormatter(before)
   assert re.fullmatch(r"\d\d:\d\d:\d\d privjax: stage scoring done in 0\.6s", shown), shown
-  assert handler.python_handler.formatter is previous  # (what short_lines returned)
+  assert isinstance(previous, absl_logging.PythonFormatter)  # (what short_lines returned)
   assert "audit.py:1]" in previous.format(_record(logs._OWN + "audit.py", logging.INFO, "x"))
