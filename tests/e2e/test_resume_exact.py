@@ -48,12 +48,12 @@ def _audit(digits8, workdir, **change) -> tuple[dict, dict]:
   privjax.assess(
     embed,
     proj,
-    x[:400],
-    x[400:500],
+    x[:300],
+    x[300:360],
     config=_config(**change),
     workdir=str(workdir),
-    target_labels=y[400:500],
-    aux_labels=y[:400],
+    target_labels=y[300:360],
+    aux_labels=y[:300],
     evaluator=privjax.Evaluator(embed, judge),
     progress=False,
   )
