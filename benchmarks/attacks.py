@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from privjax import parallel  # noqa: E402
+from privjax.runtime import parallel  # noqa: E402
 
 ROW_KEYS = ("ssim", "psnr", "ssim_gain_ci", "image_reid_rate", "reid_rate", "seconds")
 
@@ -87,7 +87,8 @@ def bench_default(smoke: bool, export: str) -> dict:
 def export_features(config, workdir, path):
   """The audit's aux/target images and features, from its caches, as a stored-features npz
   (with the identities, so the builtin evaluator runs on it too)."""
-  from privjax import cache, data
+  from privjax.data import splits as data
+  from privjax.runtime import cache
 
   d = data.load(config.data)
   feats = {}
@@ -128,7 +129,7 @@ def _embeddings(size: int):
 def bench_nonlinear(smoke: bool) -> list:
   """Every attacker on nonlinear embeddings of real digits (8x8 and 16x16)."""
   import privjax
-  from privjax.data import load_digits
+  from privjax.data.splits import load_digits
 
   out = []
   for size in (8,) if smoke else (8, 16):
@@ -156,7 +157,7 @@ def bench_whitebox(smoke: bool) -> list:
   import jax.numpy as jnp
 
   from privjax.attacks.whitebox import invert
-  from privjax.models import RecognitionCNN
+  from privjax.models.nets import RecognitionCNN
 
   mesh = parallel.data_mesh()
   out = []

@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def one(n: int, dim: int, batch_size: int) -> dict:
   import numpy as np
 
-  from privjax import identity, parallel
+  from privjax.runtime import parallel
+  from privjax.scoring import identity
 
   mesh = parallel.data_mesh()
   rng = np.random.default_rng(0)

@@ -26,7 +26,8 @@ def one(width: int, n_aux: int, size: int) -> dict:
   import ml_collections
   import numpy as np
 
-  from privjax import attacks, parallel
+  from privjax import attacks
+  from privjax.runtime import parallel
 
   rng = np.random.default_rng(0)
   images = rng.uniform(size=(n_aux + 100, size, size, 3)).astype(np.float32)

@@ -32,9 +32,11 @@ import optax  # noqa: E402
 
 from benchmarks.geometries import BEST_MODE, GEOMETRIES  # noqa: E402
 from privjax import config as config_lib  # noqa: E402
-from privjax import metrics, parallel, train  # noqa: E402
+from privjax import train  # noqa: E402
 from privjax.attacks import decoder as decoder_attack  # noqa: E402
-from privjax.models import RecognitionCNN  # noqa: E402
+from privjax.models.nets import RecognitionCNN  # noqa: E402
+from privjax.runtime import parallel
+from privjax.scoring import metrics
 
 
 def cpu_model() -> str:
@@ -203,7 +205,7 @@ def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int, me
     ),
   }
   targets = rng.uniform(size=(n_targets, 16, 16, 1)).astype(np.float32)
-  from privjax.scoring import pairwise_ssim
+  from privjax.scoring.scores import pairwise_ssim
 
   secs = timed(
     lambda: pairwise_ssim(targets, targets, mesh=mesh, filter_size=fs, filter_sigma=sigma),
@@ -277,7 +279,7 @@ def bench_ssim(size: int, channels: int, *, repeats: int, min_seconds: float) ->
 
 def bench_reid_scaling(ns, *, size=64, channels=3) -> list[dict]:
   """Exact all-pairs image-space re-identification (SSIM matrix + rank-1) at several N."""
-  from privjax.scoring import pairwise_ssim
+  from privjax.scoring.scores import pairwise_ssim
 
   mesh = parallel.data_mesh()
   rows = []
@@ -298,9 +300,9 @@ def bench_reid_scaling(ns, *, size=64, channels=3) -> list[dict]:
 
 
 def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[dict]:
-  """Shortlist image re-identification (privjax.scoring.identify above reid.exact_max_targets)
+  """Shortlist image re-identification (scoring.scores.identify above reid.exact_max_targets)
   at several N, with its agreement with the exact all-pairs result where N <= exact_up_to."""
-  from privjax import scoring
+  from privjax.scoring import scores as scoring
 
   mesh = parallel.data_mesh()
   cfg = config_lib.for_images((size, size, channels), None)
@@ -347,7 +349,7 @@ def bench_stream_memory(ns, *, size=64, channels=3, batch=256) -> list[dict]:
   RSS with the inputs loaded, i.e. what the stages themselves allocate (their
   outputs, N x 128 features and N scores, included).
   """
-  from privjax.extraction import extract_features
+  from privjax.stages.extraction import extract_features
 
   mesh = parallel.data_mesh()
   model = RecognitionCNN(num_classes=10, embed_dim=128)

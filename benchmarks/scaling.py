@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from benchmarks.run import bench_default_stages, cpu_model  # noqa: E402
-from privjax import parallel  # noqa: E402
+from privjax.runtime import parallel  # noqa: E402
 
 STAGES = ("extraction", "decoder_train_step", "reconstruction", "ssim_scoring")
 

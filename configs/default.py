@@ -76,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.factory = ""  # "function": "package.module:make".
 
   # The independent evaluator that judges identity leakage (type I / type II success at a
-  # false match rate; privjax/identity.py): a second recognition model, never the audited
+  # false match rate; privjax/scoring/identity.py): a second recognition model, never the audited
   # one. Its kinds are the model's ("builtin", "flax", "function", same fields), "off"
   # (the report then says identity leakage was not checked) or "auto": "builtin" when the
   # auxiliary and target images are labelled, else "off". It needs labels (identities).

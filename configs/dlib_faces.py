@@ -41,7 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.ssim.filter_sigma = 1.5
   # dlib's own judgement of each reconstruction (descriptor distance < 0.6), beside SSIM and
   # the evaluator in every attacker's row and per_image.csv; like model re-id, no vote.
-  c.metrics = ml_collections.ConfigDict({"dlib_accepts": {"type": "privjax.faces:dlib_accepts"}})
+  c.metrics = ml_collections.ConfigDict(
+    {"dlib_accepts": {"type": "privjax.models.faces:dlib_accepts"}}
+  )
   # At 150x150x3 on CPU the decoder (convolving up to 32x32, then one sub-pixel convolution
   # to 256x256, resized to 150) and the whitebox attacker are the costly ones: the decoder
   # trains for at most 300 steps of 32 (its convergence warnings say if it needed more) and

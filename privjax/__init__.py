@@ -10,9 +10,9 @@ from privjax.errors import (
   TrainingError,
   WorkdirError,
 )
-from privjax.identity import Evaluator
-from privjax.parallel import use_cpu_cores
-from privjax.report import Report
+from privjax.report.assemble import Report
+from privjax.runtime.parallel import use_cpu_cores
+from privjax.scoring.identity import Evaluator
 
 __all__ = [
   "ConfigError",

@@ -1,7 +1,7 @@
 """The audit, end to end: extract, attack, score, judge, report: the stages composed.
 
 `assess` is the public entry point (the Python API); `run` is what launch.py calls: it
-loads the configured data, model and evaluator (privjax/loading.py), then runs the same
+loads the configured data, model and evaluator (privjax/stages/loading.py), then runs the same
 stages, so the command line and the API share one code path. Each stage lives in its
 own module and gets arrays and its own settings; none calls back into this one.
 """
@@ -17,27 +17,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import (
-  attacks,
-  extraction,
-  identity,
-  judge,
-  loading,
-  logs,
-  parallel,
-  provenance,
-  scoring,
-  screening,
-  sources,
-  strength,
-  sweep,
-)
+from privjax import attacks
 from privjax import config as config_lib
-from privjax import inputs as inputs_lib
-from privjax import report as report_lib
-from privjax import workdir as workdir_lib
-from privjax.attack_round import Round
+from privjax.data import sources
+from privjax.defenses import sweep
 from privjax.errors import ModelError
+from privjax.report import assemble as report_lib
+from privjax.runtime import logs, parallel, provenance
+from privjax.runtime import workdir as workdir_lib
+from privjax.scoring import identity
+from privjax.scoring import scores as scoring
+from privjax.stages import extraction, judge, loading, screening, strength
+from privjax.stages import inputs as inputs_lib
+from privjax.stages.attack_round import Round
 
 
 def assess(
@@ -76,7 +68,7 @@ def assess(
       re-embed the reconstructions with), which the report says.
     evaluator: an independent recognition model (`privjax.Evaluator`) that judges
       identity leakage (type I / type II success at a false match rate, rank-1; see
-      privjax.identity); needs `target_labels` (identities). None: not checked, which
+      privjax.scoring.identity); needs `target_labels` (identities). None: not checked, which
       the report says.
     target_sources: optional [N] strings saying where each target came from (a file
       name, a record id), written beside each row of per_image.csv.
@@ -336,7 +328,7 @@ def _round(cfg, targets, model, the_judge, mesh, workdir, timer) -> Round:
 def _sweep(
   inputs: inputs_lib.Inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge
 ) -> dict:
-  """The defense sweep (privjax/sweep.py) with the sweep's attackers, blind to the model."""
+  """The defense sweep (defenses/sweep.py) with the sweep's attackers, blind to the model."""
   names = config_lib.sweep_attackers(cfg)
   calibration = None if the_judge is None else the_judge.calibration
   sweep_labels = inputs.sweep_labels

@@ -44,12 +44,14 @@ from absl import app, command_name, flags, logging
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
-from privjax import audit, logs, parallel, risk
+from privjax import audit
 from privjax import config as config_lib
-from privjax import data as data_lib
-from privjax import report as report_lib
-from privjax import workdir as workdir_lib
+from privjax.data import splits as data_lib
 from privjax.errors import Interrupted, PrivjaxError
+from privjax.report import assemble as report_lib
+from privjax.runtime import logs, parallel
+from privjax.runtime import workdir as workdir_lib
+from privjax.scoring import risk
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

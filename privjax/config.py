@@ -19,10 +19,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import attacks, defenses, scoring
+from privjax import attacks
 from privjax.checks import number, numbers, positive_int, require
+from privjax.defenses import transforms as defenses
 from privjax.errors import ConfigError
 from privjax.registry import import_object
+from privjax.scoring import scores as scoring
 
 # The Gaussian SSIM of Wang et al. 2004 (and skimage's `gaussian_weights=True`):
 # an 11x11 window with sigma 1.5, constants K1=0.01, K2=0.03.
@@ -103,14 +105,14 @@ def _scoring(c) -> None:
 
 
 def _risk(c) -> None:
-  # Verdict thresholds (see privjax/risk.py and docs/method.md).
+  # Verdict thresholds (see privjax/scoring/risk.py and docs/method.md).
   c.risk = ml_collections.ConfigDict()
   c.risk.high_ssim_gain = 0.3  # High if the gain's CI lower bound reaches this ...
   c.risk.high_image_reid = 0.5  # ... or image-space rank-1 re-identification reaches this.
   c.risk.medium_ssim_gain = 0.05  # Medium if the gain's CI lower bound reaches this ...
   c.risk.medium_image_reid = 0.05  # ... or image re-id reaches this and
   c.risk.medium_reid_over_chance = 5.0  # ... is at least this many times chance.
-  # Identity leakage, when an independent evaluator is configured (privjax/identity.py):
+  # Identity leakage, when an independent evaluator is configured (privjax/scoring/identity.py):
   # high/medium if the type-II success rate at FMR identity_fmr reaches these (and is at
   # least medium_reid_over_chance x its chance level).
   c.risk.identity_fmr = 0.01  # One of identity.fmrs.
@@ -119,7 +121,7 @@ def _risk(c) -> None:
 
 
 def _defense(c) -> None:
-  # Defenses (privjax/defenses.py): a sweep of feature-level defenses over strengths. At
+  # Defenses (privjax/defenses/transforms.py): a sweep of feature-level defenses over strengths. At
   # each point the attackers below are re-fitted on DEFENDED auxiliary features (adaptive:
   # they know the defense) and, for contrast, the attackers fitted on undefended features
   # attack the defended targets (non-adaptive); the point's verdict is the adaptive one

@@ -31,10 +31,11 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from privjax import checkpoint, events, metrics, parallel
-from privjax.data import batch_indices
+from privjax.data.splits import batch_indices
 from privjax.errors import Interrupted, TrainingError
-from privjax.models import Decoder
+from privjax.models.nets import Decoder
+from privjax.runtime import checkpoint, events, parallel
+from privjax.scoring import metrics
 
 
 @flax.struct.dataclass
@@ -533,7 +534,7 @@ def fit(
   best params and stops after `patience` evaluations without a `min_delta` improvement;
   without it, the final params are the result, and `log_every` (> 0) logs the training
   loss with steps/s and ETA that often. Losses also go to TensorBoard event files under
-  <workdir>/tensorboard/<stage> (`privjax.events`). Checkpoints (orbax, every
+  <workdir>/tensorboard/<stage> (`privjax.runtime.events`). Checkpoints (orbax, every
   `checkpoint_every` steps and at the end) resume a killed run where it stopped; a
   finished run is restored without a step. SIGTERM or Ctrl-C saves a checkpoint at the
   next step and raises Interrupted; a non-finite loss raises TrainingError before that

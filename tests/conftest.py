@@ -13,7 +13,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from privjax.data import load_digits  # noqa: E402
+from privjax.data.splits import load_digits  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,7 +95,7 @@ def png_header(path, width, height) -> str:
 def snapshot(directory):
   """{relative path: (mtime_ns, bytes)} of every file under `directory` but the lock file:
   what "the workdir is unchanged" compares."""
-  from privjax import workdir as workdir_lib
+  from privjax.runtime import workdir as workdir_lib
 
   out = {}
   for root, _, files in os.walk(directory):

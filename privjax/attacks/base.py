@@ -74,7 +74,7 @@ class Model:
   key: str  # a hash of the model's program and params (for caches)
 
   def fingerprint(self) -> str:
-    """What the model's outputs depend on (privjax/keys.py)."""
+    """What the model's outputs depend on (privjax/runtime/keys.py)."""
     return self.key
 
 

@@ -14,8 +14,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from privjax import checks, parallel
+from privjax import checks
 from privjax.attacks.base import AuxSet, Context, Fitted, register
+from privjax.runtime import parallel
 from privjax.train import train_decoder
 
 # The Decoder's fields; the rest is training's.

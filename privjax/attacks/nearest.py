@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from privjax import parallel
 from privjax.attacks.base import AuxSet, Context, Fitted, register
+from privjax.runtime import parallel
 
 
 def _unit(x):

@@ -23,9 +23,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import checks, memory, parallel
+from privjax import checks
 from privjax.attacks.base import AuxSet, Context, Fitted, register
 from privjax.errors import ModelError
+from privjax.runtime import memory, parallel
 
 DEFAULTS = {
   "num_features": 1024,  # Random Fourier features beside the features themselves.

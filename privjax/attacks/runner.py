@@ -17,11 +17,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import cache, images, keys
-from privjax import workdir as workdir_lib
 from privjax.attacks import base
+from privjax.data import images
 from privjax.errors import DataError, ModelError
 from privjax.registry import call_fn, call_user
+from privjax.runtime import cache, keys
+from privjax.runtime import workdir as workdir_lib
 
 # Reconstructions this far outside [0, 1] are float rounding, clipped; beyond, refused.
 ROUNDING = 1e-5

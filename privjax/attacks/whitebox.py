@@ -25,8 +25,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from privjax import checks, metrics, parallel
+from privjax import checks
 from privjax.attacks.base import AuxSet, Context, Fitted, Skipped, register
+from privjax.runtime import parallel
+from privjax.scoring import metrics
 
 DEFAULTS = {
   # The attackers whose reconstructions may start the optimisation ("mean": the mean

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import privjax
-from privjax import risk
+from privjax.scoring import risk
 from tests.conftest import only_attackers
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import privjax
-from privjax import identity, readings
+from privjax.report import readings
+from privjax.scoring import identity
 from tests.conftest import only_attackers, tiny_config
 
 FMRS = (0.01, 0.001)

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from privjax import cli
-from privjax import workdir as workdir_lib
+from privjax.runtime import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import launch_until
 
@@ -404,7 +404,7 @@ def test_ctrl_c_during_whitebox_exits_130_and_the_rerun_trips_the_gate(
 def test_a_sigterm_that_code_swallowed_still_exits_143_not_as_ctrl_c(
   smoke_run, tmp_path, launch_here, monkeypatch
 ):
-  from privjax import scoring
+  from privjax.scoring import scores as scoring
 
   workdir = _unfinished(smoke_run, tmp_path / "w")
   real = scoring.mean_image_ssim
@@ -427,7 +427,7 @@ def test_a_sigterm_that_code_swallowed_still_exits_143_not_as_ctrl_c(
 def test_a_signal_once_the_report_is_returned_keeps_the_gates_status(
   smoke_run, tmp_path, launch_here, monkeypatch, sig
 ):
-  from privjax import report as report_lib
+  from privjax.report import assemble as report_lib
 
   workdir = tmp_path / "w"
   shutil.copytree(smoke_run[0], workdir)

@@ -118,7 +118,7 @@ def _broken_config(tmp_path, metric_type):
     ),
     # dlib's encoder on 8x8 grey digits: refused, not judged.
     (
-      "privjax.faces:dlib_accepts",
+      "privjax.models.faces:dlib_accepts",
       "raised ValueError: dlib_accepts judges 150x150 RGB face chips",
     ),
   ],

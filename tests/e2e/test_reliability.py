@@ -313,7 +313,7 @@ def test_params_are_converted_when_numpy_compatible_and_refused_otherwise(digits
 
 
 def test_a_damaged_or_nan_cache_is_recomputed_never_trusted(digits8, tmp_path, caplog):
-  from privjax import cache
+  from privjax.runtime import cache
 
   x, _ = digits8
   proj = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)

@@ -1,7 +1,7 @@
 """The workdir end to end: a real audit's report set is published whole, and the command
 line's workdir faults are one line, exit code 2, and leave a finished workdir byte- and
 mtime-identical (in the manner of tests/e2e/test_faults.py). Then Ctrl-C: exit code 130
-and one line. (privjax.workdir's units: tests/unit/test_workdir.py.)"""
+and one line. (privjax.runtime.workdir's units: tests/unit/test_workdir.py.)"""
 
 import dataclasses
 import errno
@@ -17,9 +17,9 @@ import textwrap
 
 import pytest
 
-from privjax import report as report_lib
-from privjax import workdir as workdir_lib
 from privjax.errors import WorkdirError
+from privjax.report import assemble as report_lib
+from privjax.runtime import workdir as workdir_lib
 from tests.conftest import REPO_ROOT, only_attackers, snapshot
 from tests.e2e.conftest import launch, launch_until
 

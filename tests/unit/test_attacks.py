@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 import privjax
-from privjax import attacks, extraction, parallel, scoring
+from privjax import attacks
 from privjax import config as config_lib
+from privjax.runtime import parallel
+from privjax.scoring import scores as scoring
+from privjax.stages import extraction
 from tests.compiles import counting
 
 _PROJ = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
@@ -152,7 +155,7 @@ def test_ridge_solves_the_same_regression_in_either_form(n, f):
 
 
 def test_ridge_refuses_a_fit_larger_than_the_host_before_it_starts(digits8, monkeypatch):
-  from privjax import memory
+  from privjax.runtime import memory
 
   monkeypatch.setattr(memory, "available", lambda: 2**20)  # 1 MiB
   x, _ = digits8
@@ -356,7 +359,7 @@ def test_an_attacker_returning_anothers_reconstructions_is_scored_once(digits8, 
 
 
 def test_a_round_larger_than_the_host_is_refused_before_any_attacker_runs(digits8, monkeypatch):
-  from privjax import memory
+  from privjax.runtime import memory
 
   monkeypatch.setattr(memory, "available", lambda: 2**16)  # 64 KiB
   from privjax.attacks import runner

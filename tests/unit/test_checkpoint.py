@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from privjax import checkpoint
 from privjax.errors import WorkdirError
+from privjax.runtime import checkpoint
 
 # --- Checkpoints: a damaged latest step falls back to the previous good one ------------
 

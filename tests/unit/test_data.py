@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from configs import npz as npz_config
-from privjax import data
-from privjax import images as images_lib
+from privjax.data import images as images_lib
+from privjax.data import splits as data
 from privjax.errors import DataError
 
 
@@ -152,7 +152,8 @@ def _faces(tmp_path, digits8):
 def test_chips_are_written_whole_beside_their_relative_paths(tmp_path, monkeypatch, digits8):
   from PIL import Image
 
-  from privjax import faces, sources
+  from privjax.data import sources
+  from privjax.models import faces
 
   monkeypatch.setattr(faces, "Aligner", _FakeAligner)
   root, chips = _faces(tmp_path, digits8), tmp_path / "chips"
@@ -177,8 +178,9 @@ def test_a_refused_chip_write_is_one_line_and_keeps_the_chip_there(
 ):
   import errno
 
-  from privjax import faces, sources
+  from privjax.data import sources
   from privjax.errors import WorkdirError
+  from privjax.models import faces
   from tests.conftest import snapshot
 
   monkeypatch.setattr(faces, "Aligner", _FakeAligner)

@@ -9,8 +9,9 @@ import pytest
 
 import privjax
 from privjax import config as config_lib
-from privjax import defenses, parallel
+from privjax.defenses import transforms as defenses
 from privjax.errors import ConfigError
+from privjax.runtime import parallel
 
 STRENGTHS = {"none": 0.0, "gaussian_noise": 0.5, "quantize": 3, "pca_truncate": 4}
 

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from privjax import extraction, parallel
 from privjax.errors import ModelError
+from privjax.runtime import parallel
+from privjax.stages import extraction
 
 _W = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
 

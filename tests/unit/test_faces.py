@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from privjax import faces
 from privjax.errors import ConfigError, ModelError
+from privjax.models import faces
 
 needs_extra = pytest.mark.skipif(
   importlib.util.find_spec("face_recognition_models") is None
@@ -68,7 +68,7 @@ def test_without_the_extra_one_line_says_what_to_install(monkeypatch):
 
 def test_the_model_kind_takes_150x150_rgb_chips_only():
   from privjax import config as config_lib
-  from privjax import embedding
+  from privjax.models import kinds as embedding
 
   c = config_lib.audit_config()
   with pytest.raises(ConfigError, match="takes 150x150 RGB face chips"):
@@ -80,7 +80,7 @@ def test_face_photos_are_aligned_as_dlib_does_and_faceless_or_crowded_ones_skipp
   import skimage.data
   from PIL import Image
 
-  from privjax import sources
+  from privjax.data import sources
 
   face = np.ascontiguousarray(skimage.data.astronaut()[:300, 100:400])  # her face, no badge
   person = tmp_path / "photos" / "eileen"
@@ -110,7 +110,7 @@ def test_the_encoder_is_a_model_kind_and_an_evaluator_kind():
   import ml_collections
 
   from privjax import config as config_lib
-  from privjax import embedding
+  from privjax.models import kinds as embedding
 
   assert "dlib_face" in embedding.kinds("model") and "dlib_face" in embedding.kinds("evaluator")
   c = config_lib.audit_config()
@@ -156,13 +156,14 @@ def test_dlib_accepts_refuses_images_it_cannot_judge_before_any_work(shape):
 
   from privjax import config as config_lib
 
-  metrics = {"dlib_accepts": {"type": "privjax.faces:dlib_accepts"}}
+  metrics = {"dlib_accepts": {"type": "privjax.models.faces:dlib_accepts"}}
   with pytest.raises(ConfigError) as e:
     config_lib.resolve(shape, ml_collections.ConfigDict({"metrics": metrics}))
   message = str(e.value)
   assert message.startswith(
     f"config.metrics.dlib_accepts on {'x'.join(map(str, shape))} images "
-    "(privjax.faces:dlib_accepts) raised ValueError: dlib_accepts judges 150x150 RGB face chips"
+    "(privjax.models.faces:dlib_accepts) raised ValueError: "
+    "dlib_accepts judges 150x150 RGB face chips"
   )
   assert f"got originals of {'x'.join(map(str, shape))}" in message and "\n" not in message
   with pytest.raises(ValueError, match="got reconstructions of 8x8x1"):
@@ -175,9 +176,9 @@ def test_dlib_accepts_passes_the_config_check_on_face_chips():
 
   from privjax import config as config_lib
 
-  metrics = {"dlib_accepts": {"type": "privjax.faces:dlib_accepts"}}
+  metrics = {"dlib_accepts": {"type": "privjax.models.faces:dlib_accepts"}}
   c = config_lib.resolve((150, 150, 3), ml_collections.ConfigDict({"metrics": metrics}))
-  assert c.metrics.dlib_accepts.type == "privjax.faces:dlib_accepts"
+  assert c.metrics.dlib_accepts.type == "privjax.models.faces:dlib_accepts"
 
 
 @needs_extra
@@ -185,10 +186,11 @@ def test_dlib_accepts_runs_after_the_config_check_traced_it_first():
   # The config check traces the metric (eval_shape) before any work; the encoder it loads
   # then must not be a tracer that escapes into the audit's scoring (UnexpectedTracerError
   # ended the dlib audit of the faces that ship).
-  from privjax import parallel, scoring
+  from privjax.runtime import parallel
+  from privjax.scoring import scores as scoring
 
   faces._cached_encoder.cache_clear()
-  kind = "privjax.faces:dlib_accepts"
+  kind = "privjax.models.faces:dlib_accepts"
   scoring.check_metrics((("dlib_accepts", kind),), (150, 150, 3))
   settings = scoring.Settings(
     filter_size=11,

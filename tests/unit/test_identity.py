@@ -6,7 +6,9 @@ import pytest
 
 import privjax
 from privjax import config as config_lib
-from privjax import identity, parallel, readings, risk
+from privjax.report import readings
+from privjax.runtime import parallel
+from privjax.scoring import identity, risk
 
 FMRS = (0.01, 0.001)
 

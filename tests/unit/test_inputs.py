@@ -1,11 +1,11 @@
-"""privjax/inputs.py: what the inputs' checks refuse, and what they flag for the report."""
+"""privjax/stages/inputs.py: what the inputs' checks refuse, and what they flag for the report."""
 
 import ml_collections
 import numpy as np
 import pytest
 
-from privjax import inputs as inputs_lib
 from privjax.errors import ConfigError
+from privjax.stages import inputs as inputs_lib
 
 
 def _check(aux, targets, target_labels=None, aux_labels=None):

@@ -1,4 +1,4 @@
-"""privjax/keys.py: a stage key changes with anything that can change a number, and only
+"""privjax/runtime/keys.py: a stage key changes with anything that can change a number, and only
 with that."""
 
 import dataclasses
@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from privjax import keys
+from privjax.runtime import keys
 
 
 @dataclasses.dataclass(frozen=True)

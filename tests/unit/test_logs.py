@@ -4,7 +4,7 @@
 def test_quiet_keeps_privjax_lines_once_and_every_warning():
   import logging
 
-  from privjax import logs
+  from privjax.runtime import logs
 
   quiet = logs.Quiet()
 
@@ -27,7 +27,7 @@ def test_quiet_drops_third_party_lines_from_a_venv_inside_a_clone_named_privjax(
   import logging
   import os
 
-  from privjax import logs
+  from privjax.runtime import logs
 
   quiet = logs.Quiet()
   clone = os.path.dirname(os.path.dirname(os.path.abspath(logs.__file__)))
@@ -46,7 +46,7 @@ def test_a_library_traceback_is_hidden_below_verbosity_1_and_privjax_own_kept():
 
   from absl import logging as absl_logging
 
-  from privjax import logs
+  from privjax.runtime import logs
 
   quiet = logs.Quiet()
   try:
@@ -79,7 +79,7 @@ def test_ignored_exceptions_and_dying_library_threads_print_only_at_verbosity_1(
 
   from absl import logging as absl_logging
 
-  from privjax import logs
+  from privjax.runtime import logs
 
   class Closed:
     def __del__(self):
@@ -126,7 +126,7 @@ def test_lines_read_time_source_and_message_and_name_a_library_not_privjax():
   import logging
   import re
 
-  from privjax import logs
+  from privjax.runtime import logs
 
   own = logs._OWN + "audit.py"
   site = "/home/u/privjax/.venv/lib/python3.11/site-packages"
@@ -152,7 +152,7 @@ def test_the_command_lines_short_lines_replace_absls_prefix_on_its_handler(capsy
 
   from absl import logging as absl_logging
 
-  from privjax import logs
+  from privjax.runtime import logs
 
   handler = absl_logging.get_absl_handler()
   before = handler.python_handler.formatter

@@ -6,8 +6,8 @@ from skimage import data
 from skimage.metrics import structural_similarity
 
 from privjax import config as config_lib
-from privjax import metrics
 from privjax.errors import ConfigError
+from privjax.scoring import metrics
 
 
 def _natural_pairs(channels: int, size: int, rng):

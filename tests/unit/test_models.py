@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from privjax.models import Decoder, RecognitionCNN, stem_stride
+from privjax.models.nets import Decoder, RecognitionCNN, stem_stride
 
 
 def _conv_sizes(module, x):

@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from privjax import extraction, parallel
 from privjax.errors import ModelError
+from privjax.runtime import parallel
+from privjax.stages import extraction
 
 
 def test_mesh_spans_all_devices():

@@ -9,21 +9,19 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from privjax import (
-  attack_round,
-  attacks,
-  data,
-  defenses,
-  embedding,
-  parallel,
-  risk,
-  scoring,
-  utility,
-)
+from privjax import attacks
 from privjax import config as config_lib
 from privjax.attacks import runner
+from privjax.data import splits as data
+from privjax.defenses import transforms as defenses
+from privjax.defenses import utility
 from privjax.errors import ConfigError, ModelError
+from privjax.models import kinds as embedding
 from privjax.registry import import_object
+from privjax.runtime import parallel
+from privjax.scoring import risk
+from privjax.scoring import scores as scoring
+from privjax.stages import attack_round
 
 TOY = "tests.unit.toy_plugins"
 

@@ -7,7 +7,7 @@ import pytest
 
 
 def test_report_json_is_strict_json():
-  from privjax.report import strict_json
+  from privjax.report.assemble import strict_json
 
   text = strict_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
   assert json.loads(text, parse_constant=lambda t: pytest.fail(f"not strict JSON: {t}")) == {
@@ -23,7 +23,7 @@ def test_per_image_csv_text_never_runs_as_a_formula():
 
   import numpy as np
 
-  from privjax import report
+  from privjax.report import assemble as report
 
   names = ['=HYPERLINK("x")', "+1", "-cmd", "@SUM(A1)", "plain.png", "a=b"]
   rows = list(
@@ -53,7 +53,7 @@ def test_per_image_csv_header_never_runs_as_a_formula():
 
   import numpy as np
 
-  from privjax import report
+  from privjax.report import assemble as report
 
   columns = {"ssim": np.ones(2), "=cmd|'/c calc'!A0": np.zeros(2), "baseline_=x": np.zeros(2)}
   header = next(csv.reader(io.StringIO(report.per_image_csv(columns).decode())))
@@ -95,7 +95,7 @@ def _summary(metric_name):
 
 
 def test_a_metric_is_shown_beside_its_baseline_and_its_name_escaped_once():
-  from privjax import page
+  from privjax.report import page
 
   s = _summary('say "hi" <b>')
   html_text = page._first_screen(s) + page._attackers(s)
@@ -112,7 +112,7 @@ def _step(s):
   import html
   import shlex
 
-  from privjax import page
+  from privjax.report import page
 
   text = html.unescape(page._next(s))
   before, rest = text.split("<br><code>", 1)
@@ -135,7 +135,7 @@ def _run_printed(args, cwd, monkeypatch, capsys):
 def test_the_next_step_after_the_default_audit_names_the_sweep_config_and_runs(
   feature_dim, cuts, monkeypatch, capsys
 ):
-  from privjax import page
+  from privjax.report import page
   from tests.conftest import REPO_ROOT
 
   command = "privjax --config=configs/default.py --workdir=runs/default"
@@ -194,7 +194,7 @@ def test_the_next_step_after_another_config_copies_it_with_the_sweep_and_runs(
 
 
 def test_a_low_verdict_gives_the_strength_curve_command_and_python_the_fields():
-  from privjax import page
+  from privjax.report import page
 
   command = "privjax --config=configs/folder.py --workdir=runs/mine --config.data.path=faces"
   s = {"risk_level": "low", "feature_dim": 128, "metadata": {"command": command}}
@@ -244,7 +244,7 @@ def _sweep(useful: bool, understated=()):
 def test_the_sweeps_outcome_is_told_in_words_and_percent(useful):
   import html
 
-  from privjax import page
+  from privjax.report import page
 
   s = {"risk_level": "high", "feature_dim": 64, "metadata": {}, "defense": _sweep(useful)}
   text = html.unescape(page._next(s))
@@ -264,7 +264,7 @@ def test_the_sweeps_outcome_is_told_in_words_and_percent(useful):
 
 
 def test_the_page_says_in_words_which_devices_ran_the_audit():
-  from privjax import page
+  from privjax.report import page
 
   cpu = {"count": 4, "kind": "cpu", "platform": "cpu", "processes": 2}
   assert page._devices(cpu) == "4 CPU devices in 2 processes"
@@ -277,7 +277,7 @@ def test_the_training_curves_plot_positive_and_negative_losses_without_a_warning
   """The mse losses are drawn on a log axis; log_mse+ssim is negative and drawn linear."""
   import warnings
 
-  from privjax import plots
+  from privjax.report import plots
 
   history = [
     {"step": 100, "train_loss": sign * 0.02, "val_loss": sign * 0.03},
@@ -367,7 +367,7 @@ def test_the_widest_tables_fit_the_page_at_1280_px_without_scrolling(tmp_path):
   from PIL import Image
 
   from benchmarks import report_screenshot
-  from privjax import page
+  from privjax.report import page
 
   if report_screenshot.browser() is None:
     pytest.skip("no Chromium on PATH (Debian: apt install chromium); the page is not rendered")
@@ -385,7 +385,7 @@ def test_the_widest_tables_fit_the_page_at_1280_px_without_scrolling(tmp_path):
 
 
 def test_the_cli_prints_each_warning_once_after_the_summary_line():
-  from privjax import report as report_lib
+  from privjax.report import assemble as report_lib
 
   summary = {
     "warnings": [

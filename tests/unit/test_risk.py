@@ -6,7 +6,7 @@ import pytest
 
 import privjax
 from privjax import config as config_lib
-from privjax import risk
+from privjax.scoring import risk
 
 _THRESHOLDS = {
   "high_ssim_gain": 0.3,
@@ -56,7 +56,7 @@ def test_identity_leakage_raises_the_verdict_alone():
 
 
 def test_a_release_gate_trips_at_its_level_and_above():
-  from privjax import risk
+  from privjax.scoring import risk
 
   assert [risk.reaches(level, "medium") for level in ("low", "medium", "high")] == [
     False,

@@ -8,7 +8,8 @@ import privjax
 
 def test_shortlist_identification_agrees_with_exact(digits8):
   from privjax import config as config_lib
-  from privjax import parallel, scoring
+  from privjax.runtime import parallel
+  from privjax.scoring import scores as scoring
 
   x, _ = digits8
   targets = x[:300]
@@ -16,7 +17,7 @@ def test_shortlist_identification_agrees_with_exact(digits8):
   recon = np.clip(targets + rng.normal(0, 0.25, targets.shape), 0, 1).astype(np.float32)
   cfg = config_lib.for_images(targets.shape[1:], None)
   own = np.asarray(
-    privjax.metrics.ssim(
+    privjax.scoring.metrics.ssim(
       targets, recon, filter_size=cfg.ssim.filter_size, filter_sigma=cfg.ssim.filter_sigma
     )
   )
@@ -38,7 +39,9 @@ def test_shortlist_identification_agrees_with_exact(digits8):
 
 @pytest.mark.parametrize("block_rows", [0, 7, 64])
 def test_the_shortlist_in_blocks_is_the_k_nearest_of_all_targets(block_rows):
-  from privjax import metrics, parallel, scoring
+  from privjax.runtime import parallel
+  from privjax.scoring import metrics
+  from privjax.scoring import scores as scoring
 
   rng = np.random.default_rng(1)
   targets = rng.random((150, 6, 6, 2), dtype=np.float32)

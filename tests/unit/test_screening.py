@@ -1,10 +1,10 @@
-"""privjax/screening.py: corrupt feature rows are flagged, real features are not."""
+"""privjax/stages/screening.py: corrupt feature rows are flagged, real features are not."""
 
 import numpy as np
 import pytest
 
-from privjax import screening
 from privjax.attacks import Standardizer
+from privjax.stages import screening
 
 
 def _tanh_features(digits8, seed=0, d=16):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from privjax import data, sources
-from privjax import images as images_lib
+from privjax.data import images as images_lib
+from privjax.data import sources
+from privjax.data import splits as data
 from privjax.errors import DataError
 from tests.conftest import png_header
 
@@ -187,8 +188,8 @@ def _folder_config(path):
 
 
 def test_a_builtin_model_of_one_identity_is_refused_before_any_work(tmp_path, caplog):
-  from privjax import loading
   from privjax.errors import DataError
+  from privjax.stages import loading
 
   config = _folder_config(_faces(tmp_path / "one", {"alice": 60}))
   with caplog.at_level(logging.WARNING), pytest.raises(DataError) as refused:
@@ -203,8 +204,8 @@ def test_a_builtin_model_of_one_identity_is_refused_before_any_work(tmp_path, ca
 
 
 def test_too_few_targets_say_how_many_images_the_split_needs(tmp_path, caplog):
-  from privjax import loading
   from privjax.errors import DataError
+  from privjax.stages import loading
 
   config = _folder_config(_faces(tmp_path / "five", {"a": 3, "b": 2}))
   with caplog.at_level(logging.WARNING), pytest.raises(DataError) as refused:

@@ -2,7 +2,7 @@
 
 
 def test_a_low_point_whose_attackers_warn_carries_the_caveat():
-  from privjax import sweep
+  from privjax.defenses import sweep
 
   row = {"risk_level": "low", "ssim_gain": 0.0, "ssim_gain_ci": [-0.01, 0.01]}
   row.update(image_reid_rate=0.0, warnings=["data-starved: fitted on 90 auxiliary images"])
@@ -17,7 +17,7 @@ def test_a_low_point_whose_attackers_warn_carries_the_caveat():
 
 
 def test_a_low_point_at_chance_utility_is_no_trade_off_and_the_line_says_so_first():
-  from privjax import sweep
+  from privjax.defenses import sweep
 
   def point(strength, rate, risk="low"):
     utility = {"knn_rank1": {"rate": rate, "ci": [rate - 0.02, rate + 0.02], "chance": 0.1}}

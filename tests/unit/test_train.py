@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from privjax import parallel, train
-from privjax.data import batch_indices
+from privjax import train
+from privjax.data.splits import batch_indices
+from privjax.runtime import parallel
 from tests.conftest import tiny_training
 
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from privjax import parallel, utility
+from privjax.defenses import utility
+from privjax.runtime import parallel
 
 
 def test_knn_identification_and_the_probe_at_their_chance_levels():

@@ -8,9 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from privjax import attacks, parallel
+from privjax import attacks
 from privjax.attacks import whitebox
 from privjax.errors import ModelError
+from privjax.runtime import parallel
 
 _PROJ = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
 

@@ -1,4 +1,4 @@
-"""privjax.workdir: the marker, `~`, refusals, the umask, a full disk, atomic writes.
+"""privjax.runtime.workdir: the marker, `~`, refusals, the umask, a full disk, atomic writes.
 
 (Publishing a real audit's report set, and the command line's workdir faults, are in
 tests/e2e/test_workdir.py.)"""
@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from privjax import workdir as workdir_lib
 from privjax.errors import WorkdirError
+from privjax.runtime import workdir as workdir_lib
 from tests.conftest import snapshot
 
 MARKER = workdir_lib.MARKER_FILE

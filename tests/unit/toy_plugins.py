@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from privjax import attacks, sources
+from privjax import attacks
+from privjax.data import sources
 
 
 def mean_image(aux, ctx, cfg):

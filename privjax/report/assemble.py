@@ -1,7 +1,7 @@
 """The audit report: a JSON-ready summary, a page to read, a per-image CSV and pictures.
 
 The files (report.json, report.html, per_image.csv, the PNGs) are published as one set
-(`privjax.workdir.publish`): all are written to temporary names first, then renamed
+(`privjax.runtime.workdir.publish`): all are written to temporary names first, then renamed
 into place with report.json last, and report.json is absent while the others are
 switched. So a report.json always sits beside the page, CSV and pictures of its own
 run, whenever a run is killed; a set a killed run had fully written is completed, and
@@ -20,11 +20,12 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from privjax import identity as identity_lib
-from privjax import metrics, page, plots, readings
-from privjax import risk as risk_lib
-from privjax.scoring import METRIC_BASELINE_SHIFTS, PSNR_CAP_DB
-from privjax.workdir import publish
+from privjax.report import page, plots, readings
+from privjax.runtime.workdir import publish
+from privjax.scoring import identity as identity_lib
+from privjax.scoring import metrics
+from privjax.scoring import risk as risk_lib
+from privjax.scoring.scores import METRIC_BASELINE_SHIFTS, PSNR_CAP_DB
 
 REPORT_JSON = "report.json"
 PER_IMAGE_CSV = "per_image.csv"
@@ -157,9 +158,9 @@ def build(
     environment: versions, devices, metadata and seconds, stored as they are.
     calibration: the evaluator's `identity.Calibration` on the originals, or None.
     evaluator_info: what the evaluator is (kind, architecture, accuracy), or None.
-    defense: the defense sweep (privjax.sweep.run; sweep.json), or None when none ran.
+    defense: the defense sweep (privjax.defenses.sweep.run; sweep.json), or None when none ran.
     data_warnings: what the inputs' checks found (targets among the auxiliary images,
-      extreme feature rows: privjax/inputs.py, privjax/screening.py), listed first.
+      extreme feature rows: privjax/stages/inputs.py, privjax/stages/screening.py), listed first.
   """
   best = scores[deciding]
   warnings = list(data_warnings)
@@ -518,7 +519,7 @@ def write(report: Report, workdir: str, *, per_row: int) -> dict:
 
   The other files are written to temporary names, then report.json; once all are
   complete, report.json is removed, the others are renamed into place and report.json
-  is renamed last (see `privjax.workdir.publish`). A kill before then keeps
+  is renamed last (see `privjax.runtime.workdir.publish`). A kill before then keeps
   the previous set; a kill during the renames leaves no report.json (the set is
   incomplete, never mixed) until the next run on the workdir completes it.
 

@@ -1,7 +1,7 @@
 """The independent evaluator's stage: calibrated on the original targets, then it judges
 each attacker's reconstructions (type I / type II at fixed false match rates, rank-1).
 
-The arithmetic is privjax/identity.py's; this module runs it on a user's or the builtin
+The arithmetic is privjax/scoring/identity.py's; this module runs it on a user's or the builtin
 evaluator model, with the audit's mesh, batch size and workdir cache.
 """
 
@@ -12,7 +12,8 @@ import dataclasses
 import numpy as np
 from absl import logging
 
-from privjax import extraction, identity
+from privjax.scoring import identity
+from privjax.stages import extraction
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Pixels and labels by privjax's one rule: checks, conversion to float [0, 1], preprocessing.
 
 Images everywhere in privjax are float32 arrays [N, H, W, C] in [0, 1]. A leaf module:
-the data sources, the role loader (privjax/data.py) and `privjax.assess` all read images
+the data sources, the role loader (privjax/data/splits.py) and `privjax.assess` all read images
 through it.
 """
 

@@ -22,8 +22,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from privjax import parallel
 from privjax.errors import WorkdirError
+from privjax.runtime import parallel
 
 
 def manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:

@@ -11,7 +11,7 @@ import io
 import numpy as np
 from matplotlib.figure import Figure
 
-from privjax import readings
+from privjax.report import readings
 
 
 def _figure(ncols: int = 1, figsize=(7, 3.4)):

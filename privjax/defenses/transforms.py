@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from privjax import parallel
 from privjax.errors import ConfigError, ModelError
 from privjax.registry import Registry
+from privjax.runtime import parallel
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,8 +14,8 @@ shows them. Only process 0 writes.
 
 from __future__ import annotations
 
-from privjax import parallel
-from privjax import workdir as workdir_lib
+from privjax.runtime import parallel
+from privjax.runtime import workdir as workdir_lib
 
 
 class ScalarWriter:

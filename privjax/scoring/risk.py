@@ -4,7 +4,7 @@ The verdict rests on model-independent measures: the SSIM gain over the no-infor
 baseline (its 95% CI lower bound, so noise never raises the level), image-space rank-1
 re-identification and, when an independent evaluator is configured, type-II identity
 leakage (its success rate at the false match rate risk.identity_fmr, see
-privjax/identity.py). The type-I rate by the audited model itself is reported but never
+privjax/scoring/identity.py). The type-I rate by the audited model itself is reported but never
 decides: a decoder can reproduce a low-dimensional embedding without reproducing the image.
 
   high    gain CI low >= risk.high_ssim_gain, or image re-id >= risk.high_image_reid,
@@ -15,7 +15,7 @@ decides: a decoder can reproduce a low-dimensional embedding without reproducing
   low     otherwise
 
 A metric of config.metrics votes like SSIM, by the lower end of the 95% CI of its gain
-over its no-information baseline (its mean over mismatched pairs, privjax.scoring), never
+over its no-information baseline (its mean over mismatched pairs, privjax.scoring.scores), never
 by its raw mean: a metric that accepts almost any face would otherwise vote high for
 reconstructions that are other people's faces.
 """

@@ -2,7 +2,7 @@
 reconstructing the targets from their features, each scored and given a verdict.
 
 The audit runs one round on the whole auxiliary set, the attacker-strength stage one per
-part of it (privjax/strength.py), and the defense sweep two per point (privjax/sweep.py):
+part of it (stages/strength.py), and the defense sweep two per point (defenses/sweep.py):
 each gets the same `Round` and calls `run`.
 """
 
@@ -15,20 +15,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import (
-  attacks,
-  extraction,
-  judge,
-  keys,
-  memory,
-  provenance,
-  readings,
-  risk,
-  scoring,
-)
-from privjax import workdir as workdir_lib
+from privjax import attacks
 from privjax.attacks import runner
 from privjax.errors import DataError
+from privjax.report import readings
+from privjax.runtime import keys, memory, provenance
+from privjax.runtime import workdir as workdir_lib
+from privjax.scoring import risk
+from privjax.scoring import scores as scoring
+from privjax.stages import extraction, judge
 from privjax.train import split_validation
 
 
@@ -75,7 +70,7 @@ class Round:
   timer: provenance.Timer = dataclasses.field(default_factory=provenance.Timer)
 
   # The fields that change no number: every other field (and any added later) is in the
-  # key of what a stage stores from this round's results (privjax/keys.py).
+  # key of what a stage stores from this round's results (privjax/runtime/keys.py).
   NOT_NUMBERS = frozenset({"mesh", "workdir", "timer", "overwrite", "fast_verdict"})
 
   def fingerprint(self) -> dict:

@@ -14,7 +14,7 @@ import json
 import os
 import shlex
 
-from privjax import readings
+from privjax.report import readings
 
 _STYLE = """
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -201,7 +201,7 @@ def _sweep_step(text: str, args: list, feature_dim: int) -> str:
   return _e(step) + _code(_with_config(args, i, copy) + fit)
 
 
-# What a builtin utility measures, in words (privjax/utility.py; a user's keeps its name).
+# What a builtin utility measures, in words (privjax/defenses/utility.py; a user's keeps its name).
 _UTILITY_WORDS = {"knn_rank1": "k-NN identification", "linear_probe": "linear-probe classification"}
 
 

@@ -15,8 +15,8 @@ import zipfile
 import numpy as np
 from absl import logging
 
-from privjax import parallel
-from privjax.workdir import array_hash, atomic_write
+from privjax.runtime import parallel
+from privjax.runtime.workdir import array_hash, atomic_write
 
 _CHECKSUM = "__sha256__"
 _JSON = "__json__"

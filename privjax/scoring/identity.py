@@ -46,8 +46,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from privjax import metrics, parallel
 from privjax.errors import DataError
+from privjax.runtime import parallel
+from privjax.scoring import metrics
 
 HISTOGRAM_BINS = 40  # the report's score histograms
 FINE_BINS = 1 << 16  # the running histograms' grid over [-1, 1]

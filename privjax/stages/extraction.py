@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from privjax import cache, parallel
-from privjax import workdir as workdir_lib
 from privjax.errors import DataError, ModelError, PrivjaxError
+from privjax.runtime import cache, parallel
+from privjax.runtime import workdir as workdir_lib
 
 
 def extract_features(
@@ -220,7 +220,7 @@ class Embedder:
   who: str  # names the function in errors
 
   def fingerprint(self) -> str:
-    """What the model's outputs depend on (privjax/keys.py): its program and params."""
+    """What the model's outputs depend on (privjax/runtime/keys.py): its program and params."""
     return self.key
 
   def embed(self, images, name: str) -> np.ndarray:

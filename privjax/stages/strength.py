@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privjax.attack_round import Result, Round
+from privjax.stages.attack_round import Result, Round
 
 
 def part_size(fraction: float, n: int) -> int:

@@ -19,9 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from privjax import metrics, parallel
 from privjax.errors import ConfigError, ModelError
 from privjax.registry import Registry, call_fn
+from privjax.runtime import parallel
+from privjax.scoring import metrics
 
 # Per-target metrics beyond SSIM / PSNR / MSE: a registered name or a user's
 # "package.module:function" in config.metrics; `fn(originals, reconstructions)` maps
@@ -256,7 +257,7 @@ def score(
     reembed: optional `images -> features` of the audited model, for model re-id.
     target_features: [N, D] the targets' features in the same units as `reembed`'s.
     judge_identity: optional `recon -> (summary, {"type2_scores": ...})` of the
-      independent evaluator (privjax.identity.evaluate on its embeddings).
+      independent evaluator (privjax.scoring.identity.evaluate on its embeddings).
   """
   fs, sigma = settings.filter_size, settings.filter_sigma
   eb = settings.batch_size

@@ -16,11 +16,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from privjax import parallel
 from privjax import train as train_lib
-from privjax.data import Split, batch_indices
+from privjax.data.splits import Split, batch_indices
 from privjax.errors import ConfigError
-from privjax.models import RecognitionCNN, stem_stride
+from privjax.models.nets import RecognitionCNN, stem_stride
+from privjax.runtime import parallel
 
 
 def accuracy(model, params, split: Split, *, mesh, batch_size: int) -> float:

@@ -14,10 +14,13 @@ import numpy as np
 from absl import logging
 
 from privjax import config as config_lib
-from privjax import data as data_lib
-from privjax import embedding, identity, recognition, sources
-from privjax import workdir as workdir_lib
+from privjax.data import sources
+from privjax.data import splits as data_lib
 from privjax.errors import ConfigError, DataError
+from privjax.models import kinds as embedding
+from privjax.models import recognition
+from privjax.runtime import workdir as workdir_lib
+from privjax.scoring import identity
 
 
 @dataclasses.dataclass(frozen=True)

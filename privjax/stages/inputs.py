@@ -10,8 +10,10 @@ import dataclasses
 import numpy as np
 
 from privjax import config as config_lib
-from privjax import identity, images, strength
+from privjax.data import images
 from privjax.errors import ConfigError, DataError, ModelError
+from privjax.scoring import identity
+from privjax.stages import strength
 
 
 @dataclasses.dataclass(frozen=True)

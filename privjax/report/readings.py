@@ -2,7 +2,7 @@
 
 The page, the plots and the command line's summary line read a report's summary (or a
 report.json) through these, so presenting a report never imports the computing modules
-(privjax.identity, privjax.utility), which import JAX.
+(privjax.scoring.identity, privjax.defenses.utility), which import JAX.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def at_fmr(summary: dict, fmr: float) -> dict | None:
 
 def headline(measured: dict) -> tuple[str, float] | None:
   """(name, value) of the utility the curve and the best trade-off use: the first measured
-  utility (`privjax.utility.measure` writes them in their declared headline order: k-NN
+  utility (`privjax.defenses.utility.measure` writes them in their declared headline order: k-NN
   rank-1, then the linear probe), else the user's first number; None when nothing was
   measured."""
   name = next((n for n in measured if n != "user"), None)

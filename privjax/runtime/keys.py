@@ -20,7 +20,7 @@ import json
 
 import numpy as np
 
-from privjax.workdir import array_hash
+from privjax.runtime.workdir import array_hash
 
 __all__ = ["code", "fingerprint", "of"]
 
@@ -67,7 +67,7 @@ def fingerprint(obj):
     return {"array": array_hash(np.asarray(obj))}
   if callable(obj):
     return {"code": code(obj)}
-  raise TypeError(f"privjax.keys: cannot fingerprint a {type(obj).__name__}")
+  raise TypeError(f"privjax.runtime.keys: cannot fingerprint a {type(obj).__name__}")
 
 
 def of(*parts) -> str:

@@ -2,14 +2,14 @@
 
 For each entry of config.defense.sweep and each of its strengths (a point):
 
-1. the defense is fitted on the undefended auxiliary features (privjax/defenses.py) and
+1. the defense is fitted on the undefended auxiliary features (privjax/defenses/transforms.py) and
    applied, with the point's own key, to the auxiliary and the target features;
 2. adaptive: the attackers of config.defense.attacks are re-fitted on the DEFENDED
    auxiliary features (they know the defense and its parameters) and attack the
    defended targets;
 3. non-adaptive, for contrast: the same attackers fitted once on the undefended
    auxiliary features attack the defended targets;
-4. utility (privjax/utility.py) is measured on the defended features.
+4. utility (privjax/defenses/utility.py) is measured on the defended features.
 
 The point's verdict is the adaptive attacker's: one who knows the defense may re-fit on
 defended features or keep what it fitted on its undefended ones (it computed those
@@ -19,7 +19,7 @@ better with an undefended gallery than with a noisy one. The undefended features
 the same attackers once, as the curve's reference.
 
 Each point is a stage of its own: its result is stored (checksummed) in
-`<workdir>/sweep/` under a key of everything it depends on (privjax/keys.py: the whole
+`<workdir>/sweep/` under a key of everything it depends on (privjax/runtime/keys.py: the whole
 round, every sweep setting, the defense's entry and code, the data), so a killed sweep
 resumes without redoing finished points, a changed list of defenses reuses the points it
 still holds, and a changed setting never restores a stale point. The attackers'
@@ -39,9 +39,13 @@ import jax
 import numpy as np
 from absl import logging
 
-from privjax import cache, defenses, keys, readings, risk, utility
+from privjax.defenses import transforms as defenses
+from privjax.defenses import utility
 from privjax.errors import ConfigError, ModelError
 from privjax.registry import import_object
+from privjax.report import readings
+from privjax.runtime import cache, keys
+from privjax.scoring import risk
 from privjax.train import split_validation
 
 CAVEAT = (

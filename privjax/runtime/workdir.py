@@ -48,8 +48,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from privjax import parallel
 from privjax.errors import PrivjaxError, TrainingError, WorkdirError
+from privjax.runtime import parallel
 
 LOCK_FILE = ".privjax.lock"
 MARKER_FILE = ".privjax-workdir"
@@ -504,7 +504,7 @@ def claim_stage(directory: str, fingerprint: dict, *, overwrite: bool, what: str
   if parallel.is_writer():
     if os.path.isdir(directory):
       shutil.rmtree(directory)
-    # The stage's training curves (privjax.events) go with it.
+    # The stage's training curves (privjax.runtime.events) go with it.
     stale = events_dir_of(directory)
     if stale and os.path.isdir(stale):
       shutil.rmtree(stale)

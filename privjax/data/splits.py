@@ -1,6 +1,6 @@
 """Input data: slicing a source's splits into the audit's roles, preprocessed.
 
-Pixel and label rules are privjax/images.py's; the sources are privjax/sources.py's.
+Pixel and label rules are privjax/data/images.py's; the sources are privjax/data/sources.py's.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import zlib
 
 import numpy as np
 
-from privjax import sources
+from privjax.data import sources
+from privjax.data.images import encode_labels, preprocess
 from privjax.errors import ConfigError, DataError
-from privjax.images import encode_labels, preprocess
 
 
 @dataclasses.dataclass(frozen=True)

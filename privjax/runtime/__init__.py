@@ -1,0 +1,5 @@
+"""How privjax runs: devices and sharding, the workdir, checkpoints, caches, stage keys, logs.
+
+Rule: a runtime module imports only `privjax.errors` and other runtime modules; it knows no
+stage, model, attacker or score.
+"""

@@ -1,0 +1,6 @@
+"""The stages `privjax.audit` composes, in order: inputs, loading, extraction, screening,
+the evaluator, attack rounds, attack strength.
+
+Rule: a stage may import any family (data, models, attacks, scoring, defenses, report) and
+the runtime, never `privjax.audit` or `privjax.cli`.
+"""
