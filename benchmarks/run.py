@@ -32,8 +32,8 @@ import optax  # noqa: E402
 
 from benchmarks.geometries import BEST_MODE, GEOMETRIES  # noqa: E402
 from privjax import config as config_lib  # noqa: E402
-from privjax import train  # noqa: E402
-from privjax.attacks import decoder as decoder_attack  # noqa: E402
+from privjax import settings as settings_lib  # noqa: E402
+from privjax.attacks import decoder_training  # noqa: E402
 from privjax.models.nets import RecognitionCNN  # noqa: E402
 from privjax.runtime import parallel
 from privjax.scoring import metrics
@@ -153,20 +153,20 @@ def bench_default_stages(*, repeats: int, min_seconds: float, n_targets: int, me
     "compile_s": compile_seconds(embed, params, batch),
   }
 
-  run_cfg = decoder_attack.training_config(
-    cfg.attacks.decoder.to_dict(),
+  run_cfg = decoder_training.Settings.from_entry(
+    cfg.attacks.decoder,
     filter_size=fs,
     filter_sigma=sigma,
     seed=cfg.seed,
     eval_batch_size=cfg.eval_batch_size,
   )
-  decoder = train.make_decoder(run_cfg, (16, 16, 1))
-  tx = train.make_optimizer(run_cfg.train)
+  decoder = decoder_training.make_decoder(run_cfg, (16, 16, 1))
+  tx = decoder_training.make_optimizer(run_cfg)
   features = rng.normal(size=(128, 64)).astype(np.float32)
   loss_fn = functools.partial(
-    train.per_example_loss, kind="mse", filter_size=fs, filter_sigma=sigma
+    decoder_training.per_example_loss, kind="mse", filter_size=fs, filter_sigma=sigma
   )
-  training = train.decoder_training(decoder, tx, loss_fn, 64, mesh=mesh)
+  training = decoder_training.training_for(decoder, tx, loss_fn, 64, mesh=mesh)
   step = training.step
   state = [training.init(jax.random.key(1))]
   tb = parallel.shard_batch({"features": features, "images": images[:128]}, mesh)
@@ -312,7 +312,7 @@ def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[d
     own = np.asarray(metrics.ssim(jnp.asarray(a), jnp.asarray(b), filter_size=11, filter_sigma=1.5))
     cfg.reid.exact_max_targets = 1
     t = time.perf_counter()
-    short = scoring.identify(b, a, own, settings=config_lib.scoring_settings(cfg), mesh=mesh)
+    short = scoring.identify(b, a, own, settings=settings_lib.scoring(cfg), mesh=mesh)
     row = {
       "n": n,
       "seconds": time.perf_counter() - t,
@@ -321,7 +321,7 @@ def bench_reid_shortlist(ns, *, exact_up_to: int, size=64, channels=3) -> list[d
     }
     if n <= exact_up_to:
       cfg.reid.exact_max_targets = n
-      exact = scoring.identify(b, a, own, settings=config_lib.scoring_settings(cfg), mesh=mesh)
+      exact = scoring.identify(b, a, own, settings=settings_lib.scoring(cfg), mesh=mesh)
       row.update(
         exact_rank1=float(exact["hits"].mean()),
         hit_agreement=float(np.mean(exact["hits"] == short["hits"])),

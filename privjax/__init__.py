@@ -10,7 +10,7 @@ from privjax.errors import (
   TrainingError,
   WorkdirError,
 )
-from privjax.report.assemble import Report
+from privjax.report.files import Report
 from privjax.runtime.parallel import use_cpu_cores
 from privjax.scoring.identity import Evaluator
 

@@ -19,15 +19,16 @@ from absl import logging
 
 from privjax import attacks
 from privjax import config as config_lib
+from privjax import settings as settings_lib
 from privjax.data import sources
 from privjax.defenses import sweep
 from privjax.errors import ModelError
-from privjax.report import assemble as report_lib
+from privjax.report import files as report_lib
 from privjax.runtime import logs, parallel, provenance
 from privjax.runtime import workdir as workdir_lib
 from privjax.scoring import identity
 from privjax.scoring import scores as scoring
-from privjax.stages import extraction, judge, loading, screening, strength
+from privjax.stages import extraction, judge, loading, screening, strength, summary
 from privjax.stages import inputs as inputs_lib
 from privjax.stages.attack_round import Round
 
@@ -88,7 +89,8 @@ def assess(
   stored_dim = None  # the stored features' width bounds the sweep's strengths now
   if embed_fn is None and aux_features is not None and np.ndim(aux_features) == 2:
     stored_dim = int(np.shape(aux_features)[1])
-  cfg = inputs_lib.resolve_config(config, aux, targets, feature_dim=stored_dim)
+  cfg = config_lib.resolve(targets.shape[1:], config, feature_dim=stored_dim)
+  inputs_lib.check_sizes(cfg, aux, targets)
   inputs = inputs_lib.check(
     embed_fn,
     params,
@@ -128,9 +130,8 @@ def run(
     del audit_cfg[key]
   aux, targets = inputs_lib.check_images(loaded.aux_images, loaded.target_images)
   # The whole config checked before any work, so a bad value costs nothing and writes nothing.
-  cfg = inputs_lib.resolve_config(
-    audit_cfg, aux, targets, feature_dim=loaded.feature_dim, whole=True
-  )
+  cfg = config_lib.resolve(targets.shape[1:], audit_cfg, feature_dim=loaded.feature_dim, whole=True)
+  inputs_lib.check_sizes(cfg, aux, targets)
   with workdir_lib.locked(workdir) as wd:
     model = loading.model(config, loaded, workdir=wd, mesh=parallel.data_mesh())
     evaluator = loading.evaluator(config, loaded, workdir=wd, mesh=parallel.data_mesh())
@@ -171,7 +172,7 @@ def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
   if inputs.feature_dim is None and inputs.embed_fn is not None and len(cfg.defense.sweep):
     # The sweep's strengths bounded by the width, before anything is written.
     dim = extraction.feature_width(inputs.embed_fn, inputs.params, targets.shape[1:])
-    config_lib.check_sweep(cfg, dim=dim)
+    settings_lib.check_sweep(cfg, dim=dim)
   with timer.stage("extraction"):
     f_aux, f_tgt, model = _extract(inputs, cfg, mesh, workdir)
   for w in inputs.warnings:
@@ -196,7 +197,7 @@ def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
   if len(cfg.defense.sweep):
     with timer.stage("defense_sweep"):
       defense = _sweep(inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge)
-  report = report_lib.build(
+  report = summary.build(
     outcomes=result.outcomes,
     scores=result.scores,
     verdicts=result.verdicts,
@@ -285,19 +286,12 @@ def _screened(inputs: inputs_lib.Inputs, f_aux, screened: screening.Screened):
 
 def _judge(inputs: inputs_lib.Inputs, cfg, mesh, workdir) -> judge.Judge:
   """The independent evaluator, calibrated on the original targets."""
-  settings = judge.Settings(
-    tuple(cfg.identity.fmrs),
-    cfg.eval_batch_size,
-    cfg.bootstrap_samples,
-    cfg.seed,
-    cfg.purity_tolerance,
-  )
   return judge.prepare(
     inputs.evaluator,
     inputs.aux,
     inputs.targets,
     inputs.labels,
-    settings,
+    settings_lib.judge(cfg),
     mesh=mesh,
     workdir=workdir,
   )
@@ -308,11 +302,9 @@ def _round(cfg, targets, model, the_judge, mesh, workdir, timer) -> Round:
   return Round(
     attacks=cfg.attacks,
     targets=targets,
-    scoring=config_lib.scoring_settings(cfg),
+    scoring=settings_lib.scoring(cfg),
     thresholds=cfg.risk,
-    metric_thresholds=tuple(
-      (name, cfg.metrics[name].high, cfg.metrics[name].medium) for name in cfg.metrics
-    ),
+    metric_thresholds=settings_lib.metric_thresholds(cfg),
     val_fraction=cfg.val_fraction,
     seed=cfg.seed,
     overwrite=cfg.overwrite,
@@ -329,23 +321,11 @@ def _sweep(
   inputs: inputs_lib.Inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge
 ) -> dict:
   """The defense sweep (defenses/sweep.py) with the sweep's attackers, blind to the model."""
-  names = config_lib.sweep_attackers(cfg)
+  settings = settings_lib.sweep(cfg)
   calibration = None if the_judge is None else the_judge.calibration
   sweep_labels = inputs.sweep_labels
-  settings = sweep.Settings(
-    entries={n: cfg.defense.sweep[n].to_dict() for n in cfg.defense.sweep},
-    attackers=tuple(names),
-    utility=cfg.defense.utility,
-    seed=cfg.seed,
-    batch_size=cfg.eval_batch_size,
-    bootstrap_samples=cfg.bootstrap_samples,
-    thresholds={
-      k: cfg.risk[k]
-      for k in ("medium_ssim_gain", "high_ssim_gain", "medium_image_reid", "high_image_reid")
-    },
-  )
   return sweep.run(
-    round_.with_attackers(names),
+    round_.with_attackers(settings.attackers),
     inputs.aux,
     f_aux=f_aux,
     f_tgt=f_tgt,

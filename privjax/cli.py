@@ -44,14 +44,13 @@ from absl import app, command_name, flags, logging
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
-from privjax import audit
+from privjax import audit, describe, levels
 from privjax import config as config_lib
 from privjax.data import splits as data_lib
 from privjax.errors import Interrupted, PrivjaxError
-from privjax.report import assemble as report_lib
+from privjax.report import files as report_lib
 from privjax.runtime import logs, parallel
 from privjax.runtime import workdir as workdir_lib
-from privjax.scoring import risk
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -176,7 +175,7 @@ def _main(argv):
     _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
   gate = _gate(FLAGS.fail_on)  # (--print_config too: a flag it would refuse is refused now)
   if FLAGS.print_config:
-    _print(config_lib.describe(_loaded_config(), sources=_config_sources()))
+    _print(describe.describe(_loaded_config(), sources=_config_sources()))
     return
   if FLAGS.workdir is None:  # (an empty --workdir= is refused by workdir.resolve)
     _usage_error("--workdir is required: the directory for checkpoints and the report")
@@ -217,7 +216,7 @@ def _main(argv):
   # The report is complete and published: a signal from now on stops nothing.
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, _on_late_signal)
-  tripped = gate is not None and risk.reaches(report.risk_level, gate)
+  tripped = gate is not None and levels.reaches(report.risk_level, gate)
   print(report_lib.summary_line(report, os.path.join(workdir, "report.json"), gate=gate))
   for line in report_lib.warning_lines(report):
     print(line)

@@ -53,14 +53,14 @@ def only_attackers(**entries) -> dict:
   return {**{n: {"type": "off"} for n in BUILTIN_ATTACKERS}, **entries}
 
 
-def tiny_training(image_shape, **train) -> ml_collections.ConfigDict:
-  """What privjax/train.py reads to train `tiny_config`'s decoder on images of this shape."""
+def tiny_training(image_shape, **train):
+  """The Settings that train `tiny_config`'s decoder on images of this shape."""
   from privjax import config as config_lib
-  from privjax.attacks import decoder
+  from privjax.attacks.decoder_training import Settings
 
   c = config_lib.for_images(image_shape, tiny_config(**train))
-  return decoder.training_config(
-    c.attacks.decoder.to_dict(),
+  return Settings.from_entry(
+    c.attacks.decoder,
     filter_size=c.ssim.filter_size,
     filter_sigma=c.ssim.filter_sigma,
     seed=c.seed,

@@ -7,7 +7,11 @@ least-squares combination of others' reconstructions). See `base` for the contra
 how to add one.
 """
 
-from privjax.attacks import blend, decoder, nearest, ridge, whitebox  # noqa: F401 (registration)
+# Imported, so registered, in the order of the default config's attackers (`default_on`).
+# isort: off
+from privjax.attacks import decoder, ridge, nearest, whitebox, blend  # noqa: F401 (registration)
+
+# isort: on
 from privjax.attacks.base import (
   OFF,
   AuxSet,
@@ -20,6 +24,7 @@ from privjax.attacks.base import (
   builtin_names,
   capabilities,
   check,
+  default_on,
   get,
   own_config,
   register,
@@ -36,6 +41,7 @@ __all__ = [
   "Skipped",
   "Standardizer",
   "builtin_names",
+  "default_on",
   "get",
   "own_config",
   "register",

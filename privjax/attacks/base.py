@@ -33,6 +33,7 @@ import numpy as np
 
 from privjax.errors import ConfigError, ModelError
 from privjax.registry import Registry
+from privjax.scoring.standardizer import Standardizer  # noqa: F401 (the attackers' input)
 
 OFF = "off"  # `config.attacks.<name>.type = "off"` skips a configured attacker
 
@@ -150,43 +151,8 @@ class Fitted:
     return out
 
 
-@dataclasses.dataclass(frozen=True)
-class Standardizer:
-  """Per-dimension standardisation fitted on the auxiliary features.
-
-  Every attacker learns from standardised features, so the units the features come
-  in (a scale, an offset, integer or low-precision storage) never decide the verdict.
-  A dimension constant over the auxiliary set keeps scale 1 (it carries nothing).
-  """
-
-  mean: np.ndarray  # [D] float64 (a large offset survives it)
-  scale: np.ndarray  # [D] float64, > 0
-
-  @classmethod
-  def fit(cls, features: np.ndarray) -> Standardizer:
-    """Fitted in float64 on features of any dtype; a spread at the resolution of the
-    features' own dtype (float32's for float32 and narrower, float64's for float64 and
-    integers) is rounding, not signal."""
-    features = np.asarray(features)
-    wide = features.dtype.kind in "iu" or features.dtype.itemsize > 4
-    f = features.astype(np.float64)
-    mean = f.mean(axis=0)
-    std = f.std(axis=0)
-    eps = np.finfo(np.float64 if wide else np.float32).eps
-    resolution = 8 * eps * np.maximum(np.abs(mean), 1e-30)
-    scale = np.where(std > resolution, std, 1.0)
-    return cls(mean, scale)
-
-  def __call__(self, features):
-    """[N, D] -> [N, D] float32 standardised (numpy in, numpy out; JAX in, JAX out)."""
-    if isinstance(features, np.ndarray):
-      out = (features.astype(np.float64) - self.mean) / self.scale
-      return out.astype(np.float32)
-    mean, scale = self.mean.astype(np.float32), self.scale.astype(np.float32)
-    return (features - mean) / scale
-
-
 ATTACKS = Registry("attack")
+_DEFAULT_ON: list[str] = []  # the attackers registered default_on, in registration order
 
 
 def register(
@@ -194,17 +160,22 @@ def register(
   *,
   defaults: dict | None = None,
   check: Callable | None = None,
+  default_on: bool = False,
   **capabilities,
 ):
   """Decorator: registers `attack(aux, ctx, cfg) -> Fitted` under `name`.
 
   `defaults` are its settings' default values (a config entry of this type gets them
   for the fields it leaves out); `check(name, cfg, names)` raises ConfigError for a bad
-  value; `capabilities` are `Capabilities`' fields: `checkpoints=True` gives it
-  `ctx.checkpoint_dir` (claimed with a fingerprint of its settings and data, so a changed
-  config never resumes a stale run), `needs_model=True` says it needs the audited model's
-  gradients, `models_defense=False` keeps it out of defense sweeps.
+  value; `default_on=True` makes it one of the default config's attackers (in registration
+  order: privjax/attacks/__init__.py imports the built-ins in that order); `capabilities`
+  are `Capabilities`' fields: `checkpoints=True` gives it `ctx.checkpoint_dir` (claimed
+  with a fingerprint of its settings and data, so a changed config never resumes a stale
+  run), `needs_model=True` says it needs the audited model's gradients,
+  `models_defense=False` keeps it out of defense sweeps.
   """
+  if default_on and name not in _DEFAULT_ON:
+    _DEFAULT_ON.append(name)
   return ATTACKS.register(
     name,
     defaults=dict(defaults or {}),
@@ -248,6 +219,11 @@ def capabilities(kind: str) -> Capabilities:
 
 def builtin_names() -> list[str]:
   return ATTACKS.names()
+
+
+def default_on() -> list[str]:
+  """The attackers registered `default_on` (the default config's), in registration order."""
+  return list(_DEFAULT_ON)
 
 
 def get(kind: str, *, field: str = "attacks") -> Callable:

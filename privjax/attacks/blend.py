@@ -71,7 +71,7 @@ def combine(w: np.ndarray, reconstructions: list[np.ndarray]) -> np.ndarray:
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-@register("blend", defaults=DEFAULTS, check=check)
+@register("blend", defaults=DEFAULTS, check=check, default_on=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Fits the members' weights on their held-out reconstructions of aux.val."""
   named = [cfg.members] if isinstance(cfg.members, str) else list(cfg.members)

@@ -2,8 +2,9 @@
 
 Black-box: the adversary needs only auxiliary (features, image) pairs. Its settings are
 its entry's (`config.attacks.decoder`): the architecture (width, start_size, hidden,
-max_conv_size) and optax training with early stopping on the held-out part of the
-auxiliary set (privjax/train.py).
+max_conv_size: the Flax module, privjax/attacks/decoder_net.py) and optax training with
+early stopping on the held-out part of the auxiliary set (privjax/attacks/decoder_training.py,
+on the generic loop of privjax/runtime/loop.py).
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import numpy as np
 
 from privjax import checks
 from privjax.attacks.base import AuxSet, Context, Fitted, register
+from privjax.attacks.decoder_training import Settings, train_decoder
 from privjax.runtime import parallel
-from privjax.train import train_decoder
 
-# The Decoder's fields; the rest is training's.
-ARCHITECTURE = ("width", "start_size", "hidden", "max_conv_size")
+# What training reads (decoder_training.Settings): the architecture, then the optimisation.
 DEFAULTS = {
   # Inverse model: features -> dense -> [conv + depth-to-space] x K -> image. Channels
   # at its lowest resolution, halved per upsampling stage (at least 16); 0: 64 for images
@@ -112,8 +112,10 @@ def learned_nothing(convergence: dict) -> bool:
   return not gain > max(FLAT_IMPROVEMENT * other, FLAT_STANDARD_ERRORS * se)
 
 
-def training_warnings(convergence: dict, train_cfg) -> list[str]:
+def training_warnings(convergence: dict, settings) -> list[str]:
   """Why a training run's numbers may understate the leakage (empty when none).
+
+  `settings`: the run's Settings (its `warmup_steps` is read).
 
   The data-starved flags (too few auxiliary or held-out images) are every attacker's,
   added by the runner (base.data_warnings).
@@ -129,7 +131,7 @@ def training_warnings(convergence: dict, train_cfg) -> list[str]:
       "features (they may carry little, or training failed)"
     )
   elif history and convergence["best_step"] <= min(
-    h["step"] for h in history if h["step"] > train_cfg.warmup_steps
+    h["step"] for h in history if h["step"] > settings.warmup_steps
   ):
     out.append(
       f"best validation loss at step {convergence['best_step']}, the first evaluation after "
@@ -146,35 +148,11 @@ def _decode(params, features, *, decoder):
   return decoder.apply(params, features)
 
 
-def training_config(
-  settings: dict,
-  *,
-  filter_size: int,
-  filter_sigma: float,
-  seed: int,
-  eval_batch_size: int,
-  val_fraction: float = 0.1,
-) -> ml_collections.ConfigDict:
-  """What privjax/train.py reads to train a decoder: the entry's settings (DEFAULTS' fields)
-  as its `decoder` (architecture) and `train` groups, with the audit's SSIM window, seed
-  and evaluation batch (`val_fraction`: the held-out part when no split is given)."""
-  train = {k: v for k, v in settings.items() if k not in ARCHITECTURE and k != "type"}
-  return ml_collections.ConfigDict(
-    {
-      "decoder": {k: settings[k] for k in ARCHITECTURE},
-      "train": dict(train, val_fraction=val_fraction),
-      "ssim": {"filter_size": filter_size, "filter_sigma": filter_sigma},
-      "seed": seed,
-      "eval_batch_size": eval_batch_size,
-    }
-  )
-
-
-@register("decoder", defaults=DEFAULTS, check=check, checkpoints=True)
+@register("decoder", defaults=DEFAULTS, check=check, default_on=True, checkpoints=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Trains the decoder on aux.train, early-stopped on aux.val; reconstructs by a forward pass."""
-  run_cfg = training_config(
-    cfg.to_dict(),
+  settings = Settings.from_entry(
+    cfg,
     filter_size=ctx.filter_size,
     filter_sigma=ctx.filter_sigma,
     seed=ctx.seed,
@@ -183,7 +161,7 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   decoder, params, convergence = train_decoder(
     aux.features,
     aux.images,
-    run_cfg,
+    settings,
     mesh=ctx.mesh,
     checkpoint_dir=ctx.checkpoint_dir,
     split=(aux.train, aux.val),
@@ -198,4 +176,4 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     "width": decoder.width,
     "hidden": decoder.hidden,
   }
-  return Fitted(reconstruct, info, tuple(training_warnings(convergence, run_cfg.train)))
+  return Fitted(reconstruct, info, tuple(training_warnings(convergence, settings)))

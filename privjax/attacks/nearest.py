@@ -16,20 +16,17 @@ import numpy as np
 
 from privjax.attacks.base import AuxSet, Context, Fitted, register
 from privjax.runtime import parallel
-
-
-def _unit(x):
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from privjax.scoring.metrics import unit_rows
 
 
 @jax.jit
 def _nearest(gallery, queries):
   """[B] index of each query's nearest gallery row by cosine (the gallery an argument, so a
   new auxiliary set of the same shape reuses the compiled program)."""
-  return jnp.argmax(_unit(queries) @ _unit(gallery).T, axis=1)
+  return jnp.argmax(unit_rows(queries) @ unit_rows(gallery).T, axis=1)
 
 
-@register("nearest")
+@register("nearest", default_on=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Looks up the nearest auxiliary image (all of the auxiliary set: nothing is fitted)."""
   del cfg

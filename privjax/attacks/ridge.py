@@ -127,7 +127,18 @@ def _select(regressors: dict, y, aux: AuxSet, penalties, mesh):
   return trials, best
 
 
-@register("ridge", defaults=DEFAULTS, check=check)
+def _check_memory(n: int, d: int, num_features: int, pixels: int) -> None:
+  """Refuses, with its size, a fit that would not fit in the host's available memory."""
+  memory.check(
+    memory_needed(n, d + num_features, pixels),
+    f"ridge for {n} auxiliary images and {d + num_features} regressors ({d} features + "
+    f"attacks.ridge.num_features) at {pixels} pixels",
+    "lower attacks.ridge.num_features or switch the attacker off",
+    ModelError,
+  )
+
+
+@register("ridge", defaults=DEFAULTS, check=check, default_on=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   """Fits ridge regression on random features of aux.train, selects on aux.val, refits on all."""
   n, d = aux.features.shape
@@ -144,13 +155,7 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       np.float64
     )
 
-  memory.check(
-    memory_needed(n, d + cfg.num_features, y.shape[1]),
-    f"ridge for {n} auxiliary images and {d + cfg.num_features} regressors ({d} features + "
-    f"attacks.ridge.num_features) at {y.shape[1]} pixels",
-    "lower attacks.ridge.num_features or switch the attacker off",
-    ModelError,
-  )
+  _check_memory(n, d, cfg.num_features, y.shape[1])
   regressors = {bandwidth: phi(aux.features, bandwidth) for bandwidth in cfg.bandwidths}
   trials, (val_mse, bandwidth, penalty) = _select(regressors, y, aux, cfg.penalties, ctx.mesh)
   logging.info("ridge: bandwidth %g, penalty %g (validation MSE %.5f)", bandwidth, penalty, val_mse)

@@ -96,7 +96,7 @@ def run_all(
     if stop:
       done[name] = Outcome(name, attacks_cfg[name].type, None, {}, (), stop, 0.0)
       continue
-    done[name] = run.restored(name) or run.attack(name, target_features)
+    done[name] = run.outcome(name, target_features)
     stop = (after(done[name]) or "") if after is not None else ""
   return [done[name] for name in names]
 
@@ -233,49 +233,51 @@ class _Run:
       self.fitted[name] = fitted
     return self.fitted[name]
 
-  def restored(self, name: str) -> Outcome | None:
-    """`name`'s outcome from the workdir's cache, or None."""
-    path = self.cache_path(name)
-    stored = cache.load(path) if path else None
-    if stored is None:
-      return None
-    arrays, meta = stored
-    logging.info("attack %s: reconstructions restored from %s", name, path)
+  def outcome(self, name: str, target_features: np.ndarray) -> Outcome:
+    """`name`'s reconstructions of the targets: from the workdir's cache, else fitted (once),
+    reconstructing, checked and cached."""
+    kind = self.attacks_cfg[name].type
+    try:
+      arrays, meta, restored = cache.cached(
+        self.cache_path(name),
+        lambda: self.attack(name, target_features),
+        what=f"attack {name}: reconstructions",
+      )
+    except base.Skipped as e:
+      logging.info("attack %s skipped: %s", name, e)
+      return Outcome(name, kind, None, {}, (), str(e), 0.0)
     return Outcome(
       name,
-      self.attacks_cfg[name].type,
+      kind,
       arrays["reconstructions"],
       meta["info"],
       tuple(meta["warnings"]),
       "",
       meta["seconds"],
-      cached=True,
+      cached=restored,
     )
 
-  def attack(self, name: str, target_features: np.ndarray) -> Outcome:
-    """`name` fitted (once) and reconstructing the targets; checked, cached."""
+  def attack(self, name: str, target_features: np.ndarray) -> tuple[dict, dict]:
+    """`name` fitted (once) and reconstructing the targets, checked: ({"reconstructions"},
+    {info, warnings, seconds}); raises `base.Skipped` when it cannot attack these features."""
     kind = self.attacks_cfg[name].type
     t = time.perf_counter()
-    try:
-      f = self.fit(name)
-      recon = call_fn(
-        f.reconstruct,
-        kind,
-        f"attack {name!r}'s reconstruct",
-        ModelError,
-        target_features,
-        user=kind not in base.ATTACKS,
-        passthrough=(base.Skipped,),
+    f = self.fit(name)
+    recon = call_fn(
+      f.reconstruct,
+      kind,
+      f"attack {name!r}'s reconstruct",
+      ModelError,
+      target_features,
+      user=kind not in base.ATTACKS,
+      passthrough=(base.Skipped,),
+    )
+    if recon is None or not hasattr(recon, "shape"):
+      raise ModelError(
+        f"attack {name!r} returned {type(recon).__name__} for its reconstructions (expected "
+        f"an array [N, H, W, C] in [0, 1])"
       )
-      if recon is None or not hasattr(recon, "shape"):
-        raise ModelError(
-          f"attack {name!r} returned {type(recon).__name__} for its reconstructions (expected "
-          f"an array [N, H, W, C] in [0, 1])"
-        )
-      recon = np.asarray(recon)
-    except base.Skipped as e:
-      logging.info("attack %s skipped: %s", name, e)
-      return Outcome(name, kind, None, {}, (), str(e), 0.0)
+    recon = np.asarray(recon)
     expected = (len(target_features), *self.aux.image_shape)
     if recon.shape != expected:
       raise ModelError(
@@ -291,12 +293,9 @@ class _Run:
       raise ModelError(str(e)) from None
     seconds = round(time.perf_counter() - t, 3)
     warnings = (*base.data_warnings(self.aux), *f.warnings)
-    path = self.cache_path(name)
-    if path:
-      cache.save(
-        path,
-        {"reconstructions": recon},
-        {"info": f.info, "warnings": list(warnings), "seconds": seconds},
-      )
     logging.info("attack %s done in %.1fs", name, seconds)
-    return Outcome(name, kind, recon, f.info, warnings, "", seconds)
+    return {"reconstructions": recon}, {
+      "info": f.info,
+      "warnings": list(warnings),
+      "seconds": seconds,
+    }

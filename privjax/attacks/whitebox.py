@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -213,17 +214,7 @@ def _selection(advance_fn, aux: AuxSet, ctx: Context, name, begin, tv_weights, s
     score = record(images)
     since = 0 if score > best else since + 1
     best = max(best, score)
-    elapsed = time.perf_counter() - t
-    logging.info(
-      "whitebox: choosing steps: %d of %d done (held-out SSIM %.4f, best %.4f); %.0fs, about "
-      "%.0fs left",
-      done,
-      steps[-1],
-      score,
-      best,
-      elapsed,
-      elapsed * (steps[-1] - done) / done,
-    )
+    _log_search(done, steps[-1], score, best, time.perf_counter() - t)
     if patience and since >= patience and k < len(steps) - 1:
       logging.info(
         "whitebox: the last %d step counts improved on no earlier one: search stopped at %d "
@@ -233,8 +224,29 @@ def _selection(advance_fn, aux: AuxSet, ctx: Context, name, begin, tv_weights, s
         steps[-1],
       )
       break
-  tried = list(steps[: len(ssim)])
   seconds = round(time.perf_counter() - t, 3)
+  return _selection_rows(name, tv_weights, n, list(steps[: len(ssim)]), ssim, mse, seconds)
+
+
+def _log_search(done: int, total: int, score: float, best: float, elapsed: float) -> None:
+  """Logs the step search's progress: `done` of `total` steps after `elapsed` seconds."""
+  logging.info(
+    "whitebox: choosing steps: %d of %d done (held-out SSIM %.4f, best %.4f); %.0fs, about "
+    "%.0fs left",
+    done,
+    total,
+    score,
+    best,
+    elapsed,
+    elapsed * (total - done) / done,
+  )
+
+
+def _selection_rows(name, tv_weights, n, tried, ssim, mse, seconds) -> list[dict]:
+  """`_selection`'s result: per prior weight, its mean mse and SSIM on the `n` held-out images
+  per step count `tried`, from `ssim` and `mse` (per step count: [len(tv_weights) * n],
+  weight-major)."""
+  c = len(tv_weights)
   ssim_ = np.stack(ssim, axis=1).reshape(c, n, len(tried))
   mse_ = np.stack(mse, axis=1).reshape(c, n, len(tried))
   return [
@@ -285,23 +297,29 @@ def still_rising(val_ssim) -> bool:
   return total > 0 and val_ssim[-1] - val_ssim[-2] > 0.5 * total / (len(val_ssim) - 1)
 
 
-@register("whitebox", defaults=DEFAULTS, check=check, needs_model=True, models_defense=False)
-def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
-  """Chooses the prior weight and step count on aux.val by image error; then optimises."""
-  model = ctx.model  # never None: needs_model=True makes the runner skip it on stored features
-  _check_differentiable(model, aux.image_shape)
-  try:  # compiled once per embed function, settings and shapes
+def _compiled(model, learning_rate: float):
+  """(run, more): `invert` and `advance` for `model.embed` at `learning_rate`, compiled once
+  per embed function, settings and shapes (the module's jits); an unhashable embed callable
+  is jitted for this attack only."""
+  try:
     hash(model.embed)
-    run = functools.partial(_invert, model.embed, learning_rate=cfg.learning_rate)
-    more = functools.partial(_advance, model.embed, learning_rate=cfg.learning_rate)
-  except TypeError:  # an unhashable callable: jitted for this attack only
+    run = functools.partial(_invert, model.embed, learning_rate=learning_rate)
+    more = functools.partial(_advance, model.embed, learning_rate=learning_rate)
+  except TypeError:
     run, more = (
       jax.jit(
-        functools.partial(fn, model.embed, learning_rate=cfg.learning_rate),
+        functools.partial(fn, model.embed, learning_rate=learning_rate),
         static_argnames=("steps",),
       )
       for fn in (invert, advance)
     )
+  return run, more
+
+
+def _start_fn(aux: AuxSet, ctx: Context) -> Callable:
+  """`start(name, features, held_out=False)`: the images the optimisation of `features`
+  starts from: the mean auxiliary image ("mean"), or attacker `name`'s reconstructions
+  (held out: as if it never fitted aux.val)."""
   mean_image = aux.images[aux.train].mean(axis=0)
 
   def start(name, features, held_out=False):
@@ -314,26 +332,44 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       )
     return init.reconstruct(features)
 
+  return start
+
+
+def _optimise_fn(run, params, ctx: Context) -> Callable:
+  """`optimise(starts, features, tv_weights, steps)`: `invert`, batched over the mesh."""
+
   def optimise(starts, features, tv_weights, steps):
     def fn(s, f, w):
-      return run(model.params, s, f, w, steps=steps)
+      return run(params, s, f, w, steps=steps)
 
     return parallel.batched_map(
       fn, [starts, features, tv_weights], batch_size=ctx.eval_batch_size, mesh=ctx.mesh
     )
 
+  return optimise
+
+
+def _advance_fn(more, params, ctx: Context) -> Callable:
+  """`advance_fn(arrays, steps)`: `advance`, batched over the mesh."""
+
   def advance_fn(arrays, steps):
     """(z, mu, nu, images) after `steps` more steps of each row (batched over the mesh)."""
 
     def fn(z, mu, nu, count, f, w):
-      return more(model.params, z, mu, nu, count, f, w, steps=steps)
+      return more(params, z, mu, nu, count, f, w, steps=steps)
 
     return parallel.batched_map(fn, arrays, batch_size=ctx.eval_batch_size, mesh=ctx.mesh)
 
-  named = [cfg.init] if isinstance(cfg.init, str) else list(cfg.init)
-  val_features = aux.features[aux.val]
+  return advance_fn
+
+
+def _val_starts(start: Callable, init, running, val_features) -> tuple[dict, dict]:
+  """The held-out reconstructions of the aux val features by each start of `init` that
+  runs (in `init` order; "mean" stands in when none does), and those left out (skipped),
+  with why."""
+  named = [init] if isinstance(init, str) else list(init)
   val_starts, left_out = {}, {}
-  for name in starts(cfg.init, ctx.running or named):
+  for name in starts(init, running or named):
     try:
       val_starts[name] = start(name, val_features, held_out=True)
     except Skipped as e:  # that attacker did not run: the others (or "mean") start
@@ -341,8 +377,11 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
       logging.info("whitebox: start %s left out (skipped: %s)", name, e)
   if not val_starts:
     val_starts["mean"] = start("mean", val_features)
-  opening = _opening(val_starts, aux, ctx)
-  first = max(opening, key=opening.get)  # the first named wins a tie
+  return val_starts, left_out
+
+
+def _log_plan(first: str, opening: dict, cfg, num_val: int) -> None:
+  """Logs the chosen start and the search for its prior weight and steps about to run."""
   logging.info(
     "whitebox: from %s (held-out validation SSIM before any step: %s); choosing its prior "
     "weight (%s) and steps (0-%d) on %d held-out auxiliary images: %d optimisations of %d "
@@ -351,32 +390,28 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     ", ".join(f"{n} {v:.4f}" for n, v in opening.items()),
     ", ".join(f"{w:g}" for w in cfg.tv_weights),
     cfg.steps,
-    len(aux.val),
-    len(cfg.tv_weights) * len(aux.val),
+    num_val,
+    len(cfg.tv_weights) * num_val,
     cfg.steps,
   )
-  selection = _selection(
-    advance_fn,
-    aux,
-    ctx,
-    first,
-    val_starts[first],
-    cfg.tv_weights,
-    schedule(cfg.steps, cfg.checkpoints),
-    cfg.patience,
-  )
-  chosen = choose(selection, cfg.tolerance)
+
+
+def _log_choice(chosen: dict, num_val: int) -> None:
   logging.info(
     "whitebox: from %s, %d steps at tv_weight %g, chosen on %d held-out auxiliary images by "
     "image error (SSIM %.4f, MSE %.5f)",
     chosen["init"],
     chosen["steps"],
     chosen["tv_weight"],
-    len(aux.val),
+    num_val,
     chosen["val_ssim"],
     chosen["val_mse"],
   )
-  timing = {}
+
+
+def _reconstructor(start: Callable, optimise: Callable, chosen: dict, timing: dict) -> Callable:
+  """`reconstruct(features)`: from the chosen start, the chosen steps at the chosen prior
+  weight (none: the start itself); records its time in `timing`."""
 
   def reconstruct(features):
     t = time.perf_counter()
@@ -395,6 +430,54 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     )
     return out
 
+  return reconstruct
+
+
+def _warnings(selection: list[dict], chosen: dict, cfg) -> tuple[str, ...]:
+  """Why the whitebox numbers may understate the leakage: its validation SSIM still rising
+  at its most steps."""
+  curve = next(r for r in selection if r["tv_weight"] == chosen["tv_weight"])
+  if chosen["steps"] == cfg.steps and still_rising(curve["val_ssim"]):
+    return (
+      f"whitebox: its held-out validation SSIM was still rising at its most steps "
+      f"({cfg.steps}); more steps (config.attacks.whitebox.steps) would likely reconstruct "
+      f"better",
+    )
+  return ()
+
+
+@register(
+  "whitebox",
+  defaults=DEFAULTS,
+  check=check,
+  default_on=True,
+  needs_model=True,
+  models_defense=False,
+)
+def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
+  """Chooses the prior weight and step count on aux.val by image error; then optimises."""
+  model = ctx.model  # never None: needs_model=True makes the runner skip it on stored features
+  _check_differentiable(model, aux.image_shape)
+  run, more = _compiled(model, cfg.learning_rate)
+  start = _start_fn(aux, ctx)
+  val_starts, left_out = _val_starts(start, cfg.init, ctx.running, aux.features[aux.val])
+  opening = _opening(val_starts, aux, ctx)
+  first = max(opening, key=opening.get)  # the first named wins a tie
+  _log_plan(first, opening, cfg, len(aux.val))
+  selection = _selection(
+    _advance_fn(more, model.params, ctx),
+    aux,
+    ctx,
+    first,
+    val_starts[first],
+    cfg.tv_weights,
+    schedule(cfg.steps, cfg.checkpoints),
+    cfg.patience,
+  )
+  chosen = choose(selection, cfg.tolerance)
+  _log_choice(chosen, len(aux.val))
+  timing = {}
+  reconstruct = _reconstructor(start, _optimise_fn(run, model.params, ctx), chosen, timing)
   info = {
     "init": chosen["init"],
     "steps": int(chosen["steps"]),
@@ -408,12 +491,4 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     "selection": selection,
     "timing": timing,
   }
-  warnings = []
-  curve = next(r for r in selection if r["tv_weight"] == chosen["tv_weight"])
-  if chosen["steps"] == cfg.steps and still_rising(curve["val_ssim"]):
-    warnings.append(
-      f"whitebox: its held-out validation SSIM was still rising at its most steps "
-      f"({cfg.steps}); more steps (config.attacks.whitebox.steps) would likely reconstruct "
-      f"better"
-    )
-  return Fitted(reconstruct, info, tuple(warnings))
+  return Fitted(reconstruct, info, _warnings(selection, chosen, cfg))

@@ -47,27 +47,37 @@ def to_unit_float(images, *, name: str, whole_set: bool = False) -> np.ndarray:
     float32 array of the same shape, values in [0, 1].
   """
   x = np.asarray(images)
-  kind = x.dtype.kind
-  if kind == "b":
+  if x.dtype.kind == "b":
     return x.astype(np.float32)
-  if kind in "iu":
-    scale = {("u", 1): 255.0, ("u", 2): 65535.0}.get((kind, x.dtype.itemsize))
-    if scale is None:
-      raise DataError(
-        f"{name} has integer dtype {x.dtype}, whose full scale is unknown: expected uint8 "
-        "(read as /255), uint16 (/65535), bool, or float in [0, 1]"
-      )
-    if whole_set and scale == 255.0 and x.size and int(x.max()) == 1:
-      raise DataError(
-        f"{name} is uint8 holding only 0 and 1, which reads as near-black (/255): expected "
-        "0-255 uint8; store a binary mask as bool or float 0/1"
-      )
-    return x.astype(np.float32) / np.float32(scale)
+  if x.dtype.kind in "iu":
+    return _integers_to_unit(x, name=name, whole_set=whole_set)
+  return _floats_to_unit(x, name=name)
+
+
+def _integers_to_unit(x: np.ndarray, *, name: str, whole_set: bool) -> np.ndarray:
+  """uint8 /255, uint16 /65535; any other integer dtype refused (to_unit_float's rule)."""
+  kind = x.dtype.kind
+  scale = {("u", 1): 255.0, ("u", 2): 65535.0}.get((kind, x.dtype.itemsize))
+  if scale is None:
+    raise DataError(
+      f"{name} has integer dtype {x.dtype}, whose full scale is unknown: expected uint8 "
+      "(read as /255), uint16 (/65535), bool, or float in [0, 1]"
+    )
+  if whole_set and scale == 255.0 and x.size and int(x.max()) == 1:
+    raise DataError(
+      f"{name} is uint8 holding only 0 and 1, which reads as near-black (/255): expected "
+      "0-255 uint8; store a binary mask as bool or float 0/1"
+    )
+  return x.astype(np.float32) / np.float32(scale)
+
+
+def _floats_to_unit(x: np.ndarray, *, name: str) -> np.ndarray:
+  """Floats taken as they are, finite and within [0, 1] (to_unit_float's rule)."""
   if not _float_like(x.dtype):
     raise DataError(
       f"{name} must hold numbers (uint8, uint16, bool, or float in [0, 1]), got dtype {x.dtype}"
     )
-  if kind != "f":  # bfloat16 and friends: numpy computes on them as float32
+  if x.dtype.kind != "f":  # bfloat16 and friends: numpy computes on them as float32
     x = x.astype(np.float32)
   if not np.all(np.isfinite(x)):
     raise DataError(f"{name} contains non-finite values (NaN or inf)")

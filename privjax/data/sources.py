@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from privjax.data import align as align_lib
 from privjax.data.images import to_unit_float
 from privjax.errors import ConfigError, DataError
 from privjax.registry import Registry, call_user
@@ -325,7 +326,7 @@ def folder(path: str, align: str = "", save_chips: str = "") -> dict[str, SplitS
   Anything that is not a regular file (FIFOs, sockets, devices, dangling symlinks,
   and directories inside an identity folder) is skipped with a warning, never opened.
   Images are read by `_read_image`. `align="dlib"`: every photo is read now and replaced
-  by its face chip as dlib aligns it (`faces.Aligner`); a photo with no face or several
+  by its face chip as dlib aligns it (`align.Aligner`); a photo with no face or several
   ("dlib_largest": no face; of several, its largest is kept and counted) is skipped and
   counted (never cropped wrong), and the chips used are written as PNG
   files under `save_chips` (same relative paths) when it is set.
@@ -376,9 +377,7 @@ def _aligned(path, files, labels, align: str, save_chips: str) -> SplitSource:
   """The folder's photos as aligned face chips (see `folder`)."""
   if align not in ("dlib", "dlib_largest"):
     raise ConfigError(f"config.data.align must be '', 'dlib' or 'dlib_largest', got {align!r}")
-  from privjax.models import faces  # (the faces extra)
-
-  aligner = faces.Aligner()
+  aligner = align_lib.Aligner()  # (dlib: the faces extra)
   largest = align == "dlib_largest"
   chips, kept, skipped, several = [], [], {0: [], 2: []}, 0
   for i, file in enumerate(files):
@@ -566,7 +565,7 @@ def _tfds(d) -> dict[str, SplitSource]:
   return tfds_splits(d)
 
 
-@SOURCES.register("folder")
+@SOURCES.register("folder", aligns=True)
 def _folder(d) -> dict[str, SplitSource]:
   return folder(d.path, d.get("align", ""), d.get("save_chips", ""))
 
@@ -574,6 +573,16 @@ def _folder(d) -> dict[str, SplitSource]:
 @SOURCES.register("npz")
 def _npz(d):
   return npz(d.path)
+
+
+def aligns(source) -> bool:
+  """Whether the source named `source` (config.data.source) aligns face photos
+  (config.data.align), as it declared when it registered; a user's source never does."""
+  return (
+    isinstance(source, str)
+    and source in SOURCES
+    and bool(SOURCES.get(source, field="data.source").declared.get("aligns"))
+  )
 
 
 def open_source(d) -> dict[str, SplitSource] | Precomputed:

@@ -117,7 +117,7 @@ def validate(d) -> None:
   align = d.get("align", "")
   if align not in ALIGN:
     raise ConfigError(f"config.data.align must be one of {list(ALIGN)}, got {align!r}")
-  if align and d.source != "folder":
+  if align and not sources.aligns(d.source):
     raise ConfigError(
       f"config.data.align={align!r} aligns face photos of a folder source, got data.source="
       f"{d.source!r}"

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 import time
 
@@ -42,22 +40,17 @@ from absl import logging
 from privjax.defenses import transforms as defenses
 from privjax.defenses import utility
 from privjax.errors import ConfigError, ModelError
+from privjax.levels import SEVERITY
 from privjax.registry import import_object
 from privjax.report import readings
 from privjax.runtime import cache, keys
+from privjax.runtime.loop import split_validation
 from privjax.scoring import risk
-from privjax.train import split_validation
 
 CAVEAT = (
   "A defense judged against these attackers is not proven against all attackers: a "
   "stronger or better-informed attacker may recover more from the same defended features."
 )
-_SEVERITY = {"low": 0, "medium": 1, "high": 2}
-
-
-def _stable_int(*parts) -> int:
-  digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-  return int(digest[:8], 16) & 0x7FFFFFFF
 
 
 def _attackers(result) -> dict:
@@ -142,7 +135,7 @@ class Settings:
   NOT_NUMBERS = frozenset({"entries"})
 
   entries: dict  # config.defense.sweep: name -> {type, strengths, param}
-  attackers: tuple  # the sweep's attackers (config.sweep_attackers)
+  attackers: tuple  # the sweep's attackers (settings.sweep_attackers)
   utility: str  # config.defense.utility: "package.module:function" or ""
   seed: int
   batch_size: int  # config.eval_batch_size
@@ -181,14 +174,8 @@ class _Store:
   def get(self, key, compute):
     """(the point, whether it was restored from the workdir)."""
     path = os.path.join(self.workdir, "sweep", f"point-{key[:32]}.npz") if self.workdir else None
-    found = cache.load(path) if path else None
-    if found is not None and found[1] is not None:
-      return found[1], True
-    result = compute()
-    if path:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      cache.save(path, {}, result)
-    return result, False
+    _, result, restored = cache.cached(path, lambda: ({}, compute()))
+    return result, restored
 
 
 def run(
@@ -241,16 +228,9 @@ def run(
       batch_size=settings.batch_size,
     )
 
-  def reference():
-    rows = _attackers(round_.run(aux, f_aux, f_tgt, stage="defense-", fitted=clean))
-    return {
-      "risk_level": _strongest(rows)["risk_level"],
-      "deciding": _strongest(rows),
-      "attackers": rows,
-      "utility": measure(f_aux, f_tgt),
-    }
-
-  undefended, _ = store.get(store.key("undefended"), reference)
+  undefended, _ = store.get(
+    store.key("undefended"), lambda: _undefended(round_, aux, f_aux, f_tgt, clean, measure)
+  )
   result = _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings)
   best, line = best_tradeoff(result, undefended)
   logging.info("defense sweep: %s", line)
@@ -264,6 +244,17 @@ def run(
     "thresholds": dict(settings.thresholds),
     "warnings": _warnings(audit, undefended, settings.attackers, deciding_models_defense),
     "caveat": CAVEAT,
+  }
+
+
+def _undefended(round_, aux, f_aux, f_tgt, clean, measure) -> dict:
+  """The sweep's reference point: its attackers and the utility on undefended features."""
+  rows = _attackers(round_.run(aux, f_aux, f_tgt, stage="defense-", fitted=clean))
+  return {
+    "risk_level": _strongest(rows)["risk_level"],
+    "deciding": _strongest(rows),
+    "attackers": rows,
+    "utility": measure(f_aux, f_tgt),
   }
 
 
@@ -291,7 +282,7 @@ def _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings) -> dic
           params=dict(fitted, **{defense.param: float(strength)}),
           key=jax.random.fold_in(
             jax.random.key(settings.seed),
-            _stable_int(entry["type"], entry["param"], float(strength)),
+            keys.seed(entry["type"], entry["param"], float(strength)),
           ),
           f_aux=f_aux,
           f_tgt=f_tgt,
@@ -340,7 +331,7 @@ def _warnings(audit, undefended, names, deciding_models_defense) -> list:
       f"the audit's deciding attacker {audit['deciding_attack']!r} ({audit['risk_level']}) is "
       f"not among the sweep's attackers {list(names)}: {how}"
     )
-  if _SEVERITY[audit["risk_level"]] > _SEVERITY[undefended["risk_level"]]:
+  if SEVERITY[audit["risk_level"]] > SEVERITY[undefended["risk_level"]]:
     warnings.append(
       f"on the undefended features the sweep's attackers reach {undefended['risk_level']}, the "
       f"audit's reach {audit['risk_level']}: the sweep's verdicts understate by at least that"

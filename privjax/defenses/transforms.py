@@ -31,6 +31,7 @@ import numpy as np
 from privjax.errors import ConfigError, ModelError
 from privjax.registry import Registry
 from privjax.runtime import parallel
+from privjax.scoring.metrics import unit_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +91,6 @@ def _std(f: np.ndarray) -> np.ndarray:
 def _nonnegative(strength, dim):
   del dim
   return None if strength >= 0 else "a noise scale must be >= 0"
-
-
-def _unit(x):
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @register("none", param="strength", about="ignored: the features unchanged")
@@ -182,7 +179,7 @@ def _unit_std(f: np.ndarray) -> dict:
 )
 def normalize_noise(features, key, *, sigma, scale):
   """L2-normalises, then adds N(0, (sigma * scale)^2) noise (the face-embedding setting)."""
-  return gaussian_noise(_unit(features), key, sigma=sigma, scale=scale)
+  return gaussian_noise(unit_rows(features), key, sigma=sigma, scale=scale)
 
 
 # --- running one ---------------------------------------------------------------------

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from privjax.attacks import Standardizer
 from privjax.errors import ModelError
 from privjax.registry import Registry, call_fn
 from privjax.runtime.parallel import cross_products
 from privjax.scoring import identity, metrics
+from privjax.scoring.standardizer import Standardizer
 
 UTILITIES = Registry("utility")
 PROBE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # x the mean eigenvalue of the Gram matrix

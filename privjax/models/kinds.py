@@ -1,8 +1,11 @@
 """The audited model: what turns images into the features the attack inverts.
 
-`config.model.kind` picks one (the loadable kinds are plug-ins, `MODELS`: a user's
-loader "package.module:function" `load(m, image_shape, config, field) -> (embed_fn, params,
-info)` is found the same way):
+`config.model.kind` picks one of the model kinds, the plug-ins of `MODELS`
+(privjax/registry.py), each declaring at registration what it is (`own`: privjax's, with
+nothing loaded from outside; `trains`: trained in the workdir on the data's labelled
+images; `stored_features`: no model, the data holds the features; `evaluator=False`: no
+evaluator kind; `check`, `check_data`, `feature_dim`, `needs`: its settings, its data, its
+feature size, its required fields):
   "builtin"      privjax's RecognitionCNN, trained on the model-train split (recognition.py);
   "flax"         a Flax linen module named by import path ("package.module:ClassName"),
                  built with config.model.kwargs, params restored from an orbax checkpoint,
@@ -13,13 +16,21 @@ info)` is found the same way):
                  `pip install 'privjax[faces]'`): 150x150 RGB face chips -> 128-d;
   "precomputed"  no model: the npz source holds the features.
 
+A built-in kind's loader is given its own settings `m` (config.model or config.evaluator)
+and `Given`, explicit values (the field, the image shape; for a kind that trains, its
+images and `Training`), never the run's config tree; only "function", whose factory takes
+the run's config as documented, declares `takes_config` and gets it. A user's loader
+"package.module:function" is called as documented, `load(m, image_shape, config, field)
+-> (embed_fn, params, info)`.
+
 `config.evaluator` (the independent model that judges identity leakage, see
 privjax/scoring/identity.py) takes the same kinds but "precomputed", plus "off" and "auto"
-("builtin" when the auxiliary and target images are labelled, else "off").
+(`AUTO`, "builtin", when the auxiliary and target images are labelled, else "off").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -28,55 +39,170 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from privjax.errors import ConfigError, ModelError
+from privjax.data.splits import AuditData, Split
+from privjax.errors import ConfigError, DataError, ModelError
 from privjax.models import recognition
 from privjax.registry import Registry, call_fn, call_user, import_object
 from privjax.runtime import parallel
+from privjax.runtime import workdir as workdir_lib
 
 MODELS = Registry("model kind")
-OWN_KINDS = ("builtin", "precomputed")  # trained in the workdir / stored features: no loader
-EVALUATOR_OWN_KINDS = ("auto", "off", "builtin")
+EVALUATOR_SETTINGS = ("auto", "off")  # config.evaluator.kind beside the model kinds
+AUTO = "builtin"  # the kind "auto" becomes on labelled data (loading.evaluator_kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """What a kind that `trains` is given beside its settings: its labelled images and the
+  run's explicit values."""
+
+  train: Split  # the labelled images it trains on
+  test: Split  # held-out labelled images for its test accuracy
+  seed: int  # config.seed
+  eval_batch_size: int
+  overwrite: bool  # config.overwrite: a checkpoint of other settings is replaced
+  workdir: str  # its checkpoint goes under workdir/checkpoints
+  mesh: object
+
+
+@dataclasses.dataclass(frozen=True)
+class Given:
+  """What a built-in kind's loader is given beside its own settings (config.model or
+  config.evaluator): explicit values, never the run's config tree."""
+
+  field: str  # "model" or "evaluator": names it in errors and logs
+  image_shape: tuple  # [H, W, C] of the images it embeds
+  training: Training | None = None  # for a kind that `trains`
+
+
+def declared(kind, field: str = "model") -> dict:
+  """What the kind named `kind` (of config.`field`) declared when it registered ({} for a
+  user's loader)."""
+  return MODELS.get(kind, field=f"{field}.kind").declared
 
 
 def kinds(field: str = "model") -> list[str]:
-  """The kinds config.`field` (model or evaluator) takes by name."""
-  own = OWN_KINDS if field == "model" else EVALUATOR_OWN_KINDS
-  return [*own, *MODELS.names()]
+  """The kinds config.`field` (model or evaluator) takes by name: privjax's own first."""
+  names = sorted(MODELS.names(), key=lambda n: not declared(n).get("own"))
+  if field == "model":
+    return names
+  return [*EVALUATOR_SETTINGS, *(n for n in names if declared(n).get("evaluator", True))]
 
 
 def validate(m, field: str = "model") -> None:
   """Checks config.model (or config.evaluator, `field`) for its kind; raises ConfigError
   naming the bad field."""
-  own = OWN_KINDS if field == "model" else EVALUATOR_OWN_KINDS
-  if m.kind in ("builtin", "auto"):  # "auto" may become "builtin"
-    recognition.validate(m, field)
+  kind = AUTO if field != "model" and m.kind == "auto" else m.kind  # "auto" may become AUTO
+  if field != "model" and kind == "off":
     return
-  if m.kind in own:
-    return
-  if not isinstance(m.kind, str) or (m.kind not in MODELS and ":" not in m.kind):
+  if not isinstance(kind, str) or (kind not in kinds(field) and ":" not in kind):
     raise ConfigError(f"config.{field}.kind must be one of {kinds(field)}, got {m.kind!r}")
-  needs = MODELS.get(m.kind, field=f"{field}.kind").declared.get("needs", ())
+  found = declared(kind, field)
+  if found.get("check"):
+    found["check"](m, field)
+    return
+  needs = found.get("needs", ())
   if not all(m.get(key) for key in needs):
     fields = " and .".join(needs)
     raise ConfigError(f"config.{field}.kind={m.kind!r} needs config.{field}.{fields}")
 
 
-def load(config, field: str, image_shape) -> tuple:
-  """(embed_fn, params, info) of a loadable config.`field` kind (a plug-in), checked."""
-  m = config[field]
+def load_kind(m, given: Given, config=None) -> tuple:
+  """(embed_fn, params, info) of the kind `m` (config.`given.field`) names, checked; embed_fn
+  and params are None for a kind of `stored_features`. A built-in's loader gets `m` and
+  `given`; the run's `config` reaches only a kind that declares `takes_config` and a user's
+  loader (their documented signatures)."""
+  field = given.field
   found = MODELS.get(m.kind, field=f"{field}.kind")
-  out = call_user(found, f"config.{field}.kind", ModelError, m, image_shape, config, field)
+  if found.declared.get("trains") and given.training is None:
+    raise ValueError(f"config.{field}.kind={m.kind!r} trains: its loader needs Given.training")
+  if not found.builtin:
+    args = (m, given.image_shape, config, field)
+  else:
+    args = (m, given, config) if found.declared.get("takes_config") else (m, given)
+  out = call_user(found, f"config.{field}.kind", ModelError, *args)
   if not isinstance(out, tuple) or len(out) != 3:
     raise ModelError(
       f"config.{field}.kind={m.kind!r} must load (embed_fn, params, info), got {type(out).__name__}"
     )
   embed_fn, params, info = out
-  if not callable(embed_fn) or not isinstance(info, dict):
+  no_model = embed_fn is None and found.declared.get("stored_features")
+  if not (callable(embed_fn) or no_model) or not isinstance(info, dict):
     raise ModelError(
       f"config.{field}.kind={m.kind!r} must load (embed_fn, params, info dict), got "
       f"({type(embed_fn).__name__}, ..., {type(info).__name__})"
     )
   return embed_fn, params, info
+
+
+def load(config, field: str, image_shape) -> tuple:
+  """`load_kind` of config.`field`, a kind that loads from its settings alone (not one that
+  trains)."""
+  return load_kind(config[field], Given(field, tuple(image_shape)), config)
+
+
+def check_training_data(d: AuditData, model_train_split: str) -> None:
+  """The builtin model's data, before any training: labelled model-train and auxiliary
+  images, and two or more identities to tell apart (one class trains a classifier to a
+  loss of 0 that recognises no one). `model_train_split`: config.data.model_train_split."""
+  if d.model_train is None or d.model_train.labels is None or d.aux.labels is None:
+    raise ConfigError(
+      "config.model.kind='builtin' trains a classifier: it needs config.data."
+      "model_train_split and labels (config.data.label_key or identity subfolders)"
+    )
+  ids = np.unique(d.model_train.labels)
+  if len(ids) < 2:
+    name = ids[0] if d.label_names is None else d.label_names[ids[0]]
+    raise DataError(
+      "config.model.kind='builtin' trains a recognition model on config.data."
+      f"model_train_split={model_train_split!r}, which holds 1 identity "
+      f"({str(name)!r}, {len(d.model_train.labels)} images): it needs 2 or more to learn to "
+      "tell people apart; add identities (one subfolder each), or audit your own model "
+      "(config.model.kind='flax' or 'function')"
+    )
+
+
+@MODELS.register(
+  "builtin",
+  own=True,
+  trains=True,
+  check=recognition.validate,
+  check_data=check_training_data,
+  feature_dim=lambda m: m.embed_dim,
+)
+def load_builtin(m, given: Given):
+  """privjax's RecognitionCNN of `m`, trained (or restored) in the workdir on
+  given.training's images."""
+  t, field = given.training, given.field
+  ckpt_dir = os.path.join(t.workdir, "checkpoints", "recognition" if field == "model" else field)
+  workdir_lib.claim_stage(
+    ckpt_dir,
+    {
+      field: m.to_dict(),
+      "seed": t.seed,
+      "train": workdir_lib.array_hash(t.train.images, t.train.labels),
+      "test": workdir_lib.array_hash(t.test.images, t.test.labels),
+    },
+    overwrite=t.overwrite,
+    what="recognition model" if field == "model" else field,
+  )
+  return recognition.train_or_restore(
+    t.train,
+    t.test,
+    m,
+    seed=t.seed,
+    eval_batch_size=t.eval_batch_size,
+    mesh=t.mesh,
+    checkpoint_dir=ckpt_dir,
+    field=field,
+  )
+
+
+@MODELS.register("precomputed", own=True, stored_features=True, evaluator=False)
+def load_precomputed(m, given: Given):
+  """No model: the npz source holds the features (loading.data checks it does)."""
+  del m, given
+  return None, None, {}
 
 
 def _restore_params(directory: str, field: str):
@@ -120,9 +246,9 @@ def _first_mismatch(expected, got) -> str | None:
 
 
 @MODELS.register("flax", needs=("module", "checkpoint"))
-def load_flax(m, image_shape, config, field: str = "model"):
+def load_flax(m, given: Given):
   """(embed_fn, params, info) of a Flax module restored from an orbax checkpoint."""
-  del config
+  image_shape, field = given.image_shape, given.field
   cls = import_object(m.module, field=f"{field}.module")
   kwargs = m.kwargs.to_dict() if hasattr(m.kwargs, "to_dict") else dict(m.kwargs or {})
   try:
@@ -155,10 +281,11 @@ def load_flax(m, image_shape, config, field: str = "model"):
 
 
 @MODELS.register("dlib_face")
-def load_dlib_face(m, image_shape, config, field: str = "model"):
+def load_dlib_face(m, given: Given):
   """dlib's ResNet face encoder with its published weights (privjax.models.faces; the `faces`
   extra): 150x150 RGB face chips, 128-d descriptors."""
-  del m, config
+  del m
+  image_shape, field = given.image_shape, given.field
   from privjax.models import faces  # (its weights are an optional extra)
 
   if tuple(image_shape) != (faces.CHIP_SIZE, faces.CHIP_SIZE, 3):
@@ -171,10 +298,11 @@ def load_dlib_face(m, image_shape, config, field: str = "model"):
   return embed_fn, params, {"kind": "dlib_face", **faces.info()}
 
 
-@MODELS.register("function", needs=("factory",))
-def load_function(m, image_shape, config, field: str = "model"):
-  """(embed_fn, params, info) from a user factory `make(config)`."""
-  del image_shape
+@MODELS.register("function", needs=("factory",), takes_config=True)
+def load_function(m, given: Given, config):
+  """(embed_fn, params, info) from a user factory `make(config)` (the run's config, as
+  documented)."""
+  field = given.field
   make = import_object(m.factory, field=f"{field}.factory")
   out = call_fn(make, m.factory, f"config.{field}.factory", ModelError, config)
   if not (isinstance(out, tuple) and len(out) == 2 and callable(out[0])):

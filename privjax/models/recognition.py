@@ -1,7 +1,7 @@
 """The reference recognition model privjax audits by default: a small CNN classifier.
 
 Trained (or restored from the workdir) on the model-train split by the same loop as
-the decoder (`train.fit`); its penultimate layer is the embedding the audit inverts.
+the decoder (`runtime.loop.fit`); its penultimate layer is the embedding the audit inverts.
 The model is trained for a fixed number of steps with a seeded batch order, so the
 same config always yields the same model.
 """
@@ -16,11 +16,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from privjax import train as train_lib
 from privjax.data.splits import Split, batch_indices
 from privjax.errors import ConfigError
 from privjax.models.nets import RecognitionCNN, stem_stride
-from privjax.runtime import parallel
+from privjax.runtime import loop, parallel
 
 
 def accuracy(model, params, split: Split, *, mesh, batch_size: int) -> float:
@@ -63,7 +62,7 @@ def _fit_classifier(
   mesh,
   checkpoint_dir: str | None,
 ):
-  """Trains `model` on `train` with `train.fit`, or restores it; returns (params, meta).
+  """Trains `model` on `train` with `loop.fit`, or restores it; returns (params, meta).
 
   Its init and batch order draw from the random stream `stream` of `seed`; `name` names
   it in logs, `field` the learning rate to lower if training diverges.
@@ -85,8 +84,8 @@ def _fit_classifier(
 
   # The same loop as the decoder's: checkpointed (at the end, and at SIGTERM or Ctrl-C,
   # which resume), a non-finite loss stops it, a finished run is restored without a step.
-  params, meta, _ = train_lib.fit(
-    train_lib.make_training(init_params, loss, tx, mesh=mesh),
+  params, meta, _ = loop.fit(
+    loop.make_training(init_params, loss, tx, mesh=mesh),
     jax.random.fold_in(jax.random.key(seed), stream),
     batch_fn,
     name=name,

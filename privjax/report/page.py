@@ -379,30 +379,8 @@ def _attackers(s: dict) -> str:
     *(f"{m} vs baseline, gain (95% CI)" for m in extra),  # (_table escapes headers)
     "seconds",
   ]
-  rows, notes = [], []
-  for name, r in s["attacks"].items():
-    label = f"<b>{_e(name)}</b>" if name == s["deciding_attack"] else _e(name)
-    if "skipped" in r:
-      blank = [""] * (6 + len(extra))
-      rows.append([label, _e(r["type"]), "skipped", *blank, _num(r["seconds"], 1)])
-      notes.append(f"{name}: skipped: {r['skipped']}")
-      continue
-    sar = _type2(r, fmr)
-    rows.append(
-      [
-        label,
-        _e(r["type"]),
-        _e(r["risk_level"]),
-        _num(r["ssim"]),
-        _num(r["psnr"], 2),
-        _cell_ci(r["ssim_gain"], r["ssim_gain_ci"]),
-        _num(r["image_reid_rate"]),
-        _num(r["reid_rate"]),
-        "n/a" if sar is None else _cell_ci(sar["rate"], sar["ci"]),
-        *(_metric(r.get("metrics", {}).get(m)) for m in extra),
-        _num(r["seconds"], 1) + ("*" if r.get("cached") else ""),
-      ]
-    )
+  rows = [_attacker_row(s, name, r, fmr, extra) for name, r in s["attacks"].items()]
+  notes = [f"{name}: skipped: {r['skipped']}" for name, r in s["attacks"].items() if "skipped" in r]
   return (
     "<h2>The attackers</h2>"
     '<p class="note">Each attacker learns to invert the features from the auxiliary images '
@@ -425,6 +403,28 @@ def _attackers(s: dict) -> str:
       else ""
     )
   )
+
+
+def _attacker_row(s: dict, name: str, r: dict, fmr: float, extra: list) -> list:
+  """One attacker's cells in the attackers table (HTML), a skipped one's mostly blank."""
+  label = f"<b>{_e(name)}</b>" if name == s["deciding_attack"] else _e(name)
+  if "skipped" in r:
+    blank = [""] * (6 + len(extra))
+    return [label, _e(r["type"]), "skipped", *blank, _num(r["seconds"], 1)]
+  sar = _type2(r, fmr)
+  return [
+    label,
+    _e(r["type"]),
+    _e(r["risk_level"]),
+    _num(r["ssim"]),
+    _num(r["psnr"], 2),
+    _cell_ci(r["ssim_gain"], r["ssim_gain_ci"]),
+    _num(r["image_reid_rate"]),
+    _num(r["reid_rate"]),
+    "n/a" if sar is None else _cell_ci(sar["rate"], sar["ci"]),
+    *(_metric(r.get("metrics", {}).get(m)) for m in extra),
+    _num(r["seconds"], 1) + ("*" if r.get("cached") else ""),
+  ]
 
 
 def _evaluator(s: dict, images: dict) -> str:

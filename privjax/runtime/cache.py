@@ -56,3 +56,20 @@ def load(path: str) -> tuple[dict, dict | None] | None:
     logging.warning("cache %s is damaged (%s): recomputing it", path, e)
     return None
   return arrays, info
+
+
+def cached(path: str | None, compute, *, what: str = ""):
+  """(arrays, info, restored): `path`'s checked entry, else `compute()`'s (arrays, info)
+  saved there; with no path, computed and never saved. An exception from `compute` (a
+  skipped attacker) leaves nothing behind. `what` names a restored entry in the log."""
+  if path:
+    found = load(path)
+    if found is not None:
+      if what:
+        logging.info("%s restored from %s", what, path)
+      return (*found, True)
+  arrays, info = compute()
+  if path:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save(path, arrays, info)
+  return arrays, info, False

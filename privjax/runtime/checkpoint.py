@@ -92,18 +92,9 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
   directory = os.fspath(mngr.directory)
   damaged, layouts = [], []  # layouts: steps whose saved tree differs from abstract_state's
   for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-        ),
-      )
-      why = _verify(restored["state"], restored["meta"])
-    except Exception as e:  # orbax and tensorstore raise many types for a damaged file
-      if any(marker in str(e) for marker in _LAYOUT_MISMATCH):
-        layouts.append(step)
-      why = _one_line(e)
+    restored, why, other_layout = _restore_step(mngr, step, abstract_state)
+    if other_layout:
+      layouts.append(step)
     if why:
       damaged.append((step, why))
       logging.warning(
@@ -123,19 +114,38 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
       )
     meta = {k: v for k, v in restored["meta"].items() if k != _CHECKSUM}
     return step, restored["state"], meta
-  if damaged and len(layouts) == len(damaged):
+  if damaged:
+    _refuse(directory, damaged, layouts)
+  return None
+
+
+def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract_state):
+  """(restored, why it is unusable or "", whether it was saved with another tree)."""
+  try:
+    restored = mngr.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+      ),
+    )
+    return restored, _verify(restored["state"], restored["meta"]), False
+  except Exception as e:  # orbax and tensorstore raise many types for a damaged file
+    return None, _one_line(e), any(marker in str(e) for marker in _LAYOUT_MISMATCH)
+
+
+def _refuse(directory: str, damaged: list, layouts: list) -> None:
+  """Raises the WorkdirError of a checkpoint directory none of whose steps restores."""
+  if len(layouts) == len(damaged):
     raise WorkdirError(
       f"the checkpoint in {os.path.join(directory, str(layouts[0]))} holds a training state "
       "laid out otherwise than this privjax's (saved by another version); delete "
       f"{directory} to redo this stage"
     )
-  if damaged:
-    step, why = damaged[0]
-    raise WorkdirError(
-      f"the checkpoint in {os.path.join(directory, str(step))} is damaged ({why}) and no older "
-      f"step restores; delete {directory} to redo this stage"
-    )
-  return None
+  step, why = damaged[0]
+  raise WorkdirError(
+    f"the checkpoint in {os.path.join(directory, str(step))} is damaged ({why}) and no older "
+    f"step restores; delete {directory} to redo this stage"
+  )
 
 
 def _verify(state, meta) -> str:

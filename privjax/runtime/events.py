@@ -5,7 +5,7 @@ cannot be imported without TensorFlow: `clu.metric_writers` (and `clu.periodic_a
 which imports it) loads its TensorFlow summary writer when the package is imported. So
 privjax keeps that interface (`write_scalars(step, {name: value})`, `flush`, `close`)
 over tensorboardX's SummaryWriter, the usual TensorFlow-free writer, and logs steps/s
-and ETA itself (`privjax.train.fit`).
+and ETA itself (`privjax.runtime.loop.fit`).
 
 Curves go beside the checkpoints: a stage checkpointed in <workdir>/checkpoints/<stage>
 writes <workdir>/tensorboard/<stage>; `tensorboard --logdir <workdir>/tensorboard`

@@ -22,7 +22,7 @@ import numpy as np
 
 from privjax.runtime.workdir import array_hash
 
-__all__ = ["code", "fingerprint", "of"]
+__all__ = ["code", "fingerprint", "of", "seed"]
 
 
 def code(fn) -> str:
@@ -74,3 +74,9 @@ def of(*parts) -> str:
   """sha256 hex of the fingerprints of `parts`."""
   blob = json.dumps([fingerprint(p) for p in parts], sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def seed(*parts) -> int:
+  """A 31-bit integer drawn from plain JSON-ready `parts` (a sweep point's noise seed)."""
+  blob = json.dumps(parts, sort_keys=True, default=str)
+  return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF

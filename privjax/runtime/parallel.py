@@ -193,7 +193,7 @@ def batched_map(
     local = [pad_rows(np.asarray(a[lo:hi]), mine.stop - mine.start) for a in arrays]
     batch = [jax.make_array_from_process_local_data(sharding, x, (b, *x.shape[1:])) for x in local]
     outputs.append(fn(*batch))
-    if len(outputs) > 1:  # At most two batches in flight (see train.py).
+    if len(outputs) > 1:  # At most two batches in flight (see loop.py).
       jax.block_until_ready(outputs[-2])
   host = fetch(outputs)
   return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0)[:n], *host)

@@ -291,19 +291,10 @@ def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, 
   thresholds = np.asarray([t for t, _ in picked], np.float32)
   accepted, above = run(_accept_pass, extra=(jnp.asarray(thresholds),))
   eligible = rows["genuine"] > 0
-  out_rows = []
-  for i, (f, (t, bound)) in enumerate(zip(fmrs, picked, strict=True)):
-    row = {
-      "fmr": float(f),
-      "threshold": float(t),
-      "threshold_error_bound": float(bound),
-      "realised_fmr": float(above["impostor_above"][i]) / m,
-      "resolvable": bool(f * m >= 1),
-    }
-    if eligible.any():
-      gar = accepted["genuine_hits"][eligible, i] / rows["genuine"][eligible]
-      row["genuine_accept_rate"] = _rate(gar, samples=bootstrap_samples, seed=seed)
-    out_rows.append(row)
+  out_rows = [
+    _threshold_row(i, f, t, bound, m, above, accepted, rows, eligible, bootstrap_samples, seed)
+    for i, (f, (t, bound)) in enumerate(zip(fmrs, picked, strict=True))
+  ]
   summary = {
     "num_identities": int(len(ids)),
     "type2_targets": int(eligible.sum()),
@@ -326,6 +317,22 @@ def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, 
     np.asarray(genuine_hist),
     np.asarray(impostor_hist),
   )
+
+
+def _threshold_row(i, fmr, t, bound, m, above, accepted, rows, eligible, samples, seed) -> dict:
+  """One FMR's row of the calibration: its threshold, the FMR it realises on the impostor
+  pairs, and the evaluator's own genuine accept rate there."""
+  row = {
+    "fmr": float(fmr),
+    "threshold": float(t),
+    "threshold_error_bound": float(bound),
+    "realised_fmr": float(above["impostor_above"][i]) / m,
+    "resolvable": bool(fmr * m >= 1),
+  }
+  if eligible.any():
+    gar = accepted["genuine_hits"][eligible, i] / rows["genuine"][eligible]
+    row["genuine_accept_rate"] = _rate(gar, samples=samples, seed=seed)
+  return row
 
 
 @jax.jit

@@ -140,10 +140,14 @@ def pairwise_ssim_block(queries, gallery, *, filter_size: int, filter_sigma: flo
   return jnp.mean(numer / denom, axis=(2, 3, 4))
 
 
+def unit_rows(x):
+  """[..., D] rows scaled to unit length (a zero row stays zero)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def cosine_similarity_matrix(queries, gallery):
   """Cosine similarity of every (query, gallery) feature pair: [Q, D] x [G, D] -> [Q, G]."""
-  q = queries / jnp.maximum(jnp.linalg.norm(queries, axis=-1, keepdims=True), 1e-12)
-  g = gallery / jnp.maximum(jnp.linalg.norm(gallery, axis=-1, keepdims=True), 1e-12)
+  q, g = unit_rows(queries), unit_rows(gallery)
   return jnp.matmul(q, g.T, precision=jax.lax.Precision.HIGHEST)
 
 

@@ -26,6 +26,7 @@ import math
 from typing import NamedTuple
 
 from privjax.errors import TrainingError
+from privjax.levels import SEVERITY
 
 
 class _Criterion(NamedTuple):
@@ -141,18 +142,10 @@ def _level(criteria: list[_Criterion], over: float):
   ]
 
 
-_SEVERITY = {"low": 0, "medium": 1, "high": 2}
-
-
-def reaches(level: str, gate: str) -> bool:
-  """Whether a verdict `level` is at least `gate` ("medium" or "high"): a release gate."""
-  return _SEVERITY[level] >= _SEVERITY[gate]
-
-
 def most_severe(results: dict) -> str:
   """The name of the most severe attacker: {name: (level, gain CI low, image re-id)}.
 
   A security audit errs toward the attacker: the highest level decides; among equals,
   the larger gain lower bound, then the larger image re-identification rate.
   """
-  return max(results, key=lambda n: (_SEVERITY[results[n][0]], results[n][1], results[n][2]))
+  return max(results, key=lambda n: (SEVERITY[results[n][0]], results[n][1], results[n][2]))

@@ -274,19 +274,8 @@ def score(
   }
   model_best = None
   if reembed is not None:
-    f_rec = reembed(recon)
-    cos = np.asarray(
-      metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(target_features))
-    )
-    per_image["reid_hit"] = metrics.rank1_hits(cos).astype(np.int64)
-    model_best = np.argmax(cos, axis=1)
-  metric_ci = {}
-  for name, kind in settings.metrics:
-    own, base = metric_scores(name, kind, targets, recon, settings=settings, mesh=mesh)
-    per_image[name], per_image[baseline_column(name)] = own, base
-    metric_ci[name] = tuple(
-      metrics.bootstrap_mean_ci(own - base, samples=settings.bootstrap_samples, seed=settings.seed)
-    )
+    per_image["reid_hit"], model_best = _model_reid(reembed(recon), target_features)
+  metric_ci = _metric_columns(per_image, targets, recon, settings=settings, mesh=mesh)
   ci = metrics.bootstrap_mean_ci(gain, samples=settings.bootstrap_samples, seed=settings.seed)
   identity, type2 = (None, None) if judge_identity is None else judge_identity(recon)
   return Scores(
@@ -300,6 +289,27 @@ def score(
     tuple(name for name, _ in settings.metrics),
     metric_ci,
   )
+
+
+def _model_reid(f_rec, target_features) -> tuple[np.ndarray, np.ndarray]:
+  """([N] rank-1 hits, [N] nearest target) of re-embedded reconstructions by cosine."""
+  cos = np.asarray(
+    metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(target_features))
+  )
+  return metrics.rank1_hits(cos).astype(np.int64), np.argmax(cos, axis=1)
+
+
+def _metric_columns(per_image: dict, targets, recon, *, settings: Settings, mesh) -> dict:
+  """Each config.metrics entry's per-target values and baselines added to `per_image`;
+  returns name -> the 95% CI of its gain over the baseline."""
+  metric_ci = {}
+  for name, kind in settings.metrics:
+    own, base = metric_scores(name, kind, targets, recon, settings=settings, mesh=mesh)
+    per_image[name], per_image[baseline_column(name)] = own, base
+    metric_ci[name] = tuple(
+      metrics.bootstrap_mean_ci(own - base, samples=settings.bootstrap_samples, seed=settings.seed)
+    )
+  return metric_ci
 
 
 @functools.cache

@@ -15,16 +15,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import attacks
+from privjax import attacks, levels
 from privjax.attacks import runner
 from privjax.errors import DataError
 from privjax.report import readings
 from privjax.runtime import keys, memory, provenance
 from privjax.runtime import workdir as workdir_lib
+from privjax.runtime.loop import split_validation
 from privjax.scoring import risk
 from privjax.scoring import scores as scoring
+from privjax.scoring.standardizer import Standardizer
 from privjax.stages import extraction, judge
-from privjax.train import split_validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +105,7 @@ class Round:
     keeps fitted attackers across calls on the same auxiliary set (runner.run_all).
     """
     self._check_memory(aux.shape[0])
-    standardize = attacks.Standardizer.fit(f_aux)
+    standardize = Standardizer.fit(f_aux)
     reembed = None
     if self.model is not None:
 
@@ -144,7 +145,7 @@ class Round:
           outcome.name,
           time.perf_counter() - t,
         )
-      if self.fast_verdict and not stage and risk.reaches(level, "high"):
+      if self.fast_verdict and not stage and levels.reaches(level, "high"):
         return f"not run: the verdict was already {level} (config.fast_verdict)"
       return ""
 

@@ -241,13 +241,10 @@ class Embedder:
       return self.embed(images, name)
     key = workdir_lib.array_hash(np.frombuffer(self.key.encode(), np.uint8), images)
     path = os.path.join(self.cache_dir, f"{name}-{key[:32]}.npz")
-    stored = cache.load(path)
-    if stored is not None:
-      logging.info("features of %s restored from %s", name, path)
-      return stored[0]["features"]
-    features = self.embed(images, name)
-    cache.save(path, {"features": features})
-    return features
+    arrays, _, _ = cache.cached(
+      path, lambda: ({"features": self.embed(images, name)}, None), what=f"features of {name}"
+    )
+    return arrays["features"]
 
 
 def prepare(

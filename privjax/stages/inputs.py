@@ -9,7 +9,6 @@ import dataclasses
 
 import numpy as np
 
-from privjax import config as config_lib
 from privjax.data import images
 from privjax.errors import ConfigError, DataError, ModelError
 from privjax.scoring import identity
@@ -46,10 +45,12 @@ def check_images(aux_images, target_images):
   return aux, targets
 
 
-def resolve_config(config, aux, targets, *, feature_dim, whole=False):
-  """The config resolved and checked once, and checked against the data's sizes (`whole`:
-  a config file's whole config, whose attackers are the set that runs)."""
-  cfg = config_lib.resolve(targets.shape[1:], config, feature_dim=feature_dim, whole=whole)
+MIN_TARGETS_FLOOR = 10  # fewer targets make the rates and the bootstrap CI meaningless
+
+
+def check_sizes(cfg, aux, targets) -> None:
+  """The resolved config checked against the data's sizes: enough targets, enough auxiliary
+  images to fit and validate on, each attack-strength part distinct and large enough."""
   if targets.shape[0] < cfg.min_targets:
     raise DataError(
       f"need at least config.min_targets={cfg.min_targets} target images for the rates and "
@@ -79,7 +80,6 @@ def resolve_config(config, aux, targets, *, feature_dim, whole=False):
         f"config.attack_strength.aux_fractions[{i}]={fraction} leaves {k} of the "
         f"{aux.shape[0]} auxiliary images, too few for an attacker to fit and validate on"
       )
-  return cfg
 
 
 def check(embed_fn, params, aux, targets, **kw) -> Inputs:

@@ -1,26 +1,26 @@
 """Loading what a config names: the data, the audited model and the evaluator.
 
 The command line's path into the audit (`audit.run`): each is built from its own config
-group (config.data, config.model, config.evaluator) before `privjax.assess` runs.
+group (config.data, config.model, config.evaluator) before `privjax.assess` runs. A model
+kind is found in the registry (`privjax.models.kinds.MODELS`) and dispatched by what it
+declared (one that trains, one of stored features), never by its name; its loader is
+given its own settings and explicit values, not the config tree.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import ml_collections
 import numpy as np
 from absl import logging
 
-from privjax import config as config_lib
 from privjax.data import sources
 from privjax.data import splits as data_lib
 from privjax.errors import ConfigError, DataError
 from privjax.models import kinds as embedding
-from privjax.models import recognition
-from privjax.runtime import workdir as workdir_lib
 from privjax.scoring import identity
+from privjax.stages import inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Loaded:
   aux_labels: np.ndarray | None
   target_sources: list | None
   description: str
-  evaluator_kind: str  # "off", "builtin", "flax" or "function" (`evaluator_kind`)
+  evaluator_kind: str  # "off" or a model kind (`evaluator_kind`)
   evaluator_off: str | None  # why no evaluator runs (the report says it), None when one does
   feature_dim: int | None  # known before any model runs: the builtin's, the npz's
 
@@ -54,19 +54,11 @@ def data(config) -> Loaded:
   embedding.validate(config.evaluator, "evaluator")
   loaded = data_lib.load(config.data)
   precomputed = isinstance(loaded, sources.Precomputed)
-  if precomputed and config.model.kind != "precomputed":
-    raise ConfigError(
-      f"{config.data.path} holds stored features (aux/target features), which no model "
-      f"re-embeds: add --config.model.kind=precomputed (got model.kind={config.model.kind!r})"
-    )
-  if config.model.kind == "precomputed" and not precomputed:
-    raise ConfigError(
-      "config.model.kind='precomputed' needs an npz source holding aux/target features "
-      f"(aux_images, aux_features, target_images, target_features), got data.source="
-      f"{config.data.source!r} without features"
-    )
+  declared = embedding.declared(config.model.kind)
+  _check_features(config, precomputed, bool(declared.get("stored_features")))
   if not precomputed:  # (before evaluator_kind: a refused run warns of nothing first)
-    _check_builtin(config, loaded)
+    if declared.get("check_data"):  # (the builtin's: labelled images of 2+ identities)
+      declared["check_data"](loaded, config.data.model_train_split)
     _check_target_count(config, loaded)
   kind, off = evaluator_kind(config, loaded, precomputed)
   if precomputed:
@@ -89,6 +81,7 @@ def data(config) -> Loaded:
       return labels
     return np.asarray(loaded.label_names)[labels]
 
+  feature_dim = declared.get("feature_dim")  # (the builtin's embed_dim)
   return Loaded(
     loaded,
     loaded.aux.images,
@@ -99,30 +92,23 @@ def data(config) -> Loaded:
     loaded.description,
     kind,
     off,
-    config.model.embed_dim if config.model.kind == "builtin" else None,
+    feature_dim(config.model) if feature_dim else None,
   )
 
 
-def _check_builtin(config, d: data_lib.AuditData) -> None:
-  """The builtin model's data, before any training: labelled model-train and auxiliary
-  images, and two or more identities to tell apart (one class trains a classifier to a
-  loss of 0 that recognises no one)."""
-  if config.model.kind != "builtin":
-    return
-  if d.model_train is None or d.model_train.labels is None or d.aux.labels is None:
+def _check_features(config, precomputed: bool, stored_kind: bool) -> None:
+  """Stored features (an npz of aux/target features) and a model kind of stored features
+  (config.model.kind='precomputed') come together or not at all."""
+  if precomputed and not stored_kind:
     raise ConfigError(
-      "config.model.kind='builtin' trains a classifier: it needs config.data."
-      "model_train_split and labels (config.data.label_key or identity subfolders)"
+      f"{config.data.path} holds stored features (aux/target features), which no model "
+      f"re-embeds: add --config.model.kind=precomputed (got model.kind={config.model.kind!r})"
     )
-  ids = np.unique(d.model_train.labels)
-  if len(ids) < 2:
-    name = ids[0] if d.label_names is None else d.label_names[ids[0]]
-    raise DataError(
-      "config.model.kind='builtin' trains a recognition model on config.data."
-      f"model_train_split={config.data.model_train_split!r}, which holds 1 identity "
-      f"({str(name)!r}, {len(d.model_train.labels)} images): it needs 2 or more to learn to "
-      "tell people apart; add identities (one subfolder each), or audit your own model "
-      "(config.model.kind='flax' or 'function')"
+  if stored_kind and not precomputed:
+    raise ConfigError(
+      "config.model.kind='precomputed' needs an npz source holding aux/target features "
+      f"(aux_images, aux_features, target_images, target_features), got data.source="
+      f"{config.data.source!r} without features"
     )
 
 
@@ -137,11 +123,11 @@ def _targets_in(spec: str, n: int) -> int:
 def _check_target_count(config, loaded: data_lib.AuditData) -> None:
   """Too few targets, refused with what would give enough: how many images the split
   needs for config.min_targets of them at config.data.target_split, and which setting
-  gives the targets a larger share (the audit config's own check, `inputs.resolve_config`,
+  gives the targets a larger share (the audit config's own check, `inputs.check_sizes`,
   knows no split: it runs for the Python API too)."""
   need, got = config.get("min_targets"), len(loaded.targets.images)
   valid = isinstance(need, int) and not isinstance(need, bool)
-  if not valid or need < config_lib.MIN_TARGETS_FLOOR or got >= need:
+  if not valid or need < inputs.MIN_TARGETS_FLOOR or got >= need:
     return  # (an invalid min_targets is refused by the audit config's check)
   spec = config.data.target_split
   split = data_lib.parse_split(spec)[0]
@@ -173,81 +159,66 @@ def model(config, loaded: Loaded, *, workdir, mesh) -> Model:
     logging.warning(
       "%s, so identity leakage is not checked (the report says so)", loaded.evaluator_off
     )
-  if isinstance(loaded.data, sources.Precomputed):
-    return Model(None, None, {"kind": kind})
+  embed_fn, params, info = _load(config, "model", kind, loaded, workdir=workdir, mesh=mesh)
+  return Model(embed_fn, params, {"kind": kind, **info})
+
+
+def _load(config, field: str, kind: str, loaded: Loaded, *, workdir, mesh) -> tuple:
+  """(embed_fn, params, info) of config.`field` as `kind` (the evaluator's "auto" resolved
+  by `evaluator_kind`), its loader given its own settings and explicit values: the image
+  shape and, for a kind that trains, its images, the seed, the workdir and the mesh."""
+  m = config[field]
+  if m.kind != kind:  # the evaluator's "auto": its settings, as the kind it became
+    m = ml_collections.ConfigDict(dict(m.to_dict(), kind=kind))
+  given = embedding.Given(field, tuple(loaded.target_images.shape[1:]))
+  if embedding.declared(kind, field).get("trains"):
+    train, test = _training_images(loaded, field)
+    training = embedding.Training(
+      train,
+      test,
+      seed=config.seed,
+      eval_batch_size=config.eval_batch_size,
+      overwrite=config.overwrite,
+      workdir=workdir,
+      mesh=mesh,
+    )
+    given = dataclasses.replace(given, training=training)
+  return embedding.load_kind(m, given, config)
+
+
+def _training_images(loaded: Loaded, field: str) -> tuple:
+  """(train, test) of a kind that trains: the audited model's the model-train split (its
+  data checked by `data`), tested on the auxiliary and target images; the evaluator's the
+  auxiliary images, tested on the targets."""
   d = loaded.data
-  if kind == "builtin":  # (its data checked by `data`: _check_builtin)
+  if field == "model":
     test = data_lib.Split(
       np.concatenate([d.aux.images, d.targets.images]),
       np.concatenate([d.aux.labels, d.targets.labels]),
     )
-    embed_fn, params, info = builtin(
-      config, "model", d.model_train, test, workdir=workdir, mesh=mesh
-    )
-  else:
-    embed_fn, params, info = embedding.load(config, "model", loaded.target_images.shape[1:])
-  return Model(embed_fn, params, {"kind": kind, **info})
-
-
-def builtin(config, field, train, test, *, workdir, mesh):
-  """The builtin RecognitionCNN of config.`field`, trained (or restored) in the workdir."""
-  mc = config[field]
-  if mc.kind == "auto":  # the evaluator `evaluator_kind` resolved to the builtin one
-    mc = ml_collections.ConfigDict(dict(mc.to_dict(), kind="builtin"))
-  ckpt_dir = os.path.join(workdir, "checkpoints", "recognition" if field == "model" else field)
-  workdir_lib.claim_stage(
-    ckpt_dir,
-    {
-      field: mc.to_dict(),
-      "seed": config.seed,
-      "train": workdir_lib.array_hash(train.images, train.labels),
-      "test": workdir_lib.array_hash(test.images, test.labels),
-    },
-    overwrite=config.overwrite,
-    what="recognition model" if field == "model" else field,
-  )
-  return recognition.train_or_restore(
-    train,
-    test,
-    mc,
-    seed=config.seed,
-    eval_batch_size=config.eval_batch_size,
-    mesh=mesh,
-    checkpoint_dir=ckpt_dir,
-    field=field,
-  )
+    return d.model_train, test
+  if isinstance(d, sources.Precomputed):  # the npz's images, with its labels as ids
+    ids, _ = data_lib.label_ids({"aux": d.aux_labels, "target": d.target_labels})
+    return data_lib.Split(d.aux_images, ids["aux"]), data_lib.Split(d.target_images, ids["target"])
+  return d.aux, d.targets
 
 
 def evaluator_kind(config, data, precomputed) -> tuple[str, str | None]:
-  """The evaluator that will run ("off", "builtin", "flax", "function"), decided before any
-  training, and why none runs (None when one does): "auto" is "builtin" on labelled
-  auxiliary and target images of two or more identities each, else "off" (logged when the
-  run starts, by `model`, and the report says why identity leakage was not checked); an
-  explicit kind the data cannot serve is a one-line error now, not after training."""
+  """The evaluator that will run ("off" or a model kind), decided before any training, and
+  why none runs (None when one does): "auto" is `embedding.AUTO` (the builtin one) on
+  labelled auxiliary and target images of two or more identities each, else "off" (logged
+  when the run starts, by `model`, and the report says why identity leakage was not
+  checked); an explicit kind the data cannot serve is a one-line error now, not after
+  training."""
   kind = config.evaluator.kind
   labels = data.target_labels if precomputed else data.targets.labels
   aux_labels = data.aux_labels if precomputed else data.aux.labels
   identities = 0 if labels is None else len(np.unique(labels))
-  trains_on = 0 if aux_labels is None else len(np.unique(aux_labels))  # the builtin's classes
+  trains_on = 0 if aux_labels is None else len(np.unique(aux_labels))  # a trained one's classes
   if kind == "auto":
-    if labels is None:
-      why = "the targets have no identity labels" + (
-        " (the npz's target_labels)" if precomputed else ""
-      )
-    elif identities < 2:
-      why = f"the targets hold {identities} identity (impostor pairs need two)"
-    elif aux_labels is None:
-      why = "the auxiliary images have no identity labels to train the builtin evaluator on" + (
-        " (add aux_labels to the npz, or give a 'flax' or 'function' evaluator)"
-        if precomputed
-        else ""
-      )
-    elif trains_on < 2:
-      why = (
-        f"the auxiliary images hold {trains_on} identity, too few to train the builtin evaluator on"
-      )
-    else:
-      return "builtin", None
+    why = _why_no_evaluator(labels, aux_labels, identities, trains_on, precomputed)
+    if why is None:
+      return embedding.AUTO, None
     return "off", f"config.evaluator.kind='auto' and {why}"  # (logged by `model`)
   if kind == "off":
     return kind, "config.evaluator.kind='off'"
@@ -262,19 +233,42 @@ def evaluator_kind(config, data, precomputed) -> tuple[str, str | None]:
       f"config.evaluator.kind={kind!r} needs targets of at least 2 identities to fix its "
       f"thresholds from impostor pairs, got {len(labels)} targets of {identities} identity"
     )
-  if kind == "builtin" and aux_labels is None:
+  trains = embedding.declared(kind, "evaluator").get("trains")
+  if trains and aux_labels is None:
     raise ConfigError(
-      "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, and "
+      f"config.evaluator.kind={kind!r} is trained on the labelled auxiliary images, and "
       + ("this npz holds no aux_labels" if precomputed else "they have no labels")
       + "; use a 'flax' or 'function' evaluator, or config.evaluator.kind='off'"
     )
-  if kind == "builtin" and trains_on < 2:
+  if trains and trains_on < 2:
     raise DataError(
-      "config.evaluator.kind='builtin' is trained on the labelled auxiliary images, which "
+      f"config.evaluator.kind={kind!r} is trained on the labelled auxiliary images, which "
       f"hold {trains_on} identity: it needs 2 or more to learn to tell people apart; use a "
       "'flax' or 'function' evaluator, or config.evaluator.kind='off'"
     )
   return kind, None
+
+
+def _why_no_evaluator(labels, aux_labels, identities, trains_on, precomputed) -> str | None:
+  """Why config.evaluator.kind='auto' runs none on these labels, or None: it runs the
+  builtin one."""
+  if labels is None:
+    return "the targets have no identity labels" + (
+      " (the npz's target_labels)" if precomputed else ""
+    )
+  if identities < 2:
+    return f"the targets hold {identities} identity (impostor pairs need two)"
+  if aux_labels is None:
+    return "the auxiliary images have no identity labels to train the builtin evaluator on" + (
+      " (add aux_labels to the npz, or give a 'flax' or 'function' evaluator)"
+      if precomputed
+      else ""
+    )
+  if trains_on < 2:
+    return (
+      f"the auxiliary images hold {trains_on} identity, too few to train the builtin evaluator on"
+    )
+  return None
 
 
 def evaluator(config, loaded: Loaded, *, workdir, mesh):
@@ -282,20 +276,8 @@ def evaluator(config, loaded: Loaded, *, workdir, mesh):
   kind = loaded.evaluator_kind
   if kind == "off":
     return None
-  info = {"kind": kind}
-  if kind == "builtin":
-    d = loaded.data
-    if isinstance(d, sources.Precomputed):  # the npz's images, with its labels as ids
-      ids, _ = data_lib.label_ids({"aux": d.aux_labels, "target": d.target_labels})
-      aux = data_lib.Split(d.aux_images, ids["aux"])
-      targets = data_lib.Split(d.target_images, ids["target"])
-    else:
-      aux, targets = d.aux, d.targets
-    embed_fn, params, trained = builtin(
-      config, "evaluator", aux, targets, workdir=workdir, mesh=mesh
-    )
-    info.update(trained, trained_on="the auxiliary set", tested_on="the targets")
-  else:
-    embed_fn, params, found = embedding.load(config, "evaluator", loaded.target_images.shape[1:])
-    info.update(found)
+  embed_fn, params, found = _load(config, "evaluator", kind, loaded, workdir=workdir, mesh=mesh)
+  info = {"kind": kind, **found}
+  if embedding.declared(kind, "evaluator").get("trains"):
+    info.update(trained_on="the auxiliary set", tested_on="the targets")
   return identity.Evaluator(embed_fn, params, info)

@@ -427,7 +427,7 @@ def test_a_sigterm_that_code_swallowed_still_exits_143_not_as_ctrl_c(
 def test_a_signal_once_the_report_is_returned_keeps_the_gates_status(
   smoke_run, tmp_path, launch_here, monkeypatch, sig
 ):
-  from privjax.report import assemble as report_lib
+  from privjax.report import files as report_lib
 
   workdir = tmp_path / "w"
   shutil.copytree(smoke_run[0], workdir)

@@ -205,9 +205,9 @@ def test_divergence_keeps_the_last_good_checkpoint(digits8, tmp_path, monkeypatc
   import optax
   import orbax.checkpoint as ocp
 
-  from privjax import train
+  from privjax.attacks import decoder_training
 
-  make_optimizer = train.make_optimizer
+  make_optimizer = decoder_training.make_optimizer
 
   def poisoned(tc):  # a fault injected into the optimizer: NaN updates from step 15 on
     base = make_optimizer(tc)
@@ -220,7 +220,7 @@ def test_divergence_keeps_the_last_good_checkpoint(digits8, tmp_path, monkeypatc
 
     return optax.GradientTransformation(lambda p: (base.init(p), jnp.zeros((), jnp.int32)), update)
 
-  monkeypatch.setattr(train, "make_optimizer", poisoned)
+  monkeypatch.setattr(decoder_training, "make_optimizer", poisoned)
   x, _ = digits8
   cfg = tiny_config(num_steps=100, eval_every=10)
   cfg.attacks.decoder.checkpoint_every = 10

@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 from privjax.errors import WorkdirError
-from privjax.report import assemble as report_lib
+from privjax.report import files as report_lib
 from privjax.runtime import workdir as workdir_lib
 from tests.conftest import REPO_ROOT, only_attackers, snapshot
 from tests.e2e.conftest import launch, launch_until

@@ -10,8 +10,10 @@ import pytest
 import privjax
 from privjax import attacks
 from privjax import config as config_lib
+from privjax import settings as settings_lib
 from privjax.runtime import parallel
 from privjax.scoring import scores as scoring
+from privjax.scoring.standardizer import Standardizer
 from privjax.stages import extraction
 from tests.compiles import counting
 
@@ -90,7 +92,7 @@ def test_refitting_and_scoring_on_new_data_of_the_same_shapes_compiles_nothing(d
 
   def one_round(start):
     images = x[start : start + n_aux + n_tgt]
-    std = attacks.Standardizer.fit(_tanh_features(images[:n_aux]))
+    std = Standardizer.fit(_tanh_features(images[:n_aux]))
     f = std(_tanh_features(images))
     split = np.arange(n_aux)
     aux = attacks.AuxSet(f[:n_aux], images[:n_aux], split[:-24], split[-24:])
@@ -100,7 +102,7 @@ def test_refitting_and_scoring_on_new_data_of_the_same_shapes_compiles_nothing(d
       recon = attacks.get(name)(aux, ctx, own).reconstruct(f[n_aux:])
       targets = images[n_aux:]
       out[name] = [
-        scoring.score(recon, targets, settings=config_lib.scoring_settings(c), mesh=mesh)
+        scoring.score(recon, targets, settings=settings_lib.scoring(c), mesh=mesh)
         for c in (cfg, shortlist)
       ]
     return out
@@ -121,15 +123,15 @@ def test_standardisation_keeps_the_signal_under_a_large_offset_in_float64(offset
   f = np.random.default_rng(0).uniform(-1, 1, size=(300, 8))
   stored = extraction.check_features(f + offset, 300, name="aux_features")
   assert stored.dtype == np.float64
-  z = attacks.Standardizer.fit(stored)(stored)
+  z = Standardizer.fit(stored)(stored)
   # Equal up to float64's resolution at the offset (1.2e-4 at 1e12 on a spread of 2).
-  np.testing.assert_allclose(z, attacks.Standardizer.fit(f)(f), atol=2e-3)
+  np.testing.assert_allclose(z, Standardizer.fit(f)(f), atol=2e-3)
 
 
 def test_standardisation_treats_float32_rounding_as_no_signal():
   f = np.full((50, 2), 1e8, np.float32)
   f[::2, 1] = np.nextafter(np.float32(1e8), np.float32(2e8))  # one float32 step apart
-  std = attacks.Standardizer.fit(f)
+  std = Standardizer.fit(f)
   assert (std.scale == 1.0).all()  # the spread is rounding at float32 resolution
 
 

@@ -98,6 +98,16 @@ def test_a_whole_config_runs_exactly_its_attackers():
   }
 
 
+def test_the_default_attackers_are_those_registered_default_on_in_registration_order():
+  from privjax import attacks
+
+  assert attacks.default_on() == ["decoder", "ridge", "nearest", "whitebox", "blend"]
+  c = config_lib.audit_config()
+  assert set(c.attacks) == set(attacks.default_on())
+  for name in attacks.default_on():
+    assert c.attacks[name].to_dict() == attacks.with_defaults(name, {})
+
+
 def test_numpy_scalars_are_read_as_the_numbers_they_hold():
   import json
 
@@ -107,8 +117,10 @@ def test_numpy_scalars_are_read_as_the_numbers_they_hold():
     "risk": {"high_ssim_gain": np.float32(0.3)},
     "bootstrap_samples": np.int64(200),
     "attacks": {"ridge": {"num_features": np.int32(64), "penalties": (np.float64(1e-3),)}},
+    "metrics": {"close": {"type": "a:b", "high": np.float32(0.5)}},  # a family's entries too
   }
   c = config_lib.for_images((8, 8, 1), ml_collections.ConfigDict(overrides))
   assert c.risk.high_ssim_gain == pytest.approx(0.3) and type(c.risk.high_ssim_gain) is float
+  assert c.metrics.close.high == 0.5 and type(c.metrics.close.high) is float
   assert c.bootstrap_samples == 200 and c.attacks.ridge.num_features == 64
   json.dumps(c.to_dict())  # the report's copy of the config serialises

@@ -89,6 +89,22 @@ def test_labels_rules_for_the_api():
     data.label_ids({"aux": [1, 2], "target": ["a"]})
 
 
+def test_only_a_source_that_declares_it_aligns_face_photos():
+  from configs import folder
+  from privjax.data import sources
+  from privjax.errors import ConfigError
+
+  assert sources.aligns("folder") and not sources.aligns("npz")
+  assert not sources.aligns("tests.unit.toy_plugins:stripes") and not sources.aligns(None)
+  d = folder.get_config().data
+  d.align = "dlib"
+  data.validate(d)  # the folder source declares `aligns`
+  for source in ("npz", "tests.unit.toy_plugins:stripes"):
+    d.source = source
+    with pytest.raises(ConfigError, match=f"of a folder source, got data.source='{source}'"):
+      data.validate(d)
+
+
 # --- data.save_chips: checked before any work, written atomically -------------------------
 
 
@@ -128,7 +144,7 @@ def test_save_chips_is_checked_before_any_work(tmp_path, monkeypatch):
 
 
 class _FakeAligner:
-  """faces.Aligner without dlib: each photo's chip is the photo, in RGB uint8."""
+  """align.Aligner without dlib: each photo's chip is the photo, in RGB uint8."""
 
   def chip(self, image, *, largest=False):
     del largest
@@ -152,10 +168,9 @@ def _faces(tmp_path, digits8):
 def test_chips_are_written_whole_beside_their_relative_paths(tmp_path, monkeypatch, digits8):
   from PIL import Image
 
-  from privjax.data import sources
-  from privjax.models import faces
+  from privjax.data import align, sources
 
-  monkeypatch.setattr(faces, "Aligner", _FakeAligner)
+  monkeypatch.setattr(align, "Aligner", _FakeAligner)
   root, chips = _faces(tmp_path, digits8), tmp_path / "chips"
   split = sources.folder(str(root), "dlib", str(chips))["all"]
   assert sorted(str(p.relative_to(chips)) for p in chips.rglob("*")) == [
@@ -178,12 +193,11 @@ def test_a_refused_chip_write_is_one_line_and_keeps_the_chip_there(
 ):
   import errno
 
-  from privjax.data import sources
+  from privjax.data import align, sources
   from privjax.errors import WorkdirError
-  from privjax.models import faces
   from tests.conftest import snapshot
 
-  monkeypatch.setattr(faces, "Aligner", _FakeAligner)
+  monkeypatch.setattr(align, "Aligner", _FakeAligner)
   root, chips = _faces(tmp_path, digits8), tmp_path / "chips"
   sources.folder(str(root), "dlib", str(chips))
   before = snapshot(chips)

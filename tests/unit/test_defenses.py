@@ -9,6 +9,7 @@ import pytest
 
 import privjax
 from privjax import config as config_lib
+from privjax import settings as settings_lib
 from privjax.defenses import transforms as defenses
 from privjax.errors import ConfigError
 from privjax.runtime import parallel
@@ -99,7 +100,7 @@ def test_one_compiled_program_serves_every_strength(features):
 def _checked(sweep, dim=None, **defense):
   c = config_lib.for_images((8, 8, 1), {"defense": {"sweep": sweep, **defense}})
   config_lib.validate(c)
-  config_lib.check_sweep(c, dim)
+  settings_lib.check_sweep(c, dim)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +140,7 @@ def test_a_defense_sweep_config_builds(tmp_path):
     del audit_cfg[key]
   checked = config_lib.for_images((16, 16, 1), audit_cfg)
   config_lib.validate(checked)
-  config_lib.check_sweep(checked, dim=c.model.embed_dim)
+  settings_lib.check_sweep(checked, dim=c.model.embed_dim)
   assert sum(len(e.strengths) for e in checked.defense.sweep.values()) == 12
 
 

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from privjax.data import align
 from privjax.errors import ConfigError, ModelError
 from privjax.models import faces
 
@@ -67,12 +68,10 @@ def test_without_the_extra_one_line_says_what_to_install(monkeypatch):
 
 
 def test_the_model_kind_takes_150x150_rgb_chips_only():
-  from privjax import config as config_lib
   from privjax.models import kinds as embedding
 
-  c = config_lib.audit_config()
   with pytest.raises(ConfigError, match="takes 150x150 RGB face chips"):
-    embedding.load_dlib_face(None, (32, 32, 3), c, "model")
+    embedding.load_dlib_face(None, embedding.Given("model", (32, 32, 3)))
 
 
 @needs_extra
@@ -109,15 +108,13 @@ def test_face_photos_are_aligned_as_dlib_does_and_faceless_or_crowded_ones_skipp
 def test_the_encoder_is_a_model_kind_and_an_evaluator_kind():
   import ml_collections
 
-  from privjax import config as config_lib
   from privjax.models import kinds as embedding
 
   assert "dlib_face" in embedding.kinds("model") and "dlib_face" in embedding.kinds("evaluator")
-  c = config_lib.audit_config()
   evaluator = ml_collections.ConfigDict({"kind": "dlib_face"})
   embedding.validate(evaluator, "evaluator")  # needs no other field
   with pytest.raises(ConfigError, match="config.evaluator.kind='dlib_face' takes 150x150"):
-    embedding.load_dlib_face(evaluator, (64, 64, 3), c, "evaluator")
+    embedding.load_kind(evaluator, embedding.Given("evaluator", (64, 64, 3)))
 
 
 @needs_extra
@@ -125,7 +122,7 @@ def test_dlib_accepts_an_aligned_face_as_itself_and_not_a_grey_image():
   import skimage.data
 
   face = np.ascontiguousarray(skimage.data.astronaut()[:300, 100:400])
-  chip, _ = faces.Aligner().chip(face.astype(np.float32) / 255)
+  chip, _ = align.Aligner().chip(face.astype(np.float32) / 255)
   chip = chip.astype(np.float32) / 255
   originals = np.stack([chip, chip])
   candidates = np.stack([chip, np.full_like(chip, 0.5)])  # grey: descriptor distance 0.76
@@ -138,7 +135,7 @@ def test_a_photo_with_several_faces_is_refused_or_kept_by_its_largest_face():
   import skimage.data
 
   photo = skimage.data.astronaut().astype(np.float32) / 255  # dlib finds her badge's face too
-  aligner = faces.Aligner()
+  aligner = align.Aligner()
   assert aligner.chip(photo) == (None, 2)
   chip, found = aligner.chip(photo, largest=True)
   assert found == 2 and chip.shape == (150, 150, 3)

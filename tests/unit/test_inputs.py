@@ -4,6 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from privjax import config as config_lib
 from privjax.errors import ConfigError
 from privjax.stages import inputs as inputs_lib
 
@@ -49,7 +50,7 @@ def test_two_strength_fractions_giving_the_same_part_are_refused(digits8):
   with pytest.raises(
     ConfigError, match=r"aux_fractions\[2\]=0.5 gives the same 150 .* aux_fractions\[0\]=0.5"
   ):
-    inputs_lib.resolve_config(cfg, x[:300], x[300:340], feature_dim=None)
+    inputs_lib.check_sizes(config_lib.resolve(x.shape[1:], cfg), x[:300], x[300:340])
   near = ml_collections.ConfigDict({"attack_strength": {"aux_fractions": (0.5, 0.501)}})
   with pytest.raises(ConfigError, match="list each part once"):
-    inputs_lib.resolve_config(near, x[:300], x[300:340], feature_dim=None)
+    inputs_lib.check_sizes(config_lib.resolve(x.shape[1:], near), x[:300], x[300:340])

@@ -5,7 +5,7 @@ import pytest
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from privjax import config as config_lib
+from privjax import settings as settings_lib
 from privjax.errors import ConfigError
 from privjax.scoring import metrics
 
@@ -86,19 +86,19 @@ def test_bootstrap_ci_covers_mean_and_shrinks_with_n():
 
 
 def test_ssim_window_shrinks_for_small_images():
-  assert config_lib.ssim_window(64, 64, 11, 1.5) == (11, 1.5)
-  size, sigma = config_lib.ssim_window(8, 8, 11, 1.5)
+  assert settings_lib.ssim_window(64, 64, 11, 1.5) == (11, 1.5)
+  size, sigma = settings_lib.ssim_window(8, 8, 11, 1.5)
   assert size == 7 and sigma == pytest.approx(1.5 * 7 / 11)
   # The shrunk window is the one skimage derives from the shrunk sigma.
   for n in (5, 6, 7, 8, 9, 10):
-    size, sigma = config_lib.ssim_window(n, n, 11, 1.5)
+    size, sigma = settings_lib.ssim_window(n, n, 11, 1.5)
     assert size == 2 * int(3.5 * sigma + 0.5) + 1
   # Shrunk to 3 pixels, sigma would be 0.41 < 0.5: refused rather than degenerate.
   with pytest.raises(ConfigError, match="sigma would be 0.409 < 0.5 pixel"):
-    config_lib.ssim_window(3, 3, 11, 1.5)
-  assert config_lib.ssim_window(3, 3, 3, 0.6) == (3, 0.6)  # a window set for them is kept
+    settings_lib.ssim_window(3, 3, 11, 1.5)
+  assert settings_lib.ssim_window(3, 3, 3, 0.6) == (3, 0.6)  # a window set for them is kept
   with pytest.raises(ConfigError, match="at least 3x3"):
-    config_lib.ssim_window(2, 8, 11, 1.5)
+    settings_lib.ssim_window(2, 8, 11, 1.5)
 
 
 def test_squared_distances_match_numpy(rng):

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from privjax.models.nets import Decoder, RecognitionCNN, stem_stride
+from privjax.attacks.decoder_net import Decoder
+from privjax.models.nets import RecognitionCNN, stem_stride
 
 
 def _conv_sizes(module, x):
@@ -50,7 +51,108 @@ def test_the_builtin_model_strides_large_images_to_its_working_size(size, stride
 def test_the_automatic_decoder_width_is_64_under_64_pixels_and_128_from_64(side, width):
   import ml_collections
 
-  from privjax import train
+  from privjax.attacks import decoder_training
 
   cfg = ml_collections.ConfigDict({"width": 0, "hidden": 512})
-  assert train.decoder_capacity(cfg, (side, side, 3), 64) == (width, 512)
+  assert decoder_training.decoder_capacity(cfg, (side, side, 3), 64) == (width, 512)
+
+
+# --- model kinds: every one in the registry, each loader given its own settings ---------
+
+
+def _builtin_settings(kind="builtin"):
+  import ml_collections
+
+  return ml_collections.ConfigDict(
+    {
+      "kind": kind,
+      "width": 4,
+      "embed_dim": 6,
+      "stride": 0,
+      "train_steps": 2,
+      "batch_size": 4,
+      "learning_rate": 1e-3,
+    }
+  )
+
+
+def _labelled(n, seed):
+  import numpy as np
+
+  from privjax.data.splits import Split
+
+  images = np.random.default_rng(seed).random((n, 8, 8, 1), dtype=np.float32)
+  return Split(images, np.arange(n) % 2)
+
+
+def test_every_model_kind_is_in_the_registry_with_what_it_declares():
+  import ml_collections
+
+  from privjax.errors import ConfigError
+  from privjax.models import kinds
+
+  own = ["builtin", "precomputed"]
+  assert kinds.kinds("model") == [*own, "dlib_face", "flax", "function"]
+  assert kinds.kinds("evaluator") == ["auto", "off", "builtin", "dlib_face", "flax", "function"]
+  assert all(kinds.declared(name).get("own") for name in own)
+  assert kinds.declared("builtin")["trains"] and kinds.declared("precomputed")["stored_features"]
+  assert kinds.declared(kinds.AUTO)["trains"]  # what the evaluator's "auto" becomes
+  stored = ml_collections.ConfigDict({"kind": "precomputed"})
+  assert kinds.load_kind(stored, kinds.Given("model", (8, 8, 1))) == (None, None, {})
+  # "auto" is the evaluator's alone; "precomputed" no evaluator's.
+  for kind, field in [("auto", "model"), ("precomputed", "evaluator")]:
+    with pytest.raises(ConfigError, match=f"config.{field}.kind must be one of"):
+      kinds.validate(ml_collections.ConfigDict({"kind": kind}), field)
+  with pytest.raises(ConfigError, match="config.evaluator.width must be a positive integer"):
+    bad = _builtin_settings("auto")
+    bad.width = 0
+    kinds.validate(bad, "evaluator")  # "auto" is checked as the builtin it may become
+
+
+def test_the_builtin_kind_trains_from_its_own_settings_and_explicit_values(tmp_path):
+  from privjax.models import kinds
+  from privjax.runtime import parallel
+
+  training = kinds.Training(
+    _labelled(8, 0),
+    _labelled(4, 1),
+    seed=0,
+    eval_batch_size=4,
+    overwrite=False,
+    workdir=str(tmp_path),
+    mesh=parallel.data_mesh(),
+  )
+  m = _builtin_settings()
+  given = kinds.Given("model", (8, 8, 1), training)
+  embed_fn, params, info = kinds.load_kind(m, given)  # no run config
+  assert embed_fn(params, training.test.images).shape == (4, 6)
+  assert info["train_examples"] == 8 and not info["restored"]
+  assert (tmp_path / "checkpoints" / "recognition").is_dir()
+  assert kinds.load_kind(m, given)[2]["restored"]
+  with pytest.raises(ValueError, match="needs Given.training"):
+    kinds.load_kind(m, kinds.Given("model", (8, 8, 1)))
+
+
+def test_the_auto_evaluator_trains_as_the_builtin_kind_in_its_own_checkpoint(tmp_path):
+  import json
+
+  import ml_collections
+
+  from privjax.data.splits import AuditData
+  from privjax.models import kinds
+  from privjax.runtime import parallel, workdir
+  from privjax.stages import loading
+
+  config = ml_collections.ConfigDict(
+    {"seed": 0, "eval_batch_size": 4, "overwrite": False, "evaluator": _builtin_settings("auto")}
+  )
+  aux, targets = _labelled(8, 0), _labelled(4, 1)
+  d = AuditData(None, aux, targets, "toy")
+  loaded = loading.Loaded(
+    d, aux.images, targets.images, targets.labels, aux.labels, None, "toy", kinds.AUTO, None, None
+  )
+  ev = loading.evaluator(config, loaded, workdir=str(tmp_path), mesh=parallel.data_mesh())
+  assert ev.info["kind"] == "builtin" and ev.info["trained_on"] == "the auxiliary set"
+  folder = tmp_path / "checkpoints" / "evaluator"
+  stored = json.loads((folder / workdir.FINGERPRINT_FILE).read_text())
+  assert stored["evaluator"]["kind"] == "builtin"  # the kind it became, as before

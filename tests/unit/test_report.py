@@ -7,7 +7,7 @@ import pytest
 
 
 def test_report_json_is_strict_json():
-  from privjax.report.assemble import strict_json
+  from privjax.report.files import strict_json
 
   text = strict_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": -float("inf")}})
   assert json.loads(text, parse_constant=lambda t: pytest.fail(f"not strict JSON: {t}")) == {
@@ -23,7 +23,7 @@ def test_per_image_csv_text_never_runs_as_a_formula():
 
   import numpy as np
 
-  from privjax.report import assemble as report
+  from privjax.report import files as report
 
   names = ['=HYPERLINK("x")', "+1", "-cmd", "@SUM(A1)", "plain.png", "a=b"]
   rows = list(
@@ -53,7 +53,7 @@ def test_per_image_csv_header_never_runs_as_a_formula():
 
   import numpy as np
 
-  from privjax.report import assemble as report
+  from privjax.report import files as report
 
   columns = {"ssim": np.ones(2), "=cmd|'/c calc'!A0": np.zeros(2), "baseline_=x": np.zeros(2)}
   header = next(csv.reader(io.StringIO(report.per_image_csv(columns).decode())))
@@ -385,7 +385,7 @@ def test_the_widest_tables_fit_the_page_at_1280_px_without_scrolling(tmp_path):
 
 
 def test_the_cli_prints_each_warning_once_after_the_summary_line():
-  from privjax.report import assemble as report_lib
+  from privjax.report import files as report_lib
 
   summary = {
     "warnings": [

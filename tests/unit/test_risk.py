@@ -6,6 +6,7 @@ import pytest
 
 import privjax
 from privjax import config as config_lib
+from privjax import levels
 from privjax.scoring import risk
 
 _THRESHOLDS = {
@@ -56,14 +57,13 @@ def test_identity_leakage_raises_the_verdict_alone():
 
 
 def test_a_release_gate_trips_at_its_level_and_above():
-  from privjax.scoring import risk
 
-  assert [risk.reaches(level, "medium") for level in ("low", "medium", "high")] == [
+  assert [levels.reaches(level, "medium") for level in ("low", "medium", "high")] == [
     False,
     True,
     True,
   ]
-  assert [risk.reaches(level, "high") for level in ("low", "medium", "high")] == [
+  assert [levels.reaches(level, "high") for level in ("low", "medium", "high")] == [
     False,
     False,
     True,

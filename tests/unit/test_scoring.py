@@ -8,6 +8,7 @@ import privjax
 
 def test_shortlist_identification_agrees_with_exact(digits8):
   from privjax import config as config_lib
+  from privjax import settings as settings_lib
   from privjax.runtime import parallel
   from privjax.scoring import scores as scoring
 
@@ -22,14 +23,10 @@ def test_shortlist_identification_agrees_with_exact(digits8):
     )
   )
   mesh = parallel.data_mesh()
-  exact = scoring.identify(
-    recon, targets, own, settings=config_lib.scoring_settings(cfg), mesh=mesh
-  )
+  exact = scoring.identify(recon, targets, own, settings=settings_lib.scoring(cfg), mesh=mesh)
   cfg.reid.exact_max_targets = 100  # force the shortlist
   cfg.reid.baseline_samples = 200
-  short = scoring.identify(
-    recon, targets, own, settings=config_lib.scoring_settings(cfg), mesh=mesh
-  )
+  short = scoring.identify(recon, targets, own, settings=settings_lib.scoring(cfg), mesh=mesh)
   assert exact["exact"] and not short["exact"]
   assert 0.2 < exact["hits"].mean() < 1.0  # a non-trivial case
   assert np.mean(exact["hits"] == short["hits"]) >= 0.97

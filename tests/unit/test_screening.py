@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from privjax.attacks import Standardizer
+from privjax.scoring.standardizer import Standardizer
 from privjax.stages import screening
 
 

@@ -1,5 +1,6 @@
-"""The decoder's train step and training loop."""
+"""The generic training loop (privjax/runtime/loop.py) and the decoder's training on it."""
 
+import dataclasses
 import functools
 import shutil
 
@@ -10,32 +11,34 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from privjax import train
+from privjax.attacks import decoder_training
 from privjax.data.splits import batch_indices
-from privjax.runtime import parallel
+from privjax.runtime import loop, parallel
 from tests.conftest import tiny_training
 
 
 def test_only_large_optimizer_leaves_are_split():
-  big = train.SPLIT_MIN_ELEMENTS
-  assert train.split_spec((512, 1024), 4) == P()  # a collective per step saves nothing
-  assert train.split_spec((8, big // 8), 4) == P(None, "data")  # the largest axis
-  assert train.split_spec((3, big), 4) == P(None, "data")
-  assert train.split_spec((big + 1,), 4) == P()  # no axis the device count divides
+  big = loop.SPLIT_MIN_ELEMENTS
+  assert loop.split_spec((512, 1024), 4) == P()  # a collective per step saves nothing
+  assert loop.split_spec((8, big // 8), 4) == P(None, "data")  # the largest axis
+  assert loop.split_spec((3, big), 4) == P(None, "data")
+  assert loop.split_spec((big + 1,), 4) == P()  # no axis the device count divides
 
 
 def test_train_step_reduces_loss(digits8, monkeypatch):
-  monkeypatch.setattr(train, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
+  monkeypatch.setattr(loop, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
   images = digits8[0][:256]
   features = images.reshape(256, -1) @ np.random.default_rng(0).normal(size=(64, 32)).astype(
     np.float32
   )
   cfg = tiny_training(images.shape[1:])
   mesh = parallel.data_mesh()
-  decoder = train.make_decoder(cfg, images.shape[1:])
-  tx = train.make_optimizer(cfg.train)
-  loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)
-  training = train.decoder_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
+  decoder = decoder_training.make_decoder(cfg, images.shape[1:])
+  tx = decoder_training.make_optimizer(cfg)
+  loss_fn = functools.partial(
+    decoder_training.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68
+  )
+  training = decoder_training.training_for(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
   state, step = training.init(jax.random.key(0)), training.step
   batch = parallel.shard_batch({"features": features[:128], "images": images[:128]}, mesh)
   losses = []
@@ -63,8 +66,8 @@ def test_training_stops_early_and_returns_best(digits8):
   images = digits8[0][:300]
   features = np.zeros((300, 4), np.float32)  # nothing to learn beyond the mean image
   cfg = tiny_training(images.shape[1:], num_steps=3000, eval_every=20)
-  cfg.train.patience = 3
-  _, _, conv = train.train_decoder(features, images, cfg, mesh=parallel.data_mesh())
+  cfg = dataclasses.replace(cfg, patience=3)
+  _, _, conv = decoder_training.train_decoder(features, images, cfg, mesh=parallel.data_mesh())
   assert conv["stopped"].startswith("early stop")
   assert conv["steps"] < 3000
   assert conv["best_step"] <= conv["steps"] - 3 * 20
@@ -72,7 +75,7 @@ def test_training_stops_early_and_returns_best(digits8):
   # one is lower by more than that.
   at_best = [h["val_loss"] for h in conv["history"] if h["step"] == conv["best_step"]]
   assert at_best == [conv["best_val_loss"]]
-  assert min(h["val_loss"] for h in conv["history"]) >= conv["best_val_loss"] - cfg.train.min_delta
+  assert min(h["val_loss"] for h in conv["history"]) >= conv["best_val_loss"] - cfg.min_delta
 
 
 def test_train_step_keeps_a_debiased_moving_average_of_the_params(digits8):
@@ -80,10 +83,12 @@ def test_train_step_keeps_a_debiased_moving_average_of_the_params(digits8):
   features = images.reshape(64, -1)[:, ::4].copy()
   cfg = tiny_training(images.shape[1:])
   mesh = parallel.data_mesh()
-  decoder = train.make_decoder(cfg, images.shape[1:])
-  loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)
-  training = train.decoder_training(
-    decoder, train.make_optimizer(cfg.train), loss_fn, 16, mesh=mesh, ema_decay=0.99
+  decoder = decoder_training.make_decoder(cfg, images.shape[1:])
+  loss_fn = functools.partial(
+    decoder_training.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68
+  )
+  training = decoder_training.training_for(
+    decoder, decoder_training.make_optimizer(cfg), loss_fn, 16, mesh=mesh, ema_decay=0.99
   )
   state = training.init(jax.random.key(0))
   p0 = jax.tree.map(np.asarray, state.params)
@@ -108,20 +113,20 @@ def test_train_step_keeps_a_debiased_moving_average_of_the_params(digits8):
 
 def test_resume_on_another_device_count(digits8, tmp_path, monkeypatch):
   """A checkpoint from 4 devices resumes on 2 (optimizer vectors are stored unpadded)."""
-  monkeypatch.setattr(train, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
-  fresh = functools.lru_cache(maxsize=8)(train._decoder_programs.__wrapped__)
-  monkeypatch.setattr(train, "_decoder_programs", fresh)  # programs built with that rule
+  monkeypatch.setattr(loop, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
+  fresh = functools.lru_cache(maxsize=8)(decoder_training._decoder_programs.__wrapped__)
+  monkeypatch.setattr(decoder_training, "_decoder_programs", fresh)  # programs built with that rule
   images = digits8[0][:300]
   features = images.reshape(300, -1)[:, ::2].copy()
   cfg = tiny_training(images.shape[1:], num_steps=80, eval_every=40, checkpoint_every=40)
-  cfg.train.patience = 10
+  cfg = dataclasses.replace(cfg, patience=10)
   ckpt = tmp_path / "decoder"
-  _, params4, conv4 = train.train_decoder(
+  _, params4, conv4 = decoder_training.train_decoder(
     features, images, cfg, mesh=parallel.data_mesh(), checkpoint_dir=str(ckpt)
   )
   shutil.rmtree(ckpt / "80")  # as if the 4-device run had stopped after step 40
   mesh2 = parallel.data_mesh(jax.devices()[:2])
-  _, params2, conv2 = train.train_decoder(
+  _, params2, conv2 = decoder_training.train_decoder(
     features, images, cfg, mesh=mesh2, checkpoint_dir=str(ckpt)
   )
   assert conv2["steps"] == 80 and [h["step"] for h in conv2["history"]] == [40, 80]
@@ -136,9 +141,11 @@ def _update_norms(tx, devices, digits8):
   features = images.reshape(64, -1)[:, ::4].copy()
   cfg = tiny_training(images.shape[1:])
   mesh = parallel.data_mesh(jax.devices()[:devices])
-  decoder = train.make_decoder(cfg, images.shape[1:], features.shape[1])
-  loss_fn = functools.partial(train.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68)
-  training = train.decoder_training(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
+  decoder = decoder_training.make_decoder(cfg, images.shape[1:], features.shape[1])
+  loss_fn = functools.partial(
+    decoder_training.per_example_loss, kind="mse", filter_size=5, filter_sigma=0.68
+  )
+  training = decoder_training.training_for(decoder, tx, loss_fn, features.shape[1], mesh=mesh)
   state = training.init(jax.random.key(0))
   before = jax.tree.map(np.asarray, state.params)
   batch = parallel.shard_batch({"features": features, "images": images}, mesh)
@@ -171,13 +178,15 @@ def test_any_optax_chain_computes_as_on_one_device(digits8):
 def test_the_ssim_weight_scales_only_the_ssim_term_of_the_mixed_losses():
   rng = np.random.default_rng(0)
   a, b = (rng.random((3, 16, 16, 1), np.float32) for _ in range(2))
-  loss = functools.partial(train.per_example_loss, a, b, filter_size=5, filter_sigma=0.68)
+  loss = functools.partial(
+    decoder_training.per_example_loss, a, b, filter_size=5, filter_sigma=0.68
+  )
   mse, dssim = loss(kind="mse"), loss(kind="ssim")
   np.testing.assert_allclose(loss(kind="mse+ssim", ssim_weight=0.1), mse + 0.1 * dssim, rtol=1e-6)
   np.testing.assert_allclose(loss(kind="mse+ssim"), mse + dssim, rtol=1e-6)
   np.testing.assert_allclose(
     loss(kind="log_mse+ssim", ssim_weight=3.0),
-    np.log(mse + train.LOG_MSE_EPS) + 3.0 * dssim,
+    np.log(mse + decoder_training.LOG_MSE_EPS) + 3.0 * dssim,
     rtol=1e-5,
   )
 
@@ -185,13 +194,13 @@ def test_the_ssim_weight_scales_only_the_ssim_term_of_the_mixed_losses():
 def test_a_state_without_an_average_is_stored_as_before_the_average_existed():
   """Checkpoints of models trained without an average (the recognition model) keep the
   tree paths, so their checksums, of the three-field state that older privjax saved."""
-  state = train.TrainState(step=np.int32(3), params={"w": np.ones(2)}, opt_state=(np.zeros(2),))
-  stored = train._stored(state)
+  state = loop.TrainState(step=np.int32(3), params={"w": np.ones(2)}, opt_state=(np.zeros(2),))
+  stored = loop._stored(state)
   paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(stored)]
   assert paths == [".step", ".params['w']", ".opt_state[0]"]
-  assert train._loaded(stored) == state
+  assert loop._loaded(stored) == state
   averaged = state.replace(ema={"w": np.zeros(2)})
-  assert train._loaded(train._stored(averaged)) is averaged
+  assert loop._loaded(loop._stored(averaged)) is averaged
 
 
 def test_mismatched_mse_averages_every_other_pair(rng):
@@ -199,8 +208,10 @@ def test_mismatched_mse_averages_every_other_pair(rng):
   images = rng.uniform(size=(7, 3, 2, 1)).astype(np.float32)
   p64, x64 = predictions.astype(np.float64), images.astype(np.float64)
   brute = [np.mean([np.mean((p64[j] - x64[i]) ** 2) for j in range(7) if j != i]) for i in range(7)]
-  np.testing.assert_allclose(train.mismatched_mse(predictions, images, chunk=3), brute, rtol=1e-9)
-  assert train.mismatched_mse(predictions[:1], images[:1]) is None  # no other image
+  np.testing.assert_allclose(
+    decoder_training.mismatched_mse(predictions, images, chunk=3), brute, rtol=1e-9
+  )
+  assert decoder_training.mismatched_mse(predictions[:1], images[:1]) is None  # no other image
 
 
 def _record(best_mse, other_mse, se, mean_image_mse=0.073):
@@ -254,8 +265,8 @@ def test_the_flat_warning_fires_only_on_a_decoder_that_learned_nothing(digits8, 
   noise_only = rng.normal(size=signal.shape)
   features = (noise_only if noise is None else signal + noise * noise_only).astype(np.float32)
   cfg = tiny_training(images.shape[1:], num_steps=300, eval_every=50)
-  _, _, conv = train.train_decoder(features, images, cfg, mesh=parallel.data_mesh())
-  flat = [w for w in training_warnings(conv, cfg.train) if "validation loss flat" in w]
+  _, _, conv = decoder_training.train_decoder(features, images, cfg, mesh=parallel.data_mesh())
+  flat = [w for w in training_warnings(conv, cfg) if "validation loss flat" in w]
   assert bool(flat) == (noise is None), (conv["best_val_mse"], conv["mismatched_val_mse"], flat)
   if noise is not None:  # the case the mean image misjudged
     assert conv["best_val_mse"] > conv["mean_image_val_mse"]

@@ -12,6 +12,7 @@ from privjax import attacks
 from privjax.attacks import whitebox
 from privjax.errors import ModelError
 from privjax.runtime import parallel
+from privjax.scoring.standardizer import Standardizer
 
 _PROJ = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
 
@@ -34,7 +35,7 @@ def _context(model=None, fitted=None):
 
 
 def _aux(x, n=240, n_val=40):
-  std = attacks.Standardizer.fit(np.asarray(_embed(_PROJ, x[:n])))
+  std = Standardizer.fit(np.asarray(_embed(_PROJ, x[:n])))
   f = std(np.asarray(_embed(_PROJ, x[:n])))
   idx = np.arange(n)
   return attacks.AuxSet(f, x[:n], idx[:-n_val], idx[-n_val:]), std

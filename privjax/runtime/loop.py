@@ -1,13 +1,14 @@
-"""Training the inverse model: an optax-trained Flax decoder, data-parallel, checkpointed.
+"""The generic training loop: any Flax model, optax-trained, data-parallel, checkpointed.
 
 The train step is a pure `(state, batch) -> (state, metrics)` function jitted once
 with the state donated; params are replicated over the mesh, batches sharded along
 "data", and the optimizer state split over the devices leaf by leaf, all expressed
 as shardings (XLA inserts the collectives), so any optax chain computes what it
-computes on one device. Training runs
-until the loss on a held-out part of the auxiliary set stops improving (early
-stopping with patience), bounded by `num_steps`; the best params by
-validation loss are returned, and how the run converged goes into the report.
+computes on one device. `fit` runs it on the caller's batches (a function of the step)
+up to `num_steps`, optionally evaluating the caller's validation loss with early
+stopping (patience), checkpointing with orbax so a killed run resumes, and stopping
+cleanly on SIGTERM or Ctrl-C. It knows no model: the callers (the decoder attacker,
+the builtin recognition model) bring their params, loss, optimizer and batches.
 """
 
 from __future__ import annotations
@@ -31,11 +32,8 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from privjax.data.splits import batch_indices
 from privjax.errors import Interrupted, TrainingError
-from privjax.models.nets import Decoder
 from privjax.runtime import checkpoint, events, parallel
-from privjax.scoring import metrics
 
 
 @flax.struct.dataclass
@@ -47,72 +45,6 @@ class TrainState:
   ema: Any = None
 
 
-WIDE_FROM = 64  # pixels a side from which the automatic decoder width is 128 (else 64)
-
-
-def decoder_capacity(decoder_cfg, image_shape, feature_dim: int) -> tuple[int, int]:
-  """(width, hidden) of the decoder: the configured values, or grown with the problem.
-
-  `decoder.width=0` picks 64 channels for images under 64 pixels a side and 128 from 64
-  up; `decoder.hidden=0` picks twice the feature dimension, in [512, 2048].
-  """
-  side = max(int(image_shape[0]), int(image_shape[1]))
-  width = decoder_cfg.width or (64 if side < WIDE_FROM else 128)
-  hidden = decoder_cfg.hidden or min(2048, max(512, 2 * int(feature_dim)))
-  return width, hidden
-
-
-def make_decoder(config, image_shape, feature_dim: int = 0) -> Decoder:
-  d = config.decoder
-  width, hidden = decoder_capacity(d, image_shape, feature_dim)
-  return Decoder(
-    image_shape=tuple(int(s) for s in image_shape),
-    width=width,
-    start_size=d.start_size,
-    hidden=hidden,
-    max_conv_size=d.get("max_conv_size", Decoder.max_conv_size),
-  )
-
-
-def make_optimizer(tc) -> optax.GradientTransformation:
-  """AdamW with linear warmup and cosine decay to 1% over `num_steps`."""
-  schedule = optax.warmup_cosine_decay_schedule(
-    init_value=0.0,
-    peak_value=tc.learning_rate,
-    warmup_steps=tc.warmup_steps,
-    decay_steps=tc.num_steps,
-    end_value=tc.learning_rate * 0.01,
-  )
-  return optax.adamw(schedule, weight_decay=tc.weight_decay)
-
-
-# Added to the mse under the log of "log_mse+ssim": the log stays finite on a perfect
-# reconstruction, and no image's gradient is scaled up beyond 1 / 1e-5 (PSNR 50 dB).
-LOG_MSE_EPS = 1e-5
-
-
-def per_example_loss(
-  predictions, images, *, kind: str, filter_size: int, filter_sigma: float, ssim_weight=1.0
-):
-  """[B] reconstruction loss: "mse", "ssim" (1 - SSIM), "mse+ssim" (mse + ssim_weight *
-  (1 - SSIM)) or "log_mse+ssim" (log(mse + LOG_MSE_EPS) + ssim_weight * (1 - SSIM)).
-
-  The log of the mse is minus the image's PSNR up to scale: its mean over a batch weighs
-  each image's relative error alike, where the mse's mean is led by the hardest images.
-  """
-  mse = jnp.mean((predictions - images) ** 2, axis=(1, 2, 3))
-  if kind == "mse":
-    return mse
-  dssim = 1.0 - metrics.ssim(
-    predictions, images, filter_size=filter_size, filter_sigma=filter_sigma
-  )
-  if kind == "ssim":
-    return dssim
-  if kind == "log_mse+ssim":
-    return jnp.log(mse + LOG_MSE_EPS) + ssim_weight * dssim
-  return mse + ssim_weight * dssim
-
-
 def train_step(state: TrainState, batch, *, loss: Callable, tx, ema_decay: float = 0.0):
   """One optimizer step on the global batch: `(state, batch) -> (state, metrics)`.
 
@@ -120,7 +52,7 @@ def train_step(state: TrainState, batch, *, loss: Callable, tx, ema_decay: float
   params: after t steps the params of step s weigh (1 - d) d^(t - s) / (1 - d^t), so the
   weights sum to 1 and the random initial params weigh nothing (the average after the
   first step is that step's params). Without the debiasing the initial params would
-  still weigh d^t: 37% after 100 steps at 0.99, and a short run's decoder would be
+  still weigh d^t: 37% after 100 steps at 0.99, and a short run's model would be
   partly random, understating the leak.
 
   `loss(params, batch) -> scalar` is the mean loss of the batch. Written as on one
@@ -164,7 +96,7 @@ def split_spec(shape, num_devices: int) -> P:
 
 
 class Training(NamedTuple):
-  """The jitted pieces of decoder training on one mesh (see `make_training`)."""
+  """The jitted pieces of training a model on one mesh (see `make_training`)."""
 
   init: Callable  # key -> TrainState, placed: params replicated, optimizer state split
   step: Callable  # (state, global batch) -> (state, {"loss", "grad_norm"}); donates state
@@ -236,20 +168,6 @@ def _run_once(jitted, *args):
   except Exception:  # a backend without the option: its default compilation
     compiled = lowered.compile()
   return compiled(*args)
-
-
-def decoder_training(
-  decoder: Decoder, tx, loss_fn, feature_dim: int, *, mesh, ema_decay: float = 0.0
-) -> Training:
-  """`make_training` for the decoder on {"features": [B, D], "images": [B, H, W, C]} batches."""
-
-  def loss(params, batch):
-    return jnp.mean(loss_fn(decoder.apply(params, batch["features"]), batch["images"]))
-
-  def init_params(key):
-    return decoder.init(key, jnp.zeros((1, feature_dim), jnp.float32))
-
-  return make_training(init_params, loss, tx, mesh=mesh, ema_decay=ema_decay)
 
 
 @flax.struct.dataclass
@@ -564,251 +482,8 @@ def fit(
 
 
 def split_validation(n: int, fraction: float, seed: int):
-  """(train, validation) sorted indices of n examples: `fraction` of them (at least 1) held out."""
+  """(train, validation) sorted indices of n examples: `fraction` of them (at least 1) held out,
+  drawn with `seed` (the validation set that `fit`'s `eval_fn` early-stops on)."""
   perm = np.random.default_rng((seed, 7)).permutation(n)
   n_val = max(1, int(round(fraction * n)))
   return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-class _OptimizerSettings(NamedTuple):
-  """The training config's `train` fields `make_optimizer` reads, hashable (a cache key)."""
-
-  learning_rate: float
-  warmup_steps: int
-  num_steps: int
-  weight_decay: float
-
-
-class _DecoderPrograms(NamedTuple):
-  training: Training
-  val_loss: Callable  # (params, features, images) -> [B] per-example loss
-  loss: Callable  # (predictions, images) -> [B] per-example loss
-  reconstruct: Callable  # (params, features) -> [B, H, W, C] the decoder's images
-
-
-@functools.lru_cache(maxsize=8)
-def _decoder_programs(
-  decoder,
-  make_tx,
-  optimizer,
-  loss_kind,
-  ssim_weight,
-  ema_decay,
-  filter_size,
-  filter_sigma,
-  feature_dim,
-  mesh,
-):
-  """The decoder's jitted programs, built once per architecture, settings and mesh, so
-  retraining on new data of the same shapes compiles nothing (the data are arguments).
-  The optimizer is `make_tx(optimizer)`; the builder is part of the key."""
-  loss_fn = functools.partial(
-    per_example_loss,
-    kind=loss_kind,
-    filter_size=filter_size,
-    filter_sigma=filter_sigma,
-    ssim_weight=ssim_weight,
-  )
-  return _DecoderPrograms(
-    training=decoder_training(
-      decoder, make_tx(optimizer), loss_fn, feature_dim, mesh=mesh, ema_decay=ema_decay
-    ),
-    val_loss=jax.jit(lambda p, f, x: loss_fn(decoder.apply(p, f), x)),
-    loss=jax.jit(loss_fn),
-    reconstruct=jax.jit(decoder.apply),
-  )
-
-
-def _decoder_batch_size(requested: int, num_train: int, mesh) -> int:
-  """The decoder's global batch: `train.batch_size`, at most the `num_train` images it trains
-  on, rounded up to a multiple of the device count (either change is logged)."""
-  if requested > num_train:
-    logging.info(
-      "decoder: batch_size=%d is larger than the %d auxiliary images it trains on; using %d",
-      requested,
-      num_train,
-      num_train,
-    )
-  return parallel.fit_batch_size(min(requested, num_train), mesh, what="decoder training")
-
-
-def _fit_decoder(programs, train, val, config, *, batch_size: int, mesh, checkpoint_dir):
-  """Logs the plan and trains the decoder with `fit`; returns what `fit` returns.
-
-  Args:
-    programs: the decoder's `_DecoderPrograms`.
-    train: (features, images) to train on, in seeded batches of `batch_size`.
-    val: (features, images) held out: their loss decides early stopping.
-    config: the audit config (train, seed, eval_batch_size).
-    batch_size: the global training batch.
-    mesh: the data mesh.
-    checkpoint_dir: as in `train_decoder`.
-  """
-  tc = config.train
-  (x_train, y_train), (x_val, y_val) = train, val
-  logging.info(
-    "decoder: training on %d auxiliary images (%d held out for early stopping), batch %d, "
-    "up to %d steps; batches are cut from one stream of seeded epochs, so no remainder is "
-    "dropped (a batch that crosses an epoch end is completed from the next epoch)",
-    len(x_train),
-    len(x_val),
-    batch_size,
-    tc.num_steps,
-  )
-
-  def batch_fn(step):
-    idx = batch_indices(len(x_train), batch_size, step, config.seed)
-    return {"features": x_train[idx], "images": y_train[idx]}
-
-  def eval_fn(params):
-    losses = parallel.batched_map(
-      functools.partial(programs.val_loss, params),
-      [x_val, y_val],
-      batch_size=config.eval_batch_size,
-      mesh=mesh,
-    )
-    return float(np.mean(losses))
-
-  return fit(
-    programs.training,
-    jax.random.key(config.seed),
-    batch_fn,
-    name="decoder",
-    num_steps=tc.num_steps,
-    batch_size=batch_size,
-    checkpoint_every=tc.checkpoint_every,
-    checkpoint_dir=checkpoint_dir,
-    eval_fn=eval_fn,
-    eval_every=tc.eval_every,
-    patience=tc.patience,
-    min_delta=tc.min_delta,
-    mesh=mesh,
-    remedy="try a lower config.attacks.decoder.learning_rate",
-  )
-
-
-def _per_example_mse(predictions, images) -> np.ndarray:
-  """[N] float64 mse of each prediction against its image."""
-  n = len(images)
-  diff = np.asarray(predictions, np.float64).reshape(n, -1) - np.asarray(images).reshape(n, -1)
-  return np.mean(diff**2, axis=1)
-
-
-def mismatched_mse(predictions, images, *, chunk: int = 1024) -> np.ndarray | None:
-  """[N] float64: image i's mse against the predictions for the other N - 1 images, averaged
-  over them (every mismatched pair, in O(N) by expanding the square); None when N < 2.
-
-  The no-information reference for a decoder: its own outputs, but for other features.
-  """
-  n = len(images)
-  if n < 2:
-    return None
-  p = np.asarray(predictions).reshape(n, -1)
-  x = np.asarray(images).reshape(n, -1)
-  total = p.sum(axis=0, dtype=np.float64)  # [P] the sum of every prediction
-  sq = np.concatenate(
-    [np.sum(p[i : i + chunk].astype(np.float64) ** 2, axis=1) for i in range(0, n, chunk)]
-  )
-  sq_total, out = sq.sum(), np.empty(n)
-  for i in range(0, n, chunk):
-    xi, pi = x[i : i + chunk].astype(np.float64), p[i : i + chunk].astype(np.float64)
-    # mean_j!=i |x_i - p_j|^2 = |x_i|^2 + mean_j!=i |p_j|^2 - 2 x_i . mean_j!=i p_j
-    others = (total - pi) / (n - 1)
-    out[i : i + chunk] = (
-      np.sum(xi**2, axis=1)
-      + (sq_total - sq[i : i + chunk]) / (n - 1)
-      - 2 * np.sum(xi * others, axis=1)
-    )
-  return out / x.shape[1]
-
-
-def _standard_error(values: np.ndarray) -> float:
-  return float(np.std(values, ddof=1) / np.sqrt(len(values)))
-
-
-def train_decoder(features, images, config, *, mesh, checkpoint_dir: str | None = None, split=None):
-  """Trains the decoder on auxiliary (features, images); returns (decoder, params, convergence).
-
-  Args:
-    features: [N, D] float32 auxiliary features.
-    images: [N, H, W, C] float32 auxiliary images in [0, 1].
-    config: the training config (privjax.attacks.decoder.training_config: decoder, train,
-      ssim, seed, eval_batch_size).
-    mesh: the data mesh.
-    checkpoint_dir: where the orbax CheckpointManager keeps its steps; None keeps
-      none. A directory with checkpoints resumes from the latest.
-    split: (train indices, validation indices) of the auxiliary set; None draws
-      `train.val_fraction` of it for validation with the seed.
-
-  Returns:
-    The decoder module, its best params (by validation loss, replicated), and a
-    JSON-ready dict describing convergence.
-  """
-  tc = config.train
-  decoder = make_decoder(config, images.shape[1:], features.shape[1])
-  programs = _decoder_programs(
-    decoder,
-    make_optimizer,
-    _OptimizerSettings(tc.learning_rate, tc.warmup_steps, tc.num_steps, tc.weight_decay),
-    tc.loss,
-    float(tc.ssim_weight),
-    float(tc.ema_decay),
-    config.ssim.filter_size,
-    config.ssim.filter_sigma,
-    features.shape[1],
-    mesh,
-  )
-  if split is None:
-    split = split_validation(features.shape[0], tc.val_fraction, config.seed)
-  train_idx, val_idx = split
-  x_train, y_train = features[train_idx], images[train_idx]
-  x_val, y_val = features[val_idx], images[val_idx]
-  batch_size = _decoder_batch_size(tc.batch_size, len(train_idx), mesh)
-  # What predicting the mean training image scores on the validation images, shown beside
-  # the decoder's. Not the test of whether it learned: with an SSIM term in its loss the
-  # decoder draws sharp images, whose mse can exceed the mean image's (a blur, the
-  # mse-best guess without information) while they carry much of each image.
-  mean_image = np.broadcast_to(y_train.mean(axis=0), y_val.shape)
-  mean_image_val_loss = float(np.mean(programs.loss(mean_image, y_val)))
-  mean_image_val_mse = float(np.mean((mean_image - y_val) ** 2))
-  best_params, meta, step = _fit_decoder(
-    programs,
-    (x_train, y_train),
-    (x_val, y_val),
-    config,
-    batch_size=batch_size,
-    mesh=mesh,
-    checkpoint_dir=checkpoint_dir,
-  )
-  # Whether the decoder uses the features: its held-out reconstructions against their own
-  # images and against the other held-out images (the "flat" warning reads these).
-  reconstructions = parallel.batched_map(
-    functools.partial(programs.reconstruct, best_params),
-    [x_val],
-    batch_size=config.eval_batch_size,
-    mesh=mesh,
-  )
-  own_mse = _per_example_mse(reconstructions, y_val)
-  other_mse = mismatched_mse(reconstructions, y_val)
-  convergence = {
-    "steps": step,
-    "best_step": meta["best_step"],
-    "best_val_loss": meta["best_val_loss"],
-    "stopped": meta["stopped"],
-    "batch_size": batch_size,
-    "train_examples": int(len(train_idx)),
-    "val_examples": int(len(val_idx)),
-    "mean_image_val_loss": mean_image_val_loss,
-    # In mse, whatever the loss: the held-out images against the decoder's reconstructions
-    # of them, against the mean auxiliary image, and against the decoder's reconstructions
-    # of the other held-out images (no information about the image at hand: a decoder
-    # that learned nothing from the features is as close to them as to its own);
-    # mismatched_val_mse_se: the standard error of the mean paired difference. None with
-    # fewer than 2 held-out images.
-    "best_val_mse": float(np.mean(own_mse)),
-    "mean_image_val_mse": mean_image_val_mse,
-    "mismatched_val_mse": None if other_mse is None else float(np.mean(other_mse)),
-    "mismatched_val_mse_se": None if other_mse is None else _standard_error(other_mse - own_mse),
-    "history": meta["history"],
-  }
-  return decoder, best_params, convergence

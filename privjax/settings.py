@@ -1,0 +1,161 @@
+"""What each stage and plug-in family reads of the config: the one module that reads the
+config tree and hands each its own settings.
+
+`FAMILIES` are the plug-in families' groups of the tree, each built, merged and checked
+by its family's own rules (privjax/config.py calls them, knowing none by name);
+`ssim_window` fits the SSIM window to the images; the rest build each stage's settings
+from a resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import ml_collections
+
+from privjax import attacks
+from privjax.attacks import entries as attack_entries
+from privjax.defenses import entries as sweep_entries
+from privjax.defenses import sweep as sweep_lib
+from privjax.errors import ConfigError
+from privjax.scoring import entries as metric_entries
+from privjax.scoring import scores
+from privjax.stages import judge as judge_lib
+
+MIN_SSIM_SIGMA = 0.5  # pixels: a narrower Gaussian weighs almost only the centre pixel
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A plug-in family's group of the config tree, as privjax/config.py builds, merges and
+  checks it."""
+
+  path: str  # the group's dotted place in the tree: "attacks", "defense.sweep"
+  defaults: Callable[[], dict]  # () -> its default entries
+  merge: Callable[[dict, object], dict]  # (its entries, a user's group) -> its entries
+  check: Callable  # (config, feature_dim, image_shape) -> None; raises ConfigError
+  # An earlier layout's keys: the overrides with them at their new place, and the new
+  # dotted name of one (None: not moved).
+  migrated: Callable[[dict], dict] = lambda overrides: overrides
+  moved_key: Callable[[str], str | None] = lambda old: None
+
+
+def running_attackers(c: ml_collections.ConfigDict) -> dict[str, bool]:
+  """{each running attacker of config.attacks: whether it can attack defended features}."""
+  return {
+    n: attacks.capabilities(c.attacks[n].type).models_defense
+    for n in c.attacks
+    if c.attacks[n].type != attacks.OFF
+  }
+
+
+def sweep_attackers(c: ml_collections.ConfigDict) -> list[str]:
+  """The attackers of the defense sweep: config.defense.attacks, or when empty every running
+  attacker that can attack defended features."""
+  return sweep_entries.attackers(c.defense, running_attackers(c))
+
+
+def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
+  """Checks config.defense (`dim`: the feature width once known, for its bounds)."""
+  sweep_entries.check(c.defense, running_attackers(c), dim)
+
+
+FAMILIES = {
+  f.path: f
+  for f in (
+    Family(
+      "attacks",
+      attack_entries.defaults,
+      attack_entries.merge,
+      lambda c, dim, shape: attack_entries.check(c.attacks),
+      attack_entries.migrated,
+      attack_entries.moved_key,
+    ),
+    Family(
+      "metrics",
+      metric_entries.defaults,
+      metric_entries.merge,
+      lambda c, dim, shape: metric_entries.check(c.metrics, image_shape=shape),
+    ),
+    Family(
+      "defense.sweep",
+      sweep_entries.defaults,
+      sweep_entries.merge,
+      lambda c, dim, shape: check_sweep(c, dim),
+    ),
+  )
+}
+
+
+def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
+  """Returns the SSIM (filter_size, filter_sigma) to use for images of this size.
+
+  Images smaller than the configured window get the largest odd window that fits,
+  with sigma scaled by the same factor (so the window still spans the same number of
+  standard deviations); the report states the window used. A window that would need
+  sigma below MIN_SSIM_SIGMA pixels to fit is refused: it would weigh almost only the
+  centre pixel, and SSIM would degenerate into a per-pixel comparison.
+  """
+  smallest = min(height, width)
+  if filter_size <= smallest:
+    return filter_size, filter_sigma
+  size = smallest if smallest % 2 == 1 else smallest - 1
+  if size < 3:
+    raise ConfigError(f"images must be at least 3x3 pixels for SSIM, got {height}x{width}")
+  sigma = filter_sigma * size / filter_size
+  if sigma < MIN_SSIM_SIGMA:
+    raise ConfigError(
+      f"config.ssim.filter_size={filter_size} (sigma {filter_sigma}) does not fit "
+      f"{height}x{width} images: shrunk to {size} pixels its sigma would be {sigma:.3g} < "
+      f"{MIN_SSIM_SIGMA} pixel; set ssim.filter_size <= {size} and ssim.filter_sigma yourself"
+    )
+  return size, sigma
+
+
+def scoring(c: ml_collections.ConfigDict) -> scores.Settings:
+  """The scoring stage's settings (its ssim, reid, metrics groups, the bootstrap, the seed
+  and the evaluation batch)."""
+  return scores.Settings(
+    filter_size=c.ssim.filter_size,
+    filter_sigma=c.ssim.filter_sigma,
+    batch_size=c.eval_batch_size,
+    bootstrap_samples=c.bootstrap_samples,
+    seed=c.seed,
+    exact_max_targets=c.reid.exact_max_targets,
+    shortlist=c.reid.shortlist,
+    baseline_samples=c.reid.baseline_samples,
+    metrics=tuple((name, c.metrics[name].type) for name in c.metrics),
+  )
+
+
+def metric_thresholds(c: ml_collections.ConfigDict) -> tuple:
+  """(name, high, medium) of each metric of config.metrics: its votes in the verdict."""
+  return tuple((name, c.metrics[name].high, c.metrics[name].medium) for name in c.metrics)
+
+
+def judge(c: ml_collections.ConfigDict) -> judge_lib.Settings:
+  """The evaluator stage's settings."""
+  return judge_lib.Settings(
+    tuple(c.identity.fmrs),
+    c.eval_batch_size,
+    c.bootstrap_samples,
+    c.seed,
+    c.purity_tolerance,
+  )
+
+
+def sweep(c: ml_collections.ConfigDict) -> sweep_lib.Settings:
+  """The defense sweep's settings, its attackers among them (`sweep_attackers`)."""
+  return sweep_lib.Settings(
+    entries={n: c.defense.sweep[n].to_dict() for n in c.defense.sweep},
+    attackers=tuple(sweep_attackers(c)),
+    utility=c.defense.utility,
+    seed=c.seed,
+    batch_size=c.eval_batch_size,
+    bootstrap_samples=c.bootstrap_samples,
+    thresholds={
+      k: c.risk[k]
+      for k in ("medium_ssim_gain", "high_ssim_gain", "medium_image_reid", "high_image_reid")
+    },
+  )
