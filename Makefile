@@ -4,6 +4,8 @@
 #   make test    install privjax with its test tools into .venv, lint and run the tests
 # and, while developing:
 #   make test-fast  run only the unit tests (tests/unit: minutes, no whole audits, no lint)
+#   make api        the API reference from the docstrings (pdoc, offline) into build/api/,
+#                   failing on an undocumented public name (make lint runs it too)
 #   make bench      the benchmark's quick run (benchmarks/run.py --quick: about 95 s on 2
 #                   CPU cores, JSON to benchmarks/results.json); BENCH= for the full one
 #                   (about 35 min)
@@ -12,7 +14,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 BENCH ?= --quick
 
-.PHONY: audit test test-fast lint format bench clean
+.PHONY: audit test test-fast lint api format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,6 +31,10 @@ audit: $(VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) docs/api.py
+
+api: $(VENV)/.installed-test
+	$(PY) docs/api.py
 
 test: lint
 	$(PY) -m pytest
@@ -44,4 +50,4 @@ format: $(VENV)/.installed-test
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache build/api

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def one(n: int, dim: int, batch_size: int) -> dict:
+  import jax
   import numpy as np
 
   from privjax.runtime import parallel
@@ -35,13 +36,13 @@ def one(n: int, dim: int, batch_size: int) -> dict:
   centres = rng.normal(size=(n // 4 + 1, dim)).astype(np.float32)
   emb = centres[labels] + 0.7 * rng.normal(size=(n, dim)).astype(np.float32)
   recon = emb + 0.7 * rng.normal(size=(n, dim)).astype(np.float32)
-  common = {"mesh": mesh, "batch_size": batch_size, "bootstrap_samples": 200, "seed": 0}
+  common = {"mesh": mesh, "batch_size": batch_size, "bootstrap_samples": 200}
   base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   t = time.perf_counter()
-  cal = identity.calibrate(emb, labels, fmrs=(0.01, 0.001), **common)
+  cal = identity.calibrate(emb, labels, fmrs=(0.01, 0.001), key=jax.random.key(0), **common)
   t_cal = time.perf_counter() - t
   t = time.perf_counter()
-  summary, _ = identity.evaluate(cal, recon, **common)
+  summary, _ = identity.evaluate(cal, recon, key=jax.random.key(1), **common)
   t_eval = time.perf_counter() - t
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return {

@@ -3,7 +3,8 @@
 `assess` is the public entry point (the Python API); `run` is what launch.py calls: it
 loads the configured data, model and evaluator (privjax/stages/loading.py), then runs the same
 stages, so the command line and the API share one code path. Each stage lives in its
-own module and gets arrays and its own settings; none calls back into this one.
+own module and gets arrays and its own settings; none calls back into this one. Neither
+changes JAX's device configuration: the command line sets its layout before it calls `run`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from privjax.stages import extraction, judge, loading, screening, strength, summ
 from privjax.stages import inputs as inputs_lib
 from privjax.stages.attack_round import Round
 
+__all__ = ["assess", "run"]
+
 
 def assess(
   embed_fn,
@@ -52,6 +55,11 @@ def assess(
 ) -> report_lib.Report:
   """Audits how much `embed_fn`'s features leak the images they came from.
 
+  It runs on the devices JAX has and changes no process-wide JAX setting. On a CPU, JAX has
+  one device unless told otherwise; the command line's layout, one device per core
+  (data-parallel, faster on several cores), is `privjax.use_cpu_cores()`, called before
+  the first JAX operation.
+
   Args:
     embed_fn: a pure, jittable `embed_fn(params, images) -> features`, images
       [N, H, W, C] float32 in [0, 1], features [N, D].
@@ -60,7 +68,8 @@ def assess(
       targets): the decoder is trained on their features.
     target_images: [N, H, W, C] the images whose features are attacked.
     config: an audit config (see `privjax.config.audit_config`); None uses the
-      defaults, with the SSIM window fitted to the image size.
+      defaults, with the SSIM window fitted to the image size. A plug-in's `type` may be
+      the function itself (`config.attacks.mlp.type = mlp`), or its import path.
     workdir: where checkpoints and report files go; None writes no files.
     target_labels: optional [N] labels of the targets (identities or classes).
     aux_features, target_features: stored features [N_aux, D] and [N, D] for a
@@ -84,7 +93,6 @@ def assess(
     A `Report`; `report.to_dict()` has every metric and the verdict.
   """
   t_start = time.perf_counter()
-  parallel.default_cpu_layout()  # one device per core, unless JAX already started
   aux, targets = inputs_lib.check_images(aux_images, target_images)
   stored_dim = None  # the stored features' width bounds the sweep's strengths now
   if embed_fn is None and aux_features is not None and np.ndim(aux_features) == 2:
@@ -121,8 +129,19 @@ def run(
 ) -> report_lib.Report:
   """The CLI's audit: the configured data, model and evaluator loaded, then the same stages
   as `assess`. The config is checked once, before any work; the workdir locked once.
-  `command`: the shell line that ran it, which the page's next steps extend."""
+  `command`: the shell line that ran it, which the page's next steps extend.
+
+  Args:
+    config: a whole config (configs/default.py's `get_config()`: the audit's groups and
+      `data`, `model`, `evaluator`); a plug-in in it may be the function itself.
+    workdir: where checkpoints and report files go.
+    command: the shell line that ran it, or None.
+
+  Returns:
+    A `Report`, also written to `workdir`.
+  """
   t = time.perf_counter()
+  config = config_lib.named(config)  # a plug-in given as a function: by its import path
   loaded = loading.data(config)
   precomputed = isinstance(loaded.data, sources.Precomputed)
   audit_cfg = ml_collections.ConfigDict(config.to_dict())

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from privjax.errors import ConfigError
 
+__all__ = ["number", "numbers", "positive_int", "require"]
+
 
 def require(cond: bool, message: str) -> None:
   """Raises ConfigError(message) unless `cond`."""

@@ -3,6 +3,14 @@
   privjax --config=configs/default.py --workdir=runs/default
   privjax --config=configs/default.py --workdir=runs/x --config.attacks.decoder.num_steps=200
   privjax --config=configs/default.py --print_config   # every field, its value and meaning
+  privjax --config=configs/default.py --workdir=runs/y \
+    --config.attacks.mlp.type=mymod:mlp --config.attacks.mlp.hidden=256  # one more attacker
+
+An entry given a type by flag (`--config.attacks.NAME.type=...`, a metric's
+`--config.metrics.NAME.type=...`, a defense's `--config.defense.sweep.NAME.type=...`) is
+added, or retyped, with the rest of its `--config.GROUP.NAME.FIELD=VALUE` flags as its
+settings, by its family's rules: a type a user's module declares with
+`privjax.attacks.register` gets its defaults and checks, as a built-in does.
 
 The same command is `python -m privjax ...` and `python launch.py ...` (the repository's
 entry point).
@@ -38,8 +46,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 
 import jax
+import ml_collections
 from absl import app, command_name, flags, logging
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
@@ -51,6 +61,8 @@ from privjax.errors import Interrupted, PrivjaxError
 from privjax.report import files as report_lib
 from privjax.runtime import logs, parallel
 from privjax.runtime import workdir as workdir_lib
+
+__all__ = ["GATE_TRIPPED", "OWN_FLAGS", "console", "main", "run"]
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -113,7 +125,9 @@ OWN_FLAGS = (
 )
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
+  """The command line after its flags are parsed (absl's `main`): runs it and exits with its
+  status; a stop signal exits 128 + its number with one line."""
   try:
     with logs.library_tracebacks_hidden():
       _main(argv)
@@ -133,6 +147,9 @@ _RESUME = "finished stages are kept in the workdir: re-run the same command to r
 _STOPS_SEEN = []  # signals _on_stop_signal saw; the code they interrupted may swallow them
 _LATE_STOPS = []  # signals that arrived after the run returned its report: they stop nothing
 _COMMAND = []  # the running command, as a shell line (the report's "what to try next")
+# {(group, name): {field: VALUE}}: the flags of the plug-in entries the command line types
+# (`--config.attacks.mlp.type=...`), applied to the loaded config (`_entry_flags`).
+_ENTRY_FLAGS = {}
 
 
 def _stop_reason(e: BaseException):
@@ -254,7 +271,58 @@ def _loaded_config():
     config.to_dict()  # a config file that failed to load raises on first use
   except (OSError, SyntaxError, AttributeError, ImportError) as e:
     _usage_error(f"cannot load the config file: {e}")
+  try:
+    config = config_lib.named(config)  # a plug-in the file gives as a function: its path
+    for (group, name), given in _ENTRY_FLAGS.items():
+      current = _entry(config, group, name)  # its fields' types read the flags, if it stays
+      if current is None or given["type"] != current.get("type", name):
+        current = {}
+      fields = {field: _flag_value(text, current.get(field)) for field, text in given.items()}
+      config_lib.set_entry(config, group, name, _nested(fields))
+  except PrivjaxError as e:
+    _usage_error(str(e))
   return config
+
+
+def _entry(config, group: str, name: str):
+  """config.<group>.<name> (None when the config has no such entry or group)."""
+  node = config
+  for part in (*group.split("."), name):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def _nested(fields: dict) -> dict:
+  """{"a.b": 1, "c": 2} as {"a": {"b": 1}, "c": 2}: an entry's nested settings."""
+  out = {}
+  for dotted, value in fields.items():
+    *parents, leaf = dotted.split(".")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+def _flag_value(text: str, like=None):
+  """An entry flag's VALUE as ml_collections reads a field's: by the type of the value the
+  field holds (`like`), or, for a field the entry does not have yet (None), as a Python
+  literal ("256", "0.5", "(1, 2)", "true") and else as the string itself ("mymod:mlp")."""
+  if isinstance(like, str):
+    return text
+  if text.lower() in ("true", "false") and (like is None or isinstance(like, bool)):
+    return text.lower() == "true"
+  try:
+    value = ast.literal_eval(text)
+  except (SyntaxError, ValueError):
+    return text
+  if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if isinstance(like, tuple) and isinstance(value, list):
+    return tuple(value)
+  return value
 
 
 def _config_sources() -> list:
@@ -401,7 +469,10 @@ def _help() -> str:
     "usage: privjax --config=CONFIG.py --workdir=DIR [--config.FIELD=VALUE ...]",
     "       privjax --config=CONFIG.py --print_config   (every field, its value and meaning)",
     "",
-    "  --config.FIELD=VALUE overrides one field of the config file (see --print_config).",
+    "  --config.FIELD=VALUE overrides one field of the config file (see --print_config);",
+    "  --config.attacks.NAME.type=package.module:function adds an attacker (its settings:",
+    "  --config.attacks.NAME.FIELD=VALUE), as --config.metrics.NAME.type and",
+    "  --config.defense.sweep.NAME.type add a metric and a defense.",
     "",
     "flags:",
   ]
@@ -451,7 +522,7 @@ def _parse_flags(argv):
   if any(a in ("--help", "-h", "-?", "--helpshort") for a in argv[1:]):
     _print(_help())
     sys.exit(0)
-  argv, sys_argv = _moved_flags(argv), sys.argv
+  argv, sys_argv = _entry_flags(_moved_flags(argv)), sys.argv
   sys.argv = argv  # ml_collections finds the --config.FIELD overrides in sys.argv
   try:
     return FLAGS(argv)
@@ -519,6 +590,33 @@ def _moved_flags(argv):
   return out
 
 
+def _entry_flags(argv):
+  """argv without the flags of each plug-in entry the command line gives a type
+  (`--config.attacks.mlp.type=mymod:mlp`, and then every `--config.attacks.mlp.FIELD=VALUE`),
+  which go to _ENTRY_FLAGS: `_loaded_config` adds or changes each such entry by its
+  family's rules (config.set_entry), as a config file would. ml_collections alone changes
+  only the fields a config file has: it refuses an attacker, metric or defense the file
+  does not name."""
+  groups = sorted(config_lib.entry_groups(), key=len, reverse=True)
+  found = []  # (index in argv, group, name, field, value)
+  for i, arg in enumerate(argv[1:], 1):
+    key, eq, value = arg.partition("=")
+    for group in groups:
+      prefix = f"--config.{group}."
+      name, dot, field = key[len(prefix) :].partition(".")
+      if key.startswith(prefix) and name and dot and field:
+        found.append((i, group, name, field, value if eq else "true"))
+        break
+  typed = {(group, name) for _, group, name, field, _ in found if field == "type"}
+  taken = set()
+  _ENTRY_FLAGS.clear()
+  for i, group, name, field, value in found:
+    if (group, name) in typed:
+      _ENTRY_FLAGS.setdefault((group, name), {})[field] = value
+      taken.add(i)
+  return [arg for i, arg in enumerate(argv) if i not in taken]
+
+
 def _last_line(message: str) -> str:
   """The last non-empty line of a message (a wrapped traceback's own error line)."""
   lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
@@ -550,7 +648,7 @@ def _config_imports(argv) -> None:
 _CACHE_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
 
 
-def run(argv) -> int:
+def run(argv: Sequence[str]) -> int:
   """Runs the command line `argv` (argv[0]: the program's name) in this process.
 
   What the `privjax` command does, without a new process: it prints what the command
@@ -603,6 +701,7 @@ def run(argv) -> int:
     _STOPS_SEEN.clear()
     _LATE_STOPS.clear()
     _COMMAND.clear()
+    _ENTRY_FLAGS.clear()
     FLAGS.unparse_flags()  # (before the levels: it resets --verbosity)
     for name in set(FLAGS) - flag_names:
       delattr(FLAGS, name)
@@ -623,7 +722,7 @@ def run(argv) -> int:
       compilation_cache.reset_cache()  # the next compilation reads the settings again
 
 
-def console():
+def console() -> None:
   """The `privjax` command (and `python -m privjax`, `python launch.py`)."""
   # As absl's app.run: its log handler for the process's life (what logs at exit too),
   # and a crash in native code prints Python's stack.

@@ -12,18 +12,31 @@ family's own rules, through `settings.FAMILIES`: this module knows none of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import ml_collections
 import numpy as np
 
 from privjax.checks import number, numbers, positive_int, require
 from privjax.errors import ConfigError
-from privjax.settings import FAMILIES, ssim_window
+from privjax.registry import path_of
+from privjax.scoring.metrics import DEFAULT_SSIM_FILTER_SIGMA, DEFAULT_SSIM_FILTER_SIZE, ssim_window
+from privjax.settings import FAMILIES
 from privjax.stages import inputs
 
-# The Gaussian SSIM of Wang et al. 2004 (and skimage's `gaussian_weights=True`):
-# an 11x11 window with sigma 1.5, constants K1=0.01, K2=0.03.
-DEFAULT_SSIM_FILTER_SIZE = 11
-DEFAULT_SSIM_FILTER_SIGMA = 1.5
+__all__ = [
+  "MIN_BOOTSTRAP_SAMPLES",
+  "MIN_TARGETS_FLOOR",
+  "audit_config",
+  "entry_groups",
+  "for_images",
+  "moved_key",
+  "named",
+  "resolve",
+  "set_entry",
+  "validate",
+]
+
 # Floors below which the rates and the bootstrap CI mean little.
 MIN_BOOTSTRAP_SAMPLES = 100
 MIN_TARGETS_FLOOR = inputs.MIN_TARGETS_FLOOR
@@ -142,16 +155,63 @@ def _merge(base: dict, overrides: dict, prefix: str = "", whole: bool = False) -
   return base
 
 
-def _plain(value):
-  """A numpy scalar (np.float32(0.3), np.int64(5)) as the Python number it holds; dicts,
-  tuples and lists element by element; anything else as is (the checks judge it)."""
+def _plain(value, field: str = ""):
+  """A numpy scalar (np.float32(0.3), np.int64(5)) as the Python number it holds; a
+  plug-in given as the function or class itself as its import path (`registry.path_of`);
+  dicts, tuples and lists element by element; anything else as is (the checks judge it).
+  `field`: the dotted name of `value`, for errors."""
   if isinstance(value, np.generic) and value.dtype.kind in "biuf":
     return value.item()
   if isinstance(value, dict):
-    return {k: _plain(v) for k, v in value.items()}
+    return {k: _plain(v, f"{field}.{k}" if field else str(k)) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return type(value)(_plain(v) for v in value)
+    return type(value)(_plain(v, f"{field}[{i}]") for i, v in enumerate(value))
+  if callable(value):
+    return path_of(value, field=field)
   return value
+
+
+def named(config) -> ml_collections.ConfigDict:
+  """`config` (a ConfigDict or dict) with every plug-in given as the function or class
+  itself (`config.attacks.mlp.type = mlp`, `config.model.kind = my_model`) replaced by its
+  import path ("package.module:mlp", `registry.path_of`), so the config prints, hashes
+  and is stored in the report as text, and names the same function; numpy scalars as
+  Python numbers. A new ConfigDict; `config` is unchanged."""
+  tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+  return ml_collections.ConfigDict(_plain(tree))
+
+
+def set_entry(config: ml_collections.ConfigDict, group: str, name: str, fields: dict) -> None:
+  """Adds or changes entry `name` of a plug-in family's group (`group`: "attacks",
+  "metrics", "defense.sweep") in `config` (unlocked) by the family's own rules: `fields`
+  over the entry's current ones while its type stays (a new type starts afresh), then
+  completed as the family completes an entry (an attacker with its type's declared
+  defaults, a user's one registered or not). What the command line's
+  `--config.attacks.mlp.type=mymod:mlp --config.attacks.mlp.hidden=256` does.
+
+  Raises:
+    ConfigError: one line, for a group the config lacks or a bad entry (an unknown key of
+      its type, a type that does not import).
+  """
+  node = config
+  for i, part in enumerate(group.split(".")):
+    if part not in node:
+      raise ConfigError(
+        f"unknown config key '{'.'.join(group.split('.')[: i + 1])}'; known keys: {sorted(node)}"
+      )
+    node = node[part]
+  current = node.get(name)
+  if current is not None:
+    kind = current.get("type", name)
+    if fields.get("type", kind) == kind:
+      fields = {**current.to_dict(), **fields}
+  entry = FAMILIES[group].merge({}, {name: fields})[name]
+  node[name] = ml_collections.ConfigDict(entry)
+
+
+def entry_groups() -> tuple[str, ...]:
+  """The dotted names of the plug-in families' groups ("attacks", "metrics", ...)."""
+  return tuple(FAMILIES)
 
 
 def moved_key(old: str) -> str | None:
@@ -159,7 +219,9 @@ def moved_key(old: str) -> str | None:
   return next((new for f in FAMILIES.values() if (new := f.moved_key(old))), None)
 
 
-def for_images(image_shape, config=None, *, whole: bool = False):
+def for_images(
+  image_shape: Sequence[int], config=None, *, whole: bool = False
+) -> ml_collections.ConfigDict:
   """Returns the defaults, overridden by `config`'s fields, fitted to an image shape.
 
   `config` may set any subset of `audit_config()`'s fields; unknown fields are a
@@ -182,7 +244,13 @@ def for_images(image_shape, config=None, *, whole: bool = False):
   return c
 
 
-def resolve(image_shape, config=None, *, feature_dim: int | None = None, whole: bool = False):
+def resolve(
+  image_shape: Sequence[int],
+  config=None,
+  *,
+  feature_dim: int | None = None,
+  whole: bool = False,
+) -> ml_collections.ConfigDict:
   """The audit's config, once: `for_images`, then `validate` with the image shape and
   `feature_dim` (the features' width when known before any work, else None)."""
   c = for_images(image_shape, config, whole=whole)

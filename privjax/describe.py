@@ -1,7 +1,8 @@
 """--print_config: every field of a config, its value and what it means.
 
 A field's meaning is the comment its definition carries: in the config files that built
-it, in privjax/config.py's defaults, in each attacker type's DEFAULTS, and the defense
+it, in privjax/config.py's defaults, in each attacker type's DEFAULTS (a user's module's
+too, for the attacker it declares with `privjax.attacks.register`), and the defense
 sweep's entries' (privjax/defenses/entries.py).
 """
 
@@ -16,8 +17,12 @@ import ml_collections
 
 from privjax import attacks
 from privjax import config as config_lib
+from privjax.attacks import base as attack_base
 from privjax.defenses import entries as sweep_entries
 
+__all__ = ["ATTACK_TYPE", "comments_in", "describe"]
+
+# What an attacker entry's `type` means, as --print_config says it.
 ATTACK_TYPE = "the attacker: a built-in name, 'package.module:function', or 'off'"
 
 
@@ -92,9 +97,12 @@ def describe(config: ml_collections.ConfigDict, sources=()) -> str:
       for key, text in parsed[path][pick].items():
         comments.setdefault(key, text)
   attack_comments = {}
-  for kind in attacks.builtin_names():
-    same, before = comments_in(sys.modules[attacks.get(kind).__module__].__file__)
-    attack_comments[kind] = {k[2:]: v for k, v in {**before, **same}.items() if k[:2] == "*."}
+  kinds = [*attacks.builtin_names(), *_declared_kinds(config)]
+  for kind in kinds:
+    path = getattr(sys.modules.get(attacks.get(kind).__module__), "__file__", None)
+    if path:
+      same, before = comments_in(path)
+      attack_comments[kind] = {k[2:]: v for k, v in {**before, **same}.items() if k[:2] == "*."}
   flat = []
 
   def walk(node, prefix):
@@ -120,3 +128,13 @@ def describe(config: ml_collections.ConfigDict, sources=()) -> str:
     shown = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
     out.append(f"{path} = {shown!r}" + (f"  # {text}" if text else ""))
   return "\n".join(out)
+
+
+def _declared_kinds(config) -> list[str]:
+  """The types of config.attacks' entries that a user's module declared by import path
+  (its DEFAULTS' comments describe its settings, as a built-in's do)."""
+  group = config.get("attacks") or {}
+  kinds = {
+    group[n].get("type", n) for n in group if isinstance(group[n], ml_collections.ConfigDict)
+  }
+  return sorted(k for k in kinds if isinstance(k, str) and ":" in k and k in attack_base.ATTACKS)

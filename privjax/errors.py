@@ -8,6 +8,16 @@ code 2; anything else is a bug and keeps its traceback.
 
 import signal
 
+__all__ = [
+  "ConfigError",
+  "DataError",
+  "Interrupted",
+  "ModelError",
+  "PrivjaxError",
+  "TrainingError",
+  "WorkdirError",
+]
+
 
 class PrivjaxError(ValueError):
   """Base class of the errors a user's input can cause."""

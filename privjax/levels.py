@@ -1,8 +1,10 @@
 """The verdict's levels and their order: the one table the verdict, the defense sweep, the
 report and the release gate share (a leaf)."""
 
-LEVELS = ("low", "medium", "high")
-SEVERITY = {level: rank for rank, level in enumerate(LEVELS)}
+__all__ = ["LEVELS", "SEVERITY", "reaches"]
+
+LEVELS = ("low", "medium", "high")  # the verdict's levels, least severe first
+SEVERITY = {level: rank for rank, level in enumerate(LEVELS)}  # level -> its rank in LEVELS
 
 
 def reaches(level: str, gate: str) -> bool:

@@ -3,7 +3,7 @@ config tree and hands each its own settings.
 
 `FAMILIES` are the plug-in families' groups of the tree, each built, merged and checked
 by its family's own rules (privjax/config.py calls them, knowing none by name);
-`ssim_window` fits the SSIM window to the images; the rest build each stage's settings
+The functions build each stage's settings
 from a resolved config.
 """
 
@@ -18,12 +18,21 @@ from privjax import attacks
 from privjax.attacks import entries as attack_entries
 from privjax.defenses import entries as sweep_entries
 from privjax.defenses import sweep as sweep_lib
-from privjax.errors import ConfigError
 from privjax.scoring import entries as metric_entries
 from privjax.scoring import scores
 from privjax.stages import judge as judge_lib
 
-MIN_SSIM_SIGMA = 0.5  # pixels: a narrower Gaussian weighs almost only the centre pixel
+__all__ = [
+  "FAMILIES",
+  "Family",
+  "check_sweep",
+  "judge",
+  "metric_thresholds",
+  "running_attackers",
+  "scoring",
+  "sweep",
+  "sweep_attackers",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,8 @@ def check_sweep(c: ml_collections.ConfigDict, dim: int | None = None) -> None:
   sweep_entries.check(c.defense, running_attackers(c), dim)
 
 
+# The plug-in families' groups by their dotted place in the tree: each built, merged and
+# checked by its family's rules (privjax/config.py calls them, knowing none by name).
 FAMILIES = {
   f.path: f
   for f in (
@@ -86,31 +97,6 @@ FAMILIES = {
     ),
   )
 }
-
-
-def ssim_window(height: int, width: int, filter_size: int, filter_sigma: float):
-  """Returns the SSIM (filter_size, filter_sigma) to use for images of this size.
-
-  Images smaller than the configured window get the largest odd window that fits,
-  with sigma scaled by the same factor (so the window still spans the same number of
-  standard deviations); the report states the window used. A window that would need
-  sigma below MIN_SSIM_SIGMA pixels to fit is refused: it would weigh almost only the
-  centre pixel, and SSIM would degenerate into a per-pixel comparison.
-  """
-  smallest = min(height, width)
-  if filter_size <= smallest:
-    return filter_size, filter_sigma
-  size = smallest if smallest % 2 == 1 else smallest - 1
-  if size < 3:
-    raise ConfigError(f"images must be at least 3x3 pixels for SSIM, got {height}x{width}")
-  sigma = filter_sigma * size / filter_size
-  if sigma < MIN_SSIM_SIGMA:
-    raise ConfigError(
-      f"config.ssim.filter_size={filter_size} (sigma {filter_sigma}) does not fit "
-      f"{height}x{width} images: shrunk to {size} pixels its sigma would be {sigma:.3g} < "
-      f"{MIN_SSIM_SIGMA} pixel; set ssim.filter_size <= {size} and ssim.filter_sigma yourself"
-    )
-  return size, sigma
 
 
 def scoring(c: ml_collections.ConfigDict) -> scores.Settings:

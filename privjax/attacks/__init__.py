@@ -4,7 +4,8 @@ Built-in: `decoder` (the patent's learned inverse model), `ridge` (random-featur
 ridge regression), `nearest` (nearest auxiliary image by feature cosine) and
 `whitebox` (optimisation through the audited model's gradients) and `blend` (the
 least-squares combination of others' reconstructions). See `base` for the contract and
-how to add one.
+how to add one: each built-in module offers `fit(aux, *, key, settings, ...) -> params` and
+a pure `reconstruct(params, features) -> images`, and registers `attack(aux, ctx, cfg)`.
 """
 
 # Imported, so registered, in the order of the default config's attackers (`default_on`).
@@ -21,11 +22,13 @@ from privjax.attacks.base import (
   Model,
   Skipped,
   Standardizer,
+  batched,
   builtin_names,
   capabilities,
   check,
   default_on,
   get,
+  key_seed,
   own_config,
   register,
   with_defaults,
@@ -40,9 +43,11 @@ __all__ = [
   "Model",
   "Skipped",
   "Standardizer",
+  "batched",
   "builtin_names",
   "default_on",
   "get",
+  "key_seed",
   "own_config",
   "register",
   "with_defaults",

@@ -1,6 +1,18 @@
 """The attack contract: what an attacker is given, what it returns, and the registry.
 
-An attacker is a function `attack(aux, ctx, cfg) -> Fitted`:
+An attacker is two pure functions in the spirit of optax's `init`/`update` pair:
+
+- `fit(aux, *, key, settings, ...) -> params`: fits on the auxiliary set (`AuxSet`) and
+  returns its params, a pytree of arrays (static pieces, such as the image shape or the
+  decoder's architecture, ride in the pytree's structure, never in a closure);
+- `reconstruct(params, features) -> images`: standardised features [B, D] to images
+  [B, H, W, C] in [0, 1], a pure jnp function that jits, vmaps and differentiates.
+
+`key` is a `jax.random` key; the audit passes `jax.random.key(config.seed)`. An attacker
+that draws with numpy derives its int seed from the key with `key_seed` (`s` exactly for
+`jax.random.key(s)`), so its numbers are those it drew from the int seed before.
+
+What the audit calls is the registered adapter `attack(aux, ctx, cfg) -> Fitted`:
 
 - `aux` (`AuxSet`) is everything the adversary holds: the auxiliary images and their
   features, standardised per dimension on the auxiliary set (zero mean, unit
@@ -13,8 +25,12 @@ An attacker is a function `attack(aux, ctx, cfg) -> Fitted`:
   attackers (fitted on demand).
 - `cfg` is the attacker's own sub-config (`config.attacks.<name>`).
 
-`Fitted.reconstruct(features)` maps standardised features [N, D] to images
-[N, H, W, C] in [0, 1]. An attacker that cannot run on this audit (the whitebox
+A built-in returns `Fitted.of(apply, params, ...)`: its pure `apply` and `params`, and its
+host `reconstruct(features)` (numpy [N, D] -> numpy [N, H, W, C]) is
+`parallel.batched_map(functools.partial(jax.jit(apply), params), ...)`, sharded over the
+mesh in batches (`batched`). A user's attacker may return either that or the older
+`Fitted(reconstruct=host_fn, ...)`; one that returns `Fitted(apply=..., params=...)` alone
+is batched by the runner. An attacker that cannot run on this audit (the whitebox
 attacker on stored features, say) raises `Skipped` with the reason; the report states it.
 
 Attackers are found by name: the built-ins register with `@register("name")`; a user's
@@ -24,7 +40,8 @@ attacker is named by import path, `"package.module:function"`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -33,7 +50,33 @@ import numpy as np
 
 from privjax.errors import ConfigError, ModelError
 from privjax.registry import Registry
+from privjax.runtime import parallel
 from privjax.scoring.standardizer import Standardizer  # noqa: F401 (the attackers' input)
+
+__all__ = [
+  "ATTACKS",
+  "OFF",
+  "AuxSet",
+  "Capabilities",
+  "Context",
+  "Fitted",
+  "MIN_TRAIN_EXAMPLES",
+  "MIN_VAL_EXAMPLES",
+  "Model",
+  "Skipped",
+  "batched",
+  "builtin_names",
+  "capabilities",
+  "check",
+  "data_warnings",
+  "default_on",
+  "get",
+  "key_seed",
+  "own_config",
+  "read_settings",
+  "register",
+  "with_defaults",
+]
 
 OFF = "off"  # `config.attacks.<name>.type = "off"` skips a configured attacker
 
@@ -118,11 +161,77 @@ def data_warnings(aux: AuxSet) -> list[str]:
   return out
 
 
+def key_seed(key) -> int:
+  """The int seed of a `jax.random` key: `s` exactly for `jax.random.key(s)` (0 <= s <
+  2**32, the default threefry keys), so an attacker that draws with numpy from the key
+  draws the stream it drew from the int seed `s`.
+
+  The key's uint32 words are folded in order, h = (h * 0x9E3779B1 + word) mod 2**32: a
+  threefry key's data is [hi, lo], and `jax.random.key(s)`'s is [0, s]. Any other key (a
+  split, a fold_in) maps to a 32-bit int of its data. A raw uint32 key
+  (`jax.random.PRNGKey`) is read the same way.
+
+  Args:
+    key: a typed `jax.random` key (shape []) or a raw uint32 key.
+
+  Returns:
+    An int in [0, 2**32).
+  """
+  if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
+    key = jax.random.key_data(key)
+  words = np.asarray(key, np.uint32).ravel()
+  seed = 0
+  for word in words:
+    seed = (seed * 0x9E3779B1 + int(word)) % 2**32
+  return seed
+
+
+def read_settings(settings: Mapping | None, defaults: Mapping, *, name: str) -> dict:
+  """An attacker's settings: `defaults` updated with `settings` (a dict or ConfigDict; its
+  registry "type", if any, dropped); an unknown key is a ConfigError naming it."""
+  given = settings.to_dict() if isinstance(settings, ml_collections.ConfigDict) else settings
+  given = {k: v for k, v in dict(given or {}).items() if k != "type"}
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ConfigError(f"{name}: unknown setting {unknown[0]!r}; known: {sorted(defaults)}")
+  return {**defaults, **given}
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(apply: Callable) -> Callable:
+  """`jax.jit(apply)`, one per function: re-running an attacker compiles nothing new."""
+  return jax.jit(apply)
+
+
+def batched(apply: Callable, params, *, mesh, batch_size: int) -> Callable:
+  """The host function `features -> images` of a pure `apply(params, features)`.
+
+  Args:
+    apply: a pure `(params, [B, D]) -> [B, H, W, C]`; jitted here (once per function).
+    params: its params, placed on every device of `mesh`.
+    mesh: the data mesh the features are sharded over.
+    batch_size: the largest global batch (`parallel.batched_map`).
+
+  Returns:
+    `reconstruct(features)`: host [N, D] -> host numpy [N, H, W, C], computed in padded
+    batches sharded over `mesh` (`parallel.batched_map`), each row exactly once.
+  """
+  fn = functools.partial(_jitted(apply), parallel.replicate(params, mesh))
+
+  def reconstruct(features):
+    return parallel.batched_map(fn, [features], batch_size=batch_size, mesh=mesh)
+
+  return reconstruct
+
+
 @dataclasses.dataclass(frozen=True)
 class Fitted:
-  """A fitted attacker."""
+  """A fitted attacker: its host `reconstruct`, and (a built-in's) its pure `apply` and
+  `params`, from which `reconstruct` is built (`Fitted.of`)."""
 
-  reconstruct: Callable[[np.ndarray], np.ndarray]  # [N, D] standardised -> [N, H, W, C]
+  # Host [N, D] standardised numpy -> [N, H, W, C]; None: `apply(params, .)` batched over
+  # the mesh by whoever runs it (`with_host`).
+  reconstruct: Callable[[np.ndarray], np.ndarray] | None = None
   info: dict = dataclasses.field(default_factory=dict)  # JSON-ready: what it chose, how it fit
   warnings: tuple[str, ...] = ()  # why its numbers may understate the leakage
   # Reconstructs aux.val's features as an attacker that never fitted aux.val would (an
@@ -130,6 +239,58 @@ class Fitted:
   # is. Another attacker choosing its own settings on aux.val from these starts (whitebox)
   # would otherwise judge in-sample reconstructions.
   held_out: Callable[[np.ndarray], np.ndarray] | None = None
+  # The functional core: `apply(params, features [B, D]) -> [B, H, W, C]`, pure jnp.
+  params: Any = None  # a pytree of arrays
+  apply: Callable | None = None
+  # `() -> params` fitted without aux.val (what `held_out` applies; computed when first
+  # asked and kept); None: `params` already are.
+  held_out_params: Callable[[], Any] | None = None
+
+  @classmethod
+  def of(
+    cls,
+    apply: Callable,
+    params,
+    *,
+    mesh,
+    batch_size: int,
+    held_out_params: Callable[[], Any] | None = None,
+    info: dict | None = None,
+    warnings: tuple[str, ...] = (),
+  ) -> Fitted:
+    """A fitted attacker from its pure `apply` and `params`: `reconstruct` (and `held_out`,
+    from `held_out_params()`) are `apply` batched over `mesh` (`batched`)."""
+    fitted = cls(
+      info={} if info is None else info,
+      warnings=tuple(warnings),
+      params=params,
+      apply=apply,
+      held_out_params=held_out_params,
+    )
+    return fitted.with_host(mesh=mesh, batch_size=batch_size)
+
+  def with_host(self, *, mesh, batch_size: int) -> Fitted:
+    """This attacker with its host `reconstruct` (and `held_out`) built from `apply` and
+    `params` where it has none (`batched`); itself when it has."""
+    if self.reconstruct is not None or self.apply is None:
+      return self
+    held_out, held_out_params = self.held_out, self.held_out_params
+    if held_out_params is not None:
+      held_out_params = functools.cache(held_out_params)  # fitted once, when first asked
+    if held_out is None and held_out_params is not None:
+      host = functools.cache(
+        lambda: batched(self.apply, held_out_params(), mesh=mesh, batch_size=batch_size)
+      )
+
+      def held_out(features):
+        return host()(features)
+
+    return dataclasses.replace(
+      self,
+      reconstruct=batched(self.apply, self.params, mesh=mesh, batch_size=batch_size),
+      held_out=held_out,
+      held_out_params=held_out_params,
+    )
 
   def reconstruct_held_out(
     self, features: np.ndarray, *, name: str = "an attacker", image_shape=None
@@ -151,7 +312,7 @@ class Fitted:
     return out
 
 
-ATTACKS = Registry("attack")
+ATTACKS = Registry("attack")  # every attacker type: the built-ins and registered user ones
 _DEFAULT_ON: list[str] = []  # the attackers registered default_on, in registration order
 
 
@@ -218,6 +379,7 @@ def capabilities(kind: str) -> Capabilities:
 
 
 def builtin_names() -> list[str]:
+  """The built-in attackers' names, sorted."""
   return ATTACKS.names()
 
 

@@ -5,20 +5,40 @@ its entry's (`config.attacks.decoder`): the architecture (width, start_size, hid
 max_conv_size: the Flax module, privjax/attacks/decoder_net.py) and optax training with
 early stopping on the held-out part of the auxiliary set (privjax/attacks/decoder_training.py,
 on the generic loop of privjax/runtime/loop.py).
+
+The functional core: `fit(aux, *, key, settings, ...) -> Params` (the trained Flax
+variables, the architecture riding in the pytree's structure) and the pure
+`reconstruct(params, features)`, a forward pass that jits, vmaps and differentiates with
+respect to both.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
+import flax.struct
 import jax
 import ml_collections
 import numpy as np
 
 from privjax import checks
-from privjax.attacks.base import AuxSet, Context, Fitted, register
+from privjax.attacks.base import AuxSet, Context, Fitted, key_seed, read_settings, register
+from privjax.attacks.decoder_net import Decoder
 from privjax.attacks.decoder_training import Settings, train_decoder
 from privjax.runtime import parallel
+
+__all__ = [
+  "DEFAULTS",
+  "LOSSES",
+  "Params",
+  "attack",
+  "check",
+  "fit",
+  "learned_nothing",
+  "reconstruct",
+  "training_warnings",
+]
 
 # What training reads (decoder_training.Settings): the architecture, then the optimisation.
 DEFAULTS = {
@@ -142,38 +162,124 @@ def training_warnings(convergence: dict, settings) -> list[str]:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("decoder",))
-def _decode(params, features, *, decoder):
-  """Compiled once per decoder architecture (a hashable Flax module) and batch shape."""
-  return decoder.apply(params, features)
+@flax.struct.dataclass
+class Params:
+  """A trained decoder: its Flax variables (a pytree of arrays) and its architecture (the
+  hashable Flax module, static: part of the pytree's structure)."""
+
+  variables: Any  # {"params": ...} of `net`
+  net: Decoder = flax.struct.field(pytree_node=False)
+
+
+def reconstruct(params: Params, features: jax.Array) -> jax.Array:
+  """Pure: standardised features [B, D] -> images [B, H, W, C] in [0, 1] (a sigmoid).
+
+  The decoder's forward pass; jits, vmaps (over a batch axis, or over params trained with
+  two keys) and differentiates with respect to `params` and `features`.
+  """
+  return params.net.apply(params.variables, features)
+
+
+class _Fit(NamedTuple):
+  params: Params
+  info: dict  # JSON-ready: how training converged, the width and hidden size
+  warnings: tuple[str, ...]  # why its numbers may understate the leakage
+
+
+def _fit(
+  aux: AuxSet,
+  *,
+  key,
+  settings: Mapping | None,
+  filter_size: int,
+  filter_sigma: float,
+  mesh,
+  eval_batch_size: int,
+  checkpoint_dir: str | None,
+) -> _Fit:
+  """Trains the decoder on aux.train, early-stopped on aux.val (`fit`)."""
+  training = Settings.from_entry(
+    read_settings(settings, DEFAULTS, name="decoder"),
+    filter_size=filter_size,
+    filter_sigma=filter_sigma,
+    seed=key_seed(key),  # the batch order (numpy); the initial params take `key` itself
+    eval_batch_size=eval_batch_size,
+  )
+  decoder, variables, convergence = train_decoder(
+    aux.features,
+    aux.images,
+    training,
+    mesh=mesh,
+    checkpoint_dir=checkpoint_dir,
+    split=(aux.train, aux.val),
+    key=key,
+  )
+  info = {"convergence": convergence, "width": decoder.width, "hidden": decoder.hidden}
+  warnings = tuple(training_warnings(convergence, training))
+  return _Fit(Params(variables=variables, net=decoder), info, warnings)
+
+
+def fit(
+  aux: AuxSet,
+  *,
+  key,
+  settings: Mapping | None = None,
+  filter_size: int,
+  filter_sigma: float,
+  mesh=None,
+  eval_batch_size: int = 256,
+  checkpoint_dir: str | None = None,
+) -> Params:
+  """Trains the decoder attacker; returns its params (for `reconstruct`).
+
+  Args:
+    aux: the auxiliary set: features [N, D] standardised, images [N, H, W, C] in [0, 1];
+      trained on aux.train, early-stopped on aux.val.
+    key: a `jax.random` key: the initial params are drawn from it, the batch order with
+      numpy from `key_seed(key)` (the audit passes `jax.random.key(config.seed)`).
+    settings: DEFAULTS' keys (missing ones take their defaults).
+    filter_size, filter_sigma: the SSIM window of the loss (the audit's `config.ssim`).
+    mesh: the data mesh training is sharded over (None: every device).
+    eval_batch_size: the batch of validation.
+    checkpoint_dir: where training keeps its orbax checkpoints and resumes from; None
+      keeps none.
+
+  Returns:
+    `Params`: the best variables by validation loss (replicated over `mesh`) and the
+    Flax module.
+  """
+  return _fit(
+    aux,
+    key=key,
+    settings=settings,
+    filter_size=filter_size,
+    filter_sigma=filter_sigma,
+    mesh=parallel.data_mesh() if mesh is None else mesh,
+    eval_batch_size=eval_batch_size,
+    checkpoint_dir=checkpoint_dir,
+  ).params
 
 
 @register("decoder", defaults=DEFAULTS, check=check, default_on=True, checkpoints=True)
 def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
-  """Trains the decoder on aux.train, early-stopped on aux.val; reconstructs by a forward pass."""
-  settings = Settings.from_entry(
-    cfg,
+  """The audit's decoder: `fit` with `jax.random.key(ctx.seed)` and the audit's SSIM window
+  and checkpoints; `reconstruct` batched over the mesh (its reconstructions of aux.val are
+  already held out: it never trains on them)."""
+  out = _fit(
+    aux,
+    key=jax.random.key(ctx.seed),
+    settings=cfg,
     filter_size=ctx.filter_size,
     filter_sigma=ctx.filter_sigma,
-    seed=ctx.seed,
-    eval_batch_size=ctx.eval_batch_size,
-  )
-  decoder, params, convergence = train_decoder(
-    aux.features,
-    aux.images,
-    settings,
     mesh=ctx.mesh,
+    eval_batch_size=ctx.eval_batch_size,
     checkpoint_dir=ctx.checkpoint_dir,
-    split=(aux.train, aux.val),
   )
-  decode = functools.partial(_decode, params, decoder=decoder)
-
-  def reconstruct(features):
-    return parallel.batched_map(decode, [features], batch_size=ctx.eval_batch_size, mesh=ctx.mesh)
-
-  info = {
-    "convergence": convergence,
-    "width": decoder.width,
-    "hidden": decoder.hidden,
-  }
-  return Fitted(reconstruct, info, tuple(training_warnings(convergence, settings)))
+  return Fitted.of(
+    reconstruct,
+    out.params,
+    mesh=ctx.mesh,
+    batch_size=ctx.eval_batch_size,
+    info=out.info,
+    warnings=out.warnings,
+  )

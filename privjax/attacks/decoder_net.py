@@ -15,6 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+  "Decoder",
+  "decoder_grid",
+  "depth_to_space",
+]
+
 
 def depth_to_space(x, factor: int = 2):
   """[B, H, W, C*f*f] -> [B, H*f, W*f, C] (the sub-pixel shuffle)."""

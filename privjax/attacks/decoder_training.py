@@ -25,6 +25,19 @@ from privjax.data.splits import batch_indices
 from privjax.runtime import loop, parallel
 from privjax.scoring import metrics
 
+__all__ = [
+  "LOG_MSE_EPS",
+  "Settings",
+  "WIDE_FROM",
+  "decoder_capacity",
+  "make_decoder",
+  "make_optimizer",
+  "mismatched_mse",
+  "per_example_loss",
+  "train_decoder",
+  "training_for",
+]
+
 # The Settings fields the audit provides; the others are the decoder entry's.
 _AUDITS = ("filter_size", "filter_sigma", "seed", "eval_batch_size", "val_fraction")
 
@@ -100,6 +113,8 @@ def decoder_capacity(settings, image_shape, feature_dim: int) -> tuple[int, int]
 
 
 def make_decoder(settings: Settings, image_shape, feature_dim: int = 0) -> Decoder:
+  """The `Decoder` module for these settings, images of `image_shape` [H, W, C] and
+  features of width `feature_dim`."""
   width, hidden = decoder_capacity(settings, image_shape, feature_dim)
   return Decoder(
     image_shape=tuple(int(s) for s in image_shape),
@@ -244,7 +259,9 @@ def _decoder_batch_size(requested: int, num_train: int, mesh) -> int:
   return parallel.fit_batch_size(min(requested, num_train), mesh, what="decoder training")
 
 
-def _fit_decoder(programs, train, val, settings: Settings, *, batch_size, mesh, checkpoint_dir):
+def _fit_decoder(
+  programs, train, val, settings: Settings, *, batch_size, mesh, checkpoint_dir, key=None
+):
   """Logs the plan and trains the decoder with `loop.fit`; returns what `fit` returns.
 
   Args:
@@ -255,6 +272,7 @@ def _fit_decoder(programs, train, val, settings: Settings, *, batch_size, mesh, 
     batch_size: the global training batch.
     mesh: the data mesh.
     checkpoint_dir: as in `train_decoder`.
+    key: the initial params' `jax.random` key (None: `jax.random.key(settings.seed)`).
   """
   s = settings
   (x_train, y_train), (x_val, y_val) = train, val
@@ -283,7 +301,7 @@ def _fit_decoder(programs, train, val, settings: Settings, *, batch_size, mesh, 
 
   return loop.fit(
     programs.training,
-    jax.random.key(s.seed),
+    jax.random.key(s.seed) if key is None else key,
     batch_fn,
     name="decoder",
     num_steps=s.num_steps,
@@ -379,7 +397,14 @@ def _held_out_mse(programs: _DecoderPrograms, params, val, settings: Settings, m
 
 
 def train_decoder(
-  features, images, settings: Settings, *, mesh, checkpoint_dir: str | None = None, split=None
+  features,
+  images,
+  settings: Settings,
+  *,
+  mesh,
+  checkpoint_dir: str | None = None,
+  split=None,
+  key=None,
 ):
   """Trains the decoder on auxiliary (features, images); returns (decoder, params, convergence).
 
@@ -392,6 +417,8 @@ def train_decoder(
       none. A directory with checkpoints resumes from the latest.
     split: (train indices, validation indices) of the auxiliary set; None draws
       `settings.val_fraction` of it for validation with the seed.
+    key: the `jax.random` key of the initial params (None: `jax.random.key(settings.seed)`;
+      the batch order is drawn from `settings.seed` either way).
 
   Returns:
     The decoder module, its best params (by validation loss, replicated), and a
@@ -414,6 +441,7 @@ def train_decoder(
     batch_size=batch_size,
     mesh=mesh,
     checkpoint_dir=checkpoint_dir,
+    key=key,
   )
   held_out = _held_out_mse(programs, best_params, (x_val, y_val), settings, mesh)
   convergence = {

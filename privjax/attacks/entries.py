@@ -3,7 +3,10 @@ entries merge into it, its checks (each type's own, registered with it), and the
 an earlier layout that now live in it.
 
 Each entry is `name: {type, settings}`; `type` is a registered name, a user's
-"package.module:function", or "off" to skip it.
+"package.module:function" (or the function itself, which the config holds by that path),
+or "off" to skip it. A user's attacker declared as a built-in is, with
+`privjax.attacks.register("mlp", defaults=..., check=..., checkpoints=True)` in its own
+module, gets its defaults, its checks and its capabilities when named by import path.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ from privjax.attacks import base
 from privjax.attacks.base import OFF, default_on, with_defaults
 from privjax.checks import require
 from privjax.errors import ConfigError
+
+__all__ = [
+  "MOVED_GROUPS",
+  "MOVED_KEYS",
+  "RESERVED_NAMES",
+  "check",
+  "defaults",
+  "merge",
+  "migrated",
+  "moved_key",
+]
 
 # Names of the builtin models' workdir stages, which an attacker's own would collide with.
 RESERVED_NAMES = ("recognition", "evaluator")

@@ -10,13 +10,19 @@ matrix and the cross products are sums over examples, sharded over the mesh; whe
 regressors outnumber the auxiliary images the same regression is solved in its dual
 (kernel) form, whose cost grows with the images, not the feature width. A fit that would
 not fit in the host's available memory is refused, with its size, before it starts.
+
+The functional core: `fit(aux, *, key, settings) -> Params` and the pure
+`reconstruct(params, features)`, which jits, vmaps and differentiates in both arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,9 +30,20 @@ import numpy as np
 from absl import logging
 
 from privjax import checks
-from privjax.attacks.base import AuxSet, Context, Fitted, register
+from privjax.attacks.base import AuxSet, Context, Fitted, key_seed, read_settings, register
 from privjax.errors import ModelError
 from privjax.runtime import memory, parallel
+
+__all__ = [
+  "DEFAULTS",
+  "Params",
+  "attack",
+  "check",
+  "fit",
+  "memory_needed",
+  "random_features",
+  "reconstruct",
+]
 
 DEFAULTS = {
   "num_features": 1024,  # Random Fourier features beside the features themselves.
@@ -36,6 +53,7 @@ DEFAULTS = {
 
 
 def check(name, cfg, names) -> None:
+  """Raises ConfigError for a setting ridge cannot take."""
   del names
   checks.positive_int(f"attacks.{name}.num_features", cfg.num_features)
   checks.numbers(f"attacks.{name}.bandwidths", cfg.bandwidths, low=1e-6)
@@ -53,11 +71,29 @@ def random_features(x, w, b):
 _featurize = jax.jit(random_features)
 
 
-@functools.partial(jax.jit, static_argnames=("shape",))
-def _predict(coef, offset, w, b, x, *, shape):
-  """[B, D] standardised features -> [B, *shape] clipped reconstructions."""
-  out = random_features(x, w, b) @ coef + offset
-  return jnp.clip(out, 0.0, 1.0).reshape(x.shape[0], *shape)
+@flax.struct.dataclass
+class Params:
+  """A fitted ridge: the regressors' random projection and the regression on them.
+
+  A pytree of arrays; the image shape rides in its structure (static under jit and vmap).
+  """
+
+  coef: jax.Array  # [D + M, P] float32 coefficients (P = H * W * C pixels)
+  offset: jax.Array  # [P] float32 intercept
+  w: jax.Array  # [D, M] float32 random projection, over bandwidth * sqrt(D)
+  b: jax.Array  # [M] float32 random phases in [0, 2 pi)
+  image_shape: tuple[int, int, int] = flax.struct.field(pytree_node=False)
+
+
+def reconstruct(params: Params, features: jax.Array) -> jax.Array:
+  """Pure: standardised features [B, D] -> images [B, H, W, C] in [0, 1].
+
+  The regression of `random_features(features)` on the pixels, clipped to [0, 1] (the
+  gradient is zero at a clipped pixel). Jits, vmaps (over a batch axis, or over params
+  fitted with two keys) and differentiates with respect to `params` and `features`.
+  """
+  out = random_features(features, params.w, params.b) @ params.coef + params.offset
+  return jnp.clip(out, 0.0, 1.0).reshape(features.shape[0], *params.image_shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,60 +174,98 @@ def _check_memory(n: int, d: int, num_features: int, pixels: int) -> None:
   )
 
 
-@register("ridge", defaults=DEFAULTS, check=check, default_on=True)
-def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
-  """Fits ridge regression on random features of aux.train, selects on aux.val, refits on all."""
+class _Fit(NamedTuple):
+  params: Params  # refitted on the whole auxiliary set
+  held_out: Callable[[], Params]  # the same choice fitted on aux.train alone
+  info: dict  # JSON-ready: what it chose (bandwidth, penalty) and every trial
+
+
+def _fit(aux: AuxSet, *, key, settings: Mapping, mesh, eval_batch_size: int) -> _Fit:
+  """Fits ridge regression on random features of aux.train, selects on aux.val, refits on
+  all (`fit`); aux.train's fit is solved when `held_out()` is first called."""
+  cfg = read_settings(settings, DEFAULTS, name="ridge")
   n, d = aux.features.shape
   shape = aux.image_shape
   y = aux.images.reshape(n, -1).astype(np.float64)
-  rng = np.random.default_rng((ctx.seed, 13))
-  w0 = rng.standard_normal((d, cfg.num_features)).astype(np.float32)
-  b = rng.uniform(0, 2 * np.pi, cfg.num_features).astype(np.float32)
+  rng = np.random.default_rng((key_seed(key), 13))
+  w0 = rng.standard_normal((d, cfg["num_features"])).astype(np.float32)
+  b = rng.uniform(0, 2 * np.pi, cfg["num_features"]).astype(np.float32)
 
   def phi(x, bandwidth):
     w = jnp.asarray(w0 / (bandwidth * np.sqrt(d)))
     fn = functools.partial(_featurize, w=w, b=jnp.asarray(b))
-    return parallel.batched_map(fn, [x], batch_size=ctx.eval_batch_size, mesh=ctx.mesh).astype(
-      np.float64
-    )
+    return parallel.batched_map(fn, [x], batch_size=eval_batch_size, mesh=mesh).astype(np.float64)
 
-  _check_memory(n, d, cfg.num_features, y.shape[1])
-  regressors = {bandwidth: phi(aux.features, bandwidth) for bandwidth in cfg.bandwidths}
-  trials, (val_mse, bandwidth, penalty) = _select(regressors, y, aux, cfg.penalties, ctx.mesh)
+  _check_memory(n, d, cfg["num_features"], y.shape[1])
+  regressors = {bandwidth: phi(aux.features, bandwidth) for bandwidth in cfg["bandwidths"]}
+  trials, (val_mse, bandwidth, penalty) = _select(regressors, y, aux, cfg["penalties"], mesh)
   logging.info("ridge: bandwidth %g, penalty %g (validation MSE %.5f)", bandwidth, penalty, val_mse)
 
-  def solved(rows):
-    """reconstruct() of the chosen ridge fitted on aux rows `rows`."""
-    spectrum = _spectrum(regressors[bandwidth][rows], y[rows], mesh=ctx.mesh)
+  def solved(rows) -> Params:
+    """The chosen ridge fitted on aux rows `rows`."""
+    spectrum = _spectrum(regressors[bandwidth][rows], y[rows], mesh=mesh)
     coef, mu_p, mu_y = spectrum.coef(penalty), spectrum.mu_p, spectrum.mu_y  # coef [F, P]
-    w = jnp.asarray(w0 / (bandwidth * np.sqrt(d)))
-    weights = parallel.replicate(
-      (
-        jnp.asarray(coef, jnp.float32),
-        jnp.asarray(mu_y - mu_p @ coef, jnp.float32),
-        w,
-        jnp.asarray(b),
-      ),
-      ctx.mesh,
+    return Params(
+      coef=jnp.asarray(coef, jnp.float32),
+      offset=jnp.asarray(mu_y - mu_p @ coef, jnp.float32),
+      w=jnp.asarray(w0 / (bandwidth * np.sqrt(d))),
+      b=jnp.asarray(b),
+      image_shape=shape,
     )
-
-    def reconstruct(features):
-      return parallel.batched_map(
-        functools.partial(_predict, *weights, shape=shape),
-        [features],
-        batch_size=ctx.eval_batch_size,
-        mesh=ctx.mesh,
-      )
-
-    return reconstruct
 
   info = {
     "bandwidth": bandwidth,
     "penalty": penalty,
     "val_mse": val_mse,
-    "regressors": int(d + cfg.num_features),
+    "regressors": int(d + cfg["num_features"]),
     "selection": trials,
   }
-  # Refitted on the whole auxiliary set; aux.val's reconstructions come from the fit on
-  # aux.train alone (fitted when first asked).
-  return Fitted(solved(slice(None)), info, held_out=lambda features: solved(aux.train)(features))
+  return _Fit(solved(slice(None)), lambda: solved(aux.train), info)
+
+
+def fit(
+  aux: AuxSet,
+  *,
+  key,
+  settings: Mapping | None = None,
+  mesh=None,
+  eval_batch_size: int = 256,
+) -> Params:
+  """Fits the ridge attacker; returns its params (for `reconstruct`).
+
+  Args:
+    aux: the auxiliary set: features [N, D] standardised, images [N, H, W, C] in [0, 1],
+      and its split (bandwidth and penalty chosen on aux.val, then refitted on all).
+    key: a `jax.random` key; the random features are drawn with numpy from
+      `key_seed(key)` (the audit passes `jax.random.key(config.seed)`).
+    settings: DEFAULTS' keys (missing ones take their defaults).
+    mesh: the data mesh the sums are sharded over (None: every device).
+    eval_batch_size: the batch the random features are computed in.
+
+  Returns:
+    `Params`: coef [D + M, P], offset [P], w [D, M], b [M] (M = num_features).
+  """
+  mesh = parallel.data_mesh() if mesh is None else mesh
+  return _fit(aux, key=key, settings=settings, mesh=mesh, eval_batch_size=eval_batch_size).params
+
+
+@register("ridge", defaults=DEFAULTS, check=check, default_on=True)
+def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
+  """The audit's ridge: `fit` with `jax.random.key(ctx.seed)`; `reconstruct` batched over
+  the mesh. aux.val's held-out reconstructions come from the fit on aux.train alone
+  (solved when first asked)."""
+  out = _fit(
+    aux,
+    key=jax.random.key(ctx.seed),
+    settings=cfg,
+    mesh=ctx.mesh,
+    eval_batch_size=ctx.eval_batch_size,
+  )
+  return Fitted.of(
+    reconstruct,
+    out.params,
+    mesh=ctx.mesh,
+    batch_size=ctx.eval_batch_size,
+    held_out_params=out.held_out,
+    info=out.info,
+  )

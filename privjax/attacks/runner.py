@@ -24,6 +24,12 @@ from privjax.registry import call_fn, call_user
 from privjax.runtime import cache, keys
 from privjax.runtime import workdir as workdir_lib
 
+__all__ = [
+  "ROUNDING",
+  "Outcome",
+  "run_all",
+]
+
 # Reconstructions this far outside [0, 1] are float rounding, clipped; beyond, refused.
 ROUNDING = 1e-5
 
@@ -169,7 +175,9 @@ class _Run:
       context = {k: v for k, v in self.context.items() if k != "mesh"}
       self.keys[name] = keys.of(
         kind,
-        "" if kind in base.ATTACKS else keys.code(base.get(kind)),  # a user's attacker's code
+        ""
+        if kind in base.builtin_names()
+        else keys.code(base.get(kind)),  # a user's attacker's code
         settings,
         context,
         self.data_key,
@@ -220,10 +228,13 @@ class _Run:
       fitted = call_user(
         plugin, f"attack {name!r}", ModelError, self.aux, ctx, cfg, passthrough=(base.Skipped,)
       )
+      if isinstance(fitted, base.Fitted) and fitted.reconstruct is None and callable(fitted.apply):
+        # Only the pure function and its params: batched over the mesh here.
+        fitted = fitted.with_host(mesh=ctx.mesh, batch_size=ctx.eval_batch_size)
       if not isinstance(fitted, base.Fitted) or not callable(fitted.reconstruct):
         raise ModelError(
-          f"attack {name!r} ({kind}) must return privjax.attacks.Fitted(reconstruct, ...), got "
-          f"{type(fitted).__name__}"
+          f"attack {name!r} ({kind}) must return privjax.attacks.Fitted(reconstruct, ...) or "
+          f"Fitted(apply=..., params=...), got {type(fitted).__name__}"
         )
       if fitted.held_out is not None and not callable(fitted.held_out):
         raise ModelError(
@@ -269,7 +280,7 @@ class _Run:
       f"attack {name!r}'s reconstruct",
       ModelError,
       target_features,
-      user=kind not in base.ATTACKS,
+      user=kind not in base.builtin_names(),
       passthrough=(base.Skipped,),
     )
     if recon is None or not hasattr(recon, "shape"):

@@ -11,14 +11,25 @@ zero allowed) and the step count are then chosen on the same held-out images, ne
 the targets. Batched, jitted once, data-parallel over the mesh (each image's optimisation
 is independent). Skipped, with the reason in the report, when the audited model is
 not a differentiable JAX function (stored features, say).
+
+The functional core: the per-target optimisation is `invert`, one pure function of (model
+params, start images, target features) whose optax Adam loop runs in `lax.fori_loop`,
+jitted once. `fit(aux, *, key, settings, model, starts) -> Params` makes the choices above
+and returns the model's params, the chosen start's params and prior weight, and the pure
+`reconstruct(params, features)` is the start's pure reconstruction followed by `invert`: one
+function of (model params, start params, target features) that jits and differentiates.
+The audit runs the same steps from its start's host reconstructions (a blend's combine is
+float64 on the host), batched over the mesh, so its numbers are unchanged.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,9 +38,36 @@ import optax
 from absl import logging
 
 from privjax import checks
-from privjax.attacks.base import AuxSet, Context, Fitted, Skipped, register
+from privjax.attacks.base import (
+  AuxSet,
+  Context,
+  Fitted,
+  Model,
+  Skipped,
+  key_seed,
+  read_settings,
+  register,
+)
 from privjax.runtime import parallel
 from privjax.scoring import metrics
+
+__all__ = [
+  "ADAM_EPS",
+  "DEFAULTS",
+  "Params",
+  "advance",
+  "attack",
+  "check",
+  "choose",
+  "fit",
+  "invert",
+  "logits",
+  "reconstruct",
+  "schedule",
+  "starts",
+  "still_rising",
+  "total_variation",
+]
 
 DEFAULTS = {
   # The attackers whose reconstructions may start the optimisation ("mean": the mean
@@ -51,6 +89,7 @@ DEFAULTS = {
 
 
 def check(name, cfg, names) -> None:
+  """Raises ConfigError for a setting the whitebox attacker cannot take."""
   others = [n for n in names if n != name]
   checks.require(
     bool(starts(cfg.init, others)),
@@ -446,16 +485,86 @@ def _warnings(selection: list[dict], chosen: dict, cfg) -> tuple[str, ...]:
   return ()
 
 
-@register(
-  "whitebox",
-  defaults=DEFAULTS,
-  check=check,
-  default_on=True,
-  needs_model=True,
-  models_defense=False,
-)
-def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
-  """Chooses the prior weight and step count on aux.val by image error; then optimises."""
+@flax.struct.dataclass
+class Params:
+  """A fitted whitebox attacker: the model's params, the chosen start's params and the
+  chosen prior weight (a pytree of arrays); the model's embedding, the start's pure
+  reconstruct and the step count and size ride in its structure (static)."""
+
+  model: Any  # the audited model's params
+  start: Any  # the start's params; for the mean auxiliary image, that image [H, W, C]
+  tv_weight: jax.Array  # [] float32 weight of the total-variation prior
+  embed: Callable = flax.struct.field(pytree_node=False)  # (model, [B, H, W, C]) -> [B, D]
+  start_apply: Callable | None = flax.struct.field(pytree_node=False)  # None: the mean image
+  steps: int = flax.struct.field(pytree_node=False)  # Adam steps per image (0: the start)
+  learning_rate: float = flax.struct.field(pytree_node=False)
+
+
+def reconstruct(params: Params, features: jax.Array) -> jax.Array:
+  """Pure: standardised features [B, D] -> images [B, H, W, C] in [0, 1].
+
+  The start's pure reconstruction of `features` (or the mean auxiliary image), then
+  `params.steps` Adam steps of `invert` through `params.embed` at the chosen prior weight:
+  one function of (model params, start params, target features) with the optimisation in
+  `lax.fori_loop`. Jits, vmaps and differentiates (through the optimisation) with respect
+  to `params` and `features`.
+  """
+  b = features.shape[0]
+  if params.start_apply is None:
+    start = jnp.broadcast_to(params.start, (b, *params.start.shape))
+  else:
+    start = params.start_apply(params.start, features)
+  if params.steps == 0:
+    return start
+  w = jnp.broadcast_to(params.tv_weight, (b,))
+  out = invert(
+    params.embed,
+    params.model,
+    start,
+    features,
+    w,
+    steps=(params.steps,),
+    learning_rate=params.learning_rate,
+  )
+  return out[:, 0]
+
+
+class _Fit(NamedTuple):
+  chosen: dict  # the chosen start, prior weight and steps (`choose`)
+  reconstruct: Callable  # host features -> images (the audit's)
+  params: Params | None  # None: the start has no pure reconstruct, or embed is unhashable
+  info: dict
+  warnings: tuple[str, ...]
+
+
+def _params(aux: AuxSet, ctx: Context, cfg, chosen: dict) -> Params | None:
+  """The chosen attacker's `Params`, when it can be one pure function: its start has a pure
+  `apply` (or is the mean image) and the model's embedding is hashable (static under jit)."""
+  model = ctx.model
+  try:
+    hash(model.embed)
+  except TypeError:
+    return None
+  if chosen["init"] == "mean":
+    start, start_apply = jnp.asarray(aux.images[aux.train].mean(axis=0)), None
+  else:
+    fitted = ctx.fitted(chosen["init"])
+    if fitted.apply is None:
+      return None
+    start, start_apply = fitted.params, fitted.apply
+  return Params(
+    model=model.params,
+    start=start,
+    tv_weight=jnp.asarray(chosen["tv_weight"], jnp.float32),
+    embed=model.embed,
+    start_apply=start_apply,
+    steps=int(chosen["steps"]),
+    learning_rate=float(cfg.learning_rate),
+  )
+
+
+def _fit(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> _Fit:
+  """Chooses the start, prior weight and step count on aux.val by image error (`fit`)."""
   model = ctx.model  # never None: needs_model=True makes the runner skip it on stored features
   _check_differentiable(model, aux.image_shape)
   run, more = _compiled(model, cfg.learning_rate)
@@ -477,7 +586,7 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
   chosen = choose(selection, cfg.tolerance)
   _log_choice(chosen, len(aux.val))
   timing = {}
-  reconstruct = _reconstructor(start, _optimise_fn(run, model.params, ctx), chosen, timing)
+  reconstruct_host = _reconstructor(start, _optimise_fn(run, model.params, ctx), chosen, timing)
   info = {
     "init": chosen["init"],
     "steps": int(chosen["steps"]),
@@ -491,4 +600,89 @@ def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
     "selection": selection,
     "timing": timing,
   }
-  return Fitted(reconstruct, info, _warnings(selection, chosen, cfg))
+  params = _params(aux, ctx, cfg, chosen)
+  return _Fit(chosen, reconstruct_host, params, info, _warnings(selection, chosen, cfg))
+
+
+def fit(
+  aux: AuxSet,
+  *,
+  key,
+  settings: Mapping | None = None,
+  model: Model,
+  starts: Mapping[str, Fitted],
+  filter_size: int,
+  filter_sigma: float,
+  mesh=None,
+  eval_batch_size: int = 256,
+) -> Params:
+  """Fits the whitebox attacker: its start, prior weight and step count chosen on aux.val.
+
+  Args:
+    aux: the auxiliary set (the choices are made on aux.val, from the starts' held-out
+      reconstructions of it).
+    key: a `jax.random` key (the choice draws nothing; accepted for the common signature).
+    settings: DEFAULTS' keys (missing ones take their defaults); `init` names starts among
+      `starts` or "mean".
+    model: the audited model: `embed(params, [B, H, W, C]) -> [B, D]` standardised,
+      differentiable (hashable, so it can be static under jit), and its params.
+    starts: name -> the start's `Fitted` (with `apply` and `params` for a pure
+      `reconstruct`; a start not given is left out, as a skipped one is).
+    filter_size, filter_sigma: the SSIM window the choice is scored in.
+    mesh: the data mesh the optimisations are sharded over (None: every device).
+    eval_batch_size: the batch of the optimisations.
+
+  Returns:
+    `Params` for `reconstruct`.
+
+  Raises:
+    Skipped: the model is not differentiable JAX.
+    ValueError: the chosen start has no pure `apply`, or `model.embed` is unhashable.
+  """
+
+  def fitted(name):
+    if name not in starts:
+      raise Skipped(f"{name} is not among the starts given")
+    return starts[name]
+
+  ctx = Context(
+    mesh=parallel.data_mesh() if mesh is None else mesh,
+    seed=key_seed(key),
+    eval_batch_size=eval_batch_size,
+    filter_size=filter_size,
+    filter_sigma=filter_sigma,
+    checkpoint_dir=None,
+    model=model,
+    fitted=fitted,
+    running=tuple(starts),
+  )
+  cfg = ml_collections.ConfigDict(read_settings(settings, DEFAULTS, name="whitebox"))
+  out = _fit(aux, ctx, cfg)
+  if out.params is None:
+    raise ValueError(
+      f"whitebox.fit: the chosen start {out.chosen['init']!r} has no pure apply, or the "
+      "model's embed is unhashable"
+    )
+  return out.params
+
+
+@register(
+  "whitebox",
+  defaults=DEFAULTS,
+  check=check,
+  default_on=True,
+  needs_model=True,
+  models_defense=False,
+)
+def attack(aux: AuxSet, ctx: Context, cfg: ml_collections.ConfigDict) -> Fitted:
+  """Chooses the prior weight and step count on aux.val by image error; then optimises
+  from the chosen start's host reconstructions, batched over the mesh (its pure
+  `apply`/`params` beside it when the start has them)."""
+  out = _fit(aux, ctx, cfg)
+  return Fitted(
+    out.reconstruct,
+    out.info,
+    out.warnings,
+    params=out.params,
+    apply=None if out.params is None else reconstruct,
+  )

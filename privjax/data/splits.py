@@ -18,6 +18,20 @@ from privjax.data import sources
 from privjax.data.images import encode_labels, preprocess
 from privjax.errors import ConfigError, DataError
 
+__all__ = [
+  "ALIGN",
+  "AuditData",
+  "Split",
+  "batch_indices",
+  "check_save_chips",
+  "label_ids",
+  "load",
+  "load_digits",
+  "parse_split",
+  "resolve_roles",
+  "validate",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:

@@ -4,6 +4,12 @@ Rule: a defense module imports only `privjax.runtime`, `privjax.scoring`, the sp
 and other defense modules: the sweep is handed its attack round as a function.
 """
 
-from privjax.defenses.transforms import DEFENSES, Defense, register
+from privjax.defenses import transforms
+from privjax.defenses.transforms import Defense, register
 
 __all__ = ["DEFENSES", "Defense", "register"]
+
+# The defenses by name: the built-ins (none, gaussian_noise, quantize, pca_truncate,
+# normalize_noise), each `register`ed with its strength keyword; a user's defense is named
+# by import path in config.defense.sweep.<name>.type.
+DEFENSES = transforms.DEFENSES

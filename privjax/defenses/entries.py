@@ -15,7 +15,9 @@ from privjax.defenses import transforms as defenses
 from privjax.errors import ConfigError
 from privjax.registry import import_object
 
-KEYS = ("type", "strengths", "param")
+__all__ = ["ABOUT", "KEYS", "attackers", "check", "defaults", "entry", "merge"]
+
+KEYS = ("type", "strengths", "param")  # an entry's fields
 # What each field of an entry means (--print_config shows it).
 ABOUT = {
   "type": f"the defense: one of {defenses.builtin_names()} or 'package.module:function'",

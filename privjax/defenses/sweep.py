@@ -47,6 +47,8 @@ from privjax.runtime import cache, keys
 from privjax.runtime.loop import split_validation
 from privjax.scoring import risk
 
+__all__ = ["Settings", "best_tradeoff", "run"]
+
 CAVEAT = (
   "A defense judged against these attackers is not proven against all attackers: a "
   "stronger or better-informed attacker may recover more from the same defended features."

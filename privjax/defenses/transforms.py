@@ -33,6 +33,22 @@ from privjax.registry import Registry
 from privjax.runtime import parallel
 from privjax.scoring.metrics import unit_rows
 
+__all__ = [
+  "PROBE_ROWS",
+  "PURITY_TOLERANCE",
+  "Defense",
+  "apply",
+  "check_strength",
+  "fit",
+  "gaussian_noise",
+  "get",
+  "none",
+  "normalize_noise",
+  "pca_truncate",
+  "quantize",
+  "register",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class Defense:
@@ -63,7 +79,7 @@ def get(kind: str, param: str = "strength", *, field: str = "defense") -> Defens
   """The defense registered as `kind`, or the function at import path "module:name"
   (`param`: a user defense's strength keyword; `field`: the config field, for errors)."""
   found = DEFENSES.get(kind, field=field)
-  if found.builtin:
+  if found.declared:  # a built-in, or a user's defense registered with its declarations
     return Defense(found.fn, **found.declared)
   return Defense(found.fn, param, None, None, f"{param} (user defense)")
 

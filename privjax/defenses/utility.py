@@ -22,6 +22,7 @@ target_labels) -> {name: number}` named by import path (config.defense.utility).
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from privjax.errors import ModelError
@@ -35,7 +36,7 @@ PROBE_PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # x the mean eigenvalue of the 
 
 
 def _rate(hits: np.ndarray, chance: float, *, samples: int, seed: int, **counts) -> dict:
-  ci = metrics.bootstrap_mean_ci(hits.astype(np.float64), samples=samples, seed=seed)
+  ci = metrics.bootstrap_mean_ci(hits.astype(np.float64), key=jax.random.key(seed), samples=samples)
   return {
     "rate": float(hits.mean()),
     "ci": [float(v) for v in ci],

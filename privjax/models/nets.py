@@ -9,6 +9,8 @@ import math
 
 import flax.linen as nn
 
+__all__ = ["WORKING_SIZE", "RecognitionCNN", "stem_stride"]
+
 # The builtin model's working size: the first convolution strides larger images down to at
 # most this many pixels a side (`stem_stride`), so its cost per image stays that of 16x16.
 WORKING_SIZE = 16

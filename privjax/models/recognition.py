@@ -21,6 +21,8 @@ from privjax.errors import ConfigError
 from privjax.models.nets import RecognitionCNN, stem_stride
 from privjax.runtime import loop, parallel
 
+__all__ = ["accuracy", "embed_fn_for", "train_or_restore", "validate"]
+
 
 def accuracy(model, params, split: Split, *, mesh, batch_size: int) -> float:
   """Top-1 accuracy of the classifier on a labelled split."""

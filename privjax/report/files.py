@@ -27,6 +27,17 @@ from privjax import levels
 from privjax.report import page, plots, readings
 from privjax.runtime.workdir import publish
 
+__all__ = [
+  "AttackResult",
+  "Report",
+  "grid_png",
+  "per_image_csv",
+  "strict_json",
+  "summary_line",
+  "warning_lines",
+  "write",
+]
+
 REPORT_JSON = "report.json"
 PER_IMAGE_CSV = "per_image.csv"
 GRID_PNG = "reconstructions.png"
@@ -35,6 +46,25 @@ STRENGTH_PNG = "attack_strength.png"
 IDENTITY_PNG = "evaluator_scores.png"
 SWEEP_JSON = "sweep.json"
 SWEEP_PNG = "privacy_utility.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackResult:
+  """One attacker's part of a Report: its reconstructions and scores.
+
+  Attributes:
+    reconstructions: [N, H, W, C] float32 in [0, 1], its reconstructions of the targets,
+      in target order.
+    per_image: dict of its per-target columns ([N] arrays, in target order): ssim, psnr,
+      mse, baseline_ssim, image_reid_hit, reid_hit (with a model to re-embed with), each
+      config.metrics entry and its baseline_<name>.
+    summary: JSON-ready, its row of report.json's "attacks": type, seconds, the means, the
+      gain's CI, re-id rates, the evaluator's judgement, its verdict, warnings and info.
+  """
+
+  reconstructions: np.ndarray
+  per_image: dict
+  summary: dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +77,15 @@ class Report:
     per_image: dict of per-target columns ([N] arrays), in input order.
     originals: [N, H, W, C] the target images.
     reconstructions: [N, H, W, C] the deciding attacker's reconstructions of the targets.
+    attacks: name -> `AttackResult` of every attacker that ran (skipped ones are absent:
+      why is in `summary["attacks"][name]["skipped"]`), the deciding one's among them.
   """
 
   summary: dict
   per_image: dict
   originals: np.ndarray
   reconstructions: np.ndarray
+  attacks: dict = dataclasses.field(default_factory=dict)
 
   @property
   def risk_level(self) -> str:

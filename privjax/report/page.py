@@ -16,6 +16,8 @@ import shlex
 
 from privjax.report import readings
 
+__all__ = ["render"]
+
 _STYLE = """
 body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
   max-width: 1100px; margin: 0 auto; padding: 1.5em; color: #1d1d1f; }

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 
 from privjax.report import readings
 
+__all__ = ["evaluator_scores", "privacy_utility", "ssim_histogram", "strength", "training_curves"]
+
 
 def _figure(ncols: int = 1, figsize=(7, 3.4)):
   """A figure drawn by matplotlib's Agg renderer alone: pyplot (and the caller's chosen

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+__all__ = ["at_fmr", "headline"]
+
 
 def at_fmr(summary: dict, fmr: float) -> dict | None:
   """The row of `summary["fmrs"]` (or of a calibration's "thresholds") at `fmr`."""

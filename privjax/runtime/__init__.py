@@ -3,3 +3,5 @@
 Rule: a runtime module imports only `privjax.errors` and other runtime modules; it knows no
 stage, model, attacker or score.
 """
+
+__all__: list[str] = []  # its modules' names are theirs: import the module

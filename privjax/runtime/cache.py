@@ -18,6 +18,8 @@ from absl import logging
 from privjax.runtime import parallel
 from privjax.runtime.workdir import array_hash, atomic_write
 
+__all__ = ["cached", "load", "save"]
+
 _CHECKSUM = "__sha256__"
 _JSON = "__json__"
 

@@ -25,6 +25,8 @@ from absl import logging
 from privjax.errors import WorkdirError
 from privjax.runtime import parallel
 
+__all__ = ["checksum", "manager", "restore_latest", "save"]
+
 
 def manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
   """A CheckpointManager over `directory` (created) keeping the last `max_to_keep` steps."""

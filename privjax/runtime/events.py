@@ -17,6 +17,8 @@ from __future__ import annotations
 from privjax.runtime import parallel
 from privjax.runtime import workdir as workdir_lib
 
+__all__ = ["ScalarWriter", "writer_for"]
+
 
 class ScalarWriter:
   """CLU's MetricWriter for scalars, over tensorboardX."""

@@ -24,6 +24,17 @@ import threading
 
 from absl import logging as absl_logging
 
+__all__ = [
+  "Lines",
+  "Quiet",
+  "hide_library_tracebacks",
+  "library_tracebacks_hidden",
+  "progress",
+  "quiet_cli",
+  "quiet_process",
+  "short_lines",
+]
+
 # privjax's own source files: the package's directory, not any path with a "privjax"
 # folder in it (a clone named privjax holds .venv/.../orbax too, and orbax logs through
 # absl's logger as privjax does, so the logger's name cannot tell them apart).

@@ -35,6 +35,16 @@ from jax.sharding import PartitionSpec as P
 from privjax.errors import Interrupted, TrainingError
 from privjax.runtime import checkpoint, events, parallel
 
+__all__ = [
+  "SPLIT_MIN_ELEMENTS",
+  "Training",
+  "fit",
+  "make_training",
+  "split_spec",
+  "split_validation",
+  "train_step",
+]
+
 
 @flax.struct.dataclass
 class TrainState:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+__all__ = ["available", "check"]
+
 
 def available() -> int:
   """Bytes of memory this host has available now (0 if unknown)."""

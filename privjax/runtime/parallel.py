@@ -29,6 +29,23 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+__all__ = [
+  "barrier",
+  "batched_map",
+  "batched_reduce",
+  "cross_products",
+  "data_mesh",
+  "even_batch",
+  "fetch",
+  "fit_batch_size",
+  "is_writer",
+  "pad_rows",
+  "process_rows",
+  "replicate",
+  "shard_batch",
+  "use_cpu_cores",
+]
+
 DATA_AXIS = "data"
 
 
@@ -50,18 +67,6 @@ def use_cpu_cores(count: int = 0) -> int:
     count = 1 << (cores.bit_length() - 1)
   jax.config.update("jax_num_cpu_devices", count)
   return count
-
-
-def default_cpu_layout() -> None:
-  """The command line's CPU layout (`use_cpu_cores`) for Python API users too, unless the
-  caller's JAX setup says otherwise: XLA_FLAGS or jax_num_cpu_devices sets a device
-  count, or JAX has already started its backends (then its devices are used as they are)."""
-  if jax.config.jax_num_cpu_devices != -1:
-    return
-  try:
-    use_cpu_cores()
-  except RuntimeError:  # JAX already ran an operation: the layout is fixed
-    pass
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:

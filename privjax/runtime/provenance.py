@@ -10,6 +10,8 @@ import time
 import jax
 from absl import logging
 
+__all__ = ["Timer", "environment", "since", "versions"]
+
 VERSIONED = (
   "privjax",
   "jax",

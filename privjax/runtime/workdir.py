@@ -51,6 +51,22 @@ from absl import logging
 from privjax.errors import PrivjaxError, TrainingError, WorkdirError
 from privjax.runtime import parallel
 
+__all__ = [
+  "PUBLISH_FILE",
+  "TMP_SUFFIX",
+  "WRITE_ERRNOS",
+  "array_hash",
+  "atomic_write",
+  "claim_stage",
+  "events_dir_of",
+  "locked",
+  "prepare",
+  "publish",
+  "recover",
+  "resolve",
+  "write_error",
+]
+
 LOCK_FILE = ".privjax.lock"
 MARKER_FILE = ".privjax-workdir"
 FINGERPRINT_FILE = "fingerprint.json"

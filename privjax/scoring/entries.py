@@ -12,7 +12,9 @@ from privjax.checks import number, require
 from privjax.errors import ConfigError
 from privjax.scoring import scores
 
-KEYS = ("type", "high", "medium")
+__all__ = ["KEYS", "check", "defaults", "entry", "merge"]
+
+KEYS = ("type", "high", "medium")  # an entry's fields
 
 
 def defaults() -> dict:

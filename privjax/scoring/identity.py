@@ -19,13 +19,21 @@ Per attacker (`evaluate`), with every reconstruction embedded by the evaluator:
             target's own is of the target's identity (strictly nearer than every other
             identity's originals; ties count as misses).
 
-Memory grows linearly with the targets: every pair's similarity is computed on the
-devices a block of query rows at a time (the gallery replicated), and only per-target
-counts and running histograms leave a block; no [N, N] array exists. The thresholds are
-exact: the impostor scores are counted on a grid of FINE_BINS bins over [-1, 1], then the
-bin holding the threshold is counted again on its own grid of FINE_BINS sub-bins (width
-2 / FINE_BINS**2, below float32's spacing of cosines above 0.004), whose largest score is
-the threshold. Where a sub-bin still holds distinct scores, its smallest is taken (the
+The arithmetic is jnp functions of plain arrays that run under jit: `thresholds_at_fmr`
+(the thresholds, from the originals' embeddings and identities) and `sar_at_fmr` (type I,
+type II, the attack's impostor accepts, rank-1, per target and as rates). `calibrate` and
+`evaluate` add the JSON summary, with percentile-bootstrap CIs from a `jax.random` key.
+
+Without a mesh, up to ALL_PAIRS_MAX_TARGETS targets, they compute every pair at once on one
+device, the thresholds the exact order statistics of the sorted impostor scores. Given a
+mesh, or above, memory grows linearly with the targets: every pair's similarity is computed
+on the devices a block of query rows at a time (the gallery replicated), and only
+per-target counts and running histograms leave a block; no [N, N] array exists. The
+per-block arithmetic is the same functions'. The streamed thresholds are exact: the
+impostor scores are counted on a grid of FINE_BINS bins over [-1, 1], then the bin holding
+the threshold is counted again on its own grid of FINE_BINS sub-bins (width 2 /
+FINE_BINS**2, below float32's spacing of cosines above 0.004), whose largest score is the
+threshold. Where a sub-bin still holds distinct scores, its smallest is taken (the
 attacker's side) and the report states the bound (`threshold_error_bound`).
 
 Reference levels, measured on the same targets: the evaluator's own genuine accept rate
@@ -50,9 +58,29 @@ from privjax.errors import DataError
 from privjax.runtime import parallel
 from privjax.scoring import metrics
 
+__all__ = [
+  "ALL_PAIRS_MAX_TARGETS",
+  "Calibration",
+  "DEFAULT_BATCH_SIZE",
+  "Evaluator",
+  "FINE_BINS",
+  "HISTOGRAM_BINS",
+  "calibrate",
+  "evaluate",
+  "histograms",
+  "nearest",
+  "sar_at_fmr",
+  "similarity",
+  "thresholds_at_fmr",
+]
+
 HISTOGRAM_BINS = 40  # the report's score histograms
 FINE_BINS = 1 << 16  # the running histograms' grid over [-1, 1]
 _FINE_WIDTH = 2.0 / FINE_BINS
+# Without a mesh, every pair at once on one device up to this many targets ([N, N] float32
+# similarities, 16 MiB); above, the streamed path over the default mesh.
+ALL_PAIRS_MAX_TARGETS = 2048
+DEFAULT_BATCH_SIZE = 256  # query rows per block of the streamed path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +117,11 @@ def _cosine(gallery, queries):
   return metrics.cosine_similarity_matrix(queries, gallery)
 
 
-def similarity(queries, gallery, *, mesh, batch_size: int) -> np.ndarray:
-  """[Q, G] cosine similarity of evaluator embeddings: queries sharded, gallery replicated."""
+def similarity(queries, gallery, *, mesh=None, batch_size: int = DEFAULT_BATCH_SIZE):
+  """[Q, G] cosine similarity of evaluator embeddings [Q, D] x [G, D]: with a mesh, queries
+  sharded and the gallery replicated, a host numpy array; without, a jax array."""
+  if mesh is None:
+    return _cosine(jnp.asarray(gallery, jnp.float32), jnp.asarray(queries, jnp.float32))
   g = parallel.replicate(jnp.asarray(gallery, jnp.float32), mesh)
   return parallel.batched_map(
     functools.partial(_cosine, g),
@@ -105,9 +136,12 @@ def _argmax_cosine(gallery, queries):
   return jnp.argmax(metrics.cosine_similarity_matrix(queries, gallery), axis=1)
 
 
-def nearest(queries, gallery, *, mesh, batch_size: int) -> np.ndarray:
-  """[Q] index of each query's most similar gallery row by cosine (first on a tie): a block
-  of queries at a time on the devices, so no [Q, G] array reaches the host."""
+def nearest(queries, gallery, *, mesh=None, batch_size: int = DEFAULT_BATCH_SIZE):
+  """[Q] index of each query's most similar gallery row by cosine (first on a tie), of
+  [Q, D] queries among [G, D]: with a mesh, a block of queries at a time on the devices, so
+  no [Q, G] array reaches the host (a host numpy array); without, a jax array."""
+  if mesh is None:
+    return _argmax_cosine(jnp.asarray(gallery, jnp.float32), jnp.asarray(queries, jnp.float32))
   g = parallel.replicate(jnp.asarray(gallery, jnp.float32), mesh)
   return parallel.batched_map(
     functools.partial(_argmax_cosine, g),
@@ -242,10 +276,111 @@ def _thresholds(impostor_hist, fmrs, refine):
   return out, m
 
 
-def _rate(values, *, samples, seed) -> dict:
+def _rate(values, *, key, samples, where=None) -> dict:
+  """{"rate": the mean of `values` [N] (where `where`, given) in float64, "ci": its 95%
+  percentile-bootstrap CI by `key`}."""
   v = np.asarray(values, np.float64)
-  ci = metrics.bootstrap_mean_ci(v, samples=samples, seed=seed)
-  return {"rate": float(v.mean()), "ci": [float(c) for c in ci]}
+  ci = metrics.bootstrap_mean_ci(v, key=key, samples=samples, where=where)
+  rate = (v if where is None else v[where]).mean()
+  return {"rate": float(rate), "ci": [metrics.host_float(c) for c in ci]}
+
+
+def _whole(fn, gallery, labels, queries, *extra):
+  """A pass `fn`'s (rows, totals) with every query row in one block against the gallery:
+  the streamed path's arithmetic on all pairs at once (jnp; runs under jit)."""
+  n = queries.shape[0]
+  return fn(
+    gallery, labels, jnp.ones(n, bool), queries, labels, jnp.arange(n, dtype=jnp.int32), *extra
+  )
+
+
+def _ranks(fmrs, m):
+  """[F] int32: the 0-based rank min(floor(f * m), m - 1) of each threshold among the m
+  impostor scores (float32: an f * m within 2^-20 relative below an integer counts as it)."""
+  k = jnp.floor(jnp.asarray(fmrs, jnp.float32) * m.astype(jnp.float32) * (1 + 2.0**-20))
+  return jnp.minimum(k.astype(jnp.int32), m - 1)
+
+
+def _sorted_thresholds(sim, impostor_pairs, fmrs):
+  """[F] the exact thresholds: the _ranks-th largest of the impostor scores `sim` [N, N]
+  where `impostor_pairs` (each pair once)."""
+  scores = jnp.where(impostor_pairs, sim, -jnp.inf).ravel()
+  descending = -jnp.sort(-scores)
+  return descending[_ranks(fmrs, impostor_pairs.sum())]
+
+
+def thresholds_at_fmr(embeddings, labels, fmrs):
+  """The evaluator's decision thresholds, fixed on the original targets alone.
+
+  At a false match rate f, t_f is the floor(f * M)-th largest (0-based) of the M impostor
+  scores (cosine similarities of two originals of different identities, each pair once):
+  at most a fraction f of impostor pairs is accepted (cosine > t_f). All pairs at once: a
+  jnp function that runs under jit (memory O(N^2)); floor(f * M) is taken in float32, an
+  f * M within 2^-20 (relative) below an integer counting as that integer.
+
+  Args:
+    embeddings: [N, D] the evaluator's embeddings of the original targets.
+    labels: [N] int identities (at least two distinct).
+    fmrs: [F] false match rates in (0, 1).
+
+  Returns:
+    [F] float32 thresholds.
+  """
+  emb, labels = jnp.asarray(embeddings, jnp.float32), jnp.asarray(labels, jnp.int32)
+  sim, _, impostor, upper = _whole(_pairs, emb, labels, emb)
+  return _sorted_thresholds(sim, impostor & upper, fmrs)
+
+
+def _masked_mean(values, mask):
+  """Mean over the leading axis of `values` [N, ...] where `mask` [N] (NaN where none)."""
+  m = mask.reshape(mask.shape + (1,) * (values.ndim - 1))
+  return jnp.sum(jnp.where(m, values, 0), axis=0) / jnp.sum(mask)
+
+
+def sar_at_fmr(embeddings, labels, recon_embeddings, thresholds) -> dict:
+  """Identity leakage of reconstructions at the thresholds: a jnp function of plain arrays
+  that runs under jit (all pairs at once, memory O(F * N^2)).
+
+  Args:
+    embeddings: [N, D] the evaluator's embeddings of the original targets.
+    labels: [N] int identities.
+    recon_embeddings: [N, D] its embeddings of the reconstructions, in target order.
+    thresholds: [F] accept when cosine > t (`thresholds_at_fmr`).
+
+  Returns:
+    {"type1_sar": [F] the fraction of reconstructions accepted against their own original;
+    "type2_sar": [F] the mean over `type2_eligible` targets of the fraction of the OTHER
+    originals of their identity accepted; "impostor_accept": [F] the mean over targets of
+    the fraction of other identities' originals accepted (the attack's chance level);
+    "rank1": the fraction of eligible targets whose nearest other original is of their
+    identity (strictly); per target: "type1" [N, F] bool, "type2" [N, F] float,
+    "type2_eligible" [N] bool (its identity has another original), "rank1_hits" [N] bool}.
+  """
+  emb, labels = jnp.asarray(embeddings, jnp.float32), jnp.asarray(labels, jnp.int32)
+  recon = jnp.asarray(recon_embeddings, jnp.float32)
+  rows, _ = _whole(_evaluate_pass, emb, labels, recon, jnp.asarray(thresholds, jnp.float32))
+  eligible = rows["genuine"] > 0
+  type2 = rows["type2_hits"] / jnp.maximum(rows["genuine"], 1)[:, None]
+  impostor = rows["impostor_hits"] / jnp.maximum(rows["impostors"], 1)[:, None]
+  return {
+    "type1_sar": jnp.mean(rows["type1"], axis=0),
+    "type2_sar": _masked_mean(type2, eligible),
+    "impostor_accept": _masked_mean(impostor, rows["impostors"] > 0),
+    "rank1": _masked_mean(rows["rank1"], eligible),
+    "type1": rows["type1"],
+    "type2": type2,
+    "type2_eligible": eligible,
+    "rank1_hits": rows["rank1"],
+  }
+
+
+@jax.jit
+def _calibrate_all_pairs(embeddings, labels, fmrs):
+  """calibrate's passes on all pairs at once, with the exact sorted thresholds."""
+  rows, totals = _whole(_calibration_pass, embeddings, labels, embeddings)
+  thresholds = thresholds_at_fmr(embeddings, labels, fmrs)
+  accepted, above = _whole(_accept_pass, embeddings, labels, embeddings, thresholds)
+  return rows, totals, thresholds, accepted, above
 
 
 @jax.jit
@@ -257,8 +392,32 @@ def _accept_pass(gallery, labels, valid, queries, q_labels, q_index, thresholds)
   return {"genuine_hits": hits.sum(axis=2).T}, {"impostor_above": above.sum(axis=(1, 2))}
 
 
-def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, seed):
+def _all_pairs(n: int, mesh) -> bool:
+  """Whether n targets are judged all pairs at once (no mesh, at most ALL_PAIRS_MAX_TARGETS)."""
+  return mesh is None and n <= ALL_PAIRS_MAX_TARGETS
+
+
+def calibrate(
+  embeddings,
+  labels,
+  *,
+  fmrs,
+  key,
+  bootstrap_samples: int,
+  mesh=None,
+  batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Calibration:
   """Fixes the thresholds from the evaluator's embeddings of the original targets only.
+
+  Args:
+    embeddings: [N, D] the evaluator's embeddings of the original targets.
+    labels: [N] int identities.
+    fmrs: the false match rates, each in (0, 1).
+    key: a `jax.random` key for the bootstrap CIs.
+    bootstrap_samples: resamples of each CI.
+    mesh: None: all pairs at once on one device up to ALL_PAIRS_MAX_TARGETS targets
+      (`thresholds_at_fmr`: the exact sorted order statistics), streamed over the default
+      mesh above; a mesh: streamed over it, `batch_size` query rows per block.
 
   Raises:
     DataError: fewer than two identities among the targets (no impostor pairs).
@@ -272,27 +431,37 @@ def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, 
       f"the evaluator needs targets of at least 2 identities to fix its thresholds from "
       f"impostor pairs, got {n} targets of {len(ids)} identity"
     )
-  run = functools.partial(
-    _reduce,
-    cal_or_gallery=embeddings,
-    labels=labels,
-    queries=embeddings,
-    q_labels=labels,
-    mesh=mesh,
-    batch_size=batch_size,
-  )
-  rows, totals = run(_calibration_pass)
+  if _all_pairs(n, mesh):
+    rows, totals, thresholds, accepted, above = jax.device_get(
+      _calibrate_all_pairs(
+        jnp.asarray(embeddings), jnp.asarray(labels, jnp.int32), jnp.asarray(fmrs, jnp.float32)
+      )
+    )
+    m = int(totals["impostor"].sum())
+    picked = [(float(t), 0.0) for t in thresholds]
+  else:
+    run = functools.partial(
+      _reduce,
+      cal_or_gallery=embeddings,
+      labels=labels,
+      queries=embeddings,
+      q_labels=labels,
+      mesh=parallel.data_mesh() if mesh is None else mesh,
+      batch_size=batch_size,
+    )
+    rows, totals = run(_calibration_pass)
+    picked, m = _thresholds(
+      totals["impostor"],
+      fmrs,
+      lambda lows: run(_refine_pass, extra=(jnp.asarray(lows),), combine=_combine_refined)[1],
+    )
+    thresholds = np.asarray([t for t, _ in picked], np.float32)
+    accepted, above = run(_accept_pass, extra=(jnp.asarray(thresholds),))
   genuine_hist, impostor_hist = totals["genuine"], totals["impostor"]
-  picked, m = _thresholds(
-    impostor_hist,
-    fmrs,
-    lambda lows: run(_refine_pass, extra=(jnp.asarray(lows),), combine=_combine_refined)[1],
-  )
-  thresholds = np.asarray([t for t, _ in picked], np.float32)
-  accepted, above = run(_accept_pass, extra=(jnp.asarray(thresholds),))
   eligible = rows["genuine"] > 0
+  common = {"key": key, "samples": bootstrap_samples}
   out_rows = [
-    _threshold_row(i, f, t, bound, m, above, accepted, rows, eligible, bootstrap_samples, seed)
+    _threshold_row(i, f, t, bound, m, above, accepted, rows, eligible, common)
     for i, (f, (t, bound)) in enumerate(zip(fmrs, picked, strict=True))
   ]
   summary = {
@@ -304,7 +473,7 @@ def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, 
     "thresholds": out_rows,
   }
   if eligible.any():
-    summary["rank1"] = _rate(rows["rank1"][eligible], samples=bootstrap_samples, seed=seed)
+    summary["rank1"] = _rate(rows["rank1"], where=eligible, **common)
     summary["rank1_chance"] = float(
       np.mean((counts[np.searchsorted(ids, labels)] - 1)[eligible]) / (n - 1)
     )
@@ -319,9 +488,10 @@ def calibrate(embeddings, labels, *, fmrs, mesh, batch_size, bootstrap_samples, 
   )
 
 
-def _threshold_row(i, fmr, t, bound, m, above, accepted, rows, eligible, samples, seed) -> dict:
+def _threshold_row(i, fmr, t, bound, m, above, accepted, rows, eligible, common) -> dict:
   """One FMR's row of the calibration: its threshold, the FMR it realises on the impostor
-  pairs, and the evaluator's own genuine accept rate there."""
+  pairs, and the evaluator's own genuine accept rate there (`common`: _rate's key and
+  samples)."""
   row = {
     "fmr": float(fmr),
     "threshold": float(t),
@@ -330,8 +500,8 @@ def _threshold_row(i, fmr, t, bound, m, above, accepted, rows, eligible, samples
     "resolvable": bool(fmr * m >= 1),
   }
   if eligible.any():
-    gar = accepted["genuine_hits"][eligible, i] / rows["genuine"][eligible]
-    row["genuine_accept_rate"] = _rate(gar, samples=samples, seed=seed)
+    gar = accepted["genuine_hits"][:, i] / np.maximum(rows["genuine"], 1)
+    row["genuine_accept_rate"] = _rate(gar, where=eligible, **common)
   return row
 
 
@@ -353,42 +523,67 @@ def _evaluate_pass(gallery, labels, valid, queries, q_labels, q_index, threshold
   return rows, {"type2": _count(sim, other, -1.0, _FINE_WIDTH, FINE_BINS)}
 
 
-def evaluate(cal: Calibration, recon_embeddings, *, mesh, batch_size, bootstrap_samples, seed):
+def evaluate(
+  cal: Calibration,
+  recon_embeddings,
+  *,
+  key,
+  bootstrap_samples: int,
+  mesh=None,
+  batch_size: int = DEFAULT_BATCH_SIZE,
+):
   """One attacker's identity leakage: its reconstructions' evaluator embeddings [N, D], in
   target order, judged at the thresholds `cal` fixed on the originals.
+
+  The per-target numbers are `sar_at_fmr`'s: all pairs at once without a mesh up to
+  ALL_PAIRS_MAX_TARGETS targets, streamed over the mesh (the default one above) otherwise;
+  `key` draws the bootstrap CIs.
 
   Returns (summary, scores): summary is JSON-ready ({"fmrs": [per fmr: type1_sar,
   type2_sar (each {rate, ci}), impostor_accept], "rank1": ...}); scores holds the
   [FINE_BINS] histogram of its type-II scores (reconstruction vs same-identity originals).
   """
-  rows, totals = _reduce(
-    _evaluate_pass,
-    cal.embeddings,
-    cal.labels,
-    np.asarray(recon_embeddings, np.float32),
-    cal.labels,
-    mesh=mesh,
-    batch_size=batch_size,
-    extra=(jnp.asarray(cal.thresholds, jnp.float32),),
-  )
+  recon = np.asarray(recon_embeddings, np.float32)
+  t = jnp.asarray(cal.thresholds, jnp.float32)
+  if _all_pairs(len(cal.labels), mesh):
+    rows, totals = jax.device_get(
+      _evaluate_all_pairs(jnp.asarray(cal.embeddings), jnp.asarray(cal.labels, jnp.int32), recon, t)
+    )
+  else:
+    rows, totals = _reduce(
+      _evaluate_pass,
+      cal.embeddings,
+      cal.labels,
+      recon,
+      cal.labels,
+      mesh=parallel.data_mesh() if mesh is None else mesh,
+      batch_size=batch_size,
+      extra=(t,),
+    )
   eligible = rows["genuine"] > 0
+  common = {"key": key, "samples": bootstrap_samples}
   out = []
   with np.errstate(invalid="ignore", divide="ignore"):
     for i, f in enumerate(cal.fmrs):
       impostor_rate = rows["impostor_hits"][:, i] / np.maximum(rows["impostors"], 1)
       row = {
         "fmr": float(f),
-        "type1_sar": _rate(rows["type1"][:, i], samples=bootstrap_samples, seed=seed),
+        "type1_sar": _rate(rows["type1"][:, i], **common),
         "impostor_accept": float(np.mean(impostor_rate[rows["impostors"] > 0])),
       }
       if eligible.any():
-        type2 = rows["type2_hits"][eligible, i] / rows["genuine"][eligible]
-        row["type2_sar"] = _rate(type2, samples=bootstrap_samples, seed=seed)
+        type2 = rows["type2_hits"][:, i] / np.maximum(rows["genuine"], 1)
+        row["type2_sar"] = _rate(type2, where=eligible, **common)
       out.append(row)
   summary = {"fmrs": out}
   if eligible.any():
-    summary["rank1"] = _rate(rows["rank1"][eligible], samples=bootstrap_samples, seed=seed)
+    summary["rank1"] = _rate(rows["rank1"], where=eligible, **common)
   return summary, {"type2_scores": np.asarray(totals["type2"])}
+
+
+@jax.jit
+def _evaluate_all_pairs(gallery, labels, queries, thresholds):
+  return _whole(_evaluate_pass, gallery, labels, queries, thresholds)
 
 
 def histograms(cal: Calibration, type2_histogram=None) -> dict:

@@ -28,6 +28,8 @@ from typing import NamedTuple
 from privjax.errors import TrainingError
 from privjax.levels import SEVERITY
 
+__all__ = ["most_severe", "verdict"]
+
 
 class _Criterion(NamedTuple):
   """One measure the verdict weighs: what it is (with its value), its thresholds, its chance."""

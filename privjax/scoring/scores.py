@@ -7,6 +7,12 @@ bootstrap CI of the gain, image-space rank-1 identification, and, when the audit
 model can re-embed the reconstructions, model re-id. Each metric of config.metrics gets
 the same treatment: its value per target, its baseline on mismatched pairs and the CI
 of its gain (`metric_scores`).
+
+This is the audit's scoring at scale: numpy on the host around programs sharded over the
+mesh, and a shortlist above `reid.exact_max_targets`. Its arithmetic is
+privjax.scoring.metrics' jnp functions (rank-1, the mismatched-pairs baseline, the
+bootstrap with a `jax.random` key); privjax.scoring.api.score is the same scoring of plain
+arrays in a few lines, under jit without a mesh.
 """
 
 from __future__ import annotations
@@ -23,6 +29,24 @@ from privjax.errors import ConfigError, ModelError
 from privjax.registry import Registry, call_fn
 from privjax.runtime import parallel
 from privjax.scoring import metrics
+
+__all__ = [
+  "METRICS",
+  "METRIC_BASELINE_SHIFTS",
+  "PSNR_CAP_DB",
+  "RESERVED_COLUMNS",
+  "Scores",
+  "Settings",
+  "baseline_column",
+  "baseline_shifts",
+  "check_metrics",
+  "identify",
+  "mean_image_ssim",
+  "metric_scores",
+  "pairwise_ssim",
+  "score",
+  "shortlist",
+]
 
 # Per-target metrics beyond SSIM / PSNR / MSE: a registered name or a user's
 # "package.module:function" in config.metrics; `fn(originals, reconstructions)` maps
@@ -53,21 +77,27 @@ RESERVED_COLUMNS = (
 
 # Largest block of target pixels the shortlist sends to the devices at once (~128 MiB).
 _SHORTLIST_BLOCK_ELEMENTS = 2**25
-# Largest [queries, gallery, H, W, C] float32 block of the all-pairs SSIM (16 MiB): blocks
-# that stay in the CPU's cache scored 540 x 540 pairs at 64x64x3 2x faster than 128 MiB
-# ones on 2 cores (18.6 s vs 38.6 s; 2^21 elements: 19.5 s).
-_PAIRWISE_SSIM_ELEMENTS = 2**22
 PSNR_CAP_DB = 100.0  # PSNR of an exact reconstruction is infinite; we report this cap.
 
 
-def pairwise_ssim(queries, gallery, *, mesh, filter_size: int, filter_sigma: float):
-  """[Q, G] SSIM of every (query, gallery) pair, in blocks of bounded memory.
+_pairwise_ssim_jit = jax.jit(metrics.pairwise_ssim, static_argnames=("filter_size", "filter_sigma"))
 
-  Queries are sharded over the devices; each gallery block is replicated. A block
-  holds at most ~2^22 floats of pair products (16 MiB), whatever the dataset size.
+
+def pairwise_ssim(queries, gallery, *, filter_size: int, filter_sigma: float, mesh=None):
+  """[Q, G] SSIM of every (query, gallery) pair, [Q, H, W, C] x [G, H, W, C], in blocks of
+  bounded memory.
+
+  With a mesh, queries are sharded over the devices and each gallery block is replicated,
+  the result a host numpy array; without one, `metrics.pairwise_ssim` on one device (a jax
+  array). A block holds at most ~2^22 floats of pair products (16 MiB), whatever the
+  dataset size.
   """
+  if mesh is None:
+    return _pairwise_ssim_jit(
+      jnp.asarray(queries), jnp.asarray(gallery), filter_size=filter_size, filter_sigma=filter_sigma
+    )
   h, w, c = gallery.shape[1:]
-  side = max(mesh.size, int(math.sqrt(_PAIRWISE_SSIM_ELEMENTS / (h * w * c))))
+  side = max(mesh.size, int(math.sqrt(metrics.PAIRWISE_SSIM_ELEMENTS / (h * w * c))))
   g_block = min(side, gallery.shape[0])
   columns = []
   for start in range(0, gallery.shape[0], g_block):
@@ -154,11 +184,10 @@ def identify(recon, targets, own_ssim, *, settings: Settings, mesh) -> dict:
     s = pairwise_ssim(recon, targets, mesh=mesh, filter_size=fs, filter_sigma=sigma)
     # In float64: a float32 column sum of N SSIMs rounds by ~N ulps, which showed as a
     # gain of 1e-7 for an attacker that returns one image for every target.
-    s64 = s.astype(np.float64)
     return {
-      "hits": metrics.rank1_hits(s),
+      "hits": np.asarray(metrics.rank1_hits(s)),
       "best": np.argmax(s, axis=1),
-      "baseline": (s64.sum(axis=0) - np.diag(s64)) / (n - 1),
+      "baseline": metrics.mismatched_baseline(s.astype(np.float64)),
       "exact": True,
     }
   k = min(settings.shortlist, n - 1)
@@ -246,6 +275,7 @@ def score(
   reembed=None,
   target_features=None,
   judge_identity=None,
+  key=None,
 ) -> Scores:
   """Scores reconstructions [N, H, W, C] of `targets` [N, H, W, C].
 
@@ -258,7 +288,11 @@ def score(
     target_features: [N, D] the targets' features in the same units as `reembed`'s.
     judge_identity: optional `recon -> (summary, {"type2_scores": ...})` of the
       independent evaluator (privjax.scoring.identity.evaluate on its embeddings).
+    key: the `jax.random` key of the bootstrap CIs; None: `jax.random.key(settings.seed)`
+      (the audit's). `settings.seed` still draws the shortlist's and the metrics'
+      mismatched pairs.
   """
+  key = jax.random.key(settings.seed) if key is None else key
   fs, sigma = settings.filter_size, settings.filter_sigma
   eb = settings.batch_size
   fn = functools.partial(metrics.image_scores_jit, filter_size=fs, filter_sigma=sigma)
@@ -275,14 +309,14 @@ def score(
   model_best = None
   if reembed is not None:
     per_image["reid_hit"], model_best = _model_reid(reembed(recon), target_features)
-  metric_ci = _metric_columns(per_image, targets, recon, settings=settings, mesh=mesh)
-  ci = metrics.bootstrap_mean_ci(gain, samples=settings.bootstrap_samples, seed=settings.seed)
+  metric_ci = _metric_columns(per_image, targets, recon, key=key, settings=settings, mesh=mesh)
+  ci = metrics.bootstrap_mean_ci(gain, key=key, samples=settings.bootstrap_samples)
   identity, type2 = (None, None) if judge_identity is None else judge_identity(recon)
   return Scores(
     per_image,
     ident["best"],
     model_best,
-    tuple(float(v) for v in ci),
+    tuple(metrics.host_float(v) for v in ci),
     ident["exact"],
     identity,
     None if type2 is None else type2["type2_scores"],
@@ -296,19 +330,18 @@ def _model_reid(f_rec, target_features) -> tuple[np.ndarray, np.ndarray]:
   cos = np.asarray(
     metrics.cosine_similarity_matrix(jnp.asarray(f_rec), jnp.asarray(target_features))
   )
-  return metrics.rank1_hits(cos).astype(np.int64), np.argmax(cos, axis=1)
+  return np.asarray(metrics.rank1_hits(cos)).astype(np.int64), np.argmax(cos, axis=1)
 
 
-def _metric_columns(per_image: dict, targets, recon, *, settings: Settings, mesh) -> dict:
+def _metric_columns(per_image: dict, targets, recon, *, key, settings: Settings, mesh) -> dict:
   """Each config.metrics entry's per-target values and baselines added to `per_image`;
   returns name -> the 95% CI of its gain over the baseline."""
   metric_ci = {}
   for name, kind in settings.metrics:
     own, base = metric_scores(name, kind, targets, recon, settings=settings, mesh=mesh)
     per_image[name], per_image[baseline_column(name)] = own, base
-    metric_ci[name] = tuple(
-      metrics.bootstrap_mean_ci(own - base, samples=settings.bootstrap_samples, seed=settings.seed)
-    )
+    ci = metrics.bootstrap_mean_ci(own - base, key=key, samples=settings.bootstrap_samples)
+    metric_ci[name] = tuple(metrics.host_float(v) for v in ci)
   return metric_ci
 
 

@@ -7,6 +7,8 @@ import dataclasses
 
 import numpy as np
 
+__all__ = ["Standardizer"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Standardizer:

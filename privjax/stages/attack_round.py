@@ -27,6 +27,8 @@ from privjax.scoring import scores as scoring
 from privjax.scoring.standardizer import Standardizer
 from privjax.stages import extraction, judge
 
+__all__ = ["Result", "Round", "deciding", "identity_input"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Result:
@@ -85,7 +87,7 @@ class Round:
       **{
         k: keys.code(scoring.METRICS.get(k, field="metrics").fn)
         for _, k in self.scoring.metrics
-        if k not in scoring.METRICS
+        if k not in scoring.METRICS.names()
       },
     }
     return out

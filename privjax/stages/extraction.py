@@ -21,6 +21,20 @@ from privjax.errors import DataError, ModelError, PrivjaxError
 from privjax.runtime import cache, parallel
 from privjax.runtime import workdir as workdir_lib
 
+__all__ = [
+  "FLOAT32_TOLERANCE",
+  "Embedder",
+  "as_arrays",
+  "check_deterministic",
+  "check_features",
+  "compute_precision",
+  "extract_features",
+  "feature_width",
+  "guarded",
+  "model_key",
+  "prepare",
+]
+
 
 def extract_features(
   embed_jit, params, images, *, mesh, batch_size: int, name: str, who: str = "embed_fn"

@@ -14,6 +14,8 @@ from privjax.errors import ConfigError, DataError, ModelError
 from privjax.scoring import identity
 from privjax.stages import strength
 
+__all__ = ["MIN_TARGETS_FLOOR", "Inputs", "check", "check_images", "check_sizes"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
@@ -35,6 +37,8 @@ class Inputs:
 
 
 def check_images(aux_images, target_images):
+  """(aux [N_aux, H, W, C], targets [N, H, W, C]) float32 in [0, 1] (`images.check_images`'
+  pixel rule); a DataError in one line unless both are images of one shape."""
   aux = images.check_images(aux_images, name="aux_images")
   targets = images.check_images(target_images, name="target_images")
   if aux.shape[1:] != targets.shape[1:]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
 from absl import logging
 
 from privjax.scoring import identity
 from privjax.stages import extraction
+
+__all__ = ["Judge", "Settings", "prepare"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +26,7 @@ class Settings:
   fmrs: tuple  # config.identity.fmrs
   batch_size: int  # config.eval_batch_size
   bootstrap_samples: int  # config.bootstrap_samples
-  seed: int  # config.seed
+  seed: int  # config.seed: the bootstrap CIs' key is jax.random.key(seed)
   purity_tolerance: float = 0.0  # config.purity_tolerance
 
 
@@ -41,7 +44,7 @@ class Judge:
       "mesh": self.embedder.mesh,
       "batch_size": s.batch_size,
       "bootstrap_samples": s.bootstrap_samples,
-      "seed": s.seed,
+      "key": jax.random.key(s.seed),
     }
 
   def __call__(self, reconstructions: np.ndarray):
@@ -71,7 +74,7 @@ def prepare(
     mesh=mesh,
     batch_size=settings.batch_size,
     bootstrap_samples=settings.bootstrap_samples,
-    seed=settings.seed,
+    key=jax.random.key(settings.seed),
   )
   logging.info(
     "evaluator: %d identities, %d targets with another image of their identity; thresholds %s",

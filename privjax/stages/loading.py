@@ -22,6 +22,8 @@ from privjax.models import kinds as embedding
 from privjax.scoring import identity
 from privjax.stages import inputs
 
+__all__ = ["Loaded", "Model", "data", "evaluator", "evaluator_kind", "model"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:

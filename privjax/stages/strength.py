@@ -9,6 +9,8 @@ import numpy as np
 
 from privjax.stages.attack_round import Result, Round
 
+__all__ = ["part_size", "run"]
+
 
 def part_size(fraction: float, n: int) -> int:
   """How many of n auxiliary images an attack_strength fraction keeps."""

@@ -9,10 +9,12 @@ import math
 import numpy as np
 
 from privjax.report import readings
-from privjax.report.files import Report
+from privjax.report.files import AttackResult, Report
 from privjax.scoring import identity as identity_lib
 from privjax.scoring import metrics
 from privjax.scoring.scores import METRIC_BASELINE_SHIFTS, PSNR_CAP_DB
+
+__all__ = ["build"]
 
 _TYPE_I_REID = (
   "model re-id: reconstructions re-embedded with the audited model and ranked against the targets' "
@@ -88,7 +90,8 @@ def build(
   defense: dict | None = None,
   data_warnings: tuple = (),
 ) -> Report:
-  """The Report of an audit: the deciding attacker's numbers at the top, every attacker's row.
+  """The Report of an audit: the deciding attacker's numbers at the top, every attacker's row,
+  and every attacker's reconstructions and scores (`Report.attacks`).
 
   Args:
     outcomes: every configured attacker's `runner.Outcome`, in config order.
@@ -118,6 +121,7 @@ def build(
   warnings += _warnings(outcomes, defense, calibration, config.risk)
   level, reasons = verdicts[deciding]
   n = targets.shape[0]
+  rows = _attack_rows(outcomes, scores, verdicts)
   summary = {
     "risk_level": level,
     "risk_reasons": _reasons(
@@ -130,7 +134,7 @@ def build(
     **({"metric_baseline": _METRIC_BASELINE} if best.metrics else {}),
     "reid_chance": 1.0 / n,
     "warnings": warnings,
-    "attacks": _attack_rows(outcomes, scores, verdicts),
+    "attacks": rows,
     "evaluator": _evaluator(
       calibration, evaluator_info, best.type2_scores, _no_evaluator(environment)
     ),
@@ -151,8 +155,12 @@ def build(
     "ssim_per_image": [float(v) for v in best.per_image["ssim"]],
   }
   per_image = _per_image(best, scores, deciding, mean_image_ssim, labels, per_target)
-  reconstructions = {o.name: o for o in outcomes}[deciding].reconstructions
-  return Report(summary, per_image, targets, reconstructions)
+  attacks = {
+    o.name: AttackResult(o.reconstructions, dict(scores[o.name].per_image), dict(rows[o.name]))
+    for o in outcomes
+    if o.name in scores
+  }
+  return Report(summary, per_image, targets, attacks[deciding].reconstructions, attacks)
 
 
 def _attack_rows(outcomes, scores: dict, verdicts: dict) -> dict:
@@ -309,10 +317,14 @@ def _label_match(best, labels) -> dict:
   and chance; {} without labels."""
   if labels is None:
     return {}
-  out = {"image_label_match_rate": float(metrics.label_hits(best.best_image_match, labels).mean())}
+
+  def rate(best_match) -> float:
+    return float(np.mean(np.asarray(metrics.label_hits(best_match, labels))))
+
+  out = {"image_label_match_rate": rate(best.best_image_match)}
   if best.best_model_match is not None:
-    out["reid_label_match_rate"] = float(metrics.label_hits(best.best_model_match, labels).mean())
-  out["label_chance"] = metrics.label_chance(labels)
+    out["reid_label_match_rate"] = rate(best.best_model_match)
+  out["label_chance"] = metrics.host_float(metrics.label_chance(labels))
   return out
 
 

@@ -148,3 +148,55 @@ def test_a_metric_that_fails_when_it_runs_is_one_line(tmp_path):
   )
   assert "OSError: the toy metric's service is down" in last_line(result)
   assert "Traceback" not in result.stderr
+
+
+_USER_ATTACKER = '''
+"""A user's attacker, declared as a built-in is: defaults, a check, a checkpoint directory."""
+
+import numpy as np
+
+from privjax import attacks, checks
+
+DEFAULTS = {
+  "gain": 1.0,  # Times the mean auxiliary image.
+  "hidden": 64,  # Unused: a setting with its default.
+}
+
+
+def check(name, cfg, names):
+  checks.number(f"attacks.{name}.gain", cfg.gain, 0.0, 1.0)
+
+
+@attacks.register("user_mean", defaults=DEFAULTS, check=check, checkpoints=True)
+def mean(aux, ctx, cfg):
+  image = aux.images[aux.train].mean(axis=0) * cfg.gain
+  return attacks.Fitted(
+    lambda f: np.broadcast_to(image, (len(f), *image.shape)),
+    {"checkpoint_dir": ctx.checkpoint_dir},
+  )
+'''
+
+
+def test_the_command_line_adds_a_declared_attacker_by_import_path(tmp_path, launch_here):
+  (tmp_path / "user_attacker.py").write_text(_USER_ATTACKER)
+  only = [f"--config.attacks.{n}.type=off" for n in ("decoder", "whitebox", "blend")]
+  flags = ["--config.attacks.mine.type=user_attacker:mean", "--config.attacks.mine.gain=0.5"]
+  workdir = tmp_path / "wd"
+  result = launch_here("configs/smoke.py", workdir, *only, *flags, pythonpath=tmp_path)
+  assert result.returncode == 0, result.stderr[-3000:]
+  r = json.loads((workdir / "report.json").read_text())
+  assert r["config"]["attacks"]["mine"] == {"type": "user_attacker:mean", "gain": 0.5, "hidden": 64}
+  assert r["attacks"]["mine"]["info"]["checkpoint_dir"] == str(workdir / "checkpoints" / "mine")
+  # Its own check, one line, before any work.
+  again = launch_here(
+    "configs/smoke.py",
+    tmp_path / "wd2",
+    *flags[:1],
+    "--config.attacks.mine.gain=2",
+    pythonpath=tmp_path,
+  )
+  assert again.returncode == 2
+  assert (
+    last_line(again)
+    == "privjax: error: config.attacks.mine.gain must be a number in [0.0, 1.0], got 2"
+  )

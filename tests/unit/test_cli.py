@@ -1,6 +1,8 @@
 """The command line's stop handling as units: a stop signal is found whatever exception it
 became. (Whole command-line runs are in tests/e2e.)"""
 
+import pathlib
+
 import pytest
 
 from privjax import cli
@@ -222,3 +224,80 @@ def test_a_numpy_scalar_in_a_config_file_is_one_line_saying_what_to_write():
     "holds Python numbers, not numpy scalars); write int(...) around the value"
   )
   assert cli._numpy_scalar("TypeError: 'x' is of original type <class 'str'> and ...") is None
+
+
+# --- Plug-in entries by import path, from the command line ------------------------------
+
+SMOKE = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "smoke.py")
+DECLARED = "tests.unit.test_plugins:declared"  # registered with defaults, a check, checkpoints
+
+
+def _run(capsys, *flags):
+  code = cli.run(["privjax", f"--config={SMOKE}", *flags])
+  out = capsys.readouterr()
+  return code, out.out.splitlines(), out.err.strip().splitlines()
+
+
+def test_the_command_line_adds_plugins_by_import_path_with_their_settings(capsys):
+  code, lines, err = _run(
+    capsys,
+    "--print_config",
+    f"--config.attacks.mine.type={DECLARED}",
+    "--config.attacks.mine.hidden=8",
+    "--config.attacks.ridge.type=off",
+    "--config.attacks.decoder.num_steps=7",  # an entry the file has: as before
+    "--config.metrics.close.type=tests.unit.toy_plugins:mean_abs_error",
+    "--config.metrics.close.high=0.1",
+    "--config.defense.sweep.scaled.type=tests.unit.toy_plugins:scale",
+    "--config.defense.sweep.scaled.strengths=(0.5, 1.0)",
+  )
+  assert code == 0, err
+  shown = {line.split(" = ")[0]: line.split(" = ", 1)[1].split("  # ")[0] for line in lines}
+  assert shown["attacks.mine.type"] == repr(DECLARED)
+  assert shown["attacks.mine.hidden"] == "8" and shown["attacks.mine.gain"] == "1.0"  # declared
+  assert shown["attacks.ridge.type"] == "'off'" and "attacks.ridge.num_features" not in shown
+  assert shown["attacks.decoder.num_steps"] == "7"
+  assert shown["metrics.close.high"] == "0.1" and shown["metrics.close.medium"] == "0.0"
+  assert shown["defense.sweep.scaled.strengths"] == "(0.5, 1.0)"
+  assert shown["defense.sweep.scaled.param"] == "'strength'"
+
+
+def test_a_plugin_entrys_bad_flag_is_one_line_and_exit_2(capsys, tmp_path):
+  code, _, err = _run(
+    capsys, "--print_config", f"--config.attacks.mine.type={DECLARED}", "--config.attacks.mine.x=1"
+  )
+  assert code == 2
+  assert (
+    err[-1] == "privjax: error: unknown config key 'attacks.mine.x'; known keys: ['gain', 'hidden']"
+  )
+  # Without its type, a new entry is an unknown key, as before.
+  code, _, err = _run(capsys, "--print_config", "--config.attacks.mine.hidden=8")
+  assert code == 2 and err[-1] == "privjax: error: unknown config key 'mine'"
+  # A type that does not import is refused before any work.
+  code, _, err = _run(
+    capsys, f"--workdir={tmp_path / 'wd'}", "--config.attacks.mine.type=no_such_module:mlp"
+  )
+  assert code == 2
+  assert err[-1].startswith(
+    "privjax: error: config.attacks.mine.type='no_such_module:mlp': cannot import module "
+    "'no_such_module'"
+  )
+
+
+@pytest.mark.parametrize(
+  "text,like,value",
+  [
+    ("256", None, 256),
+    ("0.5", None, 0.5),
+    ("(1, 2)", None, (1, 2)),
+    ("true", None, True),
+    ("mymod:mlp", None, "mymod:mlp"),
+    ("3", 1.0, 3.0),
+    ("3", "", "3"),
+    ("[1, 2]", (), (1, 2)),
+    ("False", True, False),
+  ],
+)
+def test_a_plugin_entrys_flag_values_are_read_as_ml_collections_reads_a_field(text, like, value):
+  got = cli._flag_value(text, like)
+  assert got == value and type(got) is type(value)

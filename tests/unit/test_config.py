@@ -124,3 +124,40 @@ def test_numpy_scalars_are_read_as_the_numbers_they_hold():
   assert c.metrics.close.high == 0.5 and type(c.metrics.close.high) is float
   assert c.bootstrap_samples == 200 and c.attacks.ridge.num_features == 64
   json.dumps(c.to_dict())  # the report's copy of the config serialises
+
+
+def test_a_whole_config_with_plugins_given_as_functions_is_named_by_their_paths():
+  import json
+
+  from tests.unit import toy_plugins
+
+  c = ml_collections.ConfigDict(
+    {
+      "model": {"kind": toy_plugins.flat_model, "width": 4},
+      "data": {"source": toy_plugins.stripes},
+      "attacks": {"toy": {"type": toy_plugins.mean_image, "gain": 0.5}},
+    }
+  )
+  named = config_lib.named(c)
+  assert named.model.kind == "tests.unit.toy_plugins:flat_model"
+  assert named.data.source == "tests.unit.toy_plugins:stripes"
+  assert named.attacks.toy.to_dict() == {"type": "tests.unit.toy_plugins:mean_image", "gain": 0.5}
+  assert c.model.kind is toy_plugins.flat_model  # (the given config is unchanged)
+  json.dumps(named.to_dict())  # as the report stores it
+
+
+def test_set_entry_adds_or_retypes_an_entry_by_its_familys_rules():
+  c = config_lib.audit_config()
+  config_lib.set_entry(c, "attacks", "toy", {"type": "tests.unit.toy_plugins:mean_image", "g": 1})
+  assert c.attacks.toy.to_dict() == {"type": "tests.unit.toy_plugins:mean_image", "g": 1}
+  steps = c.attacks.decoder.num_steps
+  config_lib.set_entry(c, "attacks", "decoder", {"type": "decoder", "width": 8})  # same type
+  assert c.attacks.decoder.width == 8 and c.attacks.decoder.num_steps == steps
+  config_lib.set_entry(c, "attacks", "decoder", {"type": "ridge"})  # a new type starts afresh
+  assert c.attacks.decoder.to_dict() == config_lib.audit_config().attacks.ridge.to_dict()
+  config_lib.set_entry(c, "defense.sweep", "noise", {"type": "gaussian_noise", "strengths": (1,)})
+  assert c.defense.sweep.noise.param == "sigma"
+  with pytest.raises(privjax.ConfigError, match="unknown config key 'attacks.ridge.width'"):
+    config_lib.set_entry(c, "attacks", "ridge", {"width": 8})
+  with pytest.raises(privjax.ConfigError, match=r"^unknown config key 'nope'; known keys"):
+    config_lib.set_entry(ml_collections.ConfigDict({"a": 1}), "nope", "x", {"type": "y"})

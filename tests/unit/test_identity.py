@@ -13,7 +13,7 @@ from privjax.scoring import identity, risk
 FMRS = (0.01, 0.001)
 
 
-COMMON = {"batch_size": 128, "bootstrap_samples": 300, "seed": 0}
+COMMON = {"batch_size": 128, "bootstrap_samples": 300, "key": jax.random.key(0)}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,13 @@ def test_streamed_thresholds_are_the_exact_order_statistics_of_the_impostor_scor
   emb, labels = people
   fmrs = (0.5, 0.1, 0.01, 0.001, 1e-4)
   cal = identity.calibrate(
-    emb, labels, fmrs=fmrs, mesh=mesh, batch_size=batch_size, bootstrap_samples=50, seed=0
+    emb,
+    labels,
+    fmrs=fmrs,
+    mesh=mesh,
+    batch_size=batch_size,
+    bootstrap_samples=50,
+    key=COMMON["key"],
   )
   _, impostor = _all_pairs(emb, labels, mesh, batch_size)
   for f, t, row in zip(fmrs, cal.thresholds, cal.summary["thresholds"], strict=True):

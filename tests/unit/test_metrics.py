@@ -1,11 +1,11 @@
 """Scores against independent references (skimage) and the rank-1 rules."""
 
+import jax
 import numpy as np
 import pytest
 from skimage import data
 from skimage.metrics import structural_similarity
 
-from privjax import settings as settings_lib
 from privjax.errors import ConfigError
 from privjax.scoring import metrics
 
@@ -79,26 +79,27 @@ def test_bootstrap_ci_covers_mean_and_shrinks_with_n():
   rng = np.random.default_rng(2)
   small = rng.normal(0.3, 0.1, 50)
   large = rng.normal(0.3, 0.1, 5000)
-  lo_s, hi_s = metrics.bootstrap_mean_ci(small, samples=1000, seed=0)
-  lo_l, hi_l = metrics.bootstrap_mean_ci(large, samples=1000, seed=0)
+  key = jax.random.key(0)
+  lo_s, hi_s = metrics.bootstrap_mean_ci(small, key=key, samples=1000)
+  lo_l, hi_l = metrics.bootstrap_mean_ci(large, key=key, samples=1000)
   assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
   assert hi_l - lo_l < (hi_s - lo_s) / 3
 
 
 def test_ssim_window_shrinks_for_small_images():
-  assert settings_lib.ssim_window(64, 64, 11, 1.5) == (11, 1.5)
-  size, sigma = settings_lib.ssim_window(8, 8, 11, 1.5)
+  assert metrics.ssim_window(64, 64, 11, 1.5) == (11, 1.5)
+  size, sigma = metrics.ssim_window(8, 8, 11, 1.5)
   assert size == 7 and sigma == pytest.approx(1.5 * 7 / 11)
   # The shrunk window is the one skimage derives from the shrunk sigma.
   for n in (5, 6, 7, 8, 9, 10):
-    size, sigma = settings_lib.ssim_window(n, n, 11, 1.5)
+    size, sigma = metrics.ssim_window(n, n, 11, 1.5)
     assert size == 2 * int(3.5 * sigma + 0.5) + 1
   # Shrunk to 3 pixels, sigma would be 0.41 < 0.5: refused rather than degenerate.
   with pytest.raises(ConfigError, match="sigma would be 0.409 < 0.5 pixel"):
-    settings_lib.ssim_window(3, 3, 11, 1.5)
-  assert settings_lib.ssim_window(3, 3, 3, 0.6) == (3, 0.6)  # a window set for them is kept
+    metrics.ssim_window(3, 3, 11, 1.5)
+  assert metrics.ssim_window(3, 3, 3, 0.6) == (3, 0.6)  # a window set for them is kept
   with pytest.raises(ConfigError, match="at least 3x3"):
-    settings_lib.ssim_window(2, 8, 11, 1.5)
+    metrics.ssim_window(2, 8, 11, 1.5)
 
 
 def test_squared_distances_match_numpy(rng):

@@ -1,27 +1,31 @@
 """Every kind of plug-in, a toy of each from outside the package, named by import path:
 an attacker, a defense, a per-target metric, a model kind, a data source, a utility."""
 
+import functools
 import logging
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 from absl import logging as absl_logging
 
-from privjax import attacks
+from privjax import attacks, checks
 from privjax import config as config_lib
+from privjax import settings as settings_lib
 from privjax.attacks import runner
 from privjax.data import splits as data
 from privjax.defenses import transforms as defenses
 from privjax.defenses import utility
 from privjax.errors import ConfigError, ModelError
 from privjax.models import kinds as embedding
-from privjax.registry import import_object
+from privjax.registry import Registry, import_object
 from privjax.runtime import parallel
 from privjax.scoring import risk
 from privjax.scoring import scores as scoring
 from privjax.stages import attack_round
+from tests.unit import toy_plugins
 
 TOY = "tests.unit.toy_plugins"
 
@@ -377,3 +381,158 @@ def test_a_defense_that_changes_the_feature_width_is_one_line(toy):
       batch_size=4,
       name="toy",
     )
+
+
+# --- A user's plug-in declared as a built-in is: defaults, checks, capabilities ----------
+
+
+def _check_declared(name, cfg, names):
+  """The declared toy attacker's own check, as a built-in's: one ConfigError line."""
+  del names
+  checks.positive_int(f"attacks.{name}.hidden", cfg.hidden)
+
+
+@attacks.register(
+  "toy_declared",
+  defaults={"hidden": 4, "gain": 1.0},
+  check=_check_declared,
+  checkpoints=True,
+  models_defense=False,
+)
+def declared(aux, ctx, cfg):
+  """An attacker declared from outside the package: the mean auxiliary image times
+  cfg.gain; its info says whether the run gave it a checkpoint directory."""
+  mean = aux.images[aux.train].mean(axis=0) * cfg.gain
+  return attacks.Fitted(
+    lambda f: np.broadcast_to(mean, (len(f), *mean.shape)),
+    {"hidden": cfg.hidden, "checkpoint_dir": ctx.checkpoint_dir is not None},
+  )
+
+
+DECLARED = f"{__name__}:declared"
+
+
+def test_a_declared_attacker_by_import_path_gets_its_defaults_checks_and_capabilities():
+  cfg = config_lib.resolve(
+    (8, 8, 1), ml_collections.ConfigDict({"attacks": {"mine": {"type": DECLARED}}})
+  )
+  assert cfg.attacks.mine.to_dict() == {"type": DECLARED, "hidden": 4, "gain": 1.0}
+  assert attacks.capabilities(DECLARED) == attacks.Capabilities(
+    checkpoints=True, models_defense=False
+  )
+  assert "mine" not in settings_lib.sweep_attackers(cfg)  # models_defense=False
+  with pytest.raises(ConfigError, match=r"^config.attacks.mine.hidden must be a positive integer"):
+    config_lib.resolve(
+      (8, 8, 1),
+      ml_collections.ConfigDict({"attacks": {"mine": {"type": DECLARED, "hidden": 0}}}),
+    )
+  with pytest.raises(
+    ConfigError, match=r"^unknown config key 'attacks.mine.hiden'; known keys: \['gain', 'hidden'\]"
+  ):
+    config_lib.resolve(
+      (8, 8, 1),
+      ml_collections.ConfigDict({"attacks": {"mine": {"type": DECLARED, "hiden": 8}}}),
+    )
+  # Undeclared, an import path keeps its settings as given and each kind's defaults.
+  assert attacks.capabilities(f"{TOY}:mean_image") == attacks.Capabilities()
+  assert "toy_declared" not in attacks.builtin_names()
+
+
+def test_a_declared_attacker_runs_with_its_checkpoint_directory(digits8, tmp_path):
+  images = digits8[0][:80]
+  features = np.random.default_rng(0).normal(size=(80, 5)).astype(np.float32)
+  cfg = config_lib.for_images(
+    (8, 8, 1), ml_collections.ConfigDict({"attacks": {"mine": {"type": DECLARED, "gain": 0.5}}})
+  )
+  aux = attacks.AuxSet(features[:60], images[:60], np.arange(54), np.arange(54, 60))
+  (out,) = runner.run_all(
+    ml_collections.ConfigDict({"mine": cfg.attacks.mine.to_dict()}),
+    aux,
+    features[60:],
+    context={
+      "mesh": parallel.data_mesh(),
+      "seed": 0,
+      "eval_batch_size": 32,
+      "filter_size": 3,
+      "filter_sigma": 0.5,
+      "model": None,
+    },
+    data_key="k",
+    workdir=str(tmp_path),
+    overwrite=False,
+  )
+  np.testing.assert_allclose(out.reconstructions[0], images[:54].mean(axis=0) * 0.5, rtol=1e-6)
+  assert out.info == {"hidden": 4, "checkpoint_dir": True}
+  assert (tmp_path / "checkpoints" / "mine").is_dir()
+
+
+def test_a_function_object_in_the_config_is_named_by_its_import_path():
+  cfg = config_lib.resolve(
+    (8, 8, 1),
+    ml_collections.ConfigDict(
+      {
+        "attacks": {"mine": {"type": declared, "hidden": 2}},
+        "metrics": {"close": {"type": toy_plugins.mean_abs_error, "high": 0.1}},
+        "defense": {"sweep": {"scaled": {"type": toy_plugins.scale, "strengths": (0.5,)}}},
+      }
+    ),
+  )
+  assert cfg.attacks.mine.to_dict() == {"type": DECLARED, "hidden": 2, "gain": 1.0}
+  assert cfg.metrics.close.type == f"{TOY}:mean_abs_error"
+  assert cfg.defense.sweep.scaled.type == f"{TOY}:scale"
+  # One no import path reaches (a lambda, a function defined in a function) is the same
+  # object by the path it is given; a second one of the same path gets its own.
+  first = lambda originals, reconstructions: (
+    1.0 - jnp.abs(originals - reconstructions).mean(axis=(1, 2, 3))
+  )
+  second = lambda originals, reconstructions: jnp.ones(originals.shape[:1])
+  cfg = config_lib.resolve(
+    (8, 8, 1),
+    ml_collections.ConfigDict({"metrics": {"a": {"type": first}, "b": {"type": second}}}),
+  )
+  a, b = cfg.metrics.a.type, cfg.metrics.b.type
+  assert a.endswith("<locals>.<lambda>") and b == f"{a}#2"
+  assert scoring.METRICS.get(a, field="metrics.a.type").fn is first
+  assert scoring.METRICS.get(b, field="metrics.b.type").fn is second
+  with pytest.raises(ConfigError, match=r"^config.metrics.p.type must be a function, a class"):
+    config_lib.resolve(
+      (8, 8, 1),
+      ml_collections.ConfigDict({"metrics": {"p": {"type": functools.partial(first)}}}),
+    )
+
+
+def test_a_users_plugin_may_not_take_a_builtins_name():
+  def ridge(aux, ctx, cfg):
+    del aux, ctx, cfg
+
+  with pytest.raises(ConfigError, match="attack 'ridge' is privjax's own: register"):
+    attacks.register("ridge")(ridge)
+  assert attacks.get("ridge").__module__ == "privjax.attacks.ridge"
+
+
+TOYS = Registry("toy")
+
+
+@TOYS.register("answer", answer=42)
+def answer():
+  """A plug-in of a toy kind, registered from outside the package with a declaration."""
+  return 42
+
+
+def test_the_registry_finds_a_declared_plugin_by_path_and_keeps_its_errors_the_users():
+  path = f"{__name__}:answer"
+  for name in (path, answer):  # its import path, or the function itself
+    found = TOYS.get(name, field="toy.type")
+    assert found.fn is answer and found.declared == {"answer": 42} and found.name == path
+    assert not found.builtin  # what it raises stays the user's: one line naming it
+  assert path in TOYS and answer in TOYS and f"{TOY}:scale" not in TOYS
+  assert f"{TOY}:nope" not in TOYS  # (the error is get's, one line)
+  assert TOYS.names() == []  # the built-ins' names
+  undeclared = TOYS.get(f"{TOY}:scale", field="toy.type")
+  assert undeclared.declared == {} and not undeclared.builtin
+  builtin = defenses.DEFENSES.get("privjax.defenses.transforms:quantize", field="d.type")
+  assert (
+    builtin.builtin and builtin.declared == defenses.DEFENSES.get("quantize", field="").declared
+  )
+  with pytest.raises(ConfigError, match=r"^unknown toy type 'nope': expected one of \[\] or a"):
+    TOYS.get("nope", field="toy.type")

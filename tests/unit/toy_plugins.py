@@ -130,3 +130,15 @@ def narrow(features, key, *, strength):
   """A defense that drops the last feature column (the width changes)."""
   del key
   return strength * features[:, :-1]
+
+
+def mean_image_pure(aux, ctx, cfg):
+  """An attacker that returns only its pure function and params, which the runner batches
+  over the mesh: the mean auxiliary image times cfg.gain, whatever the features."""
+  del ctx
+
+  def apply(params, features):
+    return jnp.broadcast_to(params["mean"] * cfg.gain, (features.shape[0], *params["mean"].shape))
+
+  mean = jnp.asarray(aux.images[aux.train].mean(axis=0))
+  return attacks.Fitted(params={"mean": mean}, apply=apply, info={"gain": cfg.gain})
