@@ -275,7 +275,9 @@ def _loaded_config():
     config = config_lib.named(config)  # a plug-in the file gives as a function: its path
     for (group, name), given in _ENTRY_FLAGS.items():
       current = _entry(config, group, name)  # its fields' types read the flags, if it stays
-      if current is None or given["type"] != current.get("type", name):
+      # a new type replaces the entry's settings; "off" (or the same type) keeps them, as
+      # setting the field from Python does
+      if current is None or given["type"] not in (current.get("type", name), "off"):
         current = {}
       fields = {field: _flag_value(text, current.get(field)) for field, text in given.items()}
       config_lib.set_entry(config, group, name, _nested(fields))

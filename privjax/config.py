@@ -184,7 +184,8 @@ def named(config) -> ml_collections.ConfigDict:
 def set_entry(config: ml_collections.ConfigDict, group: str, name: str, fields: dict) -> None:
   """Adds or changes entry `name` of a plug-in family's group (`group`: "attacks",
   "metrics", "defense.sweep") in `config` (unlocked) by the family's own rules: `fields`
-  over the entry's current ones while its type stays (a new type starts afresh), then
+  over the entry's current ones while its type stays or turns "off" (a new type starts
+  afresh), then
   completed as the family completes an entry (an attacker with its type's declared
   defaults, a user's one registered or not). What the command line's
   `--config.attacks.mlp.type=mymod:mlp --config.attacks.mlp.hidden=256` does.
@@ -203,7 +204,7 @@ def set_entry(config: ml_collections.ConfigDict, group: str, name: str, fields: 
   current = node.get(name)
   if current is not None:
     kind = current.get("type", name)
-    if fields.get("type", kind) == kind:
+    if fields.get("type", kind) in (kind, "off"):
       fields = {**current.to_dict(), **fields}
   entry = FAMILIES[group].merge({}, {name: fields})[name]
   node[name] = ml_collections.ConfigDict(entry)

@@ -38,7 +38,7 @@ __all__ = [
 # privjax's own source files: the package's directory, not any path with a "privjax"
 # folder in it (a clone named privjax holds .venv/.../orbax too, and orbax logs through
 # absl's logger as privjax does, so the logger's name cannot tell them apart).
-_OWN = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # privjax/
 
 
 class Quiet(logging.Filter):
