@@ -56,6 +56,7 @@ from ml_collections import config_flags
 
 from privjax import audit, describe, levels
 from privjax import config as config_lib
+from privjax import settings as settings_lib
 from privjax.data import splits as data_lib
 from privjax.errors import Interrupted, PrivjaxError
 from privjax.report import files as report_lib
@@ -280,7 +281,7 @@ def _loaded_config():
       if current is None or given["type"] not in (current.get("type", name), "off"):
         current = {}
       fields = {field: _flag_value(text, current.get(field)) for field, text in given.items()}
-      config_lib.set_entry(config, group, name, _nested(fields))
+      settings_lib.set_entry(config, group, name, _nested(fields))
   except PrivjaxError as e:
     _usage_error(str(e))
   return config
@@ -576,12 +577,12 @@ def _numpy_scalar(message: str) -> str | None:
 
 
 def _moved_flags(argv):
-  """argv with the flags of config keys that moved (config_lib.moved_key) renamed, and one
+  """argv with the flags of config keys that moved (settings_lib.moved_key) renamed, and one
   warning line naming each new key."""
   out, moved = [], []
   for arg in argv:
     name, eq, value = arg.partition("=")
-    new = config_lib.moved_key(name[len("--config.") :]) if name.startswith("--config.") else None
+    new = settings_lib.moved_key(name[len("--config.") :]) if name.startswith("--config.") else None
     if new is None:
       out.append(arg)
       continue
@@ -596,10 +597,10 @@ def _entry_flags(argv):
   """argv without the flags of each plug-in entry the command line gives a type
   (`--config.attacks.mlp.type=mymod:mlp`, and then every `--config.attacks.mlp.FIELD=VALUE`),
   which go to _ENTRY_FLAGS: `_loaded_config` adds or changes each such entry by its
-  family's rules (config.set_entry), as a config file would. ml_collections alone changes
+  family's rules (settings.set_entry), as a config file would. ml_collections alone changes
   only the fields a config file has: it refuses an attacker, metric or defense the file
   does not name."""
-  groups = sorted(config_lib.entry_groups(), key=len, reverse=True)
+  groups = sorted(settings_lib.entry_groups(), key=len, reverse=True)
   found = []  # (index in argv, group, name, field, value)
   for i, arg in enumerate(argv[1:], 1):
     key, eq, value = arg.partition("=")

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import ml_collections
 import numpy as np
 
-from privjax.checks import number, numbers, positive_int, require
+from privjax.checks import number, positive_int, require
 from privjax.errors import ConfigError
 from privjax.registry import path_of
+from privjax.scoring import risk
 from privjax.scoring.metrics import DEFAULT_SSIM_FILTER_SIGMA, DEFAULT_SSIM_FILTER_SIZE, ssim_window
 from privjax.settings import FAMILIES
 from privjax.stages import inputs
@@ -28,12 +29,9 @@ __all__ = [
   "MIN_BOOTSTRAP_SAMPLES",
   "MIN_TARGETS_FLOOR",
   "audit_config",
-  "entry_groups",
   "for_images",
-  "moved_key",
   "named",
   "resolve",
-  "set_entry",
   "validate",
 ]
 
@@ -181,45 +179,6 @@ def named(config) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_plain(tree))
 
 
-def set_entry(config: ml_collections.ConfigDict, group: str, name: str, fields: dict) -> None:
-  """Adds or changes entry `name` of a plug-in family's group (`group`: "attacks",
-  "metrics", "defense.sweep") in `config` (unlocked) by the family's own rules: `fields`
-  over the entry's current ones while its type stays or turns "off" (a new type starts
-  afresh), then
-  completed as the family completes an entry (an attacker with its type's declared
-  defaults, a user's one registered or not). What the command line's
-  `--config.attacks.mlp.type=mymod:mlp --config.attacks.mlp.hidden=256` does.
-
-  Raises:
-    ConfigError: one line, for a group the config lacks or a bad entry (an unknown key of
-      its type, a type that does not import).
-  """
-  node = config
-  for i, part in enumerate(group.split(".")):
-    if part not in node:
-      raise ConfigError(
-        f"unknown config key '{'.'.join(group.split('.')[: i + 1])}'; known keys: {sorted(node)}"
-      )
-    node = node[part]
-  current = node.get(name)
-  if current is not None:
-    kind = current.get("type", name)
-    if fields.get("type", kind) in (kind, "off"):
-      fields = {**current.to_dict(), **fields}
-  entry = FAMILIES[group].merge({}, {name: fields})[name]
-  node[name] = ml_collections.ConfigDict(entry)
-
-
-def entry_groups() -> tuple[str, ...]:
-  """The dotted names of the plug-in families' groups ("attacks", "metrics", ...)."""
-  return tuple(FAMILIES)
-
-
-def moved_key(old: str) -> str | None:
-  """The new dotted name of an old config key ("train.num_steps"), or None if not moved."""
-  return next((new for f in FAMILIES.values() if (new := f.moved_key(old))), None)
-
-
 def for_images(
   image_shape: Sequence[int], config=None, *, whole: bool = False
 ) -> ml_collections.ConfigDict:
@@ -270,7 +229,7 @@ def validate(
   """
   _check_general(c)
   _check_scoring(c)
-  _check_risk(c)
+  risk.check(c.risk, c.identity.fmrs)
   for family in FAMILIES.values():
     family.check(c, feature_dim, image_shape)
 
@@ -321,33 +280,4 @@ def _check_scoring(c) -> None:
     c.min_targets >= MIN_TARGETS_FLOOR,
     f"config.min_targets must be at least {MIN_TARGETS_FLOOR} (fewer targets make the rates "
     f"and intervals meaningless), got {c.min_targets}",
-  )
-
-
-def _check_risk(c) -> None:
-  risk_rates = ("ssim_gain", "image_reid", "identity_sar")
-  for name in (f"{level}_{r}" for level in ("high", "medium") for r in risk_rates):
-    number(f"risk.{name}", c.risk[name], 0.0, 1.0)
-  number("risk.medium_reid_over_chance", c.risk.medium_reid_over_chance, 1.0)
-  require(
-    c.risk.medium_ssim_gain <= c.risk.high_ssim_gain
-    and c.risk.medium_image_reid <= c.risk.high_image_reid,
-    "config.risk medium thresholds must not exceed the high ones, got "
-    f"ssim_gain {c.risk.medium_ssim_gain} > {c.risk.high_ssim_gain} or image_reid "
-    f"{c.risk.medium_image_reid} > {c.risk.high_image_reid}",
-  )
-  require(
-    c.risk.medium_identity_sar <= c.risk.high_identity_sar,
-    f"config.risk.medium_identity_sar {c.risk.medium_identity_sar} must not exceed "
-    f"high_identity_sar {c.risk.high_identity_sar}",
-  )
-  numbers("identity.fmrs", c.identity.fmrs, 0.0, 0.5)
-  require(
-    all(f > 0 for f in c.identity.fmrs),
-    f"config.identity.fmrs must be false match rates in (0, 0.5], got {c.identity.fmrs!r}",
-  )
-  require(
-    any(c.risk.identity_fmr == f for f in c.identity.fmrs),
-    f"config.risk.identity_fmr must be one of config.identity.fmrs {tuple(c.identity.fmrs)}, "
-    f"got {c.risk.identity_fmr!r}",
   )

@@ -18,6 +18,7 @@ from privjax import attacks
 from privjax.attacks import entries as attack_entries
 from privjax.defenses import entries as sweep_entries
 from privjax.defenses import sweep as sweep_lib
+from privjax.errors import ConfigError
 from privjax.scoring import entries as metric_entries
 from privjax.scoring import scores
 from privjax.stages import judge as judge_lib
@@ -26,10 +27,13 @@ __all__ = [
   "FAMILIES",
   "Family",
   "check_sweep",
+  "entry_groups",
   "judge",
   "metric_thresholds",
+  "moved_key",
   "running_attackers",
   "scoring",
+  "set_entry",
   "sweep",
   "sweep_attackers",
 ]
@@ -145,3 +149,42 @@ def sweep(c: ml_collections.ConfigDict) -> sweep_lib.Settings:
       for k in ("medium_ssim_gain", "high_ssim_gain", "medium_image_reid", "high_image_reid")
     },
   )
+
+
+def set_entry(config: ml_collections.ConfigDict, group: str, name: str, fields: dict) -> None:
+  """Adds or changes entry `name` of a plug-in family's group (`group`: "attacks",
+  "metrics", "defense.sweep") in `config` (unlocked) by the family's own rules: `fields`
+  over the entry's current ones while its type stays or turns "off" (a new type starts
+  afresh), then
+  completed as the family completes an entry (an attacker with its type's declared
+  defaults, a user's one registered or not). What the command line's
+  `--config.attacks.mlp.type=mymod:mlp --config.attacks.mlp.hidden=256` does.
+
+  Raises:
+    ConfigError: one line, for a group the config lacks or a bad entry (an unknown key of
+      its type, a type that does not import).
+  """
+  node = config
+  for i, part in enumerate(group.split(".")):
+    if part not in node:
+      raise ConfigError(
+        f"unknown config key '{'.'.join(group.split('.')[: i + 1])}'; known keys: {sorted(node)}"
+      )
+    node = node[part]
+  current = node.get(name)
+  if current is not None:
+    kind = current.get("type", name)
+    if fields.get("type", kind) in (kind, "off"):
+      fields = {**current.to_dict(), **fields}
+  entry = FAMILIES[group].merge({}, {name: fields})[name]
+  node[name] = ml_collections.ConfigDict(entry)
+
+
+def entry_groups() -> tuple[str, ...]:
+  """The dotted names of the plug-in families' groups ("attacks", "metrics", ...)."""
+  return tuple(FAMILIES)
+
+
+def moved_key(old: str) -> str | None:
+  """The new dotted name of an old config key ("train.num_steps"), or None if not moved."""
+  return next((new for f in FAMILIES.values() if (new := f.moved_key(old))), None)

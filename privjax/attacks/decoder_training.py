@@ -444,14 +444,21 @@ def train_decoder(
     key=key,
   )
   held_out = _held_out_mse(programs, best_params, (x_val, y_val), settings, mesh)
-  convergence = {
+  sizes = {"batch_size": batch_size, "train_examples": len(train_idx), "val": len(val_idx)}
+  return decoder, best_params, _convergence(meta, step, sizes, baseline, held_out)
+
+
+def _convergence(meta: dict, step: int, sizes: dict, baseline: dict, held_out: dict) -> dict:
+  """The JSON-ready convergence of a decoder's training (report.json's attacks row)."""
+  batch_size = sizes["batch_size"]
+  return {
     "steps": step,
     "best_step": meta["best_step"],
     "best_val_loss": meta["best_val_loss"],
     "stopped": meta["stopped"],
     "batch_size": batch_size,
-    "train_examples": int(len(train_idx)),
-    "val_examples": int(len(val_idx)),
+    "train_examples": int(sizes["train_examples"]),
+    "val_examples": int(sizes["val"]),
     "mean_image_val_loss": baseline["mean_image_val_loss"],
     # In mse, whatever the loss (`_held_out_mse`, `_mean_image_baseline`).
     "best_val_mse": held_out["best_val_mse"],
@@ -460,4 +467,3 @@ def train_decoder(
     "mismatched_val_mse_se": held_out["mismatched_val_mse_se"],
     "history": meta["history"],
   }
-  return decoder, best_params, convergence

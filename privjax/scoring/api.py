@@ -126,9 +126,10 @@ def score(
   n, h, w, _ = originals.shape
   if n < 2:
     raise ValueError(f"scoring needs at least 2 images to mismatch for its baseline, got {n}")
-  size = 11 if filter_size is None else filter_size
-  sigma = 1.5 if filter_sigma is None else filter_sigma
-  size, sigma = (size, sigma) if filter_size is not None else metrics.ssim_window(h, w, size, sigma)
+  sigma = metrics.DEFAULT_SSIM_FILTER_SIGMA if filter_sigma is None else filter_sigma
+  size, sigma = (
+    metrics.ssim_window(h, w, filter_sigma=sigma) if filter_size is None else (filter_size, sigma)
+  )
   traced = any(isinstance(x, jax.core.Tracer) for x in (originals, reconstructions, labels, key))
   if mesh is None and (traced or n <= exact_max_targets):
     return _exact(
@@ -140,15 +141,25 @@ def score(
       filter_sigma=sigma,
       bootstrap_samples=bootstrap_samples,
     )
+  settings = {"batch_size": batch_size, "exact_max_targets": exact_max_targets}
+  return _streamed(
+    originals, reconstructions, key, labels, size, sigma, bootstrap_samples, mesh=mesh, **settings
+  )
+
+
+def _streamed(
+  originals, reconstructions, key, labels, size, sigma, samples, *, mesh, **settings
+) -> ImageScores:
+  """The audit's own scoring stage (sharded over `mesh`, a shortlist above
+  `exact_max_targets`) as `ImageScores`."""
   settings = scores.Settings(
     filter_size=size,
     filter_sigma=sigma,
-    batch_size=batch_size,
-    bootstrap_samples=bootstrap_samples,
+    bootstrap_samples=samples,
     seed=int(jax.random.randint(jax.random.fold_in(key, 1), (), 0, 2**31 - 1)),
-    exact_max_targets=exact_max_targets,
     shortlist=32,
     baseline_samples=64,
+    **settings,
   )
   sc = scores.score(
     np.asarray(reconstructions, np.float32),

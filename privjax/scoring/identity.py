@@ -424,39 +424,11 @@ def calibrate(
   """
   labels = np.asarray(labels, np.int64)
   embeddings = np.asarray(embeddings, np.float32)
-  n = len(labels)
-  ids, counts = np.unique(labels, return_counts=True)
-  if len(ids) < 2:
-    raise DataError(
-      f"the evaluator needs targets of at least 2 identities to fix its thresholds from "
-      f"impostor pairs, got {n} targets of {len(ids)} identity"
-    )
-  if _all_pairs(n, mesh):
-    rows, totals, thresholds, accepted, above = jax.device_get(
-      _calibrate_all_pairs(
-        jnp.asarray(embeddings), jnp.asarray(labels, jnp.int32), jnp.asarray(fmrs, jnp.float32)
-      )
-    )
-    m = int(totals["impostor"].sum())
-    picked = [(float(t), 0.0) for t in thresholds]
-  else:
-    run = functools.partial(
-      _reduce,
-      cal_or_gallery=embeddings,
-      labels=labels,
-      queries=embeddings,
-      q_labels=labels,
-      mesh=parallel.data_mesh() if mesh is None else mesh,
-      batch_size=batch_size,
-    )
-    rows, totals = run(_calibration_pass)
-    picked, m = _thresholds(
-      totals["impostor"],
-      fmrs,
-      lambda lows: run(_refine_pass, extra=(jnp.asarray(lows),), combine=_combine_refined)[1],
-    )
-    thresholds = np.asarray([t for t, _ in picked], np.float32)
-    accepted, above = run(_accept_pass, extra=(jnp.asarray(thresholds),))
+  ids, counts = _identities(labels)
+  passes = _passes_all_pairs if _all_pairs(len(labels), mesh) else _passes_streamed
+  rows, totals, thresholds, picked, m, accepted, above = passes(
+    embeddings, labels, fmrs, mesh=mesh, batch_size=batch_size
+  )
   genuine_hist, impostor_hist = totals["genuine"], totals["impostor"]
   eligible = rows["genuine"] > 0
   common = {"key": key, "samples": bootstrap_samples}
@@ -471,12 +443,8 @@ def calibrate(
     "genuine_pairs": int(genuine_hist.sum()),
     "impostor_pairs": m,
     "thresholds": out_rows,
+    **(_rank1(rows, eligible, labels, ids, counts, common) if eligible.any() else {}),
   }
-  if eligible.any():
-    summary["rank1"] = _rate(rows["rank1"], where=eligible, **common)
-    summary["rank1_chance"] = float(
-      np.mean((counts[np.searchsorted(ids, labels)] - 1)[eligible]) / (n - 1)
-    )
   return Calibration(
     embeddings,
     labels,
@@ -486,6 +454,65 @@ def calibrate(
     np.asarray(genuine_hist),
     np.asarray(impostor_hist),
   )
+
+
+def _identities(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(identities, images of each) among the targets; DataError for fewer than 2 (no
+  impostor pairs to fix a threshold from)."""
+  ids, counts = np.unique(labels, return_counts=True)
+  if len(ids) < 2:
+    raise DataError(
+      f"the evaluator needs targets of at least 2 identities to fix its thresholds from "
+      f"impostor pairs, got {len(labels)} targets of {len(ids)} identity"
+    )
+  return ids, counts
+
+
+def _rank1(rows, eligible, labels, ids, counts, common) -> dict:
+  """The evaluator's own rank-1 on the originals (targets with another image of their
+  identity) and its chance level."""
+  n = len(labels)
+  chance = np.mean((counts[np.searchsorted(ids, labels)] - 1)[eligible]) / (n - 1)
+  return {
+    "rank1": _rate(rows["rank1"], where=eligible, **common),
+    "rank1_chance": float(chance),
+  }
+
+
+def _passes_all_pairs(embeddings, labels, fmrs, *, mesh, batch_size):
+  """Calibration on one device, all pairs at once: (rows, totals, thresholds, picked
+  [(threshold, error bound)], impostor pairs, accepted, above)."""
+  del mesh, batch_size
+  rows, totals, thresholds, accepted, above = jax.device_get(
+    _calibrate_all_pairs(
+      jnp.asarray(embeddings), jnp.asarray(labels, jnp.int32), jnp.asarray(fmrs, jnp.float32)
+    )
+  )
+  picked = [(float(t), 0.0) for t in thresholds]
+  return rows, totals, thresholds, picked, int(totals["impostor"].sum()), accepted, above
+
+
+def _passes_streamed(embeddings, labels, fmrs, *, mesh, batch_size):
+  """Calibration streamed over the mesh in blocks of `batch_size` query rows (histograms,
+  then refined thresholds): the same tuple as `_passes_all_pairs`."""
+  run = functools.partial(
+    _reduce,
+    cal_or_gallery=embeddings,
+    labels=labels,
+    queries=embeddings,
+    q_labels=labels,
+    mesh=parallel.data_mesh() if mesh is None else mesh,
+    batch_size=batch_size,
+  )
+  rows, totals = run(_calibration_pass)
+  picked, m = _thresholds(
+    totals["impostor"],
+    fmrs,
+    lambda lows: run(_refine_pass, extra=(jnp.asarray(lows),), combine=_combine_refined)[1],
+  )
+  thresholds = np.asarray([t for t, _ in picked], np.float32)
+  accepted, above = run(_accept_pass, extra=(jnp.asarray(thresholds),))
+  return rows, totals, thresholds, picked, m, accepted, above
 
 
 def _threshold_row(i, fmr, t, bound, m, above, accepted, rows, eligible, common) -> dict:

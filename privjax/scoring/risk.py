@@ -25,10 +25,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from privjax.checks import number, numbers, require
 from privjax.errors import TrainingError
 from privjax.levels import SEVERITY
 
-__all__ = ["most_severe", "verdict"]
+__all__ = ["check", "most_severe", "verdict"]
 
 
 class _Criterion(NamedTuple):
@@ -151,3 +152,33 @@ def most_severe(results: dict) -> str:
   the larger gain lower bound, then the larger image re-identification rate.
   """
   return max(results, key=lambda n: (SEVERITY[results[n][0]], results[n][1], results[n][2]))
+
+
+def check(r, fmrs) -> None:
+  """Raises ConfigError for a bad verdict threshold (`r`: config.risk) or an identity FMR
+  (`fmrs`: config.identity.fmrs) the thresholds cannot use."""
+  risk_rates = ("ssim_gain", "image_reid", "identity_sar")
+  for name in (f"{level}_{r}" for level in ("high", "medium") for r in risk_rates):
+    number(f"risk.{name}", r[name], 0.0, 1.0)
+  number("risk.medium_reid_over_chance", r.medium_reid_over_chance, 1.0)
+  require(
+    r.medium_ssim_gain <= r.high_ssim_gain and r.medium_image_reid <= r.high_image_reid,
+    "config.risk medium thresholds must not exceed the high ones, got "
+    f"ssim_gain {r.medium_ssim_gain} > {r.high_ssim_gain} or image_reid "
+    f"{r.medium_image_reid} > {r.high_image_reid}",
+  )
+  require(
+    r.medium_identity_sar <= r.high_identity_sar,
+    f"config.risk.medium_identity_sar {r.medium_identity_sar} must not exceed "
+    f"high_identity_sar {r.high_identity_sar}",
+  )
+  numbers("identity.fmrs", fmrs, 0.0, 0.5)
+  require(
+    all(f > 0 for f in fmrs),
+    f"config.identity.fmrs must be false match rates in (0, 0.5], got {fmrs!r}",
+  )
+  require(
+    any(r.identity_fmr == f for f in fmrs),
+    f"config.risk.identity_fmr must be one of config.identity.fmrs {tuple(fmrs)}, "
+    f"got {r.identity_fmr!r}",
+  )

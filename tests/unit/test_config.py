@@ -7,6 +7,7 @@ import pytest
 
 import privjax
 from privjax import config as config_lib
+from privjax import settings as settings_lib
 
 
 @pytest.mark.parametrize(
@@ -80,8 +81,8 @@ def test_the_old_decoder_keys_are_read_at_their_new_place_with_one_warning(caplo
     {"train": {"num_steps": 9}, "attacks": {"decoder": {"num_steps": 5}}}
   )
   assert config_lib.for_images((8, 8, 1), both).attacks.decoder.num_steps == 5
-  assert config_lib.moved_key("decoder.hidden") == "attacks.decoder.hidden"
-  assert config_lib.moved_key("ssim.filter_size") is None
+  assert settings_lib.moved_key("decoder.hidden") == "attacks.decoder.hidden"
+  assert settings_lib.moved_key("ssim.filter_size") is None
 
 
 def test_a_whole_config_runs_exactly_its_attackers():
@@ -148,16 +149,16 @@ def test_a_whole_config_with_plugins_given_as_functions_is_named_by_their_paths(
 
 def test_set_entry_adds_or_retypes_an_entry_by_its_familys_rules():
   c = config_lib.audit_config()
-  config_lib.set_entry(c, "attacks", "toy", {"type": "tests.unit.toy_plugins:mean_image", "g": 1})
+  settings_lib.set_entry(c, "attacks", "toy", {"type": "tests.unit.toy_plugins:mean_image", "g": 1})
   assert c.attacks.toy.to_dict() == {"type": "tests.unit.toy_plugins:mean_image", "g": 1}
   steps = c.attacks.decoder.num_steps
-  config_lib.set_entry(c, "attacks", "decoder", {"type": "decoder", "width": 8})  # same type
+  settings_lib.set_entry(c, "attacks", "decoder", {"type": "decoder", "width": 8})  # same type
   assert c.attacks.decoder.width == 8 and c.attacks.decoder.num_steps == steps
-  config_lib.set_entry(c, "attacks", "decoder", {"type": "ridge"})  # a new type starts afresh
+  settings_lib.set_entry(c, "attacks", "decoder", {"type": "ridge"})  # a new type starts afresh
   assert c.attacks.decoder.to_dict() == config_lib.audit_config().attacks.ridge.to_dict()
-  config_lib.set_entry(c, "defense.sweep", "noise", {"type": "gaussian_noise", "strengths": (1,)})
+  settings_lib.set_entry(c, "defense.sweep", "noise", {"type": "gaussian_noise", "strengths": (1,)})
   assert c.defense.sweep.noise.param == "sigma"
   with pytest.raises(privjax.ConfigError, match="unknown config key 'attacks.ridge.width'"):
-    config_lib.set_entry(c, "attacks", "ridge", {"width": 8})
+    settings_lib.set_entry(c, "attacks", "ridge", {"width": 8})
   with pytest.raises(privjax.ConfigError, match=r"^unknown config key 'nope'; known keys"):
-    config_lib.set_entry(ml_collections.ConfigDict({"a": 1}), "nope", "x", {"type": "y"})
+    settings_lib.set_entry(ml_collections.ConfigDict({"a": 1}), "nope", "x", {"type": "y"})
