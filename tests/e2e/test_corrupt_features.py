@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import privjax
-from privjax.scoring import risk
+from privjax import levels
 from tests.conftest import only_attackers
 
 
@@ -57,5 +57,5 @@ def test_up_to_one_percent_corrupt_auxiliary_rows_never_lower_the_verdict(digits
     f_aux[i, cols] = rng.choice([-1.0, 1.0]) * 10.0 ** rng.uniform(6, 15)
   level, warnings = _level(aux, f_aux, tgt, f_tgt)
   assert clean[0] == "high" and not clean[1]
-  assert risk.reaches(level, clean[0]), (level, bad)
+  assert levels.reaches(level, clean[0]), (level, bad)
   assert any(f"{len(bad)} of 600 auxiliary feature rows are extreme" in w for w in warnings)
