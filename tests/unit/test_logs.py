@@ -30,7 +30,8 @@ def test_quiet_drops_third_party_lines_from_a_venv_inside_a_clone_named_privjax(
   from privjax.runtime import logs
 
   quiet = logs.Quiet()
-  clone = os.path.dirname(os.path.dirname(os.path.abspath(logs.__file__)))
+  package = os.path.dirname(os.path.dirname(os.path.abspath(logs.__file__)))  # privjax/
+  clone = os.path.dirname(package)
   for path in (
     os.path.join(clone, ".venv/lib/python3.11/site-packages/orbax/checkpoint/manager.py"),
     "/home/u/privjax/.venv/lib/python3.11/site-packages/jax/_src/xla_bridge.py",
