@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import io
 import os
 import pkgutil
 import sys
-import tokenize
 import warnings
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,11 +67,10 @@ def comments(path: str) -> dict[str, str]:
   the assignment's lines, else the block of comment lines just above it."""
   with open(path, encoding="utf-8") as f:
     text = f.read()
+  from privjax.describe import trailing_comments  # the same reading as --print_config's
+
   lines = text.splitlines()
-  trailing = {}
-  for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-    if tok.type == tokenize.COMMENT and lines[tok.start[0] - 1][: tok.start[1]].strip():
-      trailing.setdefault(tok.start[0], tok.string.lstrip("#").strip())
+  trailing = trailing_comments(text)
   out, block, last = {}, "", None  # block: the comment above a run of assignments
   for node in ast.parse(text).body:
     if isinstance(node, ast.Assign):

@@ -20,10 +20,20 @@ from privjax import config as config_lib
 from privjax.attacks import base as attack_base
 from privjax.defenses import entries as sweep_entries
 
-__all__ = ["ATTACK_TYPE", "comments_in", "describe"]
+__all__ = ["ATTACK_TYPE", "comments_in", "describe", "trailing_comments"]
 
 # What an attacker entry's `type` means, as --print_config says it.
 ATTACK_TYPE = "the attacker: a built-in name, 'package.module:function', or 'off'"
+
+
+def trailing_comments(text: str) -> dict[int, str]:
+  """{line number: its comment} of the comments that follow code on their line in `text`."""
+  lines = text.splitlines()
+  found = {}
+  for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+    if tok.type == tokenize.COMMENT and lines[tok.start[0] - 1][: tok.start[1]].strip():
+      found.setdefault(tok.start[0], tok.string.lstrip("#").strip())
+  return found
 
 
 def comments_in(path: str) -> tuple[dict, dict]:
@@ -33,10 +43,7 @@ def comments_in(path: str) -> tuple[dict, dict]:
   with open(path, encoding="utf-8") as f:
     text = f.read()
   lines = text.splitlines()
-  trailing = {}
-  for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-    if tok.type == tokenize.COMMENT and lines[tok.start[0] - 1][: tok.start[1]].strip():
-      trailing[tok.start[0]] = tok.string.lstrip("#").strip()
+  trailing = trailing_comments(text)
 
   def above(line):
     block, i = [], line - 2
