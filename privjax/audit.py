@@ -50,6 +50,8 @@ def assess(
   evaluator: identity.Evaluator | None = None,
   target_sources=None,
   aux_labels=None,
+  defender_images=None,
+  defender_labels=None,
   metadata: dict | None = None,
   progress: bool = True,
 ) -> report_lib.Report:
@@ -85,6 +87,9 @@ def assess(
     aux_labels: optional [N_aux] labels of the auxiliary images, in the same terms as
       `target_labels`: the defense sweep (config.defense.sweep) measures utility with
       them (k-NN identification against the auxiliary gallery, a linear probe).
+    defender_images, defender_labels: optional [M, H, W, C] images and [M] labels the
+      defender owns, disjoint from the targets and the auxiliary set: a learning defense
+      in config.defense.sweep (`learned`) trains on their features; needed only then.
     metadata: optional JSON-ready dict stored under "metadata" in the report.
     progress: print progress to stderr (stages, training steps with images/s and ETA,
       the verdict); False prints warnings only. The command line always shows it.
@@ -113,6 +118,15 @@ def assess(
     metadata=metadata,
     feature_dim=stored_dim,
   )
+  defender = inputs_lib.check_defender(
+    cfg,
+    defender_images,
+    defender_labels,
+    image_shape=targets.shape[1:],
+    stored=embed_fn is None,
+    name="defender_images",
+  )
+  inputs = dataclasses.replace(inputs, defender=defender)
   if aux_labels is not None and not len(cfg.defense.sweep):
     unused = (
       "aux_labels were given but nothing read them: in the Python API only the defense "
@@ -178,8 +192,24 @@ def run(
       },
       feature_dim=loaded.feature_dim,
     )
+    inputs = dataclasses.replace(inputs, defender=_defender(config, loaded, cfg, precomputed))
     with logs.progress(True):
       return _audit(inputs, cfg, wd, time.perf_counter())
+
+
+def _defender(config, loaded: loading.Loaded, cfg, precomputed: bool):
+  """The command line's defender split: config.data.model_train_split's images (the split
+  the builtin model trains on, never the targets or the auxiliary set), for a learning
+  defense; None when no sweep entry learns."""
+  own = None if precomputed else loaded.data.model_train
+  return inputs_lib.check_defender(
+    cfg,
+    None if own is None else own.images,
+    None if own is None else own.labels,
+    image_shape=loaded.target_images.shape[1:],
+    stored=precomputed,
+    name=f"config.data.model_train_split {config.data.model_train_split!r}",
+  )
 
 
 def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
@@ -215,7 +245,7 @@ def _audit(inputs: inputs_lib.Inputs, cfg, workdir, t_start):
   defense = None
   if len(cfg.defense.sweep):
     with timer.stage("defense_sweep"):
-      defense = _sweep(inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge)
+      defense = _sweep(inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge, model)
   report = summary.build(
     outcomes=result.outcomes,
     scores=result.scores,
@@ -337,10 +367,17 @@ def _round(cfg, targets, model, the_judge, mesh, workdir, timer) -> Round:
 
 
 def _sweep(
-  inputs: inputs_lib.Inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge
+  inputs: inputs_lib.Inputs, cfg, round_, result, deciding, f_aux, f_tgt, the_judge, model
 ) -> dict:
-  """The defense sweep (defenses/sweep.py) with the sweep's attackers, blind to the model."""
+  """The defense sweep (defenses/sweep.py) with the sweep's attackers, blind to the model;
+  a learning defense trains on the model's features of the defender's split."""
   settings = settings_lib.sweep(cfg)
+  defender = None
+  if inputs.defender is not None:
+    own_images, own_labels, name = inputs.defender
+    defender = sweep.Defender(
+      model.features(own_images, "defender_images"), own_images, own_labels, name
+    )
   calibration = None if the_judge is None else the_judge.calibration
   sweep_labels = inputs.sweep_labels
   return sweep.run(
@@ -361,6 +398,7 @@ def _sweep(
     ),
     audit={"risk_level": result.verdicts[deciding][0], "deciding_attack": deciding},
     deciding_models_defense=attacks.capabilities(cfg.attacks[deciding].type).models_defense,
+    defender=defender,
   )
 
 

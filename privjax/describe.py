@@ -19,6 +19,8 @@ from privjax import attacks
 from privjax import config as config_lib
 from privjax.attacks import base as attack_base
 from privjax.defenses import entries as sweep_entries
+from privjax.defenses import transforms as defense_transforms
+from privjax.errors import ConfigError
 
 __all__ = ["ATTACK_TYPE", "comments_in", "describe", "trailing_comments"]
 
@@ -131,10 +133,22 @@ def describe(config: ml_collections.ConfigDict, sources=()) -> str:
       if parts[2] == "type":
         text = ATTACK_TYPE
     if text is None and parts[:2] == ["defense", "sweep"] and len(parts) == 4:
-      text = sweep_entries.ABOUT.get(parts[3])
+      text = sweep_entries.ABOUT.get(parts[3]) or _defense_comment(config, parts[2], parts[3])
     shown = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
     out.append(f"{path} = {shown!r}" + (f"  # {text}" if text else ""))
   return "\n".join(out)
+
+
+def _defense_comment(config, name: str, key: str) -> str | None:
+  """The comment on `key` in the DEFAULTS of the learning defense config.defense.sweep.`name`
+  names (privjax/defenses/learned.py's for `learned`), or None."""
+  kind = config.defense.sweep[name].get("type", name)
+  try:
+    fn = defense_transforms.get(kind).fn
+  except ConfigError:
+    return None
+  path = getattr(sys.modules.get(fn.__module__), "__file__", None)
+  return comments_in(path)[0].get(f"*.{key}") if path else None
 
 
 def _declared_kinds(config) -> list[str]:

@@ -1,9 +1,10 @@
 """The defense sweep's group of the config, `config.defense`: how a user's sweep entries
 merge into `config.defense.sweep`, the sweep's attackers, and the group's checks.
 
-Each entry is `name: {type, strengths, param}`. The attackers are named here, never
-imported: what the sweep needs of them is handed in as `running`, {each running
-attacker of config.attacks: whether it can attack defended features}.
+Each entry is `name: {type, strengths, param}`, plus, for a defense that learns (the
+`learned` kind), the further settings it declares with their defaults. The attackers are
+named here, never imported: what the sweep needs of them is handed in as `running`, {each
+running attacker of config.attacks: whether it can attack defended features}.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from privjax.defenses import transforms as defenses
 from privjax.errors import ConfigError
 from privjax.registry import import_object
 
-__all__ = ["ABOUT", "KEYS", "attackers", "check", "defaults", "entry", "merge"]
+__all__ = ["ABOUT", "KEYS", "attackers", "check", "defaults", "entry", "learned_settings", "merge"]
 
 KEYS = ("type", "strengths", "param")  # an entry's fields
 # What each field of an entry means (--print_config shows it).
@@ -31,21 +32,45 @@ def defaults() -> dict:
   return {}
 
 
+def _declared(kind) -> defenses.Defense | None:
+  """The registered defense `kind` names, or None (a bad type is check's to name)."""
+  if not isinstance(kind, str) or not kind:
+    return None
+  try:
+    return defenses.get(kind)
+  except ConfigError:
+    return None
+
+
 def entry(name: str, fields) -> dict:
   """`config.defense.sweep.<name>` completed: type defaults to the name, param to the
-  defense's own strength keyword (a user defense's: "strength")."""
+  defense's own strength keyword (a user defense's: "strength"), and a learning defense's
+  further settings to their declared defaults."""
   if not isinstance(fields, dict):
     raise ConfigError(f"config.defense.sweep.{name} must be a group of settings, got {fields!r}")
-  unknown = sorted(set(fields) - set(KEYS))
+  kind = fields.get("type", name)
+  declared = _declared(kind)
+  extra = dict((declared.defaults if declared else None) or {})
+  known = [*KEYS, *extra]
+  unknown = sorted(set(fields) - set(known))
   if unknown:
     raise ConfigError(
-      f"unknown config key 'defense.sweep.{name}.{unknown[0]}'; known keys: {list(KEYS)}"
+      f"unknown config key 'defense.sweep.{name}.{unknown[0]}'; known keys: {known}"
     )
-  kind = fields.get("type", name)
   param = fields.get("param") or ""
   if isinstance(kind, str) and kind in defenses.builtin_names():
     param = defenses.get(kind).param
-  return {"type": kind, "strengths": fields.get("strengths", ()), "param": param or "strength"}
+  return {
+    "type": kind,
+    "strengths": fields.get("strengths", ()),
+    "param": param or "strength",
+    **{k: fields.get(k, v) for k, v in extra.items()},
+  }
+
+
+def learned_settings(e, defense: defenses.Defense) -> dict:
+  """A learning defense's further settings from its entry `e` (a dict or ConfigDict)."""
+  return {k: e[k] if k in e else v for k, v in (defense.defaults or {}).items()}
 
 
 def merge(current: dict, entries) -> dict:
@@ -81,6 +106,8 @@ def check(d: ml_collections.ConfigDict, running: dict, dim: int | None = None) -
     )
     for i, s in enumerate(e.strengths):
       defenses.check_strength(name, defense, i, s, dim)
+    if defense.check_settings is not None:
+      defense.check_settings(name, learned_settings(e, defense))
     require(
       len(set(e.strengths)) == len(e.strengths),
       f"config.defense.sweep.{name}.strengths must not repeat a value, got {tuple(e.strengths)}",

@@ -32,22 +32,24 @@ import dataclasses
 import functools
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from absl import logging
 
+from privjax.defenses import entries as sweep_entries
 from privjax.defenses import transforms as defenses
 from privjax.defenses import utility
-from privjax.errors import ConfigError, ModelError
+from privjax.errors import ConfigError, DataError, ModelError
 from privjax.levels import SEVERITY
-from privjax.registry import import_object
+from privjax.registry import import_object, one_line
 from privjax.report import readings
 from privjax.runtime import cache, keys
 from privjax.runtime.loop import split_validation
 from privjax.scoring import risk
 
-__all__ = ["Settings", "best_tradeoff", "run"]
+__all__ = ["Defender", "Settings", "best_tradeoff", "run"]
 
 CAVEAT = (
   "A defense judged against these attackers is not proven against all attackers: a "
@@ -91,29 +93,30 @@ def _strongest(rows: dict) -> dict | None:
   }
 
 
-def _judge(refitted: dict, clean_fitted: dict) -> dict:
+def _judge(refitted: dict, clean_fitted: dict | None) -> dict:
   """A point's verdict: the strongest attacker that knows the defense.
 
   Such an attacker may re-fit on defended auxiliary features (`refitted`) or keep the
   attackers it fitted on its undefended ones (`clean_fitted`, what a non-adaptive
   attacker does): the point takes the more severe of the two, and reports both.
+  `clean_fitted` is None when the defense changes the features' width: then no attacker
+  fitted on undefended features can read them, and only the re-fitted ones judge.
   """
-  a, n = _strongest(refitted), _strongest(clean_fitted)
-  if a is None or n is None:
+  a = _strongest(refitted)
+  n = None if clean_fitted is None else _strongest(clean_fitted)
+  if a is None or (clean_fitted is not None and n is None):
     raise ConfigError("config.defense.attacks: no sweep attacker ran on the defended features")
-  order = risk.most_severe(
-    {
-      "refitted": (a["risk_level"], a["ssim_gain_ci"][0], a["image_reid_rate"]),
-      "non-adaptive": (n["risk_level"], n["ssim_gain_ci"][0], n["image_reid_rate"]),
-    }
-  )
+  ranked = {"refitted": (a["risk_level"], a["ssim_gain_ci"][0], a["image_reid_rate"])}
+  if n is not None:
+    ranked["non-adaptive"] = (n["risk_level"], n["ssim_gain_ci"][0], n["image_reid_rate"])
+  order = risk.most_severe(ranked)
   deciding = dict(a if order == "refitted" else n, fitted_on=order)
   # As in the audit's own verdict: below high, an attacker's warning (too little data, a
   # decoder that did not converge) means the point's level may understate the leakage.
   warned = sorted(
     {
       f"{name}: {w}"
-      for rows in (refitted, clean_fitted)
+      for rows in (refitted, clean_fitted or {})
       for name, r in rows.items()
       for w in r.get("warnings", [])
     }
@@ -125,8 +128,22 @@ def _judge(refitted: dict, clean_fitted: dict) -> dict:
     "refitted_deciding": a,
     "non_adaptive_deciding": n,
     "refitted": refitted,
-    "non_adaptive": clean_fitted,
+    "non_adaptive": clean_fitted if clean_fitted is not None else WIDER,
   }
+
+
+# A point's non-adaptive contrast when the defense changes the features' width.
+WIDER = {"skipped": "the defense changes the features' width: no undefended fit reads them"}
+
+
+class Defender(NamedTuple):
+  """The defender's own split, disjoint from the targets and the attacker's auxiliary
+  set: what a learning defense trains on (never the other two)."""
+
+  features: np.ndarray  # [M, D] the audited model's features of `images`
+  images: np.ndarray  # [M, H, W, C] float32 in [0, 1]
+  labels: np.ndarray  # [M] int identities or classes
+  name: str  # where it came from, for the report: "config.data.model_train_split 'all[:50%]'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,9 +173,12 @@ def _point(
     raise ModelError(
       f"defense {name} gave {d_aux.shape[1]}-d auxiliary but {d_tgt.shape[1]}-d target features"
     )
+  same_width = d_tgt.shape[1] == f_tgt.shape[1]
   out = _judge(
     _attackers(round_.run(aux, d_aux, d_tgt, stage=stage)),
-    _attackers(round_.run(aux, f_aux, d_tgt, stage="defense-", fitted=clean)),
+    _attackers(round_.run(aux, f_aux, d_tgt, stage="defense-", fitted=clean))
+    if same_width
+    else None,
   )
   out.update(strength=float(params[defense.param]), utility=measure(d_aux, d_tgt))
   return out
@@ -192,6 +212,7 @@ def run(
   data_key: str,
   audit: dict,
   deciding_models_defense: bool,
+  defender: Defender | None = None,
 ) -> dict:
   """Runs config.defense.sweep; returns the JSON-ready sweep (sweep.json).
 
@@ -208,6 +229,8 @@ def run(
     audit: the undefended audit's {"risk_level", "deciding_attack"} (all its attackers).
     deciding_models_defense: whether the audit's deciding attacker can attack defended
       features (the whitebox attacker cannot: it is not among the sweep's attackers).
+    defender: the defender's own split, which a learning defense trains on (each of its
+      points is keyed by it too); None when the audit has none.
   """
   user_fn = import_object(settings.utility, field="defense.utility") if settings.utility else None
   # Every point depends on the whole round (attackers, scoring, thresholds, metrics, the
@@ -233,7 +256,7 @@ def run(
   undefended, _ = store.get(
     store.key("undefended"), lambda: _undefended(round_, aux, f_aux, f_tgt, clean, measure)
   )
-  result = _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings)
+  result = _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings, defender)
   best, line = best_tradeoff(result, undefended)
   logging.info("defense sweep: %s", line)
   return {
@@ -260,63 +283,117 @@ def _undefended(round_, aux, f_aux, f_tgt, clean, measure) -> dict:
   }
 
 
-def _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings) -> dict:
-  """Every point of every defense: {name: {type, param, about, points}}."""
+def _defenses(round_, aux, f_aux, f_tgt, clean, store, measure, settings, defender) -> dict:
+  """Every point of every defense: {name: {type, param, about, points}} (a learning
+  defense's entry adds `trained_on` and `trained_against`, and each point its `training`)."""
   total = sum(len(e["strengths"]) for e in settings.entries.values())
   result = {}
   done = 0
   for name, entry in settings.entries.items():
     defense = defenses.get(entry["type"], entry["param"], field=f"defense.sweep.{name}.type")
-    fitted = defenses.fit(defense, f_aux)
+    if defense.train is not None and defender is None:
+      raise ConfigError(needs_defender(name))
+    fitted = defenses.fit(defense, f_aux) if defense.train is None else {}
+    own = {k: v for k, v in entry.items() if k != "strengths"}
     points = []
     for strength in entry["strengths"]:
       done += 1
-      own = {k: v for k, v in entry.items() if k != "strengths"}
-      key = store.key(own, float(strength), defense)
+      trains = () if defense.train is None else (keys.of(*defender),)
+      key = store.key(own, float(strength), defense, *trains)
       t = time.perf_counter()
-      point, restored = store.get(
-        key,
-        functools.partial(
+      common = dict(
+        key=jax.random.fold_in(
+          jax.random.key(settings.seed), keys.seed(entry["type"], entry["param"], float(strength))
+        ),
+        f_aux=f_aux,
+        f_tgt=f_tgt,
+        clean=clean,
+        stage=f"defense-{key[:12]}-",
+        measure=measure,
+        name=name,
+        batch_size=settings.batch_size,
+      )
+      if defense.train is None:
+        compute = functools.partial(
           _point,
           round_,
           aux,
           defense,
           params=dict(fitted, **{defense.param: float(strength)}),
-          key=jax.random.fold_in(
-            jax.random.key(settings.seed),
-            keys.seed(entry["type"], entry["param"], float(strength)),
-          ),
-          f_aux=f_aux,
-          f_tgt=f_tgt,
-          clean=clean,
-          stage=f"defense-{key[:12]}-",
-          measure=measure,
-          name=name,
-          batch_size=settings.batch_size,
-        ),
-      )
+          **common,
+        )
+      else:
+        compute = functools.partial(
+          _trained_point, round_, aux, defense, entry, float(strength), defender, **common
+        )
+      point, restored = store.get(key, compute)
       points.append(point)
-      head = readings.headline(point["utility"])
-      logging.info(
-        "defense %d/%d: %s %s=%g: %s risk (%s, fitted on %s features), %s, %s",
-        done,
-        total,
-        name,
-        defense.param,
-        strength,
-        point["risk_level"],
-        point["deciding"]["attacker"],
-        "defended" if point["deciding"]["fitted_on"] == "refitted" else "undefended",
-        "no utility measured" if head is None else f"{head[0]} {head[1]:.3f}",
-        "restored from the workdir" if restored else f"{time.perf_counter() - t:.1f}s",
-      )
+      _log_point(done, total, name, defense, strength, point, restored, t)
     result[name] = {
       "type": entry["type"],
       "param": defense.param,
       "about": defense.about,
       "points": points,
     }
+    if defense.train is not None:
+      result[name].update(
+        trained_on=f"{defender.name}: {defender.images.shape[0]} images",
+        trained_against=sorted({p["training"].get("trained_against", "") for p in points}),
+      )
   return result
+
+
+def needs_defender(name: str) -> str:
+  """The one line refusing a learning defense in an audit without the defender's split."""
+  return (
+    f"config.defense.sweep.{name} learns: it trains on the defender's own labelled split, "
+    "never the targets or the attacker's auxiliary set, and this audit has none: set "
+    "config.data.model_train_split (the command line) or pass defender_images and "
+    "defender_labels to privjax.assess"
+  )
+
+
+def _trained_point(round_, aux, defense, entry, strength, defender, *, key, **common) -> dict:
+  """A learning defense's point: trained on the defender's split for this strength (its key
+  from the point's), then audited as every point is (`_point`)."""
+  settings = sweep_entries.learned_settings(entry, defense)
+  try:
+    params, info = defense.train(
+      features=defender.features,
+      images=defender.images,
+      labels=defender.labels,
+      strength=strength,
+      key=jax.random.fold_in(key, 2),
+      settings=settings,
+    )
+  except (ConfigError, DataError, ModelError):
+    raise
+  except Exception as e:  # a user's trainer: one line naming it
+    raise ModelError(
+      f"defense {common['name']} failed to train on the defender's split: {one_line(e)}"
+    ) from e
+  point = _point(
+    round_, aux, defense, params=dict(params, **{defense.param: strength}), key=key, **common
+  )
+  point["training"] = info
+  return point
+
+
+def _log_point(done, total, name, defense, strength, point, restored, t) -> None:
+  head = readings.headline(point["utility"])
+  logging.info(
+    "defense %d/%d: %s %s=%g: %s risk (%s, fitted on %s features), %s, %s",
+    done,
+    total,
+    name,
+    defense.param,
+    strength,
+    point["risk_level"],
+    point["deciding"]["attacker"],
+    "defended" if point["deciding"]["fitted_on"] == "refitted" else "undefended",
+    "no utility measured" if head is None else f"{head[0]} {head[1]:.3f}",
+    "restored from the workdir" if restored else f"{time.perf_counter() - t:.1f}s",
+  )
 
 
 def _warnings(audit, undefended, names, deciding_models_defense) -> list:

@@ -59,16 +59,45 @@ class Defense:
   fit: Callable | None  # (aux features [N, D] float64) -> {name: array}, or None
   check: Callable | None  # (strength, dim) -> an error message, or None when fine
   about: str  # what the strength means, for messages and the report
+  # A defense that learns (privjax/defenses/learned.py): trained once per strength on the
+  # defender's own split, `train(*, features, images, labels, strength, key, settings) ->
+  # (params, info)`, never on the attacker's auxiliary set; None for a fitted one.
+  train: Callable | None = None
+  defaults: dict | None = None  # its further entry settings and their defaults
+  check_settings: Callable | None = None  # (entry name, settings) -> raises ConfigError
 
 
 DEFENSES = Registry("defense")
 
 
-def register(name: str, *, param: str, about: str, fit=None, check=None):
+def register(
+  name: str,
+  *,
+  param: str,
+  about: str,
+  fit=None,
+  check=None,
+  train=None,
+  defaults=None,
+  check_settings=None,
+):
   """Decorator: registers `defense(features, key, **params)` under `name`, declaring the
   keyword its strengths go to (`param`), what a strength means (`about`), the fit of its
-  other parameters on the auxiliary features and the check of a strength."""
-  return DEFENSES.register(name, param=param, about=about, fit=fit, check=check)
+  other parameters on the auxiliary features and the check of a strength; or, for a
+  defense that learns, its `train` on the defender's split, the `defaults` of its further
+  entry settings and their check (`check_settings`; see `Defense`)."""
+  if train is not None and fit is not None:
+    raise ValueError(f"defense {name!r}: a defense is fitted or trained, not both")
+  return DEFENSES.register(
+    name,
+    param=param,
+    about=about,
+    fit=fit,
+    check=check,
+    train=train,
+    defaults=None if defaults is None else dict(defaults),
+    check_settings=check_settings,
+  )
 
 
 def builtin_names() -> list[str]:
@@ -285,10 +314,17 @@ def _check_pure(defense: Defense, features, out, key_data, params, *, name: str)
     refuse(f"row {i} alone and in the sweep's batches (same key)", alone, out[i])
 
 
+def _rows_of(out, features) -> bool:
+  """Whether `out` is [N, D'] (D' >= 1) for `features` [N, D]: one vector per row."""
+  return isinstance(out, np.ndarray) and out.ndim == 2 and out.shape[0] == np.shape(features)[0]
+
+
 def apply(
   defense: Defense, features, key, params: dict, *, mesh, batch_size: int, name: str
 ) -> np.ndarray:
-  """The defense over all rows of `features` [N, D]; row i uses fold_in(key, i).
+  """The defense over all rows of `features` [N, D] -> [N, D'] (a defense may change the
+  width: the sweep then audits it with re-fitted attackers only); row i uses
+  fold_in(key, i).
 
   Computed in float64 and returned as float32: XLA sums a row's products in an order
   that depends on the per-device batch shape, and in float32 those last-bit differences
@@ -299,10 +335,9 @@ def apply(
     ModelError: the defense fails on these features, returns non-finite values, or is
       not a pure function of each row and its key (`_check_pure`).
   """
-  wide = {
-    k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
-    for k, v in params.items()
-  }
+  wide = jax.tree.map(
+    lambda v: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v, params
+  )
   try:
     with jax.enable_x64(True):
       # The key travels as host data: a key array made on this process's device cannot be
@@ -316,7 +351,7 @@ def apply(
         batch_size=batch_size,
         mesh=mesh,
       )
-      if isinstance(out, np.ndarray) and out.shape == np.shape(features):
+      if _rows_of(out, features):
         _check_pure(defense, wide_features, out, key_data, jax.device_put(wide), name=name)
   except ModelError:
     raise
@@ -325,10 +360,10 @@ def apply(
     raise ModelError(
       f"defense {name} failed on [N, {np.shape(features)[1]}] features: {first}"
     ) from e
-  if not isinstance(out, np.ndarray) or out.shape != np.shape(features):
+  if not _rows_of(out, features):
     raise ModelError(
-      f"defense {name} must return features of the shape it was given {list(np.shape(features))}"
-      f" (the attackers and the utilities compare them with the undefended ones), got "
+      f"defense {name} must return one feature vector per row given, [{np.shape(features)[0]}, "
+      f"D'] for [{np.shape(features)[0]}, {np.shape(features)[1]}], got "
       f"{list(getattr(out, 'shape', ())) or type(out).__name__}"
     )
   if not np.all(np.isfinite(out)):

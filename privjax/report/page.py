@@ -302,8 +302,7 @@ def _defenses(s: dict, images: dict) -> str:
   )
   notes = "".join(f"<li>{_e(w)}</li>" for w in sweep["warnings"])
   return (
-    "<h2>Defenses</h2>"
-    f"<p><b>{_e(_tradeoff(sweep))}</b></p>"
+    f"<h2>Defenses</h2><p><b>{_e(_tradeoff(sweep))}</b></p>"
     '<p class="note">At each point the attackers '
     f"({_e(', '.join(sweep['attackers']))}) know the defense: they re-fit on the defended "
     "auxiliary features or keep what they fitted on undefended ones, whichever leaks more "
@@ -315,10 +314,26 @@ def _defenses(s: dict, images: dict) -> str:
       f"{_num(ref['utility'][head[0]]['chance'])})"
     )
     + f". {_e(sweep['caveat'])}</p>"
+    + _learned(sweep)
     + table
     + (f"<ul>{notes}</ul>" if notes else "")
     + _img(images["defense"], "privacy against utility for each defense")
   )
+
+
+def _learned(sweep: dict) -> str:
+  """What each learned defense was trained on and against, and what audited it (HTML)."""
+  lines = []
+  for name, entry in sweep["defenses"].items():
+    if "trained_against" not in entry:
+      continue
+    lines.append(
+      f"<li><b>{_e(name)}</b> was trained on {_e(entry['trained_on'])} against "
+      f"{_e(', '.join(entry['trained_against']))}; each of its points was then audited like "
+      f"every defense, by attackers re-fitted from scratch ({_e(', '.join(sweep['attackers']))})"
+      ": beating the attacker it trained against proves nothing about the others.</li>"
+    )
+  return f"<ul>{''.join(lines)}</ul>" if lines else ""
 
 
 def _first_screen(s: dict) -> str:

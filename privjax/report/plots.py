@@ -129,7 +129,13 @@ def privacy_utility(sweep: dict) -> bytes:
     ]
     for ax, key in zip(axes, ("ssim_gain", "image_reid_rate"), strict=True):
       ys = [p["deciding"][key] for p in pts]
-      (line,) = ax.plot(xs, ys, "o-", label=f"{entry_name} ({entry['param']})")
+      learned = "trained_against" in entry  # a learned defense: its own marker
+      (line,) = ax.plot(
+        xs,
+        ys,
+        "s--" if learned else "o-",
+        label=f"{entry_name} ({entry['param']}{', learned' if learned else ''})",
+      )
       for x, y, p in zip(xs, ys, pts, strict=True):
         ax.annotate(
           f"{p['strength']:g}",

@@ -10,11 +10,12 @@ import dataclasses
 import numpy as np
 
 from privjax.data import images
+from privjax.defenses import sweep, transforms
 from privjax.errors import ConfigError, DataError, ModelError
 from privjax.scoring import identity
 from privjax.stages import strength
 
-__all__ = ["MIN_TARGETS_FLOOR", "Inputs", "check", "check_images", "check_sizes"]
+__all__ = ["MIN_TARGETS_FLOOR", "Inputs", "check", "check_defender", "check_images", "check_sizes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Inputs:
   metadata: dict | None
   feature_dim: int | None  # the features' width where known before extraction
   warnings: tuple = ()  # what the checks found that the report must say (one line each)
+  # The defender's own split a learning defense trains on: (images [M, H, W, C], int labels
+  # [M], where it came from), or None.
+  defender: tuple | None = None
 
 
 def check_images(aux_images, target_images):
@@ -129,6 +133,40 @@ def check(embed_fn, params, aux, targets, **kw) -> Inputs:
     feature_dim=kw["feature_dim"],
     warnings=(*_shared_images(aux, targets), *_shared_identities(*sweep_labels)),
   )
+
+
+def learners(cfg) -> list[str]:
+  """The entries of config.defense.sweep whose defense learns (trains per strength)."""
+  sweep = cfg.defense.sweep
+  return [n for n in sweep if transforms.get(sweep[n].type, sweep[n].param).train is not None]
+
+
+def check_defender(cfg, own_images, own_labels, *, image_shape, stored: bool, name: str):
+  """The defender's split for the sweep's learning defenses, checked: (images, int labels,
+  `name`), or None when no entry learns. One line when an entry learns and the audit has no
+  such split (or only stored features, which no model re-embeds)."""
+  learning = learners(cfg)
+  if not learning:
+    return None
+  if own_images is None or own_labels is None:
+    raise ConfigError(sweep.needs_defender(learning[0]))
+  if stored:
+    raise ConfigError(
+      f"config.defense.sweep.{learning[0]} learns on the model's features of the defender's "
+      "images, and a stored-features audit has no model to embed them with"
+    )
+  x = images.check_images(own_images, name="defender_images")
+  if x.shape[1:] != tuple(image_shape):
+    raise DataError(
+      f"defender_images must have the targets' image shape {tuple(image_shape)}, got {x.shape[1:]}"
+    )
+  y = images.check_labels(own_labels, x.shape[0], name="defender_labels")
+  if len(np.unique(y)) < 2:
+    raise DataError(
+      f"defender_labels must hold at least 2 identities (a learned defense keeps identity "
+      f"while hiding the image), got {len(np.unique(y))} in {x.shape[0]} images"
+    )
+  return x, y, name
 
 
 def _shared_images(aux, targets) -> list[str]:

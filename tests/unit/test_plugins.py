@@ -367,11 +367,21 @@ def test_a_utility_that_raises_is_one_line():
   assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("toy", ["widen", "narrow"])
-def test_a_defense_that_changes_the_feature_width_is_one_line(toy):
+@pytest.mark.parametrize(("toy", "width"), [("widen", 3), ("narrow", 1)])
+def test_a_defense_may_change_the_feature_width(toy, width):
   d = defenses.get(f"{TOY}:{toy}", "strength", field="defense.sweep.toy.type")
   f = np.arange(12, dtype=np.float32).reshape(6, 2)
-  with pytest.raises(ModelError, match=r"defense toy must return features of the shape it was"):
+  out = defenses.apply(
+    d, f, jax.random.key(0), {"strength": 1.0}, mesh=parallel.data_mesh(), batch_size=4, name="toy"
+  )
+  assert out.shape == (6, width)
+  np.testing.assert_allclose(out[:, :1], f[:, :1])
+
+
+def test_a_defense_that_returns_no_rows_is_one_line():
+  d = defenses.get(f"{TOY}:flatten", "strength", field="defense.sweep.toy.type")
+  f = np.arange(12, dtype=np.float32).reshape(6, 2)
+  with pytest.raises(ModelError, match=r"defense toy must return one feature vector per row"):
     defenses.apply(
       d,
       f,

@@ -126,6 +126,12 @@ def widen(features, key, *, strength):
   return jnp.concatenate([features, strength * jnp.ones((features.shape[0], 1))], axis=1)
 
 
+def flatten(features, key, *, strength):
+  """A defense that returns one number per batch, not a feature vector per row."""
+  del key
+  return strength * features.sum(axis=1)
+
+
 def narrow(features, key, *, strength):
   """A defense that drops the last feature column (the width changes)."""
   del key
