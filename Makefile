@@ -3,7 +3,8 @@
 #                beyond the package index)
 #   make test    install privjax with its test tools into .venv, lint and run the tests
 # and, while developing:
-#   make test-fast  run only the unit tests (tests/unit: minutes, no whole audits, no lint)
+#   make test-fast  the unit tests but the slow ones (tests/unit -m "not slow": no whole
+#                   audits, no training loops, no lint): about a minute and a half on 2 cores
 #   make api        the API reference from the docstrings (pdoc, offline) into build/api/,
 #                   failing on an undocumented public name (make lint runs it too)
 #   make bench      the benchmark's quick run (benchmarks/run.py --quick: about 95 s on 2
@@ -36,11 +37,15 @@ lint: $(VENV)/.installed-test
 api: $(VENV)/.installed-test
 	$(PY) docs/api.py
 
+# Tests run in parallel processes, one per core up to 4 (pytest-xdist; each file in one
+# process, so a module's fixtures are built once), each test named as it finishes.
+PYTEST_PARALLEL := -n auto --maxprocesses=4 --dist loadfile -v
+
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-fast: $(VENV)/.installed-test
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit -m "not slow" $(PYTEST_PARALLEL)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py $(BENCH)

@@ -131,6 +131,53 @@ def _init(key, d: int, width: int, hidden: int) -> dict:
 # --- the in-loss attacker ----------------------------------------------------------------
 
 
+_NS_TOLERANCE = 1e-6  # the Newton-Schulz iteration stops once max |I - A X| is below this
+_NS_MAX_STEPS = 64  # ... or after this many steps (enough for a condition number of 1e12)
+
+
+def _inverse_spd(a: jax.Array) -> jax.Array:
+  """a^-1 of a symmetric positive definite a [k, k] by Newton-Schulz iteration.
+
+  Matrix products only: no LAPACK custom call, whose OpenBLAS threads, called from XLA's
+  own threads in a long program, left the command line's training waiting forever. From
+  X = I / trace(a) the residual R = I - a X squares at each step (X <- X (I + R)).
+  """
+  eye = jnp.eye(a.shape[0], dtype=a.dtype)
+  x = eye / jnp.trace(a)
+
+  def more(s):
+    i, _, r = s
+    return (i < _NS_MAX_STEPS) & (jnp.max(jnp.abs(r)) > _NS_TOLERANCE)
+
+  def step(s):
+    i, x, r = s
+    return i + 1, x @ (eye + r), r @ r
+
+  return jax.lax.while_loop(more, step, (0, x, eye - a @ x))[1]
+
+
+@jax.custom_vjp
+def _solve_spd(a: jax.Array, b: jax.Array) -> jax.Array:
+  """a^-1 b for a symmetric positive definite a [k, k] and b [k, P] (`_inverse_spd`);
+  differentiable in both (the backward pass reuses the inverse)."""
+  return _inverse_spd(a) @ b
+
+
+def _solve_fwd(a, b):
+  inverse = _inverse_spd(a)
+  x = inverse @ b
+  return x, (inverse, x)
+
+
+def _solve_bwd(res, g):
+  inverse, x = res
+  gb = inverse @ g  # (the inverse is symmetric)
+  return -gb @ x.T, gb
+
+
+_solve_spd.defvjp(_solve_fwd, _solve_bwd)
+
+
 def ridge_r2(z_fit, y_fit, z_eval, y_eval, *, penalties) -> jax.Array:
   """The in-loss attacker's best R^2: a closed-form linear ridge with intercept.
 
@@ -153,7 +200,7 @@ def ridge_r2(z_fit, y_fit, z_eval, y_eval, *, penalties) -> jax.Array:
   eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
 
   def r2(penalty):
-    coef = jax.scipy.linalg.solve(gram + penalty * unit * eye, rhs, assume_a="pos")
+    coef = _solve_spd(gram + penalty * unit * eye, rhs)
     pred = (ze @ zc.T @ coef if dual else ze @ coef) + mu_y
     return 1.0 - jnp.mean((pred - y_eval) ** 2) / jnp.mean((y_eval - mu_y) ** 2)
 

@@ -55,7 +55,7 @@ with tfds.testing.mock_data(num_examples={n}):
 
 
 def launch(
-  config, workdir, *overrides, mock_tfds_examples=None, pythonpath=None, timeout=300, devices=4
+  config, workdir, *overrides, mock_tfds_examples=None, pythonpath=None, timeout=600, devices=4
 ):
   """Runs launch.py in a subprocess with `devices` CPU devices; optionally under tfds mock data."""
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
@@ -194,7 +194,7 @@ def last_line(result) -> str:
   return lines[-1] if lines else ""
 
 
-def launch_until(config, workdir, marker, *overrides, sig, delay=0.0, timeout=300):
+def launch_until(config, workdir, marker, *overrides, sig, delay=0.0, timeout=600):
   """Starts launch.py, sends `sig` `delay` s after a stderr line contains `marker`.
 
   Returns (returncode, stderr text). Fails the test if the marker never appears.

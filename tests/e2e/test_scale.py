@@ -67,7 +67,7 @@ def _start_processes(workdir, logs, *, num_processes=2, devices=2):
   return procs
 
 
-def _finish(procs, logs, timeout=300):
+def _finish(procs, logs, timeout=600):
   """Waits for every process (killing all at the timeout); returns [(rc, log text)]."""
   deadline = time.monotonic() + timeout
   out = []

@@ -68,6 +68,7 @@ def test_bad_attack_configs_are_one_line_errors(attacks, message):
   assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_refitting_and_scoring_on_new_data_of_the_same_shapes_compiles_nothing(digits8):
   # Sizes no other test uses, so the warm-up round compiles whatever the test order.
   x, _ = digits8
@@ -341,6 +342,7 @@ def _stored_audit(digits8, monkeypatch, **overrides):
   return report.to_dict(), len(calls)
 
 
+@pytest.mark.slow
 def test_fast_verdict_skips_the_attackers_left_once_the_verdict_is_high(digits8, monkeypatch):
   report, _ = _stored_audit(digits8, monkeypatch, fast_verdict=True)
   assert report["risk_level"] == "high" and report["deciding_attack"] == "nearest"

@@ -69,6 +69,7 @@ def test_the_mismatched_baseline_is_one_function_for_numpy_and_jnp():
   np.testing.assert_allclose(jax.jit(metrics.mismatched_baseline)(s), ref, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_bootstrap_under_jit_is_deterministic_per_key_and_covers_the_mean(monkeypatch):
   v = np.random.default_rng(3).normal(0.3, 0.1, 80)
   ci = jax.jit(metrics.bootstrap_mean_ci, static_argnames=("samples", "level"))
@@ -115,6 +116,7 @@ def test_thresholds_and_sar_under_jit_equal_the_whole_matrix_computation(people)
   assert sar["type2"].shape == (200, 3) and sar["type2_eligible"].all()
 
 
+@pytest.mark.slow
 def test_calibrate_and_evaluate_without_a_mesh_equal_the_streamed_path(people):
   emb, recon, labels = people
   common = {"key": jax.random.key(0), "bootstrap_samples": 200}
@@ -140,6 +142,7 @@ def images(digits8):
   return targets, recon.astype(np.float32), y[:40]
 
 
+@pytest.mark.slow
 def test_score_in_a_few_lines_under_jit_and_as_the_audit_scores(images):
   targets, recon, labels = images
   key = jax.random.key(0)
@@ -176,6 +179,7 @@ def test_every_scoring_module_declares_its_public_names():
     assert all(hasattr(module, name) for name in module.__all__), info.name
 
 
+@pytest.mark.slow
 def test_assess_returns_every_attackers_reconstructions_and_scores(digits8):
   x, y = digits8
   x, y = x[:360], y[:360]

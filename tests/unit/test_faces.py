@@ -33,6 +33,7 @@ def _chips():
   return np.stack(out)
 
 
+@pytest.mark.slow
 @needs_extra
 def test_descriptors_equal_dlibs_own_to_1e_4():
   import dlib
@@ -74,6 +75,7 @@ def test_the_model_kind_takes_150x150_rgb_chips_only():
     embedding.load_dlib_face(None, embedding.Given("model", (32, 32, 3)))
 
 
+@pytest.mark.slow
 @needs_extra
 def test_face_photos_are_aligned_as_dlib_does_and_faceless_or_crowded_ones_skipped(tmp_path):
   import skimage.data
@@ -117,6 +119,7 @@ def test_the_encoder_is_a_model_kind_and_an_evaluator_kind():
     embedding.load_kind(evaluator, embedding.Given("evaluator", (64, 64, 3)))
 
 
+@pytest.mark.slow
 @needs_extra
 def test_dlib_accepts_an_aligned_face_as_itself_and_not_a_grey_image():
   import skimage.data
@@ -130,6 +133,7 @@ def test_dlib_accepts_an_aligned_face_as_itself_and_not_a_grey_image():
   np.testing.assert_array_equal(accepted, [1.0, 0.0])
 
 
+@pytest.mark.slow
 @needs_extra
 def test_a_photo_with_several_faces_is_refused_or_kept_by_its_largest_face():
   import skimage.data
@@ -178,6 +182,7 @@ def test_dlib_accepts_passes_the_config_check_on_face_chips():
   assert c.metrics.dlib_accepts.type == "privjax.models.faces:dlib_accepts"
 
 
+@pytest.mark.slow
 @needs_extra
 def test_dlib_accepts_runs_after_the_config_check_traced_it_first():
   # The config check traces the metric (eval_shape) before any work; the encoder it loads

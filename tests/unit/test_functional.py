@@ -117,6 +117,7 @@ def test_key_seed_maps_a_key_back_to_its_int_seed():
   assert 0 <= attacks.key_seed(a) < 2**32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ridge", "decoder"])
 def test_reconstruct_jits_vmaps_and_differentiates(data, fitted, name):
   aux, tgt_f, targets, _ = data
@@ -167,6 +168,7 @@ def test_held_out_params_fit_without_the_validation_images(data, fitted):
   assert fitted["audit"]["nearest"].held_out_params().images.shape[0] == 200  # aux.train only
 
 
+@pytest.mark.slow
 def test_nearest_jits_and_its_soft_version_differentiates(data, fitted):
   aux, tgt_f, targets, _ = data
   params = fitted["nearest", SEED]
@@ -179,6 +181,7 @@ def test_nearest_jits_and_its_soft_version_differentiates(data, fitted):
   _check_gradients(lambda p, f: nearest.reconstruct_soft(p, f), params, tgt_f, targets)
 
 
+@pytest.mark.slow
 def test_blend_composes_its_members_pure_reconstructs(data, fitted):
   aux, tgt_f, targets, _ = data
   audit = fitted["audit"]
@@ -203,6 +206,7 @@ def test_blend_composes_its_members_pure_reconstructs(data, fitted):
     )
 
 
+@pytest.mark.slow
 def test_whitebox_is_one_pure_function_of_model_start_and_features(data, fitted):
   aux, tgt_f, targets, embed = data
   model = attacks.Model(embed=embed, params=_PROJ, key="tanh")

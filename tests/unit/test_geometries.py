@@ -2,9 +2,12 @@
 
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_fast_transposed_convolutions_equal_pytorch_semantics():
   """Every formulation computes PyTorch's ConvTranspose2d(k=4, s=2, p=1)."""
   import jax
@@ -33,6 +36,7 @@ def test_fast_transposed_convolutions_equal_pytorch_semantics():
     )
 
 
+@pytest.mark.slow
 def test_per_layer_modes_compute_the_same_network():
   import jax
   import numpy as np

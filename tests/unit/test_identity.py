@@ -52,6 +52,7 @@ def _all_pairs(emb, labels, mesh, batch_size=128):
   return sim, sim[iu][(labels[:, None] != labels[None, :])[iu]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [8, 128, 1000])
 def test_streamed_thresholds_are_the_exact_order_statistics_of_the_impostor_scores(
   people, mesh, batch_size
@@ -77,6 +78,7 @@ def test_streamed_thresholds_are_the_exact_order_statistics_of_the_impostor_scor
     assert row["realised_fmr"] == pytest.approx(np.mean(impostor > t))
 
 
+@pytest.mark.slow
 def test_tied_scores_give_a_threshold_no_higher_than_the_exact_one(mesh):
   # 40 identities of 3 identical embeddings each on 8 directions: heavy ties everywhere.
   rng = np.random.default_rng(3)
@@ -90,6 +92,7 @@ def test_tied_scores_give_a_threshold_no_higher_than_the_exact_one(mesh):
     assert np.sum(impostor > t + 2e-7) <= f * impostor.size
 
 
+@pytest.mark.slow
 def test_streamed_rates_equal_the_whole_matrix_computation(people, mesh):
   emb, labels = people
   cal = _calibrate(emb, labels, mesh)
@@ -172,6 +175,7 @@ def test_uninformative_reconstructions_score_their_chance(people, mesh):
     assert level == "low"
 
 
+@pytest.mark.slow
 def test_single_image_identities_are_excluded_and_counted(people, mesh):
   emb, labels = people
   keep = np.r_[np.arange(0, 294), [294]]  # identity 49 keeps one image
@@ -186,6 +190,7 @@ def test_one_identity_is_refused(mesh):
     _calibrate(emb, np.zeros(12, np.int64), mesh)
 
 
+@pytest.mark.slow
 def test_the_device_count_does_not_move_a_threshold(people):
   emb, labels = people
   one = _calibrate(emb, labels, parallel.data_mesh(jax.devices()[:1]))

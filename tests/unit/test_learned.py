@@ -87,6 +87,7 @@ def test_it_registers_as_a_trained_defense():
   assert d.defaults == learned.DEFAULTS and d.check_settings is learned.check_settings
 
 
+@pytest.mark.slow
 def test_lambda_zero_keeps_the_features_use(data, trained):
   params, info = trained[0.0]
   knn_raw, probe_raw = _utility(data)
@@ -97,6 +98,7 @@ def test_lambda_zero_keeps_the_features_use(data, trained):
   assert info["end"]["utility_loss"] < 0.5 * info["start"]["utility_loss"]
 
 
+@pytest.mark.slow
 def test_a_large_lambda_cuts_the_held_out_ridge(trained):
   free, private = trained[0.0][1], trained[10.0][1]
   # Both start from the identity: the same untrained R^2.
@@ -114,6 +116,7 @@ def narrow(data):
   return _train(data, 1.0, hidden=0, width=16, steps=5)
 
 
+@pytest.mark.slow
 def test_the_width_setting_is_honoured(data, narrow):
   params, info = narrow
   assert info["architecture"] == "linear 32->16" and info["steps"] == 5
@@ -122,6 +125,7 @@ def test_the_width_setting_is_honoured(data, narrow):
   assert out.shape == (7, 16) and out.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_the_same_key_gives_bitwise_the_same_params(data, narrow):
   params, _ = narrow
   again, _ = _train(data, 1.0, hidden=0, width=16, steps=5)
@@ -148,6 +152,7 @@ def _nets(rng):
   }
 
 
+@pytest.mark.slow
 def test_transform_jits_and_differentiates_for_every_architecture(data, trained, rng):
   f = jnp.asarray(data[0][:7])
   mean, scale = trained[0.0][0]["mean"], trained[0.0][0]["scale"]

@@ -1,5 +1,7 @@
 """What privjax prints: its own lines once, every warning."""
 
+import pytest
+
 
 def test_quiet_keeps_privjax_lines_once_and_every_warning():
   import logging
@@ -72,6 +74,7 @@ def test_a_library_traceback_is_hidden_below_verbosity_1_and_privjax_own_kept():
     absl_logging.get_absl_logger().setLevel(level)
 
 
+@pytest.mark.slow
 def test_ignored_exceptions_and_dying_library_threads_print_only_at_verbosity_1():
   import gc
   import logging

@@ -75,6 +75,7 @@ def test_label_chance_and_hits():
   np.testing.assert_array_equal(metrics.label_hits(best, labels), [True, True, False, True])
 
 
+@pytest.mark.slow
 def test_bootstrap_ci_covers_mean_and_shrinks_with_n():
   rng = np.random.default_rng(2)
   small = rng.normal(0.3, 0.1, 50)

@@ -19,6 +19,7 @@ def _conv_sizes(module, x):
   ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,largest", [(16, 16), (32, 32), (64, 32), (128, 32)])
 def test_the_decoder_convolves_at_up_to_max_conv_size_and_outputs_the_image(size, largest):
   decoder = Decoder((size, size, 3))
@@ -36,6 +37,7 @@ def test_a_larger_max_conv_size_convolves_at_the_full_size():
   assert max(_conv_sizes(Decoder((64, 64, 3), max_conv_size=64), jnp.zeros((2, 10)))) == 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,stride", [(8, 1), (16, 1), (17, 2), (32, 2), (64, 4), (150, 10)])
 def test_the_builtin_model_strides_large_images_to_its_working_size(size, stride):
   assert stem_stride(size) == stride
@@ -109,6 +111,7 @@ def test_every_model_kind_is_in_the_registry_with_what_it_declares():
     kinds.validate(bad, "evaluator")  # "auto" is checked as the builtin it may become
 
 
+@pytest.mark.slow
 def test_the_builtin_kind_trains_from_its_own_settings_and_explicit_values(tmp_path):
   from privjax.models import kinds
   from privjax.runtime import parallel
@@ -133,6 +136,7 @@ def test_the_builtin_kind_trains_from_its_own_settings_and_explicit_values(tmp_p
     kinds.load_kind(m, kinds.Given("model", (8, 8, 1)))
 
 
+@pytest.mark.slow
 def test_the_auto_evaluator_trains_as_the_builtin_kind_in_its_own_checkpoint(tmp_path):
   import json
 

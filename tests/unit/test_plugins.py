@@ -134,6 +134,7 @@ def test_a_defense_by_import_path_applies_with_its_strength_keyword():
   np.testing.assert_allclose(out, 2 * f)
 
 
+@pytest.mark.slow
 def test_a_metric_reaches_the_scores_the_summary_and_the_verdict(digits8):
   targets = digits8[0][:40]
   recon = np.clip(targets + 0.1, 0, 1)
@@ -328,6 +329,7 @@ def test_a_data_source_by_import_path_is_split_into_roles():
     data.load(ml_collections.ConfigDict(bad))
 
 
+@pytest.mark.slow
 def test_a_utility_by_import_path_is_measured_beside_the_builtins():
   rng = np.random.default_rng(0)
   aux, tgt = rng.normal(size=(40, 4)), 2 * rng.normal(size=(20, 4))

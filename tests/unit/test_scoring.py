@@ -6,6 +6,7 @@ import pytest
 import privjax
 
 
+@pytest.mark.slow
 def test_shortlist_identification_agrees_with_exact(digits8):
   from privjax import config as config_lib
   from privjax import settings as settings_lib

@@ -25,6 +25,7 @@ def test_only_large_optimizer_leaves_are_split():
   assert loop.split_spec((big + 1,), 4) == P()  # no axis the device count divides
 
 
+@pytest.mark.slow
 def test_train_step_reduces_loss(digits8, monkeypatch):
   monkeypatch.setattr(loop, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
   images = digits8[0][:256]
@@ -62,6 +63,7 @@ def test_batch_indices_cover_each_epoch_once():
   assert not np.array_equal(batch_indices(n, b, 0, seed=3), batch_indices(n, b, 0, seed=4))
 
 
+@pytest.mark.slow
 def test_training_stops_early_and_returns_best(digits8):
   images = digits8[0][:300]
   features = np.zeros((300, 4), np.float32)  # nothing to learn beyond the mean image
@@ -78,6 +80,7 @@ def test_training_stops_early_and_returns_best(digits8):
   assert min(h["val_loss"] for h in conv["history"]) >= conv["best_val_loss"] - cfg.min_delta
 
 
+@pytest.mark.slow
 def test_train_step_keeps_a_debiased_moving_average_of_the_params(digits8):
   images = digits8[0][:64]
   features = images.reshape(64, -1)[:, ::4].copy()
@@ -111,6 +114,7 @@ def test_train_step_keeps_a_debiased_moving_average_of_the_params(digits8):
     chex.assert_trees_all_close(state.ema, p0)
 
 
+@pytest.mark.slow
 def test_resume_on_another_device_count(digits8, tmp_path, monkeypatch):
   """A checkpoint from 4 devices resumes on 2 (optimizer vectors are stored unpadded)."""
   monkeypatch.setattr(loop, "SPLIT_MIN_ELEMENTS", 1024)  # split this small model's state
@@ -155,6 +159,7 @@ def _update_norms(tx, devices, digits8):
   return float(np.sqrt(sum(np.sum(d**2) for d in jax.tree.leaves(delta)))), delta
 
 
+@pytest.mark.slow
 def test_any_optax_chain_computes_as_on_one_device(digits8):
   import optax
 
@@ -175,6 +180,7 @@ def test_any_optax_chain_computes_as_on_one_device(digits8):
   assert all(np.abs(k).max() > 0 for k in kernels) and all(np.all(b == 0) for b in biases)
 
 
+@pytest.mark.slow
 def test_the_ssim_weight_scales_only_the_ssim_term_of_the_mixed_losses():
   rng = np.random.default_rng(0)
   a, b = (rng.random((3, 16, 16, 1), np.float32) for _ in range(2))
@@ -251,6 +257,7 @@ def test_the_flat_warning_compares_the_decoder_with_its_reconstructions_of_other
   assert any("validation loss flat" in w for w in warnings) == flat
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", [3.0, None])
 def test_the_flat_warning_fires_only_on_a_decoder_that_learned_nothing(digits8, noise):
   """Features of the images under noise of 3 times their std: the decoder learns some

@@ -1,11 +1,13 @@
 """Utility: k-NN identification and the linear probe at their chance levels."""
 
 import numpy as np
+import pytest
 
 from privjax.defenses import utility
 from privjax.runtime import parallel
 
 
+@pytest.mark.slow
 def test_knn_identification_and_the_probe_at_their_chance_levels():
   rng = np.random.default_rng(0)
   mesh = parallel.data_mesh()

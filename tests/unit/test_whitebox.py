@@ -92,6 +92,7 @@ def test_schedule_starts_at_zero_and_ends_at_the_most_steps(steps, checkpoints, 
   assert s[0] == 0 and s[-1] == steps and len(s) == expected and list(s) == sorted(set(s))
 
 
+@pytest.mark.slow
 def test_invert_returns_the_start_then_images_whose_features_approach_the_target(digits8):
   x, _ = digits8
   start = np.full((8, *x.shape[1:]), 0.5, np.float32)
@@ -121,6 +122,7 @@ def test_held_out_reconstructions_never_saw_the_validation_images(digits8):
   assert np.mean((ridge.reconstruct_held_out(val_f) - val_x) ** 2) > 1.2 * in_sample
 
 
+@pytest.mark.slow
 def test_whitebox_started_from_a_lookup_still_optimises(digits8):
   # Started from nearest, whose in-sample answer on aux.val is the image itself, a choice
   # judged on in-sample starts would keep the start (0 steps) and understate the attack.
@@ -198,6 +200,7 @@ def test_a_start_whose_held_out_images_are_not_images_is_refused_in_one_line(
     _fit("whitebox", aux, ctx, init="mine", steps=4, checkpoints=2, tv_weights=(0.0,))
 
 
+@pytest.mark.slow
 def test_advancing_in_stretches_reaches_what_one_long_inversion_reaches(digits8):
   x, _ = digits8
   start = np.full((8, *x.shape[1:]), 0.5, np.float32)
