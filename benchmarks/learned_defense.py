@@ -63,8 +63,10 @@ def _row(name: str, point: dict) -> dict:
     "image_reid_rate": d["image_reid_rate"],
     "knn_rank1": knn.get("rate"),
     "knn_chance": knn.get("chance"),
-    "refitted_ssim_gain": {
-      n: r["ssim_gain"] for n, r in point.get("refitted", {}).items() if "ssim_gain" in r
+    "refitted_ssim_gain": {  # (the undefended reference's attackers are its "attackers")
+      n: r["ssim_gain"]
+      for n, r in point.get("refitted", point.get("attackers", {})).items()
+      if "ssim_gain" in r
     },
   }
   if "training" in point:
