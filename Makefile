@@ -4,7 +4,7 @@
 #   make test    install privjax with its test tools into .venv, lint and run the tests
 # and, while developing:
 #   make test-fast  the unit tests but the slow ones (tests/unit -m "not slow": no whole
-#                   audits, no training loops, no lint): about a minute and a half on 2 cores
+#                   audits, no training loops, no lint): about 70 s on 2 cores
 #   make api        the API reference from the docstrings (pdoc, offline) into build/api/,
 #                   failing on an undocumented public name (make lint runs it too)
 #   make bench      the benchmark's quick run (benchmarks/run.py --quick: about 95 s on 2
