@@ -603,8 +603,8 @@ TABLE = [
     SWEEP,
     ["--config.defense.sweep.quantize.type=blur"],
     "done",
-    "unknown defense type 'blur': expected one of ['gaussian_noise', 'none', 'normalize_noise', "
-    "'pca_truncate', 'quantize']",
+    "unknown defense type 'blur': expected one of ['gaussian_noise', 'learned', 'none', "
+    "'normalize_noise', 'pca_truncate', 'quantize']",
   ),
   (
     "defense-no-such-name",
