@@ -179,17 +179,12 @@ def main() -> None:
   result = {}
   for name in args.workloads.split(","):
     if name == "digits":
-      result[name] = workload(name, "configs/default.py", [])
+      result[name] = workload(name, "configs/default.py", [])  # (the sweep comes as flags)
     elif name == "crops64":
       path = args.crops or os.path.join(tempfile.mkdtemp(prefix="privjax-crops-"), "c.npz")
       if not os.path.exists(path):
         subprocess.run([sys.executable, "benchmarks/crops64.py", path], cwd=ROOT, check=True)
-      extra = [
-        "--config.data.source=npz",
-        f"--config.data.path={path}",
-        "--config.data.image_size=0",
-      ]
-      result[name] = workload(name, "configs/learned_defense.py", extra)
+      result[name] = workload(name, "configs/npz.py", [f"--config.data.path={path}"])
     else:
       raise SystemExit(f"unknown workload {name!r}: digits or crops64")
   if args.out:
