@@ -27,26 +27,17 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks import sweep  # noqa: E402 (the command-line runner)
+
 UNSEEN = ("ridge", "nearest", "decoder", "blend")
 
 
 def _run(config: str, workdir: str, extra: list) -> tuple[dict, float]:
-  cmd = [
-    sys.executable,
-    os.path.join(ROOT, "launch.py"),
-    f"--config={config}",
-    f"--workdir={workdir}",
-    "--compilation_cache=",
-    *extra,
-  ]
-  t = time.perf_counter()
-  subprocess.run(cmd, cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
-  wall = time.perf_counter() - t
-  with open(os.path.join(workdir, "report.json")) as f:
-    return json.load(f), wall
+  report, wall, _ = sweep.launch(config, workdir, extra)
+  return report, wall
 
 
 def _row(name: str, point: dict) -> dict:
@@ -127,7 +118,6 @@ def _sweep_flags(entries: dict, attackers) -> list:
 
 
 def workload(name: str, config: str, extra: list) -> dict:
-  sys.path.insert(0, ROOT)
   from configs import learned_defense
 
   c = learned_defense.get_config()

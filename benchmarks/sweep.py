@@ -23,17 +23,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def main() -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--config", default="configs/defense_sweep.py")
-  p.add_argument("--workdir", default="", help="default: a fresh temporary directory")
-  p.add_argument("--out", default="", help="write the numbers as JSON here")
-  args, extra = p.parse_known_args()
-  workdir = args.workdir or tempfile.mkdtemp(prefix="privjax-sweep-")
+def launch(config: str, workdir: str, extra: list) -> tuple[dict, float, list]:
+  """The command line on `config` in `workdir` (no compilation cache): (report.json, wall
+  seconds, the command)."""
   cmd = [
     sys.executable,
     os.path.join(ROOT, "launch.py"),
-    f"--config={args.config}",
+    f"--config={config}",
     f"--workdir={workdir}",
     "--compilation_cache=",
     *extra,
@@ -42,7 +38,17 @@ def main() -> None:
   subprocess.run(cmd, cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
   wall = time.perf_counter() - t
   with open(os.path.join(workdir, "report.json")) as f:
-    report = json.load(f)
+    return json.load(f), wall, cmd
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--config", default="configs/defense_sweep.py")
+  p.add_argument("--workdir", default="", help="default: a fresh temporary directory")
+  p.add_argument("--out", default="", help="write the numbers as JSON here")
+  args, extra = p.parse_known_args()
+  workdir = args.workdir or tempfile.mkdtemp(prefix="privjax-sweep-")
+  report, wall, cmd = launch(args.config, workdir, extra)
   sweep = report["defense"]
   rows = []
   for name, entry in {

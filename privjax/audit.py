@@ -125,6 +125,8 @@ def assess(
     image_shape=targets.shape[1:],
     stored=embed_fn is None,
     name="defender_images",
+    aux=aux,
+    targets=targets,
   )
   inputs = dataclasses.replace(inputs, defender=defender)
   if aux_labels is not None and not len(cfg.defense.sweep):

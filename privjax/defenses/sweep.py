@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -371,6 +373,18 @@ def _trained_point(round_, aux, defense, entry, strength, defender, *, key, **co
   except Exception as e:  # a user's trainer: one line naming it
     raise ModelError(
       f"defense {common['name']} failed to train on the defender's split: {one_line(e)}"
+    ) from e
+  if not isinstance(params, Mapping) or not isinstance(info, Mapping):
+    raise ModelError(
+      f"defense {common['name']}'s train must return (params, info), two dicts, got "
+      f"({type(params).__name__}, {type(info).__name__})"
+    )
+  try:
+    info = json.loads(json.dumps(dict(info)))
+  except (TypeError, ValueError) as e:
+    raise ModelError(
+      f"defense {common['name']}'s training info must be JSON-ready (numbers, strings, "
+      f"lists, dicts): {one_line(e)}"
     ) from e
   point = _point(
     round_, aux, defense, params=dict(params, **{defense.param: strength}), key=key, **common

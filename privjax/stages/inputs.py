@@ -141,10 +141,14 @@ def learners(cfg) -> list[str]:
   return [n for n in sweep if transforms.get(sweep[n].type, sweep[n].param).train is not None]
 
 
-def check_defender(cfg, own_images, own_labels, *, image_shape, stored: bool, name: str):
+def check_defender(
+  cfg, own_images, own_labels, *, image_shape, stored: bool, name: str, aux=None, targets=None
+):
   """The defender's split for the sweep's learning defenses, checked: (images, int labels,
   `name`), or None when no entry learns. One line when an entry learns and the audit has no
-  such split (or only stored features, which no model re-embeds)."""
+  such split (or only stored features, which no model re-embeds), or when one of its images
+  is also a target or an auxiliary image (`aux`, `targets` [N, H, W, C] float32): a defense
+  trained on the very images it is audited on hides those, not the model's leakage."""
   learning = learners(cfg)
   if not learning:
     return None
@@ -160,6 +164,13 @@ def check_defender(cfg, own_images, own_labels, *, image_shape, stored: bool, na
     raise DataError(
       f"defender_images must have the targets' image shape {tuple(image_shape)}, got {x.shape[1:]}"
     )
+  shared = _also_in(x, *(a for a in (aux, targets) if a is not None))
+  if shared:
+    raise DataError(
+      f"{len(shared)} of the {x.shape[0]} defender_images are also target or auxiliary "
+      f"images (first: defender image {shared[0]}): the defender's split must be disjoint "
+      "from both, or its learned defense is trained on the images it is audited on"
+    )
   y = images.check_labels(own_labels, x.shape[0], name="defender_labels")
   if len(np.unique(y)) < 2:
     raise DataError(
@@ -169,11 +180,16 @@ def check_defender(cfg, own_images, own_labels, *, image_shape, stored: bool, na
   return x, y, name
 
 
+def _also_in(rows, *pools) -> list[int]:
+  """The indices of `rows` [N, ...] that are, byte for byte, a row of one of `pools`."""
+  seen = {a.tobytes() for pool in pools for a in pool}
+  return [i for i, r in enumerate(rows) if r.tobytes() in seen]
+
+
 def _shared_images(aux, targets) -> list[str]:
   """A warning when some targets are also auxiliary images (byte for byte): the method
   wants them disjoint, and an attacker that holds a target's own image recovers it."""
-  seen = {a.tobytes() for a in aux}
-  shared = [i for i, t in enumerate(targets) if t.tobytes() in seen]
+  shared = _also_in(targets, aux)
   if not shared:
     return []
   head = ", ".join(map(str, shared[:10])) + (

@@ -126,3 +126,13 @@ def test_a_stored_features_audit_cannot_learn_a_defense(digits8, tmp_path):
       progress=False,
     )
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("role", ["targets", "aux"])
+def test_defender_images_that_are_targets_or_aux_images_are_refused(digits8, tmp_path, role):
+  from privjax.errors import DataError
+
+  own = slice(1000, 1100) if role == "targets" else slice(0, 100)  # targets: x[900:1200]
+  with pytest.raises(DataError, match=r"^100 of the 100 defender_images are also target or"):
+    _audit(digits8, tmp_path, {"learned": LEARNED}, own=own)
+  assert os.listdir(tmp_path) == []

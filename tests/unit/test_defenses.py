@@ -233,3 +233,29 @@ def test_every_builtin_defense_passes_the_purity_probe(kind, strengths, rows, fe
   for strength in strengths:
     out = _apply(kind, features[:rows], strength, fit_on=features)
     assert out.shape == (rows, 16)
+
+
+@pytest.mark.parametrize(
+  ("returned", "match"),
+  [
+    ([1.0], r"defense bad's train must return \(params, info\), two dicts, got \(list, dict\)"),
+    ({"w": 1.0}, r"defense bad's training info must be JSON-ready"),
+  ],
+)
+def test_a_learning_defense_that_returns_the_wrong_things_is_one_line(returned, match):
+  import jax
+
+  from privjax.defenses import sweep
+  from privjax.errors import ModelError
+
+  info = {} if isinstance(returned, list) else {"curve": np.zeros(2)}
+
+  def train(**kw):
+    del kw
+    return returned, info
+
+  bad = defenses.Defense(lambda f, k, **p: f, "lam", None, None, "lam", train=train, defaults={})
+  own = sweep.Defender(np.zeros((8, 2)), np.zeros((8, 2, 2, 1)), np.arange(8) % 2, "own")
+  with pytest.raises(ModelError, match=match) as e:
+    sweep._trained_point(None, None, bad, {}, 1.0, own, key=jax.random.key(0), name="bad")
+  assert "\n" not in str(e.value)
