@@ -2,6 +2,8 @@
 
   .venv/bin/python benchmarks/learned_defense.py                      # both workloads
   .venv/bin/python benchmarks/learned_defense.py --workloads digits   # ~10 min, 2 cores
+  .venv/bin/python benchmarks/learned_defense.py --workloads crops64 --crops c.npz
+      # run 1: 34 min on 2 idle cores; run 2 (a 64x64 decoder per g): 59 min on 2 shared
   .venv/bin/python benchmarks/learned_defense.py --out benchmarks/results_learned_defense.json
 
 For each workload, two runs of the command line in one fresh workdir (no compilation cache):
